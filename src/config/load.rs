@@ -1,0 +1,695 @@
+//! Loading: YAML (serde_norway behind a figment `Format`) merged with `HLBRIDGE_A__B` environment
+//! overrides, then parsed section by section and device by device so that *every* error is
+//! reported in one go, each with its key path, the file line when the file is at fault (or the
+//! environment variable when that is), and the nearest valid key for typos.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format};
+use serde::de::DeserializeOwned;
+
+use super::{
+    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport, HttpConfig, LogConfig,
+    MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
+};
+
+/// Top-level keys of the file.
+const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "devices", "routes", "simulators"];
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "HLBRIDGE_";
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`devices.garage.interval`), empty for whole-file problems.
+    pub path: String,
+    /// What is wrong, and how to fix it when we can tell.
+    pub message: String,
+    /// Where the bad value came from: `file.yaml:12` or `env HLBRIDGE_MQTT__URL`.
+    pub origin: Option<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
+        }
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Every problem found, in file order where known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "the configuration has {n} error{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// figment `Format` backed by serde_norway (figment's own `yaml` feature uses the archived serde_yaml).
+struct Yaml;
+
+impl Format for Yaml {
+    type Error = serde_norway::Error;
+    const NAME: &'static str = "YAML";
+    fn from_str<T: DeserializeOwned>(s: &str) -> Result<T, Self::Error> {
+        serde_norway::from_str(s)
+    }
+}
+
+/// Loads and validates `path`, applying environment overrides.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+            origin: None,
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&text, &path.display().to_string(), base)
+}
+
+/// Loads and validates YAML `text` (named `name` in messages), applying environment overrides;
+/// relative secret files are resolved against `base_dir`.
+pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx { text, name, errors: Vec::new() };
+    // Syntax first: serde_norway knows line and column; nothing else can be checked after one.
+    if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
+        let origin = e.location().map(|l| format!("{name}:{}:{}", l.line(), l.column()));
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        return Err(ConfigErrors(vec![ConfigError { path: String::new(), message: format!("YAML syntax: {msg}"), origin }]));
+    }
+    let figment = Figment::new().merge(Yaml::string(text)).merge(
+        Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter(|k| {
+                let first = k.as_str().split("__").next().unwrap_or("").split('.').next().unwrap_or("");
+                SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
+            }),
+    );
+    let root: serde_json::Value = match figment.extract() {
+        Ok(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            return Err(ConfigErrors(
+                e.into_iter().map(|e| ConfigError { path: e.path.join("."), message: e.kind.to_string(), origin: None }).collect(),
+            ));
+        }
+    };
+    let serde_json::Value::Object(root) = root else {
+        ctx.error("", "the file must be a mapping of sections (mqtt:, devices:, ...)".into());
+        return Err(ConfigErrors(ctx.errors));
+    };
+    ctx.check_keys(&root, "", SECTIONS);
+
+    let mut config = Config {
+        mqtt: ctx.section::<MqttConfig>(&root, "mqtt").unwrap_or_default(),
+        output: ctx.section::<OutputConfig>(&root, "output").unwrap_or_default(),
+        http: ctx.section::<HttpConfig>(&root, "http").unwrap_or_default(),
+        log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls")) {
+        if let serde_json::Value::Object(m) = v {
+            ctx.check_keys(m, "mqtt.tls", fields_of::<super::TlsConfig>());
+        }
+    }
+
+    match root.get("devices") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(devices)) => {
+            for (id, raw) in devices {
+                if let Some(d) = ctx.device(id, raw) {
+                    config.devices.insert(id.clone(), d);
+                }
+            }
+        }
+        Some(_) => ctx.error("devices", "must be a mapping keyed by device id (a list cannot be overridden per key)".into()),
+    }
+    match root.get("routes") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(routes)) => {
+            for (i, r) in routes.iter().enumerate() {
+                let path = format!("routes.{i}");
+                if let serde_json::Value::Object(m) = r {
+                    ctx.check_keys(m, &path, fields_of::<RouteConfig>());
+                }
+                if let Some(route) = ctx.parse::<RouteConfig>(r, &path) {
+                    config.routes.push(route);
+                }
+            }
+        }
+        Some(_) => ctx.error("routes", "must be a list of {match: {...}, prefix: ...}".into()),
+    }
+    match root.get("simulators") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(sims)) => {
+            for (id, raw) in sims {
+                if let Some(s) = ctx.parse::<SimulatorConfig>(raw, &format!("simulators.{id}")) {
+                    config.simulators.insert(id.clone(), s);
+                }
+            }
+        }
+        Some(_) => ctx.error("simulators", "must be a mapping keyed by simulator name".into()),
+    }
+
+    validate(&mut ctx, &mut config, base_dir);
+    if ctx.errors.is_empty() {
+        return Ok(config);
+    }
+    // File order reads best; errors from the environment or without a line go last.
+    let line_of = |e: &ConfigError| {
+        e.origin
+            .as_deref()
+            .and_then(|o| o.strip_prefix(name)?.strip_prefix(':')?.split(':').next()?.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    };
+    ctx.errors.sort_by_key(line_of);
+    Err(ConfigErrors(ctx.errors))
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    name: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn origin(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            return None;
+        }
+        let env_name = format!("{ENV_PREFIX}{}", segments.join("__").to_uppercase());
+        if std::env::var_os(&env_name).is_some() {
+            return Some(format!("env {env_name}"));
+        }
+        // Try the full path, then its parents (a missing key is reported at its parent's line).
+        for len in (1..=segments.len()).rev() {
+            if let Some(line) = locate(self.text, &segments[..len]) {
+                return Some(format!("{}:{line}", self.name));
+            }
+        }
+        None
+    }
+
+    fn error(&mut self, path: &str, message: String) {
+        let origin = self.origin(path);
+        self.errors.push(ConfigError { path: path.to_owned(), message, origin });
+    }
+
+    fn check_keys(&mut self, map: &serde_json::Map<String, serde_json::Value>, path: &str, valid: &[&str]) {
+        for key in map.keys() {
+            if !valid.contains(&key.as_str()) {
+                let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let msg = unknown_key_message(key, valid);
+                self.error(&full, msg);
+            }
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&mut self, value: &serde_json::Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match (path.is_empty(), inner.as_str()) {
+                    (_, ".") | (_, "") => path.to_owned(),
+                    (true, p) => p.to_owned(),
+                    (false, p) => format!("{path}.{p}"),
+                };
+                let msg = humanize(&e.into_inner().to_string());
+                // Unknown keys were already reported by check_keys with a suggestion.
+                if !(msg.starts_with("unknown key") && self.errors.iter().any(|x| x.path.starts_with(&full))) {
+                    self.error(&full, msg);
+                }
+                None
+            }
+        }
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, root: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<T> {
+        let v = root.get(key)?;
+        if v.is_null() {
+            return None;
+        }
+        if let serde_json::Value::Object(m) = v {
+            let valid = fields_of::<T>();
+            self.check_keys(m, key, valid);
+            // Parse what is left, so the valid keys beside a typo are still checked.
+            let known: serde_json::Map<_, _> =
+                m.iter().filter(|(k, _)| valid.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            return self.parse(&serde_json::Value::Object(known), key);
+        }
+        self.parse(v, key)
+    }
+
+    fn device(&mut self, id: &str, raw: &serde_json::Value) -> Option<DeviceConfig> {
+        let path = format!("devices.{id}");
+        if !valid_id(id) {
+            self.error(&path, "device ids are 1-64 characters of a-z, 0-9, `_` and `-`".into());
+        }
+        let serde_json::Value::Object(map) = raw else {
+            self.error(&path, "must be a mapping with at least `adapter:`".into());
+            return None;
+        };
+        let Some(adapter) = map.get("adapter") else {
+            self.error(&path, format!("`adapter:` is missing (one of {})", AdapterKind::NAMES.join(", ")));
+            return None;
+        };
+        let adapter: AdapterKind = match serde_json::from_value(adapter.clone()) {
+            Ok(a) => a,
+            Err(_) => {
+                let given = adapter.as_str().unwrap_or("?");
+                let hint = suggest(given, AdapterKind::NAMES).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                self.error(
+                    &format!("{path}.adapter"),
+                    format!("unknown adapter `{given}` (one of {}){hint}", AdapterKind::NAMES.join(", ")),
+                );
+                return None;
+            }
+        };
+        let common_keys = fields_of::<DeviceCommon>();
+        let specific_keys: &[&str] = match adapter {
+            AdapterKind::Goe => fields_of::<GoeConfig>(),
+            other => {
+                self.error(
+                    &format!("{path}.adapter"),
+                    format!("the `{}` adapter is not available in this build yet", other.as_str()),
+                );
+                return None;
+            }
+        };
+        let all: Vec<&str> = common_keys.iter().chain(specific_keys).copied().collect();
+        self.check_keys(map, &path, &all);
+        let mut common = serde_json::Map::new();
+        let mut specific = serde_json::Map::new();
+        for (k, v) in map {
+            if common_keys.contains(&k.as_str()) {
+                common.insert(k.clone(), v.clone());
+            } else if specific_keys.contains(&k.as_str()) {
+                specific.insert(k.clone(), v.clone());
+            }
+        }
+        let common: Option<DeviceCommon> = self.parse(&serde_json::Value::Object(common), &path);
+        let specific = match adapter {
+            AdapterKind::Goe => self.parse::<GoeConfig>(&serde_json::Value::Object(specific), &path).map(AdapterConfig::Goe),
+            _ => None,
+        };
+        Some(DeviceConfig { common: common?, adapter: specific? })
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn valid_prefix(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.ends_with('/') && crate::mqtt::topic::valid_topic(p) && !p.contains("//")
+}
+
+/// Semantic checks across keys; adds to `ctx.errors`.
+fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
+    if !valid_prefix(&config.output.prefix) {
+        ctx.error("output.prefix", "must be a topic without wildcards and without leading or trailing `/`".into());
+    }
+    if config.output.qos > 1 {
+        ctx.error("output.qos", "must be 0 or 1".into());
+    }
+    if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
+        let msg = e.to_string();
+        ctx.error("mqtt.url", msg.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(msg));
+    }
+    if config.mqtt.keep_alive.0 < std::time::Duration::from_secs(1) {
+        ctx.error("mqtt.keep_alive", "must be at least 1s".into());
+    }
+    if config.mqtt.client_id.is_empty() {
+        ctx.error("mqtt.client_id", "must not be empty".into());
+    }
+    if config.mqtt.password.is_some() && config.mqtt.password_file.is_some() {
+        ctx.error("mqtt.password_file", "set either `password` or `password_file`, not both".into());
+    }
+    if let Some(file) = &config.mqtt.password_file {
+        let path = base_dir.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => config.mqtt.password = Some(super::Secret::new(s.trim_end_matches(['\n', '\r']))),
+            Err(e) => ctx.error("mqtt.password_file", format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    if config.mqtt.embedded.is_some() && !cfg!(feature = "embedded-broker") {
+        ctx.error("mqtt.embedded", "this build has no embedded broker (cargo feature `embedded-broker`)".into());
+    }
+    if let Some(embedded) = &config.mqtt.embedded {
+        // The embedded broker is the default target unless the user named another one.
+        let url_set_explicitly = locate(ctx.text, &["mqtt", "url"]).is_some() || std::env::var_os("HLBRIDGE_MQTT__URL").is_some();
+        if !url_set_explicitly {
+            config.mqtt.url = format!("mqtt://{}", embedded.listen);
+        }
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        if r.matches.adapter.is_none() && r.matches.kind.is_none() {
+            ctx.error(&format!("routes.{i}.match"), "give at least one of `adapter` or `kind`".into());
+        }
+        if !valid_prefix(&r.prefix) {
+            ctx.error(&format!("routes.{i}.prefix"), "must be a topic without wildcards and without leading or trailing `/`".into());
+        }
+    }
+    let ids: Vec<String> = config.devices.keys().cloned().collect();
+    for id in ids {
+        let d = &config.devices[&id];
+        let path = format!("devices.{id}");
+        let mut errs: Vec<(String, String)> = Vec::new();
+        if let Some(p) = &d.common.prefix {
+            if !valid_prefix(p) {
+                errs.push((format!("{path}.prefix"), "must be a topic without wildcards and without leading or trailing `/`".into()));
+            }
+        }
+        for (key, v) in [("freshness", d.common.freshness), ("min_interval", d.common.min_interval), ("heartbeat", d.common.heartbeat)] {
+            if v.is_some_and(|v| v.0.is_zero()) {
+                errs.push((format!("{path}.{key}"), "must be longer than 0s (leave it out to turn it off)".into()));
+            }
+        }
+        match &d.adapter {
+            AdapterConfig::Goe(g) => {
+                if let Some(tp) = &g.topic_prefix {
+                    if !tp.ends_with('/') {
+                        errs.push((format!("{path}.topic_prefix"), format!("must end with `/` like the charger's `mtp` (`{tp}/`)")));
+                    }
+                    if tp.contains(['+', '#']) {
+                        errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
+                    }
+                }
+                match g.transport {
+                    GoeTransport::Mqtt => {
+                        if g.serial.is_none() && g.topic_prefix.is_none() {
+                            errs.push((format!("{path}.serial"), "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into()));
+                        }
+                        if g.url.is_some() {
+                            errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
+                        }
+                    }
+                    GoeTransport::Http => match &g.url {
+                        None => errs.push((format!("{path}.url"), "`transport: http` needs `url` (e.g. http://192.168.1.50)".into())),
+                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                            errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
+                        }
+                        _ => {}
+                    },
+                }
+                if g.interval.0 < std::time::Duration::from_millis(500) {
+                    errs.push((format!("{path}.interval"), "must be at least 500ms (the charger updates once a second)".into()));
+                }
+                if g.timeout.0.is_zero() {
+                    errs.push((format!("{path}.timeout"), "must be longer than 0s".into()));
+                }
+            }
+        }
+        for (p, m) in errs {
+            ctx.error(&p, m);
+        }
+    }
+    for (name, sim) in &config.simulators {
+        match sim {
+            SimulatorConfig::Goe(g) => {
+                if g.serial.is_empty() {
+                    ctx.error(&format!("simulators.{name}.serial"), "must not be empty".into());
+                }
+                if let Some(b) = &g.broker {
+                    if let Err(e) = crate::mqtt::MqttSettings::from_url(b, "sim") {
+                        ctx.error(&format!("simulators.{name}.broker"), e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
+pub(crate) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    struct Grab(Option<&'static [&'static str]>);
+    impl<'de> de::Deserializer<'de> for &mut Grab {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _v: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _v: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("grabbed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut g = Grab(None);
+    let _ = T::deserialize(&mut g);
+    g.0.unwrap_or(&[])
+}
+
+/// The closest valid key to a misspelt one, if any is close enough to be a likely typo.
+pub(crate) fn suggest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(given, v), *v))
+        .filter(|(d, v)| *d <= (v.len().max(given.len()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+fn unknown_key_message(key: &str, valid: &[&str]) -> String {
+    match suggest(key, valid) {
+        Some(s) => format!("unknown key `{key}`; did you mean `{s}`?"),
+        None => format!("unknown key `{key}` (valid keys: {})", valid.join(", ")),
+    }
+}
+
+/// Rewrites serde's messages into the bridge's wording.
+fn humanize(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((key, tail)) = rest.split_once('`') {
+            let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            return unknown_key_message(key, &valid);
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        if let Some((given, tail)) = rest.split_once('`') {
+            let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            let hint = suggest(given, &valid).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+            return format!("unknown value `{given}` (one of {}){hint}", valid.join(", "));
+        }
+    }
+    if let Some(field) = msg.strip_prefix("missing field `") {
+        return format!("required key `{}` is missing", field.trim_end_matches('`'));
+    }
+    msg.to_owned()
+}
+
+/// Finds the 1-based line of a block-style YAML key path (`["devices", "garage", "serial"]`);
+/// list indices in the path are skipped. Good enough for config files; `None` when not found.
+pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let path: Vec<&str> = path.iter().copied().filter(|s| s.parse::<usize>().is_err()).collect();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut indent = line.len() - trimmed.len();
+        let mut body = trimmed;
+        while let Some(rest) = body.strip_prefix("- ") {
+            indent += 2;
+            body = rest.trim_start();
+        }
+        let Some((key, _)) = body.split_once(':') else { continue };
+        let key = key.trim().trim_matches(['"', '\'']);
+        if key.is_empty() || key.starts_with('{') {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_owned()));
+        if stack.len() == path.len() && stack.iter().zip(&path).all(|((_, k), p)| k == p) {
+            return Some(n + 1);
+        }
+        // Flow mappings on one line: `match: { kind: ev_charger }`.
+        if let Some(last) = path.last() {
+            if stack.len() + 1 == path.len()
+                && stack.iter().zip(&path).all(|((_, k), p)| k == p)
+                && body.contains('{')
+                && body.contains(&format!("{last}:"))
+            {
+                return Some(n + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Parses a device config map as the loader would (used by unit tests and `check-config`).
+#[cfg(test)]
+fn load_test(text: &str) -> Result<Config, ConfigErrors> {
+    load_str(text, "test.yaml", Path::new("."))
+}
+
+#[allow(dead_code)]
+fn _assert_btreemap(_: BTreeMap<String, DeviceConfig>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = load_test("").unwrap();
+        assert_eq!(c.output.prefix, "home");
+        assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
+        assert!(c.devices.is_empty());
+    }
+
+    #[test]
+    fn a_goe_device_loads_with_defaults() {
+        let c = load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
+        let d = &c.devices["garage"];
+        let AdapterConfig::Goe(g) = &d.adapter;
+        assert_eq!(g.serial.as_deref(), Some("012345"));
+        assert_eq!(g.transport, GoeTransport::Mqtt);
+        assert_eq!(g.interval, super::super::Dur::secs(5));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_lines_and_suggestions() {
+        let text = "mqtt:\n  url: http://nope\n  clientid: x\noutput:\n  prefix: home/\ndevices:\n  garage:\n    adapter: goe\n    serial: \"1\"\n    intervall: 5s\n  Bad Id:\n    adapter: goee\n";
+        let e = load_test(text).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("test.yaml:3: mqtt.clientid: unknown key `clientid`; did you mean `client_id`?"), "{all}");
+        assert!(all.contains("test.yaml:10: devices.garage.intervall: unknown key `intervall`; did you mean `interval`?"), "{all}");
+        assert!(all.contains("test.yaml:2: mqtt.url:"), "{all}");
+        assert!(all.contains("test.yaml:5: output.prefix:"), "{all}");
+        assert!(all.contains("did you mean `goe`?"), "{all}");
+        assert!(all.contains("device ids are"), "{all}");
+        assert!(e.0.len() >= 6, "{all}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_path() {
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    interval: soon\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("devices.g.interval") && s.contains("500ms"), "{s}");
+        assert!(s.contains("test.yaml:5"), "{s}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_line_and_column() {
+        let e = load_test("mqtt:\n  url: [unclosed\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("YAML syntax") && s.contains("test.yaml:"), "{s}");
+    }
+
+    #[test]
+    fn http_transport_needs_a_url() {
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    transport: http\n").unwrap_err();
+        assert!(e.to_string().contains("devices.g.url"), "{e}");
+    }
+
+    #[test]
+    fn topic_prefix_must_end_with_a_slash() {
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    topic_prefix: wallbox\n").unwrap_err();
+        assert!(e.to_string().contains("must end with `/`"), "{e}");
+    }
+
+    #[test]
+    fn routes_need_a_condition_and_a_valid_prefix() {
+        let e = load_test("routes:\n  - match: {}\n    prefix: /x\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("routes.0.match") && s.contains("routes.0.prefix"), "{s}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_effective_config() {
+        let c = load_test("mqtt:\n  username: u\n  password: hunter2\n").unwrap();
+        let y = c.to_redacted_yaml();
+        assert!(!y.contains("hunter2") && y.contains("<redacted>"), "{y}");
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HLBRIDGE_OUTPUT__PREFIX", "lab");
+            jail.set_env("HLBRIDGE_DEVICES__GARAGE__INTERVAL", "10s");
+            jail.set_env("HLBRIDGE_TEST_BROKER", "mosquitto"); // not a config key: ignored
+            let c = load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
+            assert_eq!(c.output.prefix, "lab");
+            let AdapterConfig::Goe(g) = &c.devices["garage"].adapter;
+            assert_eq!(g.interval, super::super::Dur::secs(10));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_from_env_name_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HLBRIDGE_OUTPUT__QOS", "7");
+            let e = load_test("").unwrap_err();
+            assert!(e.to_string().contains("env HLBRIDGE_OUTPUT__QOS"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("hlb-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
+        let c = load_str("mqtt:\n  password_file: pw\n", "t.yaml", &dir).unwrap();
+        assert_eq!(c.mqtt.password.unwrap().expose(), "s3cret");
+        let e = load_str("mqtt:\n  password_file: missing\n", "t.yaml", &dir).unwrap_err();
+        assert!(e.to_string().contains("mqtt.password_file"), "{e}");
+    }
+
+    #[test]
+    fn locate_finds_nested_and_flow_keys() {
+        let t = "a:\n  b:\n    c: 1\nroutes:\n  - match: { kind: ev_charger }\n    prefix: x\n";
+        assert_eq!(locate(t, &["a", "b", "c"]), Some(3));
+        assert_eq!(locate(t, &["routes", "0", "prefix"]), Some(6));
+        assert_eq!(locate(t, &["routes", "0", "match", "kind"]), Some(5));
+        assert_eq!(locate(t, &["a", "x"]), None);
+    }
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        assert_eq!(suggest("intervall", &["interval", "timeout"]), Some("interval"));
+        assert_eq!(suggest("zzzzzz", &["interval", "timeout"]), None);
+    }
+
+    #[test]
+    fn fields_of_lists_struct_keys() {
+        assert!(fields_of::<GoeConfig>().contains(&"topic_prefix"));
+        assert!(fields_of::<DeviceCommon>().contains(&"adapter"));
+    }
+
+    #[test]
+    fn embedded_broker_becomes_the_default_url() {
+        let c = load_test("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n").unwrap();
+        assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1884");
+    }
+}

@@ -1,0 +1,400 @@
+//! Configuration: the YAML schema (these `///` docs are the user reference, mirrored in
+//! `config/example.yaml`), loading through figment with `HLBRIDGE_A__B` env overrides, and validation
+//! that reports every error at once with its key path and file line.
+
+mod load;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use types::{Dur, Secret};
+
+use crate::model::DeviceKind;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Config {
+    /// The MQTT broker the bridge publishes to (and reads MQTT devices from).
+    pub mqtt: MqttConfig,
+    /// How unified topics are written.
+    pub output: OutputConfig,
+    /// The HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
+    pub http: HttpConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+    /// Configured devices, keyed by device id (`[a-z0-9_-]{1,64}`).
+    pub devices: BTreeMap<String, DeviceConfig>,
+    /// Topic-prefix routes matched by adapter or device kind; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Simulated devices run inside the process (the no-hardware demo).
+    pub simulators: BTreeMap<String, SimulatorConfig>,
+}
+
+/// `mqtt:` — the broker connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker URL: `mqtt://host:1883` or `mqtts://host:8883` for TLS.
+    pub url: String,
+    /// MQTT client id; must be unique on the broker.
+    pub client_id: String,
+    /// User name, when the broker wants one.
+    pub username: Option<String>,
+    /// Password inline (prefer `password_file` or `HLBRIDGE_MQTT__PASSWORD`); never logged.
+    pub password: Option<Secret>,
+    /// File holding the password (trailing newline ignored), e.g. a container secret.
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive interval (at least 1s).
+    pub keep_alive: Dur,
+    /// TLS options for `mqtts://`.
+    pub tls: TlsConfig,
+    /// Outbound queue length; publishes beyond it are dropped and counted while the broker is slow.
+    pub queue_capacity: usize,
+    /// Longest wait between reconnect attempts (the delay doubles from 250ms up to this, with jitter).
+    pub reconnect_max: Dur,
+    /// Run a broker inside the process (cargo feature `embedded-broker`); the client then connects
+    /// to it unless `url` is set explicitly.
+    pub embedded: Option<EmbeddedBrokerConfig>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "hlbridge".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            keep_alive: Dur::secs(30),
+            tls: TlsConfig::default(),
+            queue_capacity: 10_000,
+            reconnect_max: Dur::secs(30),
+            embedded: None,
+        }
+    }
+}
+
+/// `mqtt.tls:` — TLS for `mqtts://`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM CA file to trust; the operating system's roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM client key (mutual TLS).
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for lab brokers; logged as a warning at start-up.
+    pub insecure: bool,
+}
+
+/// `mqtt.embedded:` — an in-process broker for demos and single-box setups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// Address the embedded broker listens on.
+    pub listen: SocketAddr,
+}
+
+/// `output:` — the unified topics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Global topic prefix (contract §3); devices and routes can override it.
+    pub prefix: String,
+    /// Publish one retained topic per quantity (`<prefix>/<device>/<quantity>`).
+    pub quantity_topics: bool,
+    /// Publish the retained JSON snapshot `<prefix>/<device>/state`.
+    pub state_json: bool,
+    /// QoS of value and state publishes (0 or 1). Status, availability and events always use 1.
+    pub qos: u8,
+    /// Default minimum time between two publishes of one quantity (devices can override).
+    pub min_interval: Option<Dur>,
+    /// Default heartbeat: republish unchanged values this often (devices can override).
+    pub heartbeat: Option<Dur>,
+    /// Print a live, readable view of unified topics on the terminal (the demo turns it on).
+    pub console: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            prefix: "home".into(),
+            quantity_topics: true,
+            state_json: true,
+            qos: 0,
+            min_interval: None,
+            heartbeat: None,
+            console: false,
+        }
+    }
+}
+
+/// `http:` — the metrics and health endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address for `/metrics`, `/healthz` and `/readyz`; `null` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
+    }
+}
+
+/// `log:` — logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` (human) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// Level filter in `RUST_LOG` syntax, e.g. `info` or `info,hlbridge=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// JSON lines.
+    Json,
+}
+
+/// Which adapter a device uses (contract §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    /// whatwatt Go smart-meter gateway.
+    Whatwatt,
+    /// go-e Charger.
+    Goe,
+    /// AI-on-the-edge-device camera meter.
+    AiOnTheEdge,
+    /// OctoPrint through the OctoPrint-MQTT plugin.
+    Octoprint,
+}
+
+impl AdapterKind {
+    /// Every adapter name, for suggestions.
+    pub const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
+
+    /// The adapter's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Whatwatt => "whatwatt",
+            AdapterKind::Goe => "goe",
+            AdapterKind::AiOnTheEdge => "ai_on_the_edge",
+            AdapterKind::Octoprint => "octoprint",
+        }
+    }
+
+    /// The device kind the adapter produces.
+    pub fn device_kind(self) -> DeviceKind {
+        match self {
+            AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
+            AdapterKind::Goe => DeviceKind::EvCharger,
+            AdapterKind::AiOnTheEdge => DeviceKind::UtilityMeter,
+            AdapterKind::Octoprint => DeviceKind::Printer,
+        }
+    }
+}
+
+/// Keys every device accepts, whatever its adapter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCommon {
+    /// The adapter that speaks to the device.
+    pub adapter: AdapterKind,
+    /// Topic prefix for this device only (wins over routes and `output.prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// How long after the last reading the device counts as stale (default: 3 × its cadence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Dur>,
+    /// Minimum time between two publishes of one quantity; changes in between are coalesced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interval: Option<Dur>,
+    /// Republish unchanged values this often, so consumers can tell "unchanged" from "gone".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Dur>,
+    /// Set to false to keep the device in the file but not run it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One configured device: the common keys plus its adapter's own.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Keys every device has.
+    pub common: DeviceCommon,
+    /// The adapter-specific part.
+    pub adapter: AdapterConfig,
+}
+
+impl Serialize for DeviceConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut map = match serde_json::to_value(&self.common).map_err(S::Error::custom)? {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let specific = match &self.adapter {
+            AdapterConfig::Goe(c) => serde_json::to_value(c),
+        }
+        .map_err(S::Error::custom)?;
+        if let serde_json::Value::Object(m) = specific {
+            map.extend(m);
+        }
+        map.serialize(s)
+    }
+}
+
+/// The adapter-specific part of a device.
+#[derive(Debug, Clone)]
+pub enum AdapterConfig {
+    /// go-e Charger.
+    Goe(GoeConfig),
+}
+
+/// go-e transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoeTransport {
+    /// The charger's own MQTT client publishes to our broker (push, ~1 s).
+    Mqtt,
+    /// Poll the local HTTP API v2 (`/api/status`).
+    Http,
+}
+
+/// `adapter: goe` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoeConfig {
+    /// Charger serial (6 digits, quote it: `"012345"`); gives the default topic prefix.
+    #[serde(default, deserialize_with = "types::string_or_number", skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// `mqtt` (default) or `http`.
+    #[serde(default = "goe_default_transport")]
+    pub transport: GoeTransport,
+    /// The charger's full topic prefix (`mtp`) when customised, with trailing `/`. Default: both
+    /// `go-eCharger/<serial>/` and the pre-054.6 `/go-eCharger/<serial>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// Base URL of the charger for `transport: http` (e.g. `http://192.168.1.50`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Poll interval for `transport: http`.
+    #[serde(default = "goe_default_interval")]
+    pub interval: Dur,
+    /// HTTP request timeout.
+    #[serde(default = "goe_default_timeout")]
+    pub timeout: Dur,
+    /// Accept writes of `current_limit`, `force_state` and `phase_mode` on `<quantity>/set`.
+    #[serde(default = "yes")]
+    pub commands: bool,
+}
+
+fn goe_default_transport() -> GoeTransport {
+    GoeTransport::Mqtt
+}
+fn goe_default_interval() -> Dur {
+    Dur::secs(5)
+}
+fn goe_default_timeout() -> Dur {
+    Dur::secs(3)
+}
+
+/// `routes:` entry: a topic prefix for every device matching `match`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// What the route applies to; every given field must match.
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    /// The prefix for matching devices.
+    pub prefix: String,
+}
+
+/// Route conditions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Match devices of this adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterKind>,
+    /// Match devices of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DeviceKind>,
+}
+
+/// `simulators:` entry: a simulated device run inside the process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum SimulatorConfig {
+    /// A go-e Charger.
+    Goe(GoeSimulatorConfig),
+}
+
+/// `type: goe` simulator keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoeSimulatorConfig {
+    /// Serial of the simulated charger.
+    #[serde(deserialize_with = "types::string_or_number_required")]
+    pub serial: String,
+    /// Broker the simulated charger publishes to; the bridge's own broker when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Full topic prefix (`mtp`); `go-eCharger/<serial>/` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// Serve the HTTP API v2 on this address too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// `mcr`: refuse writes over MQTT.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Simulated tick (real chargers: 1s).
+    #[serde(default = "one_second")]
+    pub tick: Dur,
+}
+
+fn one_second() -> Dur {
+    Dur::secs(1)
+}
+
+impl Config {
+    /// The effective broker URL: the embedded broker's address when one runs and no URL was set.
+    pub fn broker_url(&self) -> String {
+        self.mqtt.url.clone()
+    }
+
+    /// Devices that are enabled.
+    pub fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
+        self.devices.iter().filter(|(_, d)| d.common.enabled)
+    }
+
+    /// The effective config as YAML with secrets redacted (`hlbridge check-config`).
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
+    }
+}

@@ -1,0 +1,655 @@
+//! The internal model every adapter normalises into: quantities (the one table of names, units, value
+//! types, Home Assistant classes and Prometheus names), values, events and device updates.
+//!
+//! Adapters convert vendor units exactly once, into the canonical unit of the quantity they fill; the
+//! router, the metrics collector and (later) discovery only ever read this table.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+use time::OffsetDateTime;
+
+/// How a quantity's value behaves; decides its Prometheus type, its Home Assistant state class and
+/// which values the counter guard may check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A measurement that goes up and down (power, voltage).
+    Gauge,
+    /// A lifetime counter that only rises (energy registers, meter readings).
+    TotalIncreasing,
+    /// A total that resets, e.g. per charging session.
+    Total,
+    /// One of a fixed set of words (`charging`, `idle`).
+    Enum,
+    /// `true` / `false`.
+    Bool,
+    /// Free text (file names, raw digits, error texts).
+    Text,
+    /// A number the user can write back through `<quantity>/set`.
+    Setting,
+    /// A writable value that is one of a fixed set of words.
+    EnumSetting,
+    /// An integer state such as the active tariff.
+    Integer,
+}
+
+impl ValueKind {
+    /// Whether values of this kind are numbers (and so become Prometheus gauges).
+    pub fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            ValueKind::Gauge | ValueKind::TotalIncreasing | ValueKind::Total | ValueKind::Setting | ValueKind::Integer
+        )
+    }
+
+    /// Whether a user may write the quantity.
+    pub fn is_writable(self) -> bool {
+        matches!(self, ValueKind::Setting | ValueKind::EnumSetting)
+    }
+}
+
+/// One row of the quantity table: a canonical quantity family such as `power` or `voltage`.
+#[derive(Debug)]
+pub struct QuantityFamily {
+    /// Canonical base name (`power`, `voltage`, `energy_import`).
+    pub name: &'static str,
+    /// Canonical unit, printed in docs and Home Assistant discovery; empty for unit-less values.
+    pub unit: &'static str,
+    /// Value behaviour.
+    pub kind: ValueKind,
+    /// Home Assistant `device_class`, when one fits.
+    pub ha_device_class: Option<&'static str>,
+    /// Home Assistant `state_class` (`measurement`, `total`, `total_increasing`).
+    pub ha_state_class: Option<&'static str>,
+    /// Prometheus metric family name (full, with the unit suffix).
+    pub prom_name: &'static str,
+    /// Decimal places worth printing; vendors send float32 noise (`49.79999924`) that this removes.
+    pub decimals: u8,
+    /// Allowed words for enum quantities.
+    pub words: &'static [&'static str],
+}
+
+macro_rules! family {
+    ($name:literal, $unit:literal, $kind:ident, $dc:expr, $sc:expr, $prom:literal, $dec:literal) => {
+        QuantityFamily {
+            name: $name,
+            unit: $unit,
+            kind: ValueKind::$kind,
+            ha_device_class: $dc,
+            ha_state_class: $sc,
+            prom_name: $prom,
+            decimals: $dec,
+            words: &[],
+        }
+    };
+    ($name:literal, $kind:ident, $prom:literal, words = $words:expr) => {
+        QuantityFamily {
+            name: $name,
+            unit: "",
+            kind: ValueKind::$kind,
+            ha_device_class: Some("enum"),
+            ha_state_class: None,
+            prom_name: $prom,
+            decimals: 0,
+            words: $words,
+        }
+    };
+}
+
+const M: Option<&str> = Some("measurement");
+const TI: Option<&str> = Some("total_increasing");
+
+/// Charger states (contract §2, go-e `car`).
+pub const CHARGER_STATES: &[&str] = &["idle", "charging", "waiting_for_car", "complete", "error", "unknown"];
+/// Printer states (contract §2).
+pub const PRINTER_STATES: &[&str] =
+    &["offline", "operational", "printing", "pausing", "paused", "cancelling", "finishing", "error", "unknown"];
+/// go-e `frc` words.
+pub const FORCE_STATES: &[&str] = &["neutral", "off", "on"];
+/// go-e `psm` words.
+pub const PHASE_MODES: &[&str] = &["auto", "single", "three"];
+
+/// The quantity table: every family the bridge publishes. Per-phase, per-tariff, per-sensor and
+/// set-point variants (`power_l1`, `energy_import_t1`, `temperature_bed`, `temperature_tool0_target`)
+/// are resolved onto these rows by [`Quantity::named`].
+pub static FAMILIES: &[QuantityFamily] = &[
+    family!("power", "W", Gauge, Some("power"), M, "hlbridge_power_watts", 1),
+    family!("power_import", "W", Gauge, Some("power"), M, "hlbridge_power_import_watts", 1),
+    family!("power_export", "W", Gauge, Some("power"), M, "hlbridge_power_export_watts", 1),
+    family!("voltage", "V", Gauge, Some("voltage"), M, "hlbridge_voltage_volts", 2),
+    family!("current", "A", Gauge, Some("current"), M, "hlbridge_current_amperes", 3),
+    family!("power_factor", "", Gauge, Some("power_factor"), M, "hlbridge_power_factor_ratio", 4),
+    family!("frequency", "Hz", Gauge, Some("frequency"), M, "hlbridge_frequency_hertz", 3),
+    family!("energy_import", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_import_kilowatt_hours", 4),
+    family!("energy_export", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_export_kilowatt_hours", 4),
+    family!("tariff", "", Integer, None, None, "hlbridge_tariff", 0),
+    family!("session_energy", "kWh", Total, Some("energy"), Some("total"), "hlbridge_session_energy_kilowatt_hours", 4),
+    family!("charger_state", Enum, "hlbridge_charger_state_info", words = CHARGER_STATES),
+    family!("car_connected", "", Bool, None, None, "hlbridge_car_connected", 0),
+    family!("charging_allowed", "", Bool, None, None, "hlbridge_charging_allowed", 0),
+    family!("current_limit", "A", Setting, Some("current"), None, "hlbridge_current_limit_amperes", 0),
+    family!("current_allowed", "A", Gauge, Some("current"), M, "hlbridge_current_allowed_amperes", 0),
+    family!("force_state", EnumSetting, "hlbridge_force_state_info", words = FORCE_STATES),
+    family!("phase_mode", EnumSetting, "hlbridge_phase_mode_info", words = PHASE_MODES),
+    family!("charger_error", "", Text, None, None, "hlbridge_charger_error_info", 0),
+    family!("charge_reason", "", Text, None, None, "hlbridge_charge_reason_info", 0),
+    family!("temperature", "°C", Gauge, Some("temperature"), M, "hlbridge_temperature_celsius", 2),
+    family!("volume", "m³", TotalIncreasing, Some("water"), TI, "hlbridge_volume_cubic_meters", 4),
+    family!("flow_rate", "m³/h", Gauge, Some("volume_flow_rate"), M, "hlbridge_flow_rate_cubic_meters_per_hour", 4),
+    family!("reading_raw", "", Text, None, None, "hlbridge_reading_raw_info", 0),
+    family!("reading_error", "", Text, None, None, "hlbridge_reading_error_info", 0),
+    family!("printer_state", Enum, "hlbridge_printer_state_info", words = PRINTER_STATES),
+    family!("print_progress", "%", Gauge, None, M, "hlbridge_print_progress_percent", 2),
+    family!("print_time_elapsed", "s", Gauge, Some("duration"), M, "hlbridge_print_time_elapsed_seconds", 0),
+    family!("print_time_left", "s", Gauge, Some("duration"), M, "hlbridge_print_time_left_seconds", 0),
+    family!("print_file", "", Text, None, None, "hlbridge_print_file_info", 0),
+    family!("rssi", "dBm", Gauge, Some("signal_strength"), M, "hlbridge_rssi_dbm", 0),
+    family!("uptime", "s", Gauge, Some("duration"), M, "hlbridge_uptime_seconds", 0),
+];
+
+/// Which label a variant of a family carries in Prometheus instead of a name suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariantLabel {
+    /// `phase="l1"` for `power_l1`, `voltage_n`.
+    Phase,
+    /// `tariff="1"` for `energy_import_t1`.
+    Tariff,
+    /// `sensor="bed"` for `temperature_bed`.
+    Sensor,
+}
+
+impl VariantLabel {
+    /// The Prometheus label name.
+    pub fn name(self) -> &'static str {
+        match self {
+            VariantLabel::Phase => "phase",
+            VariantLabel::Tariff => "tariff",
+            VariantLabel::Sensor => "sensor",
+        }
+    }
+}
+
+/// A resolved quantity: its full name plus the family row it belongs to.
+#[derive(Debug)]
+pub struct QuantityDef {
+    /// Full canonical name, used in topics and the state JSON (`power_l1`).
+    pub name: &'static str,
+    /// The family row (unit, kind, classes, Prometheus name).
+    pub family: &'static QuantityFamily,
+    /// The variant label and its value (`phase`, `l1`), if this is a variant.
+    pub variant: Option<(VariantLabel, &'static str)>,
+    /// True for set points (`temperature_bed_target`): exported with `target="true"`.
+    pub target: bool,
+}
+
+/// A cheap handle to a resolved quantity (a pointer into the interned table).
+#[derive(Clone, Copy)]
+pub struct Quantity(&'static QuantityDef);
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+impl Eq for Quantity {}
+
+impl std::hash::Hash for Quantity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0 as *const QuantityDef).hash(state)
+    }
+}
+
+impl std::fmt::Debug for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// The most distinct quantity names the process interns; bounds memory if a device invents names.
+const MAX_INTERNED: usize = 4096;
+
+fn interned() -> &'static Mutex<HashMap<&'static str, &'static QuantityDef>> {
+    static TABLE: OnceLock<Mutex<HashMap<&'static str, &'static QuantityDef>>> = OnceLock::new();
+    TABLE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn family(name: &str) -> Option<&'static QuantityFamily> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+fn is_sensor_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Splits a full name into family, variant and target flag, or `None` if it is not a quantity.
+fn resolve(name: &str) -> Option<(&'static QuantityFamily, Option<(VariantLabel, String)>, bool)> {
+    if let Some(f) = family(name) {
+        return Some((f, None, false));
+    }
+    let (base, target) = match name.strip_suffix("_target") {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    if target {
+        if let Some(f) = family(base) {
+            return Some((f, None, true));
+        }
+    }
+    for (suffix, fam) in [("_l1", "l1"), ("_l2", "l2"), ("_l3", "l3"), ("_n", "n")] {
+        if let Some(stem) = base.strip_suffix(suffix) {
+            if let Some(f) = family(stem) {
+                if matches!(f.name, "power" | "voltage" | "current" | "power_factor") {
+                    return Some((f, Some((VariantLabel::Phase, fam.to_string())), target));
+                }
+            }
+        }
+    }
+    for t in ["_t1", "_t2", "_t3", "_t4"] {
+        if let Some(stem) = base.strip_suffix(t) {
+            if let Some(f) = family(stem) {
+                if matches!(f.name, "energy_import" | "energy_export") {
+                    return Some((f, Some((VariantLabel::Tariff, t[2..].to_string())), target));
+                }
+            }
+        }
+    }
+    if let Some(sensor) = base.strip_suffix("").and_then(|b| b.strip_prefix("temperature_")) {
+        if is_sensor_name(sensor) {
+            return Some((family("temperature")?, Some((VariantLabel::Sensor, sensor.to_string())), target));
+        }
+    }
+    None
+}
+
+impl Quantity {
+    /// Resolves a canonical name (`power`, `power_l1`, `energy_import_t2`, `temperature_tool0_target`)
+    /// to its quantity; `None` for names outside the contract.
+    pub fn named(name: &str) -> Option<Quantity> {
+        let mut table = interned().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(def) = table.get(name) {
+            return Some(Quantity(def));
+        }
+        if table.len() >= MAX_INTERNED {
+            return None;
+        }
+        let (family, variant, target) = resolve(name)?;
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        let variant = variant.map(|(l, v)| (l, &*Box::leak(v.into_boxed_str())));
+        let def: &'static QuantityDef = Box::leak(Box::new(QuantityDef { name, family, variant, target }));
+        table.insert(name, def);
+        Some(Quantity(def))
+    }
+
+    /// Like [`Quantity::named`] for names the code itself spells; panics on a typo, which tests catch.
+    pub fn known(name: &str) -> Quantity {
+        Quantity::named(name).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+    }
+
+    /// The full canonical name.
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// The resolved definition.
+    pub fn def(self) -> &'static QuantityDef {
+        self.0
+    }
+
+    /// The family row.
+    pub fn family(self) -> &'static QuantityFamily {
+        self.0.family
+    }
+}
+
+/// A value in its canonical unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Any number (f64 covers every vendor's range).
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A word or text; static words cost no allocation.
+    Text(Cow<'static, str>),
+}
+
+impl Value {
+    /// The number, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Writes the value as plain text (the per-quantity topic payload), rounding numbers to the
+    /// quantity's precision and printing no needless digits.
+    pub fn write_plain(&self, decimals: u8, out: &mut String) {
+        match self {
+            Value::Number(n) => write_number(*n, decimals, out),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Text(t) => out.push_str(t),
+        }
+    }
+
+    /// Writes the value as JSON.
+    pub fn write_json(&self, decimals: u8, out: &mut String) {
+        match self {
+            Value::Number(n) if n.is_finite() => write_number(*n, decimals, out),
+            Value::Number(_) => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Text(t) => write_json_string(t, out),
+        }
+    }
+
+    /// Converts to a serde_json value (for event data and HTTP answers; not the hot path).
+    pub fn to_json(&self, decimals: u8) -> serde_json::Value {
+        match self {
+            Value::Number(n) => {
+                let r = round_to(*n, decimals);
+                if r.fract() == 0.0 && r.abs() < 9.0e15 {
+                    serde_json::Value::from(r as i64)
+                } else {
+                    serde_json::Number::from_f64(r).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+                }
+            }
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Text(t) => serde_json::Value::String(t.to_string()),
+        }
+    }
+}
+
+/// Rounds to `decimals` places.
+pub fn round_to(n: f64, decimals: u8) -> f64 {
+    let p = 10f64.powi(i32::from(decimals));
+    let r = (n * p).round() / p;
+    if r == 0.0 { 0.0 } else { r } // no "-0"
+}
+
+/// Prints a number rounded to `decimals` places with the shortest representation (`230.1`, `16`).
+pub fn write_number(n: f64, decimals: u8, out: &mut String) {
+    if !n.is_finite() {
+        out.push_str("NaN");
+        return;
+    }
+    let r = round_to(n, decimals);
+    if r.fract() == 0.0 && r.abs() < 9.0e15 {
+        let _ = write!(out, "{}", r as i64);
+    } else {
+        let _ = write!(out, "{r}");
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// An event a device reported or the adapter derived (`charging_started`, `print_done`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// snake_case event name.
+    pub name: Cow<'static, str>,
+    /// Normalised event data.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// An event without data.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Event { name: name.into(), data: serde_json::Map::new() }
+    }
+
+    /// Adds one data field.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.data.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// What a device says about itself.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Identity {
+    /// Manufacturer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Model or device type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Serial number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Firmware version as the device prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// The name the owner gave the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Identity {
+    /// Takes every field `other` knows; returns whether anything changed.
+    pub fn merge(&mut self, other: &Identity) -> bool {
+        let mut changed = false;
+        for (mine, theirs) in [
+            (&mut self.vendor, &other.vendor),
+            (&mut self.model, &other.model),
+            (&mut self.serial, &other.serial),
+            (&mut self.firmware, &other.firmware),
+            (&mut self.name, &other.name),
+        ] {
+            if theirs.is_some() && mine != theirs {
+                mine.clone_from(theirs);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// Everything one device message produced, handed from an adapter to the router.
+#[derive(Debug, Default)]
+pub struct Update {
+    /// Source timestamp of the reading; `None` means "now" (time of receipt).
+    pub ts: Option<OffsetDateTime>,
+    /// New values, in canonical units.
+    pub readings: Vec<(Quantity, Value)>,
+    /// Events derived from this message.
+    pub events: Vec<Event>,
+    /// Identity facts learned from this message.
+    pub identity: Option<Identity>,
+    /// Whether this message proves the device is alive now (false for retained replays).
+    pub fresh: bool,
+}
+
+impl Update {
+    /// An empty update that counts as a live sign of the device.
+    pub fn fresh() -> Self {
+        Update { fresh: true, ..Default::default() }
+    }
+
+    /// Adds a reading.
+    pub fn push(&mut self, q: Quantity, v: Value) {
+        self.readings.push((q, v));
+    }
+
+    /// True when there is nothing to route.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty() && self.events.is_empty() && self.identity.is_none()
+    }
+}
+
+/// The four device kinds (contract §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// whatwatt Go.
+    EnergyMeter,
+    /// go-e Charger.
+    EvCharger,
+    /// AI-on-the-edge camera meters.
+    UtilityMeter,
+    /// OctoPrint.
+    Printer,
+}
+
+impl DeviceKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::EnergyMeter => "energy_meter",
+            DeviceKind::EvCharger => "ev_charger",
+            DeviceKind::UtilityMeter => "utility_meter",
+            DeviceKind::Printer => "printer",
+        }
+    }
+}
+
+/// Formats a timestamp as RFC 3339 UTC with millisecond precision (`2026-11-22T03:04:05.123Z`).
+pub fn format_ts(ts: OffsetDateTime, out: &mut String) {
+    let ts = ts.to_offset(time::UtcOffset::UTC);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ts.year(),
+        u8::from(ts.month()),
+        ts.day(),
+        ts.hour(),
+        ts.minute(),
+        ts.second(),
+        ts.millisecond()
+    );
+}
+
+/// [`format_ts`] into a new string.
+pub fn ts_string(ts: OffsetDateTime) -> String {
+    let mut s = String::with_capacity(24);
+    format_ts(ts, &mut s);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_quantity_resolves() {
+        for name in [
+            "power",
+            "power_import",
+            "power_export",
+            "power_l1",
+            "power_l3",
+            "voltage_l1",
+            "voltage_n",
+            "current_l2",
+            "power_factor",
+            "power_factor_l3",
+            "frequency",
+            "energy_import",
+            "energy_export_t2",
+            "tariff",
+            "session_energy",
+            "charger_state",
+            "car_connected",
+            "charging_allowed",
+            "current_limit",
+            "force_state",
+            "phase_mode",
+            "temperature",
+            "temperature_pcb",
+            "volume",
+            "flow_rate",
+            "reading_raw",
+            "reading_error",
+            "printer_state",
+            "print_progress",
+            "print_time_elapsed",
+            "print_time_left",
+            "print_file",
+            "temperature_bed",
+            "temperature_tool0_target",
+            "temperature_chamber",
+            "rssi",
+            "uptime",
+        ] {
+            let q = Quantity::named(name).unwrap_or_else(|| panic!("{name} must resolve"));
+            assert_eq!(q.name(), name);
+        }
+    }
+
+    #[test]
+    fn variants_carry_their_label_and_family() {
+        let q = Quantity::known("power_l2");
+        assert_eq!(q.family().name, "power");
+        assert_eq!(q.def().variant, Some((VariantLabel::Phase, "l2")));
+        let t = Quantity::known("temperature_tool1_target");
+        assert!(t.def().target);
+        assert_eq!(t.def().variant, Some((VariantLabel::Sensor, "tool1")));
+        let e = Quantity::known("energy_import_t1");
+        assert_eq!(e.def().variant, Some((VariantLabel::Tariff, "1")));
+    }
+
+    #[test]
+    fn names_outside_the_contract_do_not_resolve() {
+        assert!(Quantity::named("watts").is_none());
+        assert!(Quantity::named("frequency_l1").is_none());
+        assert!(Quantity::named("temperature_Bad Name").is_none());
+    }
+
+    #[test]
+    fn interning_returns_the_same_handle() {
+        assert_eq!(Quantity::known("voltage_l1"), Quantity::known("voltage_l1"));
+        assert_ne!(Quantity::known("voltage_l1"), Quantity::known("voltage_l2"));
+    }
+
+    #[test]
+    fn numbers_print_without_float_noise() {
+        let mut s = String::new();
+        write_number(49.79999924, 3, &mut s);
+        assert_eq!(s, "49.8");
+        s.clear();
+        write_number(230.100000001, 2, &mut s);
+        assert_eq!(s, "230.1");
+        s.clear();
+        write_number(11040.0, 1, &mut s);
+        assert_eq!(s, "11040");
+        s.clear();
+        write_number(-0.00001, 2, &mut s);
+        assert_eq!(s, "0");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        write_json_string("a\"b\\c\n", &mut s);
+        assert_eq!(s, r#""a\"b\\c\n""#);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        let ts = time::macros::datetime!(2024-09-18 09:31:23.460 +02:00);
+        assert_eq!(ts_string(ts), "2024-09-18T07:31:23.460Z");
+    }
+}
