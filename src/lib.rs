@@ -1,12 +1,29 @@
 //! hlbridge: one bridge between home-lab devices and MQTT.
 //!
 //! Module map:
-//! - [`model`]: the unified model (quantity table, values, events, updates).
-//! - [`mqtt`]: the only code that touches rumqttc (connection loop, queue, subscriptions, TLS).
-//! - [`metrics`]: Prometheus health counters and the OpenMetrics renderer.
+//! - [`config`]: the YAML schema, loading with env overrides, validation reporting every error.
+//! - [`model`]: the unified model: the quantity table (units, classes, Prometheus names), values,
+//!   events, device updates.
+//! - [`adapters`]: one module per device family, turning vendor dialects into updates; vendor tables
+//!   are data under `adapters/<vendor>/`.
+//! - [`router`]: updates → unified retained topics, state JSON, events, availability and freshness,
+//!   commands on `<quantity>/set`.
+//! - [`mqtt`]: the only code that touches rumqttc (connection loop, backoff, re-subscribe, queue, TLS).
+//! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
+//! - [`app`]: wiring, start-up and ordered shutdown.
+//! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
+//! - [`console`]: the live terminal view of the demo.
+//! - `broker`: the embedded broker (feature `embedded-broker`).
 
+pub mod adapters;
+pub mod app;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod config;
+pub mod console;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+pub mod router;
 pub mod simulate;

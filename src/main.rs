@@ -1,1 +1,221 @@
-fn main(){}
+//! The `hlbridge` binary: a thin CLI over the library (run, check-config, simulate).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use hlbridge::config::{self, Config, LogFormat};
+
+/// One bridge between home-lab devices and MQTT.
+#[derive(Parser, Debug)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short, env = "HLBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the bridge (the default).
+    Run(RunArgs),
+    /// Validate a configuration file and print the effective config with secrets redacted.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Play a device, for tests and demos.
+    #[command(subcommand)]
+    Simulate(Simulate),
+}
+
+#[derive(Subcommand, Debug)]
+enum Simulate {
+    /// A go-e Charger: MQTT API keys and the HTTP API v2.
+    Goe(GoeSimArgs),
+}
+
+#[derive(Args, Debug)]
+struct GoeSimArgs {
+    /// Broker to publish to (omit for HTTP only).
+    #[arg(long)]
+    broker: Option<String>,
+    /// Charger serial.
+    #[arg(long, default_value = "012345")]
+    serial: String,
+    /// Full topic prefix (`mtp`), with trailing slash.
+    #[arg(long, conflicts_with = "legacy_prefix")]
+    topic_prefix: Option<String>,
+    /// Use the pre-054.6 prefix `/go-eCharger/<serial>/`.
+    #[arg(long)]
+    legacy_prefix: bool,
+    /// Serve the HTTP API v2 on this address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// MQTT read-only (`mcr=true`): ignore `<key>/set`.
+    #[arg(long)]
+    read_only: bool,
+    /// Answer HTTP 400 when the filter names a missing key, like firmware 60.x.
+    #[arg(long)]
+    http_400: bool,
+    /// Tick length (real chargers: 1s).
+    #[arg(long, default_value = "1s", value_parser = parse_dur)]
+    tick: Duration,
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    config::types::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // rumqttd (embedded broker) logs every connection at info and our readiness probe as an error.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=warn,rumqttd::server::broker=off")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load_file(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    // One crypto provider everywhere (ring); installing it also guards against a dependency that
+    // switches another provider on later.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match load(&file) {
+            Ok(c) => {
+                println!("# {}: OK ({} device(s))", file.display(), c.devices.len());
+                print!("{}", c.to_redacted_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Simulate(Simulate::Goe(args))) => {
+            init_logging(LogFormat::Pretty, "info");
+            runtime.block_on(simulate_goe(args))
+        }
+        Some(Command::Run(args)) => runtime.block_on(run(args)),
+        None => runtime.block_on(run(cli.run)),
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let Some(path) = args.config else {
+        eprintln!("no configuration given: hlbridge --config FILE (try config/demo.yaml)");
+        return ExitCode::from(2);
+    };
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The live console owns the terminal; keep log lines to warnings there unless asked.
+    let level = if config.output.console
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        "warn".to_owned()
+    } else {
+        config.log.level.clone()
+    };
+    init_logging(config.log.format, &level);
+    tracing::info!(config = %path.display(), devices = config.devices.len(), "hlbridge starting");
+    match hlbridge::app::run(config, hlbridge::app::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hlbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
+    let broker = match &args.broker {
+        Some(url) => match hlbridge::mqtt::MqttSettings::from_url(
+            url,
+            &format!("go-echarger_{}", args.serial),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("--broker: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let http = match args.http {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("--http {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    if broker.is_none() && http.is_none() {
+        eprintln!("give --broker and/or --http");
+        return ExitCode::from(2);
+    }
+    let topic_prefix = if args.legacy_prefix {
+        Some(format!("/go-eCharger/{}/", args.serial))
+    } else {
+        args.topic_prefix
+    };
+    let opts = hlbridge::simulate::goe::GoeSimOptions {
+        broker,
+        serial: args.serial,
+        topic_prefix,
+        read_only: args.read_only,
+        http,
+        http_400_on_unknown_filter: args.http_400,
+        tick: args.tick,
+        ..Default::default()
+    };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        hlbridge::app::shutdown_signal().await;
+        stop.cancel();
+    });
+    match hlbridge::simulate::goe::run(opts, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simulator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -11,12 +11,20 @@ use figment::providers::{Env, Format};
 use serde::de::DeserializeOwned;
 
 use super::{
-    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport, HttpConfig, LogConfig,
-    MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
+    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport,
+    HttpConfig, LogConfig, MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
 };
 
 /// Top-level keys of the file.
-const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "devices", "routes", "simulators"];
+const SECTIONS: &[&str] = &[
+    "mqtt",
+    "output",
+    "http",
+    "log",
+    "devices",
+    "routes",
+    "simulators",
+];
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "HLBRIDGE_";
 
@@ -36,7 +44,11 @@ impl std::fmt::Display for ConfigError {
         if let Some(o) = &self.origin {
             write!(f, "{o}: ")?;
         }
-        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -47,7 +59,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.len();
-        writeln!(f, "the configuration has {n} error{}:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "the configuration has {n} error{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -84,40 +100,66 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// Loads and validates YAML `text` (named `name` in messages), applying environment overrides;
 /// relative secret files are resolved against `base_dir`.
 pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let mut ctx = Ctx { text, name, errors: Vec::new() };
+    let mut ctx = Ctx {
+        text,
+        name,
+        errors: Vec::new(),
+    };
     // Syntax first: serde_norway knows line and column; nothing else can be checked after one.
     if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
-        let origin = e.location().map(|l| format!("{name}:{}:{}", l.line(), l.column()));
+        let origin = e
+            .location()
+            .map(|l| format!("{name}:{}:{}", l.line(), l.column()));
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-        return Err(ConfigErrors(vec![ConfigError { path: String::new(), message: format!("YAML syntax: {msg}"), origin }]));
+        return Err(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("YAML syntax: {msg}"),
+            origin,
+        }]));
     }
     let figment = Figment::new().merge(Yaml::string(text)).merge(
-        Env::prefixed(ENV_PREFIX)
-            .split("__")
-            .filter(|k| {
-                let first = k.as_str().split("__").next().unwrap_or("").split('.').next().unwrap_or("");
-                SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
-            }),
+        Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
+            let first = k
+                .as_str()
+                .split("__")
+                .next()
+                .unwrap_or("")
+                .split('.')
+                .next()
+                .unwrap_or("");
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
+        }),
     );
     let root: serde_json::Value = match figment.extract() {
         Ok(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
         Ok(v) => v,
         Err(e) => {
             return Err(ConfigErrors(
-                e.into_iter().map(|e| ConfigError { path: e.path.join("."), message: e.kind.to_string(), origin: None }).collect(),
+                e.into_iter()
+                    .map(|e| ConfigError {
+                        path: e.path.join("."),
+                        message: e.kind.to_string(),
+                        origin: None,
+                    })
+                    .collect(),
             ));
         }
     };
     let serde_json::Value::Object(root) = root else {
-        ctx.error("", "the file must be a mapping of sections (mqtt:, devices:, ...)".into());
+        ctx.error(
+            "",
+            "the file must be a mapping of sections (mqtt:, devices:, ...)".into(),
+        );
         return Err(ConfigErrors(ctx.errors));
     };
     ctx.check_keys(&root, "", SECTIONS);
 
     let mut config = Config {
         mqtt: ctx.section::<MqttConfig>(&root, "mqtt").unwrap_or_default(),
-        output: ctx.section::<OutputConfig>(&root, "output").unwrap_or_default(),
+        output: ctx
+            .section::<OutputConfig>(&root, "output")
+            .unwrap_or_default(),
         http: ctx.section::<HttpConfig>(&root, "http").unwrap_or_default(),
         log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
         ..Default::default()
@@ -137,7 +179,10 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error("devices", "must be a mapping keyed by device id (a list cannot be overridden per key)".into()),
+        Some(_) => ctx.error(
+            "devices",
+            "must be a mapping keyed by device id (a list cannot be overridden per key)".into(),
+        ),
     }
     match root.get("routes") {
         None | Some(serde_json::Value::Null) => {}
@@ -152,7 +197,10 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error("routes", "must be a list of {match: {...}, prefix: ...}".into()),
+        Some(_) => ctx.error(
+            "routes",
+            "must be a list of {match: {...}, prefix: ...}".into(),
+        ),
     }
     match root.get("simulators") {
         None | Some(serde_json::Value::Null) => {}
@@ -163,7 +211,10 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error("simulators", "must be a mapping keyed by simulator name".into()),
+        Some(_) => ctx.error(
+            "simulators",
+            "must be a mapping keyed by simulator name".into(),
+        ),
     }
 
     validate(&mut ctx, &mut config, base_dir);
@@ -174,7 +225,14 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
     let line_of = |e: &ConfigError| {
         e.origin
             .as_deref()
-            .and_then(|o| o.strip_prefix(name)?.strip_prefix(':')?.split(':').next()?.parse::<usize>().ok())
+            .and_then(|o| {
+                o.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .split(':')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
             .unwrap_or(usize::MAX)
     };
     ctx.errors.sort_by_key(line_of);
@@ -208,13 +266,26 @@ impl Ctx<'_> {
 
     fn error(&mut self, path: &str, message: String) {
         let origin = self.origin(path);
-        self.errors.push(ConfigError { path: path.to_owned(), message, origin });
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            message,
+            origin,
+        });
     }
 
-    fn check_keys(&mut self, map: &serde_json::Map<String, serde_json::Value>, path: &str, valid: &[&str]) {
+    fn check_keys(
+        &mut self,
+        map: &serde_json::Map<String, serde_json::Value>,
+        path: &str,
+        valid: &[&str],
+    ) {
         for key in map.keys() {
             if !valid.contains(&key.as_str()) {
-                let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let full = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 let msg = unknown_key_message(key, valid);
                 self.error(&full, msg);
             }
@@ -233,7 +304,9 @@ impl Ctx<'_> {
                 };
                 let msg = humanize(&e.into_inner().to_string());
                 // Unknown keys were already reported by check_keys with a suggestion.
-                if !(msg.starts_with("unknown key") && self.errors.iter().any(|x| x.path.starts_with(&full))) {
+                if !(msg.starts_with("unknown key")
+                    && self.errors.iter().any(|x| x.path.starts_with(&full)))
+                {
                     self.error(&full, msg);
                 }
                 None
@@ -241,7 +314,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn section<T: DeserializeOwned>(&mut self, root: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<T> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        root: &serde_json::Map<String, serde_json::Value>,
+        key: &str,
+    ) -> Option<T> {
         let v = root.get(key)?;
         if v.is_null() {
             return None;
@@ -250,8 +327,11 @@ impl Ctx<'_> {
             let valid = fields_of::<T>();
             self.check_keys(m, key, valid);
             // Parse what is left, so the valid keys beside a typo are still checked.
-            let known: serde_json::Map<_, _> =
-                m.iter().filter(|(k, _)| valid.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let known: serde_json::Map<_, _> = m
+                .iter()
+                .filter(|(k, _)| valid.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             return self.parse(&serde_json::Value::Object(known), key);
         }
         self.parse(v, key)
@@ -260,24 +340,38 @@ impl Ctx<'_> {
     fn device(&mut self, id: &str, raw: &serde_json::Value) -> Option<DeviceConfig> {
         let path = format!("devices.{id}");
         if !valid_id(id) {
-            self.error(&path, "device ids are 1-64 characters of a-z, 0-9, `_` and `-`".into());
+            self.error(
+                &path,
+                "device ids are 1-64 characters of a-z, 0-9, `_` and `-`".into(),
+            );
         }
         let serde_json::Value::Object(map) = raw else {
             self.error(&path, "must be a mapping with at least `adapter:`".into());
             return None;
         };
         let Some(adapter) = map.get("adapter") else {
-            self.error(&path, format!("`adapter:` is missing (one of {})", AdapterKind::NAMES.join(", ")));
+            self.error(
+                &path,
+                format!(
+                    "`adapter:` is missing (one of {})",
+                    AdapterKind::NAMES.join(", ")
+                ),
+            );
             return None;
         };
         let adapter: AdapterKind = match serde_json::from_value(adapter.clone()) {
             Ok(a) => a,
             Err(_) => {
                 let given = adapter.as_str().unwrap_or("?");
-                let hint = suggest(given, AdapterKind::NAMES).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                let hint = suggest(given, AdapterKind::NAMES)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
                 self.error(
                     &format!("{path}.adapter"),
-                    format!("unknown adapter `{given}` (one of {}){hint}", AdapterKind::NAMES.join(", ")),
+                    format!(
+                        "unknown adapter `{given}` (one of {}){hint}",
+                        AdapterKind::NAMES.join(", ")
+                    ),
                 );
                 return None;
             }
@@ -288,7 +382,10 @@ impl Ctx<'_> {
             other => {
                 self.error(
                     &format!("{path}.adapter"),
-                    format!("the `{}` adapter is not available in this build yet", other.as_str()),
+                    format!(
+                        "the `{}` adapter is not available in this build yet",
+                        other.as_str()
+                    ),
                 );
                 return None;
             }
@@ -306,32 +403,52 @@ impl Ctx<'_> {
         }
         let common: Option<DeviceCommon> = self.parse(&serde_json::Value::Object(common), &path);
         let specific = match adapter {
-            AdapterKind::Goe => self.parse::<GoeConfig>(&serde_json::Value::Object(specific), &path).map(AdapterConfig::Goe),
+            AdapterKind::Goe => self
+                .parse::<GoeConfig>(&serde_json::Value::Object(specific), &path)
+                .map(AdapterConfig::Goe),
             _ => None,
         };
-        Some(DeviceConfig { common: common?, adapter: specific? })
+        Some(DeviceConfig {
+            common: common?,
+            adapter: specific?,
+        })
     }
 }
 
 fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn valid_prefix(p: &str) -> bool {
-    !p.is_empty() && !p.starts_with('/') && !p.ends_with('/') && crate::mqtt::topic::valid_topic(p) && !p.contains("//")
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.ends_with('/')
+        && crate::mqtt::topic::valid_topic(p)
+        && !p.contains("//")
 }
 
 /// Semantic checks across keys; adds to `ctx.errors`.
 fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if !valid_prefix(&config.output.prefix) {
-        ctx.error("output.prefix", "must be a topic without wildcards and without leading or trailing `/`".into());
+        ctx.error(
+            "output.prefix",
+            "must be a topic without wildcards and without leading or trailing `/`".into(),
+        );
     }
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
     if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
         let msg = e.to_string();
-        ctx.error("mqtt.url", msg.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(msg));
+        ctx.error(
+            "mqtt.url",
+            msg.split_once(": ")
+                .map(|(_, m)| m.to_owned())
+                .unwrap_or(msg),
+        );
     }
     if config.mqtt.keep_alive.0 < std::time::Duration::from_secs(1) {
         ctx.error("mqtt.keep_alive", "must be at least 1s".into());
@@ -340,31 +457,49 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         ctx.error("mqtt.client_id", "must not be empty".into());
     }
     if config.mqtt.password.is_some() && config.mqtt.password_file.is_some() {
-        ctx.error("mqtt.password_file", "set either `password` or `password_file`, not both".into());
+        ctx.error(
+            "mqtt.password_file",
+            "set either `password` or `password_file`, not both".into(),
+        );
     }
     if let Some(file) = &config.mqtt.password_file {
         let path = base_dir.join(file);
         match std::fs::read_to_string(&path) {
-            Ok(s) => config.mqtt.password = Some(super::Secret::new(s.trim_end_matches(['\n', '\r']))),
-            Err(e) => ctx.error("mqtt.password_file", format!("cannot read {}: {e}", path.display())),
+            Ok(s) => {
+                config.mqtt.password = Some(super::Secret::new(s.trim_end_matches(['\n', '\r'])))
+            }
+            Err(e) => ctx.error(
+                "mqtt.password_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
         }
     }
     if config.mqtt.embedded.is_some() && !cfg!(feature = "embedded-broker") {
-        ctx.error("mqtt.embedded", "this build has no embedded broker (cargo feature `embedded-broker`)".into());
+        ctx.error(
+            "mqtt.embedded",
+            "this build has no embedded broker (cargo feature `embedded-broker`)".into(),
+        );
     }
     if let Some(embedded) = &config.mqtt.embedded {
         // The embedded broker is the default target unless the user named another one.
-        let url_set_explicitly = locate(ctx.text, &["mqtt", "url"]).is_some() || std::env::var_os("HLBRIDGE_MQTT__URL").is_some();
+        let url_set_explicitly = locate(ctx.text, &["mqtt", "url"]).is_some()
+            || std::env::var_os("HLBRIDGE_MQTT__URL").is_some();
         if !url_set_explicitly {
             config.mqtt.url = format!("mqtt://{}", embedded.listen);
         }
     }
     for (i, r) in config.routes.iter().enumerate() {
         if r.matches.adapter.is_none() && r.matches.kind.is_none() {
-            ctx.error(&format!("routes.{i}.match"), "give at least one of `adapter` or `kind`".into());
+            ctx.error(
+                &format!("routes.{i}.match"),
+                "give at least one of `adapter` or `kind`".into(),
+            );
         }
         if !valid_prefix(&r.prefix) {
-            ctx.error(&format!("routes.{i}.prefix"), "must be a topic without wildcards and without leading or trailing `/`".into());
+            ctx.error(
+                &format!("routes.{i}.prefix"),
+                "must be a topic without wildcards and without leading or trailing `/`".into(),
+            );
         }
     }
     let ids: Vec<String> = config.devices.keys().cloned().collect();
@@ -374,22 +509,38 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         let mut errs: Vec<(String, String)> = Vec::new();
         if let Some(p) = &d.common.prefix {
             if !valid_prefix(p) {
-                errs.push((format!("{path}.prefix"), "must be a topic without wildcards and without leading or trailing `/`".into()));
+                errs.push((
+                    format!("{path}.prefix"),
+                    "must be a topic without wildcards and without leading or trailing `/`".into(),
+                ));
             }
         }
-        for (key, v) in [("freshness", d.common.freshness), ("min_interval", d.common.min_interval), ("heartbeat", d.common.heartbeat)] {
+        for (key, v) in [
+            ("freshness", d.common.freshness),
+            ("min_interval", d.common.min_interval),
+            ("heartbeat", d.common.heartbeat),
+        ] {
             if v.is_some_and(|v| v.0.is_zero()) {
-                errs.push((format!("{path}.{key}"), "must be longer than 0s (leave it out to turn it off)".into()));
+                errs.push((
+                    format!("{path}.{key}"),
+                    "must be longer than 0s (leave it out to turn it off)".into(),
+                ));
             }
         }
         match &d.adapter {
             AdapterConfig::Goe(g) => {
                 if let Some(tp) = &g.topic_prefix {
                     if !tp.ends_with('/') {
-                        errs.push((format!("{path}.topic_prefix"), format!("must end with `/` like the charger's `mtp` (`{tp}/`)")));
+                        errs.push((
+                            format!("{path}.topic_prefix"),
+                            format!("must end with `/` like the charger's `mtp` (`{tp}/`)"),
+                        ));
                     }
                     if tp.contains(['+', '#']) {
-                        errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
+                        errs.push((
+                            format!("{path}.topic_prefix"),
+                            "must not contain MQTT wildcards".into(),
+                        ));
                     }
                 }
                 match g.transport {
@@ -398,19 +549,30 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                             errs.push((format!("{path}.serial"), "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into()));
                         }
                         if g.url.is_some() {
-                            errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
+                            errs.push((
+                                format!("{path}.url"),
+                                "only used with `transport: http`".into(),
+                            ));
                         }
                     }
                     GoeTransport::Http => match &g.url {
-                        None => errs.push((format!("{path}.url"), "`transport: http` needs `url` (e.g. http://192.168.1.50)".into())),
-                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                            errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
-                        }
+                        None => errs.push((
+                            format!("{path}.url"),
+                            "`transport: http` needs `url` (e.g. http://192.168.1.50)".into(),
+                        )),
+                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errs
+                            .push((
+                                format!("{path}.url"),
+                                format!("`{u}` must start with http:// or https://"),
+                            )),
                         _ => {}
                     },
                 }
                 if g.interval.0 < std::time::Duration::from_millis(500) {
-                    errs.push((format!("{path}.interval"), "must be at least 500ms (the charger updates once a second)".into()));
+                    errs.push((
+                        format!("{path}.interval"),
+                        "must be at least 500ms (the charger updates once a second)".into(),
+                    ));
                 }
                 if g.timeout.0.is_zero() {
                     errs.push((format!("{path}.timeout"), "must be longer than 0s".into()));
@@ -425,7 +587,10 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         match sim {
             SimulatorConfig::Goe(g) => {
                 if g.serial.is_empty() {
-                    ctx.error(&format!("simulators.{name}.serial"), "must not be empty".into());
+                    ctx.error(
+                        &format!("simulators.{name}.serial"),
+                        "must not be empty".into(),
+                    );
                 }
                 if let Some(b) = &g.broker {
                     if let Err(e) = crate::mqtt::MqttSettings::from_url(b, "sim") {
@@ -493,8 +658,13 @@ fn humanize(msg: &str) -> String {
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
         if let Some((given, tail)) = rest.split_once('`') {
             let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            let hint = suggest(given, &valid).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-            return format!("unknown value `{given}` (one of {}){hint}", valid.join(", "));
+            let hint = suggest(given, &valid)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return format!(
+                "unknown value `{given}` (one of {}){hint}",
+                valid.join(", ")
+            );
         }
     }
     if let Some(field) = msg.strip_prefix("missing field `") {
@@ -506,7 +676,11 @@ fn humanize(msg: &str) -> String {
 /// Finds the 1-based line of a block-style YAML key path (`["devices", "garage", "serial"]`);
 /// list indices in the path are skipped. Good enough for config files; `None` when not found.
 pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
-    let path: Vec<&str> = path.iter().copied().filter(|s| s.parse::<usize>().is_err()).collect();
+    let path: Vec<&str> = path
+        .iter()
+        .copied()
+        .filter(|s| s.parse::<usize>().is_err())
+        .collect();
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
@@ -519,7 +693,9 @@ pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
             indent += 2;
             body = rest.trim_start();
         }
-        let Some((key, _)) = body.split_once(':') else { continue };
+        let Some((key, _)) = body.split_once(':') else {
+            continue;
+        };
         let key = key.trim().trim_matches(['"', '\'']);
         if key.is_empty() || key.starts_with('{') {
             continue;
@@ -568,7 +744,8 @@ mod tests {
 
     #[test]
     fn a_goe_device_loads_with_defaults() {
-        let c = load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
+        let c =
+            load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
         let d = &c.devices["garage"];
         let AdapterConfig::Goe(g) = &d.adapter;
         assert_eq!(g.serial.as_deref(), Some("012345"));
@@ -581,7 +758,12 @@ mod tests {
         let text = "mqtt:\n  url: http://nope\n  clientid: x\noutput:\n  prefix: home/\ndevices:\n  garage:\n    adapter: goe\n    serial: \"1\"\n    intervall: 5s\n  Bad Id:\n    adapter: goee\n";
         let e = load_test(text).unwrap_err();
         let all = e.to_string();
-        assert!(all.contains("test.yaml:3: mqtt.clientid: unknown key `clientid`; did you mean `client_id`?"), "{all}");
+        assert!(
+            all.contains(
+                "test.yaml:3: mqtt.clientid: unknown key `clientid`; did you mean `client_id`?"
+            ),
+            "{all}"
+        );
         assert!(all.contains("test.yaml:10: devices.garage.intervall: unknown key `intervall`; did you mean `interval`?"), "{all}");
         assert!(all.contains("test.yaml:2: mqtt.url:"), "{all}");
         assert!(all.contains("test.yaml:5: output.prefix:"), "{all}");
@@ -592,9 +774,14 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_key_path() {
-        let e = load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    interval: soon\n").unwrap_err();
+        let e =
+            load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    interval: soon\n")
+                .unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("devices.g.interval") && s.contains("500ms"), "{s}");
+        assert!(
+            s.contains("devices.g.interval") && s.contains("500ms"),
+            "{s}"
+        );
         assert!(s.contains("test.yaml:5"), "{s}");
     }
 
@@ -613,7 +800,8 @@ mod tests {
 
     #[test]
     fn topic_prefix_must_end_with_a_slash() {
-        let e = load_test("devices:\n  g:\n    adapter: goe\n    topic_prefix: wallbox\n").unwrap_err();
+        let e =
+            load_test("devices:\n  g:\n    adapter: goe\n    topic_prefix: wallbox\n").unwrap_err();
         assert!(e.to_string().contains("must end with `/`"), "{e}");
     }
 
@@ -621,7 +809,10 @@ mod tests {
     fn routes_need_a_condition_and_a_valid_prefix() {
         let e = load_test("routes:\n  - match: {}\n    prefix: /x\n").unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("routes.0.match") && s.contains("routes.0.prefix"), "{s}");
+        assert!(
+            s.contains("routes.0.match") && s.contains("routes.0.prefix"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -637,7 +828,10 @@ mod tests {
             jail.set_env("HLBRIDGE_OUTPUT__PREFIX", "lab");
             jail.set_env("HLBRIDGE_DEVICES__GARAGE__INTERVAL", "10s");
             jail.set_env("HLBRIDGE_TEST_BROKER", "mosquitto"); // not a config key: ignored
-            let c = load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
+            let c = load_test(
+                "devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n",
+            )
+            .unwrap();
             assert_eq!(c.output.prefix, "lab");
             let AdapterConfig::Goe(g) = &c.devices["garage"].adapter;
             assert_eq!(g.interval, super::super::Dur::secs(10));
@@ -677,7 +871,10 @@ mod tests {
 
     #[test]
     fn suggestions_only_for_near_misses() {
-        assert_eq!(suggest("intervall", &["interval", "timeout"]), Some("interval"));
+        assert_eq!(
+            suggest("intervall", &["interval", "timeout"]),
+            Some("interval")
+        );
         assert_eq!(suggest("zzzzzz", &["interval", "timeout"]), None);
     }
 

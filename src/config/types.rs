@@ -36,15 +36,23 @@ impl fmt::Display for Dur {
 /// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, `10` (seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (write e.g. 500ms, 5s, 2m, 1h)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (write e.g. 500ms, 5s, 2m, 1h)"))?;
     let factor = match unit.trim() {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     let secs = n * factor;
     if !secs.is_finite() || secs < 0.0 || secs > 1.0e9 {
@@ -84,7 +92,9 @@ impl<'de> Deserialize<'de> for Dur {
                 Ok(Dur(Duration::from_secs(v)))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v)
+                    .map(|v| Dur(Duration::from_secs(v)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
                 parse_duration(&v.to_string()).map(Dur).map_err(E::custom)
@@ -148,7 +158,9 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
         Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!("expected a string, found {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a string, found {other}"
+        ))),
     }
 }
 

@@ -1,0 +1,559 @@
+//! Pure go-e key mapping: API-v2 key + JSON value → canonical quantities, identity and charger
+//! events. No IO; the MQTT and HTTP transports both feed it. The vendor knowledge lives as data in
+//! `adapters/goe/` (mapping.tsv, nrg.tsv, enums.tsv, known-keys.txt), embedded at build time.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use serde_json::Value as Json;
+
+use crate::model::{Event, Identity, Quantity, Update, Value};
+
+const MAPPING_TSV: &str = include_str!("../../../adapters/goe/mapping.tsv");
+const NRG_TSV: &str = include_str!("../../../adapters/goe/nrg.tsv");
+const ENUMS_TSV: &str = include_str!("../../../adapters/goe/enums.tsv");
+const KNOWN_KEYS: &str = include_str!("../../../adapters/goe/known-keys.txt");
+
+/// Lowest and highest plausible charger temperature; `tma` has carried garbage like `-16843.01`.
+const TEMPERATURE_RANGE: std::ops::RangeInclusive<f64> = -60.0..=150.0;
+
+#[derive(Debug, Clone, Copy)]
+enum IdField {
+    Vendor,
+    Model,
+    Serial,
+    Firmware,
+    Name,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Number(Quantity),
+    WhToKwh(Quantity),
+    MsToS(Quantity),
+    Bool(Quantity),
+    Enum(Quantity, &'static str),
+    Identity(IdField),
+    Nrg,
+    Tma,
+}
+
+/// The parsed data tables.
+pub struct Tables {
+    rules: HashMap<&'static str, Rule>,
+    nrg: Vec<(usize, Quantity, f64)>,
+    enums: HashMap<(&'static str, i64), &'static str>,
+    known: HashSet<&'static str>,
+    /// `temperature`, `temperature_pcb`, then `temperature_sensor3`...
+    tma: Vec<Quantity>,
+}
+
+fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split('\t').map(str::trim).collect())
+}
+
+/// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
+pub fn tables() -> &'static Tables {
+    static T: OnceLock<Tables> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut rules = HashMap::new();
+        for cols in data_lines(MAPPING_TSV) {
+            let [key, target, conv] = cols[..] else {
+                panic!("mapping.tsv: bad row {cols:?}")
+            };
+            let q = || Quantity::known(target);
+            let rule = match conv {
+                "number" => Rule::Number(q()),
+                "wh_to_kwh" => Rule::WhToKwh(q()),
+                "ms_to_s" => Rule::MsToS(q()),
+                "bool" => Rule::Bool(q()),
+                "nrg" => Rule::Nrg,
+                "tma" => Rule::Tma,
+                "text" => Rule::Identity(match target {
+                    "identity:vendor" => IdField::Vendor,
+                    "identity:model" => IdField::Model,
+                    "identity:serial" => IdField::Serial,
+                    "identity:firmware" => IdField::Firmware,
+                    "identity:name" => IdField::Name,
+                    other => panic!("mapping.tsv: unknown identity target {other}"),
+                }),
+                c => match c.strip_prefix("enum:") {
+                    Some(table) => Rule::Enum(q(), table),
+                    None => panic!("mapping.tsv: unknown conversion {c}"),
+                },
+            };
+            rules.insert(key, rule);
+        }
+        let nrg = data_lines(NRG_TSV)
+            .map(|c| {
+                (
+                    c[0].parse().expect("nrg.tsv index"),
+                    Quantity::known(c[1]),
+                    c[2].parse().expect("nrg.tsv scale"),
+                )
+            })
+            .collect();
+        let enums = data_lines(ENUMS_TSV)
+            .map(|c| ((c[0], c[1].parse().expect("enums.tsv value")), c[2]))
+            .collect();
+        let known = KNOWN_KEYS
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::trim)
+            .collect();
+        let mut tma = vec![
+            Quantity::known("temperature"),
+            Quantity::known("temperature_pcb"),
+        ];
+        for i in 3..=8 {
+            tma.push(Quantity::known(&format!("temperature_sensor{i}")));
+        }
+        Tables {
+            rules,
+            nrg,
+            enums,
+            known,
+            tma,
+        }
+    })
+}
+
+/// How one key was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Mapped into the update.
+    Mapped,
+    /// A documented key the bridge does not normalise.
+    Ignored,
+    /// A key in no vendor table: firmware drift.
+    Unknown,
+    /// The value had a type or range the key never has; the reason is a metric label.
+    Invalid(&'static str),
+}
+
+/// Reads a JSON number, also from a quoted number (seen from some integrations and firmware).
+fn number(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+        Json::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Json::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+fn boolean(v: &Json) -> Option<bool> {
+    match v {
+        Json::Bool(b) => Some(*b),
+        Json::Number(n) => n.as_i64().map(|i| i != 0),
+        Json::String(s) => match s.as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Per-device mapping state: what is needed to derive events from transitions.
+#[derive(Debug, Default)]
+pub struct Mapper {
+    /// Last `car` value seen (None before the first).
+    last_car: Option<i64>,
+    /// Last session energy (kWh) for event data.
+    last_session_kwh: Option<f64>,
+}
+
+impl Mapper {
+    /// Maps one key. `live` is false for retained replays: they set values but derive no events.
+    pub fn map(&mut self, key: &str, value: &Json, live: bool, update: &mut Update) -> KeyOutcome {
+        let t = tables();
+        let Some(rule) = t.rules.get(key) else {
+            return if t.known.contains(key) {
+                KeyOutcome::Ignored
+            } else {
+                KeyOutcome::Unknown
+            };
+        };
+        if value.is_null() {
+            // `null` means "not available right now" (acu when not allowed, car without controller).
+            if let Rule::Enum(q, "car") = rule {
+                update.push(*q, Value::Text(Cow::Borrowed("unknown")));
+                return KeyOutcome::Mapped;
+            }
+            return KeyOutcome::Mapped;
+        }
+        match *rule {
+            Rule::Number(q) => match number(value) {
+                Some(n) => update.push(q, Value::Number(n)),
+                None => return KeyOutcome::Invalid("bad_type"),
+            },
+            Rule::WhToKwh(q) => match number(value) {
+                Some(n) if n >= 0.0 => {
+                    let kwh = n / 1000.0;
+                    if key == "wh" {
+                        self.last_session_kwh = Some(kwh);
+                    }
+                    update.push(q, Value::Number(kwh));
+                }
+                Some(_) => return KeyOutcome::Invalid("negative_energy"),
+                None => return KeyOutcome::Invalid("bad_type"),
+            },
+            Rule::MsToS(q) => match number(value) {
+                Some(n) => update.push(q, Value::Number((n / 1000.0).floor())),
+                None => return KeyOutcome::Invalid("bad_type"),
+            },
+            Rule::Bool(q) => match boolean(value) {
+                Some(b) => update.push(q, Value::Bool(b)),
+                None => return KeyOutcome::Invalid("bad_type"),
+            },
+            Rule::Enum(q, table) => {
+                let Some(n) = number(value).filter(|n| n.fract() == 0.0).map(|n| n as i64) else {
+                    return KeyOutcome::Invalid("bad_type");
+                };
+                let word: Cow<'static, str> = match t.enums.get(&(table, n)) {
+                    Some(w) => Cow::Borrowed(*w),
+                    None if table == "car" => Cow::Borrowed("unknown"),
+                    None => Cow::Owned(format!("code_{n}")),
+                };
+                update.push(q, Value::Text(word));
+                if table == "car" {
+                    self.car(n, live, update);
+                }
+            }
+            Rule::Identity(field) => {
+                let text = match value {
+                    Json::String(s) => s.clone(),
+                    Json::Number(n) => n.to_string(),
+                    _ => return KeyOutcome::Invalid("bad_type"),
+                };
+                let id = update.identity.get_or_insert_with(Identity::default);
+                let slot = match field {
+                    IdField::Vendor => &mut id.vendor,
+                    IdField::Model => &mut id.model,
+                    IdField::Serial => &mut id.serial,
+                    IdField::Firmware => &mut id.firmware,
+                    IdField::Name => &mut id.name,
+                };
+                *slot = Some(text);
+            }
+            Rule::Nrg => return self.nrg(value, update),
+            Rule::Tma => return tma(value, update),
+        }
+        KeyOutcome::Mapped
+    }
+
+    fn nrg(&self, value: &Json, update: &mut Update) -> KeyOutcome {
+        let Json::Array(items) = value else {
+            return KeyOutcome::Invalid("bad_type");
+        };
+        let mut bad = false;
+        for &(i, q, scale) in &tables().nrg {
+            match items.get(i) {
+                None | Some(Json::Null) => {}
+                Some(v) => match number(v) {
+                    Some(n) => update.push(q, Value::Number(n * scale)),
+                    None => bad = true,
+                },
+            }
+        }
+        if bad {
+            KeyOutcome::Invalid("bad_array_element")
+        } else {
+            KeyOutcome::Mapped
+        }
+    }
+
+    fn car(&mut self, car: i64, live: bool, update: &mut Update) {
+        let plugged = |c: i64| matches!(c, 2..=4);
+        if car == 1 || plugged(car) {
+            update.push(Quantity::known("car_connected"), Value::Bool(plugged(car)));
+        }
+        let prev = self.last_car.replace(car);
+        let Some(prev) = prev else { return };
+        if !live || prev == car {
+            return;
+        }
+        let event = |name: &'static str| {
+            let mut e = Event::new(name).with("car", car).with("previous_car", prev);
+            if let Some(kwh) = self.last_session_kwh {
+                e = e.with("session_energy", crate::model::round_to(kwh, 4));
+            }
+            e
+        };
+        if prev == 2 && car != 2 {
+            update.events.push(event("charging_stopped"));
+        }
+        if prev == 1 && plugged(car) {
+            update.events.push(event("car_connected"));
+        }
+        if plugged(prev) && car == 1 {
+            update.events.push(event("car_disconnected"));
+        }
+        if car == 2 && prev != 2 {
+            update.events.push(event("charging_started"));
+        }
+    }
+}
+
+fn tma(value: &Json, update: &mut Update) -> KeyOutcome {
+    let Json::Array(items) = value else {
+        return KeyOutcome::Invalid("bad_type");
+    };
+    let mut bad = false;
+    for (i, v) in items.iter().enumerate() {
+        let Some(q) = tables().tma.get(i) else { break };
+        match number(v) {
+            Some(n) if TEMPERATURE_RANGE.contains(&n) => update.push(*q, Value::Number(n)),
+            Some(_) => bad = true,
+            None if v.is_null() => {}
+            None => bad = true,
+        }
+    }
+    if bad {
+        KeyOutcome::Invalid("implausible_temperature")
+    } else {
+        KeyOutcome::Mapped
+    }
+}
+
+/// The API-v2 key and JSON value for a write of a writable quantity, or an explanation.
+pub fn command_to_key(
+    quantity: &str,
+    payload: &str,
+) -> Result<(&'static str, Json, Value), String> {
+    let p = payload.trim().trim_matches('"');
+    match quantity {
+        "current_limit" => {
+            let n: f64 = p
+                .parse()
+                .map_err(|_| format!("`{p}` is not a number of amperes"))?;
+            if n.fract() != 0.0 || !(6.0..=32.0).contains(&n) {
+                return Err(format!(
+                    "current_limit must be a whole number from 6 to 32 A, got `{p}`"
+                ));
+            }
+            Ok(("amp", Json::from(n as i64), Value::Number(n)))
+        }
+        "force_state" => {
+            let (n, w) = match p {
+                "neutral" | "0" => (0, "neutral"),
+                "off" | "1" => (1, "off"),
+                "on" | "2" => (2, "on"),
+                _ => return Err(format!("force_state must be neutral, off or on, got `{p}`")),
+            };
+            Ok(("frc", Json::from(n), Value::Text(Cow::Borrowed(w))))
+        }
+        "phase_mode" => {
+            let (n, w) = match p {
+                "auto" | "0" => (0, "auto"),
+                "single" | "1" => (1, "single"),
+                "three" | "2" => (2, "three"),
+                _ => {
+                    return Err(format!(
+                        "phase_mode must be auto, single or three, got `{p}`"
+                    ));
+                }
+            };
+            Ok(("psm", Json::from(n), Value::Text(Cow::Borrowed(w))))
+        }
+        other => Err(format!("`{other}` cannot be written on a go-e charger")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_one(m: &mut Mapper, key: &str, json: &str) -> (KeyOutcome, Update) {
+        let mut u = Update::fresh();
+        let v: Json = serde_json::from_str(json).unwrap();
+        (m.map(key, &v, true, &mut u), u)
+    }
+
+    fn get(u: &Update, name: &str) -> Option<Value> {
+        u.readings
+            .iter()
+            .find(|(q, _)| q.name() == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn tables_parse_and_every_target_is_a_contract_quantity() {
+        let t = tables();
+        assert!(t.rules.len() >= 19);
+        assert_eq!(t.nrg.len(), 16);
+        assert!(t.known.contains("sse") && t.known.contains("nrg"));
+    }
+
+    #[test]
+    fn nrg_fills_all_sixteen_quantities_in_canonical_units() {
+        let mut m = Mapper::default();
+        let (o, u) = map_one(
+            &mut m,
+            "nrg",
+            "[227.54,225.99,226.61,2.79,15.314,15.39,15.466,3484.561,3471.439,3503.163,0,10459.16,100,99.81176,99.95472,100]",
+        );
+        assert_eq!(o, KeyOutcome::Mapped);
+        assert_eq!(u.readings.len(), 16);
+        assert_eq!(get(&u, "voltage_l1"), Some(Value::Number(227.54)));
+        assert_eq!(get(&u, "current_l3"), Some(Value::Number(15.466)));
+        assert_eq!(get(&u, "power"), Some(Value::Number(10459.16)));
+        assert_eq!(get(&u, "power_n"), Some(Value::Number(0.0)));
+        let pf = get(&u, "power_factor_l2").unwrap().as_f64().unwrap();
+        assert!((pf - 0.9981176).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nrg_with_nulls_or_short_arrays_maps_what_is_there() {
+        let mut m = Mapper::default();
+        let (o, u) = map_one(&mut m, "nrg", "[230,null,231]");
+        assert_eq!(o, KeyOutcome::Mapped);
+        assert_eq!(u.readings.len(), 2);
+        let (o, u) = map_one(&mut m, "nrg", "[230,\"x\",231]");
+        assert_eq!(o, KeyOutcome::Invalid("bad_array_element"));
+        assert_eq!(u.readings.len(), 2);
+    }
+
+    #[test]
+    fn energy_arrives_in_kwh() {
+        let mut m = Mapper::default();
+        let (_, u) = map_one(&mut m, "eto", "527952");
+        assert_eq!(get(&u, "energy_import"), Some(Value::Number(527.952)));
+        let (_, u) = map_one(&mut m, "wh", "16481.01");
+        assert!((get(&u, "session_energy").unwrap().as_f64().unwrap() - 16.48101).abs() < 1e-9);
+    }
+
+    #[test]
+    fn car_states_map_to_words_and_connection() {
+        let mut m = Mapper::default();
+        let (_, u) = map_one(&mut m, "car", "2");
+        assert_eq!(
+            get(&u, "charger_state"),
+            Some(Value::Text("charging".into()))
+        );
+        assert_eq!(get(&u, "car_connected"), Some(Value::Bool(true)));
+        let (_, u) = map_one(&mut m, "car", "null");
+        assert_eq!(
+            get(&u, "charger_state"),
+            Some(Value::Text("unknown".into()))
+        );
+        let (_, u) = map_one(&mut m, "car", "6");
+        assert_eq!(
+            get(&u, "charger_state"),
+            Some(Value::Text("unknown".into()))
+        );
+    }
+
+    #[test]
+    fn car_transitions_become_events_but_the_first_value_does_not() {
+        let mut m = Mapper::default();
+        let names = |u: &Update| {
+            u.events
+                .iter()
+                .map(|e| e.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        let (_, u) = map_one(&mut m, "car", "1");
+        assert!(u.events.is_empty());
+        let (_, u) = map_one(&mut m, "car", "3");
+        assert_eq!(names(&u), ["car_connected"]);
+        let (_, u) = map_one(&mut m, "car", "2");
+        assert_eq!(names(&u), ["charging_started"]);
+        let (_, u) = map_one(&mut m, "car", "4");
+        assert_eq!(names(&u), ["charging_stopped"]);
+        let (_, u) = map_one(&mut m, "car", "1");
+        assert_eq!(names(&u), ["car_disconnected"]);
+        let (_, u) = map_one(&mut m, "car", "2");
+        assert_eq!(names(&u), ["car_connected", "charging_started"]);
+        let (_, u) = map_one(&mut m, "car", "1");
+        assert_eq!(names(&u), ["charging_stopped", "car_disconnected"]);
+    }
+
+    #[test]
+    fn retained_replays_derive_no_events() {
+        let mut m = Mapper::default();
+        let mut u = Update::default();
+        m.map("car", &Json::from(1), false, &mut u);
+        m.map("car", &Json::from(2), false, &mut u);
+        assert!(u.events.is_empty());
+    }
+
+    #[test]
+    fn enums_outside_the_tables_keep_their_code() {
+        let mut m = Mapper::default();
+        let (_, u) = map_one(&mut m, "err", "17");
+        assert_eq!(
+            get(&u, "charger_error"),
+            Some(Value::Text("code_17".into()))
+        );
+        let (_, u) = map_one(&mut m, "modelStatus", "15");
+        assert_eq!(
+            get(&u, "charge_reason"),
+            Some(Value::Text("charging_fallback_default".into()))
+        );
+        let (_, u) = map_one(&mut m, "frc", "2");
+        assert_eq!(get(&u, "force_state"), Some(Value::Text("on".into())));
+    }
+
+    #[test]
+    fn odd_types_are_tolerated_or_reported() {
+        let mut m = Mapper::default();
+        let (o, u) = map_one(&mut m, "amp", "\"16\"");
+        assert_eq!(o, KeyOutcome::Mapped);
+        assert_eq!(get(&u, "current_limit"), Some(Value::Number(16.0)));
+        let (o, _) = map_one(&mut m, "amp", "{\"a\":1}");
+        assert_eq!(o, KeyOutcome::Invalid("bad_type"));
+        let (o, u) = map_one(&mut m, "acu", "null");
+        assert_eq!(o, KeyOutcome::Mapped);
+        assert!(u.readings.is_empty(), "null is absent, never a made-up 0");
+    }
+
+    #[test]
+    fn garbage_temperatures_are_dropped() {
+        let mut m = Mapper::default();
+        let (o, u) = map_one(&mut m, "tma", "[-16843.01]");
+        assert_eq!(o, KeyOutcome::Invalid("implausible_temperature"));
+        assert!(u.readings.is_empty());
+        let (o, u) = map_one(&mut m, "tma", "[24.125,28.25]");
+        assert_eq!(o, KeyOutcome::Mapped);
+        assert_eq!(get(&u, "temperature"), Some(Value::Number(24.125)));
+        assert_eq!(get(&u, "temperature_pcb"), Some(Value::Number(28.25)));
+    }
+
+    #[test]
+    fn documented_but_unmapped_keys_are_ignored_and_new_ones_unknown() {
+        let mut m = Mapper::default();
+        assert_eq!(map_one(&mut m, "cid", "\"#0000FF\"").0, KeyOutcome::Ignored);
+        assert_eq!(map_one(&mut m, "zzq", "1").0, KeyOutcome::Unknown);
+    }
+
+    #[test]
+    fn identity_keys_fill_identity() {
+        let mut m = Mapper::default();
+        let (_, u) = map_one(&mut m, "fwv", "\"56.9\"");
+        assert_eq!(u.identity.unwrap().firmware.as_deref(), Some("56.9"));
+    }
+
+    #[test]
+    fn commands_translate_to_api_keys_with_json_values() {
+        assert_eq!(command_to_key("current_limit", "16").unwrap().0, "amp");
+        assert_eq!(
+            command_to_key("current_limit", "16").unwrap().1,
+            Json::from(16)
+        );
+        assert!(command_to_key("current_limit", "40").is_err());
+        assert!(command_to_key("current_limit", "6.5").is_err());
+        assert_eq!(
+            command_to_key("force_state", "off").unwrap().1,
+            Json::from(1)
+        );
+        assert_eq!(
+            command_to_key("phase_mode", "three").unwrap().1,
+            Json::from(2)
+        );
+        assert!(command_to_key("phase_mode", "two").is_err());
+    }
+}

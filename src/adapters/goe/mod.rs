@@ -1,0 +1,419 @@
+//! go-e Charger adapter (API v2): the MQTT transport (the charger's own client publishes one topic
+//! per key under its prefix) and the HTTP transport (polling `/api/status?filter=`), both feeding the
+//! pure [`mapping`]. Writes of `current_limit`, `force_state` and `phase_mode` go to `<key>/set`
+//! (answered on `<key>/result`) or to `/api/set`.
+
+pub mod mapping;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{GoeConfig, GoeTransport};
+use crate::model::{Identity, Quantity, Update, Value};
+use crate::mqtt::{Message, QoS};
+use crate::router::{Command, DeviceHandle, Link};
+
+use mapping::{KeyOutcome, Mapper};
+
+/// How long a charger has to answer a write on `<key>/result`.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys read over HTTP: everything the mapping knows.
+const HTTP_FILTER: &str =
+    "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,rbt,nrg,tma,fwv,typ,sse,fna,oem";
+
+/// The expected time between two readings, from which freshness defaults to three times.
+pub fn cadence(cfg: &GoeConfig) -> Duration {
+    match cfg.transport {
+        // `rbt` changes every second; 5 s leaves room for a busy Wi-Fi.
+        GoeTransport::Mqtt => Duration::from_secs(5),
+        GoeTransport::Http => cfg.interval.0.max(Duration::from_secs(1)),
+    }
+}
+
+/// Topic prefixes the charger may publish under.
+pub fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
+    match (&cfg.topic_prefix, &cfg.serial) {
+        (Some(p), _) => vec![p.clone()],
+        // Firmware ≥ 054.6 drops the leading slash, but upgraded chargers may keep the old one.
+        (None, Some(s)) => vec![format!("go-eCharger/{s}/"), format!("/go-eCharger/{s}/")],
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Logs a problem once per distinct key, then only counts it.
+#[derive(Default)]
+struct LogOnce(HashSet<String>);
+
+impl LogOnce {
+    fn first(&mut self, what: &str) -> bool {
+        self.0.len() < 1024 && self.0.insert(what.to_owned())
+    }
+}
+
+/// Runs the adapter until `cancel`.
+pub async fn run(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
+    match cfg.transport {
+        GoeTransport::Mqtt => run_mqtt(cfg, device, cancel).await,
+        GoeTransport::Http => run_http(cfg, device, cancel).await,
+    }
+}
+
+/// A write waiting for the charger's `/result`.
+struct PendingWrite {
+    key: &'static str,
+    quantity: Quantity,
+    value: Value,
+    deadline: Instant,
+}
+
+/// Per-message handling shared by both transports, public so that recorded captures can be
+/// replayed through exactly the code a live charger goes through (golden tests, benchmark).
+pub struct Ingest {
+    mapper: Mapper,
+    logged: LogOnce,
+    device: DeviceHandle,
+}
+
+impl Ingest {
+    /// A fresh ingest state for `device`.
+    pub fn new(device: DeviceHandle) -> Ingest {
+        Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device }
+    }
+
+    /// Handles one MQTT message whose topic prefix was already stripped (`key` is e.g. `nrg`).
+    pub fn mqtt_message(&mut self, key: &str, msg: &Message) {
+        on_message(self, key, msg);
+    }
+
+    /// Handles one `/api/status` answer (HTTP status and body), as a poll would.
+    pub fn http_status_body(&mut self, status: u16, body: &[u8]) -> Result<(), String> {
+        handle_status_body(self, status, body)
+    }
+
+    fn key(&mut self, key: &str, value: &serde_json::Value, live: bool, update: &mut Update) {
+        match self.mapper.map(key, value, live, update) {
+            KeyOutcome::Mapped | KeyOutcome::Ignored => {}
+            KeyOutcome::Unknown => {
+                self.device.counters().unknown_keys.inc();
+                if self.logged.first(&format!("unknown {key}")) {
+                    tracing::info!(device = %self.device.id(), key, "unknown go-e key (newer firmware?); counted and ignored");
+                }
+            }
+            KeyOutcome::Invalid(reason) => {
+                self.device.counters().parse_error(reason);
+                if self.logged.first(&format!("{reason} {key}")) {
+                    tracing::warn!(device = %self.device.id(), key, value = %value, reason, "go-e value not understood; skipped");
+                }
+            }
+        }
+    }
+}
+
+async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
+    let prefixes = topic_prefixes(&cfg);
+    let filters: Vec<String> = prefixes.iter().map(|p| format!("{p}#")).collect();
+    let filter_refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+    device.set_detail("transport", "mqtt");
+    device.set_detail("topics", filters.join(" "));
+    let mut rx = device.mqtt().subscribe_many(&filter_refs, 4096).await;
+    let mut commands = if cfg.commands {
+        Some(device.commands().await)
+    } else {
+        None
+    };
+    if let Some(serial) = &cfg.serial {
+        let mut u = Update::default();
+        u.identity = Some(Identity {
+            vendor: Some("go-e".into()),
+            serial: Some(serial.clone()),
+            ..Default::default()
+        });
+        device.apply(u);
+    }
+    let mut ingest = Ingest {
+        mapper: Mapper::default(),
+        logged: LogOnce::default(),
+        device: device.clone(),
+    };
+    let mut active_prefix = prefixes.first().cloned().unwrap_or_default();
+    let mut pending: Option<PendingWrite> = None;
+    loop {
+        let deadline = pending.as_ref().map(|p| p.deadline);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let Some(prefix) = prefixes.iter().find(|p| msg.topic.starts_with(p.as_str())) else { continue };
+                let key = &msg.topic[prefix.len()..];
+                if let Some(k) = key.strip_suffix("/result") {
+                    if let Some(p) = pending.take_if(|p| p.key == k) {
+                        finish_write(&device, p, &msg);
+                    }
+                    continue;
+                }
+                if key.contains('/') || key.is_empty() {
+                    continue; // `<key>/set` echoes of our own or other writers
+                }
+                if !msg.retain {
+                    active_prefix.clone_from(prefix);
+                }
+                on_message(&mut ingest, key, &msg);
+                if rx.is_empty() {
+                    device.flush();
+                }
+            }
+            cmd = recv_command(&mut commands), if pending.is_none() => {
+                let Some(cmd) = cmd else { commands = None; continue };
+                pending = start_mqtt_write(&device, &active_prefix, cmd);
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Some(p) = pending.take() {
+                    device.command_result(p.quantity, Err(format!(
+                        "the charger did not answer on {}/result within {}s; MQTT writes need the charger's read-only switch (`mcr`) off",
+                        p.key, WRITE_TIMEOUT.as_secs())));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_command(
+    commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>,
+) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
+    let device = ingest.device.clone();
+    device.counters().received.inc();
+    let value: serde_json::Value = match serde_json::from_slice(&msg.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            device.counters().parse_error("invalid_json");
+            if ingest.logged.first(&format!("json {key}")) {
+                tracing::warn!(device = %device.id(), topic = %msg.topic, error = %e,
+                    payload = %String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(120)]),
+                    "go-e payload is not JSON; skipped");
+            }
+            return;
+        }
+    };
+    let mut update = Update {
+        fresh: !msg.retain,
+        ..Default::default()
+    };
+    update.readings.reserve(16);
+    ingest.key(key, &value, !msg.retain, &mut update);
+    // A retained replay says nothing about now: no fresh timestamp either.
+    device.apply(update);
+}
+
+fn start_mqtt_write(device: &DeviceHandle, prefix: &str, cmd: Command) -> Option<PendingWrite> {
+    match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
+        Ok((key, json, value)) => {
+            device.mqtt().publish(
+                format!("{prefix}{key}/set"),
+                json.to_string(),
+                QoS::AtLeastOnce,
+                false,
+            );
+            Some(PendingWrite {
+                key,
+                quantity: cmd.quantity,
+                value,
+                deadline: Instant::now() + WRITE_TIMEOUT,
+            })
+        }
+        Err(e) => {
+            device.command_result(cmd.quantity, Err(e));
+            None
+        }
+    }
+}
+
+fn finish_write(device: &DeviceHandle, p: PendingWrite, msg: &Message) {
+    let text = String::from_utf8_lossy(&msg.payload);
+    let text = text.trim().trim_matches('"');
+    if text == "success" {
+        device.command_result(p.quantity, Ok(p.value));
+    } else {
+        device.command_result(p.quantity, Err(format!("charger refused: {text}")));
+    }
+}
+
+async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
+    let base = cfg
+        .url
+        .clone()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_owned();
+    device.set_detail("transport", "http");
+    device.set_detail("url", base.clone());
+    let client = match reqwest::Client::builder()
+        .timeout(cfg.timeout.0)
+        .connect_timeout(cfg.timeout.0)
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(device = %device.id(), error = %e, "cannot build the HTTP client");
+            device.set_link(Link::Down(format!("HTTP client: {e}")));
+            return;
+        }
+    };
+    let mut commands = if cfg.commands {
+        Some(device.commands().await)
+    } else {
+        None
+    };
+    let status_url = format!("{base}/api/status?filter={HTTP_FILTER}");
+    let mut ingest = Ingest {
+        mapper: Mapper::default(),
+        logged: LogOnce::default(),
+        device: device.clone(),
+    };
+    let mut ticker = tokio::time::interval(cfg.interval.0);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = ticker.tick() => {
+                match poll_status(&client, &status_url, &mut ingest).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(device = %device.id(), "go-e HTTP API answers again");
+                            failing = false;
+                        }
+                        device.set_link(Link::Up);
+                    }
+                    Err(reason) => {
+                        if !failing {
+                            tracing::warn!(device = %device.id(), url = %status_url, %reason, "go-e HTTP poll failed; retrying every interval");
+                            failing = true;
+                        }
+                        device.set_link(Link::Down(reason));
+                    }
+                }
+            }
+            cmd = recv_command(&mut commands) => {
+                let Some(cmd) = cmd else { commands = None; continue };
+                http_write(&client, &base, &device, cmd).await;
+                // Show the effect soon rather than one interval later.
+                ticker.reset_after(Duration::from_millis(1200));
+            }
+        }
+    }
+}
+
+async fn poll_status(
+    client: &reqwest::Client,
+    url: &str,
+    ingest: &mut Ingest,
+) -> Result<(), String> {
+    let device = ingest.device.clone();
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| describe_reqwest(&e))?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|e| describe_reqwest(&e))?;
+    handle_status_body(ingest, status, &body)
+}
+
+fn handle_status_body(ingest: &mut Ingest, status: u16, body: &[u8]) -> Result<(), String> {
+    let device = ingest.device.clone();
+    device.counters().received.inc();
+    // Firmware 60.x answers HTTP 400 when the filter names a key the model lacks, with a good body.
+    if !((200..300).contains(&status) || status == 400) {
+        device.counters().parse_error("http_status");
+        return Err(format!("HTTP {status}"));
+    }
+    let parsed: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => {
+            device.counters().parse_error("invalid_json");
+            let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+            return Err(format!("HTTP {status} with a body that is not JSON: {start:?}"));
+        }
+    };
+    let serde_json::Value::Object(map) = parsed else {
+        device.counters().parse_error("bad_type");
+        return Err("the status answer is not a JSON object".into());
+    };
+    if status == 400 && ingest.logged.first("http400") {
+        tracing::info!(device = %device.id(), "charger answered HTTP 400 with data (a filtered key is missing on this model); using the data");
+        device.set_detail("http_400", "some filtered keys are missing on this model");
+    }
+    let mut update = Update::fresh();
+    update.readings.reserve(32);
+    for (k, v) in &map {
+        ingest.key(k, v, true, &mut update);
+    }
+    if let Some(id) = &mut update.identity {
+        id.vendor.get_or_insert_with(|| "go-e".into());
+    }
+    device.apply(update);
+    device.flush();
+    Ok(())
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
+    }
+}
+
+async fn http_write(client: &reqwest::Client, base: &str, device: &DeviceHandle, cmd: Command) {
+    let (key, json, value) = match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
+        Ok(x) => x,
+        Err(e) => return device.command_result(cmd.quantity, Err(e)),
+    };
+    let url = format!("{base}/api/set?{key}={json}");
+    let result = async {
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| describe_reqwest(&e))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|_| format!("HTTP {status} without a JSON answer"))?;
+        match body.get(key) {
+            Some(serde_json::Value::Bool(true)) => Ok(()),
+            Some(serde_json::Value::String(err)) => Err(format!("charger refused: {err}")),
+            _ => Err(format!("HTTP {status}: unexpected answer {body}")),
+        }
+    }
+    .await;
+    device.command_result(cmd.quantity, result.map(|()| value));
+}

@@ -1,0 +1,253 @@
+//! Wiring: starts the embedded broker (if configured), the MQTT client, the router, the adapters,
+//! in-process simulators, the HTTP endpoint and the console; shuts everything down in order.
+//!
+//! Shutdown order matters: adapters and simulators stop first, then every device is published
+//! `offline`, then `bridge/status` `offline`, then the outbound queue is flushed and the client
+//! disconnects cleanly (so the broker does not also fire the last will), all within 5 s.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SimulatorConfig};
+use crate::metrics::Metrics;
+use crate::mqtt::{self, MqttSettings, QoS};
+use crate::router::{DeviceSpec, Router, RouterSettings};
+
+/// Time allowed for a clean stop.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
+
+/// Builds the broker connection settings from the config.
+pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
+    let mut s = MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id)?;
+    s.username = config.mqtt.username.clone();
+    s.password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
+    s.keep_alive = config.mqtt.keep_alive.0;
+    s.queue_capacity = config.mqtt.queue_capacity;
+    s.backoff_max = config.mqtt.reconnect_max.0;
+    let status = Router::status_topic(&config.output.prefix);
+    s.last_will = Some((status.clone(), "offline".into()));
+    s.birth = Some((status, "online".into()));
+    if let Some(tls) = &mut s.tls {
+        let t = &config.mqtt.tls;
+        tls.ca_file = t.ca_file.clone();
+        tls.client_cert_file = t.client_cert_file.clone();
+        tls.client_key_file = t.client_key_file.clone();
+        tls.insecure = t.insecure;
+        if t.insecure {
+            tracing::warn!("mqtt.tls.insecure is set: the broker's certificate is NOT verified");
+        }
+    }
+    Ok(s)
+}
+
+/// A running bridge, for tests and the binary.
+pub struct Running {
+    /// The router (device state).
+    pub router: Arc<Router>,
+    /// The MQTT handle.
+    pub mqtt: mqtt::MqttHandle,
+    /// Address of the HTTP endpoint, when enabled.
+    pub http_addr: Option<std::net::SocketAddr>,
+    work: CancellationToken,
+    mqtt_cancel: CancellationToken,
+    tracker: TaskTracker,
+    status_topic: String,
+}
+
+impl Running {
+    /// Stops everything in order (see module docs) within [`SHUTDOWN_BUDGET`].
+    pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        self.work.cancel();
+        self.router.all_offline("bridge stopped");
+        self.mqtt
+            .publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
+        if self.mqtt.state().connected {
+            self.mqtt.flush_and_disconnect(Duration::from_secs(3)).await;
+        }
+        self.mqtt_cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within {SHUTDOWN_BUDGET:?}; exiting anyway");
+        }
+    }
+}
+
+/// Starts the bridge. `http_listener` overrides `http.listen` (tests pass a `127.0.0.1:0` listener).
+pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    #[cfg(feature = "embedded-broker")]
+    if let Some(e) = &config.mqtt.embedded {
+        crate::broker::start(e.listen).await?;
+    }
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let settings = mqtt_settings(config)?;
+    let tracker = TaskTracker::new();
+    let work = CancellationToken::new();
+    let mqtt_cancel = CancellationToken::new();
+    let mqtt = mqtt::spawn(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
+
+    let specs: Vec<DeviceSpec> = config
+        .enabled_devices()
+        .filter_map(|(id, d)| {
+            DeviceSpec::from_config(
+                config,
+                id,
+                crate::adapters::cadence(d),
+                crate::adapters::accepts_commands(d),
+            )
+        })
+        .collect();
+    let router = Router::new(
+        RouterSettings {
+            bridge_prefix: config.output.prefix.clone(),
+            quantity_topics: config.output.quantity_topics,
+            state_json: config.output.state_json,
+            qos: if config.output.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+        },
+        specs,
+        mqtt.clone(),
+        metrics.clone(),
+    );
+    registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
+    tracker.spawn(router.clone().run(work.clone()));
+
+    for (id, d) in config.enabled_devices() {
+        if let Some(handle) = router.handle(id) {
+            crate::adapters::spawn(d, handle, &tracker, work.child_token());
+            tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
+        }
+    }
+
+    for (name, sim) in &config.simulators {
+        start_simulator(name, sim, config, &tracker, work.child_token()).await?;
+    }
+
+    let listener = match http_listener {
+        Some(l) => Some(l),
+        None => match config.http.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("http.listen: cannot listen on {addr} (in use? set http.listen)")
+            })?),
+            None => None,
+        },
+    };
+    let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = listener {
+        let state = crate::http::HttpState {
+            registry: Arc::new(registry),
+            router: router.clone(),
+            mqtt: mqtt.clone(),
+        };
+        let cancel = work.clone();
+        tracker.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state, cancel).await {
+                tracing::error!(error = %e, "HTTP endpoint failed");
+            }
+        });
+        tracing::info!(addr = ?http_addr, "serving /metrics /healthz /readyz");
+    }
+    if config.output.console {
+        tracker.spawn(crate::console::run(
+            config.clone(),
+            mqtt.clone(),
+            http_addr,
+            work.clone(),
+        ));
+    }
+    Ok(Running {
+        router,
+        mqtt,
+        http_addr,
+        work,
+        mqtt_cancel,
+        tracker,
+        status_topic: Router::status_topic(&config.output.prefix),
+    })
+}
+
+async fn start_simulator(
+    name: &str,
+    sim: &SimulatorConfig,
+    config: &Config,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    match sim {
+        SimulatorConfig::Goe(g) => {
+            let url = g.broker.clone().unwrap_or_else(|| config.mqtt.url.clone());
+            let mut broker = MqttSettings::from_url(&url, &format!("go-echarger_{}", g.serial))?;
+            if g.broker.is_none() {
+                broker.username = config.mqtt.username.clone();
+                broker.password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
+            }
+            let http = match g.http_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                    format!("simulators.{name}.http_listen: cannot listen on {addr}")
+                })?),
+                None => None,
+            };
+            let opts = crate::simulate::goe::GoeSimOptions {
+                broker: Some(broker),
+                serial: g.serial.clone(),
+                topic_prefix: g.topic_prefix.clone(),
+                read_only: g.read_only,
+                http,
+                tick: g.tick.0,
+                ..Default::default()
+            };
+            let name = name.to_owned();
+            tracker.spawn(async move {
+                if let Err(e) = crate::simulate::goe::run(opts, cancel).await {
+                    tracing::error!(simulator = %name, error = %e, "simulator stopped");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs the bridge until `shutdown` resolves, then stops it cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(&config, None).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,803 @@
+//! The router: turns adapter updates into unified topics (contract §3) and keeps the per-device state
+//! that availability, `/readyz`, `/metrics` and the console read.
+//!
+//! Adapters call [`DeviceHandle::apply`] synchronously: the device's state is locked briefly (never
+//! across an await), changed values are formatted and queued on the MQTT handle with `try_send`.
+//! A 250 ms tick flushes values held back by `min_interval`, sends heartbeats and flips devices
+//! whose readings went stale to `offline`. After every MQTT (re)connect the whole retained state is
+//! published again, because a clean session loses whatever was queued or in flight.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AdapterKind, Config};
+use crate::metrics::{DeviceCounters, Metrics};
+use crate::model::{self, DeviceKind, Event, Identity, Quantity, Update, Value};
+use crate::mqtt::{MqttHandle, QoS};
+
+/// Settings the router needs from the config.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// `<output.prefix>`: where `bridge/status` and `bridge/info` live.
+    pub bridge_prefix: String,
+    /// Publish per-quantity topics.
+    pub quantity_topics: bool,
+    /// Publish the state JSON.
+    pub state_json: bool,
+    /// QoS for values and state.
+    pub qos: QoS,
+}
+
+/// What a device is, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Configured id.
+    pub id: String,
+    /// Adapter name.
+    pub adapter: AdapterKind,
+    /// Resolved topic prefix (device > route > global).
+    pub prefix: String,
+    /// How long without a fresh reading before the device is offline.
+    pub freshness: Duration,
+    /// Minimum time between publishes of one quantity.
+    pub min_interval: Option<Duration>,
+    /// Republish unchanged values this often while online.
+    pub heartbeat: Option<Duration>,
+    /// Whether `<quantity>/set` commands are accepted.
+    pub commands: bool,
+}
+
+impl DeviceSpec {
+    /// Builds the spec of device `id` from the config, with `cadence` the adapter's expected
+    /// interval between readings (freshness defaults to three of them).
+    pub fn from_config(
+        config: &Config,
+        id: &str,
+        cadence: Duration,
+        commands: bool,
+    ) -> Option<DeviceSpec> {
+        let d = config.devices.get(id)?;
+        let adapter = d.common.adapter;
+        let kind = adapter.device_kind();
+        let prefix = d
+            .common
+            .prefix
+            .clone()
+            .or_else(|| {
+                config
+                    .routes
+                    .iter()
+                    .find(|r| {
+                        r.matches.adapter.is_none_or(|a| a == adapter)
+                            && r.matches.kind.is_none_or(|k| k == kind)
+                    })
+                    .map(|r| r.prefix.clone())
+            })
+            .unwrap_or_else(|| config.output.prefix.clone());
+        Some(DeviceSpec {
+            id: id.to_owned(),
+            adapter,
+            prefix,
+            freshness: d.common.freshness.map(|f| f.0).unwrap_or(cadence * 3),
+            min_interval: d
+                .common
+                .min_interval
+                .or(config.output.min_interval)
+                .map(|d| d.0),
+            heartbeat: d.common.heartbeat.or(config.output.heartbeat).map(|d| d.0),
+            commands,
+        })
+    }
+}
+
+/// The device's transport as the adapter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Not known yet (start-up).
+    Unknown,
+    /// Reachable.
+    Up,
+    /// Unreachable or reporting itself unavailable, with the reason shown in `/readyz`.
+    Down(String),
+}
+
+struct Slot {
+    quantity: Quantity,
+    /// Latest value.
+    value: Value,
+    /// Value last published (None: never).
+    published: Option<Value>,
+    /// When it was last published.
+    last_pub: Option<Instant>,
+    /// Changed but held back by `min_interval`.
+    pending: bool,
+    /// `<prefix>/<device>/<quantity>`.
+    topic: String,
+}
+
+struct DeviceState {
+    slots: Vec<Slot>,
+    /// Source timestamp of the latest reading.
+    ts: Option<OffsetDateTime>,
+    /// Last fresh message (monotonic, for freshness) and its wall-clock time (for reports).
+    last_seen: Option<(Instant, SystemTime)>,
+    link: Link,
+    /// What was last published on `availability`.
+    online: bool,
+    /// Why the device is offline, for `/readyz` and the one log line.
+    reason: Option<String>,
+    identity: Identity,
+    /// Adapter facts for `/readyz` (transport, dialect, firmware quirks seen).
+    details: BTreeMap<&'static str, String>,
+    state_dirty: bool,
+    last_state_pub: Option<Instant>,
+    last_heartbeat: Instant,
+    /// Scratch buffer for payloads, reused to avoid allocating per value.
+    buf: String,
+}
+
+/// One device inside the router.
+pub struct DeviceEntry {
+    /// Fixed facts.
+    pub spec: DeviceSpec,
+    /// `<prefix>/<device>`.
+    base: String,
+    /// Per-device counters.
+    pub counters: DeviceCounters,
+    state: Mutex<DeviceState>,
+}
+
+/// The router (see module docs).
+pub struct Router {
+    settings: RouterSettings,
+    devices: Vec<DeviceEntry>,
+    mqtt: MqttHandle,
+    metrics: Arc<Metrics>,
+    /// Started at, for `bridge/info`.
+    started: SystemTime,
+}
+
+/// A cheap handle an adapter uses to report one device.
+#[derive(Clone)]
+pub struct DeviceHandle {
+    router: Arc<Router>,
+    idx: usize,
+}
+
+/// Snapshot of a device for `/readyz`, `/metrics` and the console.
+#[derive(Debug, Clone)]
+pub struct DeviceSnapshot {
+    /// Device id.
+    pub id: String,
+    /// Adapter.
+    pub adapter: AdapterKind,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// Published availability.
+    pub online: bool,
+    /// Why offline.
+    pub reason: Option<String>,
+    /// Last fresh message, wall clock.
+    pub last_seen: Option<SystemTime>,
+    /// Source timestamp of the latest reading.
+    pub ts: Option<OffsetDateTime>,
+    /// Current values.
+    pub values: Vec<(Quantity, Value)>,
+    /// Identity facts.
+    pub identity: Identity,
+    /// Adapter details.
+    pub details: BTreeMap<&'static str, String>,
+    /// Topic base.
+    pub base: String,
+}
+
+fn lock(m: &Mutex<DeviceState>) -> MutexGuard<'_, DeviceState> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Router {
+    /// Creates the router for `specs`.
+    pub fn new(
+        settings: RouterSettings,
+        specs: Vec<DeviceSpec>,
+        mqtt: MqttHandle,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Router> {
+        let devices = specs
+            .into_iter()
+            .map(|spec| DeviceEntry {
+                base: format!("{}/{}", spec.prefix, spec.id),
+                counters: metrics.device(&spec.id),
+                state: Mutex::new(DeviceState {
+                    slots: Vec::with_capacity(32),
+                    ts: None,
+                    last_seen: None,
+                    link: Link::Unknown,
+                    online: false,
+                    reason: Some("no reading yet".into()),
+                    identity: Identity::default(),
+                    details: BTreeMap::new(),
+                    state_dirty: false,
+                    last_state_pub: None,
+                    last_heartbeat: Instant::now(),
+                    buf: String::with_capacity(1024),
+                }),
+                spec,
+            })
+            .collect();
+        Arc::new(Router {
+            settings,
+            devices,
+            mqtt,
+            metrics,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The handle for device `id`.
+    pub fn handle(self: &Arc<Self>, id: &str) -> Option<DeviceHandle> {
+        let idx = self.devices.iter().position(|d| d.spec.id == id)?;
+        Some(DeviceHandle {
+            router: self.clone(),
+            idx,
+        })
+    }
+
+    /// The MQTT handle (adapters subscribe through it).
+    pub fn mqtt(&self) -> &MqttHandle {
+        &self.mqtt
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// `<output.prefix>/bridge/status`.
+    pub fn status_topic(prefix: &str) -> String {
+        format!("{prefix}/bridge/status")
+    }
+
+    fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        qos: QoS,
+        retain: bool,
+    ) {
+        self.mqtt.publish(topic, payload, qos, retain);
+    }
+
+    /// Publishes `bridge/info`, then every device's availability, identity, values and state.
+    /// Called after each MQTT (re)connect and at start-up.
+    pub fn republish_all(&self) {
+        self.publish_bridge_info();
+        for dev in &self.devices {
+            let mut st = lock(&dev.state);
+            let st = &mut *st;
+            self.publish(
+                format!("{}/availability", dev.base),
+                if st.online { "online" } else { "offline" },
+                QoS::AtLeastOnce,
+                true,
+            );
+            if st.identity != Identity::default() {
+                self.publish_info(dev, st);
+            }
+            for i in 0..st.slots.len() {
+                self.publish_slot(st, i, Instant::now());
+            }
+            if !st.slots.is_empty() && self.settings.state_json {
+                self.publish_state(dev, st, Instant::now());
+            }
+        }
+    }
+
+    fn publish_bridge_info(&self) {
+        let mut adapters: Vec<&str> = self
+            .devices
+            .iter()
+            .map(|d| d.spec.adapter.as_str())
+            .collect();
+        adapters.sort_unstable();
+        adapters.dedup();
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": model::ts_string(OffsetDateTime::from(self.started)),
+            "devices": self.devices.iter().map(|d| serde_json::json!({
+                "id": d.spec.id, "adapter": d.spec.adapter.as_str(),
+                "kind": d.spec.adapter.device_kind().as_str(), "topic": d.base,
+            })).collect::<Vec<_>>(),
+            "adapters": adapters,
+        });
+        self.publish(
+            format!("{}/bridge/info", self.settings.bridge_prefix),
+            info.to_string(),
+            QoS::AtLeastOnce,
+            true,
+        );
+    }
+
+    fn publish_info(&self, dev: &DeviceEntry, st: &DeviceState) {
+        let mut info = serde_json::to_value(&st.identity).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut info {
+            m.insert("adapter".into(), dev.spec.adapter.as_str().into());
+            m.insert(
+                "kind".into(),
+                dev.spec.adapter.device_kind().as_str().into(),
+            );
+        }
+        self.publish(
+            format!("{}/info", dev.base),
+            info.to_string(),
+            QoS::AtLeastOnce,
+            true,
+        );
+    }
+
+    fn publish_slot(&self, st: &mut DeviceState, i: usize, now: Instant) {
+        let slot = &mut st.slots[i];
+        slot.pending = false;
+        slot.last_pub = Some(now);
+        if slot.published.as_ref() != Some(&slot.value) {
+            slot.published = Some(slot.value.clone());
+        }
+        if !self.settings.quantity_topics {
+            return;
+        }
+        st.buf.clear();
+        slot.value
+            .write_plain(slot.quantity.family().decimals, &mut st.buf);
+        self.publish(
+            slot.topic.clone(),
+            st.buf.as_bytes(),
+            self.settings.qos,
+            true,
+        );
+    }
+
+    fn publish_state(&self, dev: &DeviceEntry, st: &mut DeviceState, now: Instant) {
+        st.state_dirty = false;
+        st.last_state_pub = Some(now);
+        let buf = &mut st.buf;
+        buf.clear();
+        buf.push_str("{\"ts\":");
+        match st.ts {
+            Some(ts) => {
+                buf.push('"');
+                model::format_ts(ts, buf);
+                buf.push('"');
+            }
+            None => buf.push_str("null"),
+        }
+        buf.push_str(",\"values\":{");
+        for (i, s) in st.slots.iter().enumerate() {
+            if i > 0 {
+                buf.push(',');
+            }
+            buf.push('"');
+            buf.push_str(s.quantity.name());
+            buf.push_str("\":");
+            s.value.write_json(s.quantity.family().decimals, buf);
+        }
+        buf.push_str("}}");
+        self.publish(
+            format!("{}/state", dev.base),
+            buf.as_bytes(),
+            self.settings.qos,
+            true,
+        );
+    }
+
+    fn publish_event(&self, dev: &DeviceEntry, ts: OffsetDateTime, event: &Event) {
+        let mut s = String::with_capacity(128);
+        s.push_str("{\"ts\":\"");
+        model::format_ts(ts, &mut s);
+        s.push_str("\",\"event\":");
+        model::write_json_string(&event.name, &mut s);
+        s.push_str(",\"data\":");
+        s.push_str(&serde_json::Value::Object(event.data.clone()).to_string());
+        s.push('}');
+        self.publish(format!("{}/event", dev.base), s, QoS::AtLeastOnce, false);
+    }
+
+    fn set_online(
+        &self,
+        dev: &DeviceEntry,
+        st: &mut DeviceState,
+        online: bool,
+        reason: Option<String>,
+    ) {
+        if st.online == online {
+            if !online && reason.is_some() {
+                st.reason = reason;
+            }
+            return;
+        }
+        st.online = online;
+        if online {
+            tracing::info!(device = %dev.spec.id, "device online");
+            st.reason = None;
+        } else {
+            let r = reason.unwrap_or_else(|| "stale".into());
+            tracing::warn!(device = %dev.spec.id, reason = %r, "device offline");
+            st.reason = Some(r);
+        }
+        self.publish(
+            format!("{}/availability", dev.base),
+            if online { "online" } else { "offline" },
+            QoS::AtLeastOnce,
+            true,
+        );
+    }
+
+    fn apply(&self, idx: usize, update: Update) {
+        let dev = &self.devices[idx];
+        let now = Instant::now();
+        let mut guard = lock(&dev.state);
+        let st = &mut *guard;
+        if update.fresh {
+            st.last_seen = Some((now, SystemTime::now()));
+        }
+        let ts = update
+            .ts
+            .or_else(|| update.fresh.then(OffsetDateTime::now_utc));
+        let mut changed = false;
+        for (q, v) in update.readings {
+            let i = match st.slots.iter().position(|s| s.quantity == q) {
+                Some(i) => i,
+                None => {
+                    st.slots.push(Slot {
+                        quantity: q,
+                        value: v.clone(),
+                        published: None,
+                        last_pub: None,
+                        pending: false,
+                        topic: format!("{}/{}", dev.base, q.name()),
+                    });
+                    st.slots.len() - 1
+                }
+            };
+            let slot = &mut st.slots[i];
+            slot.value = v;
+            if slot.published.as_ref() == Some(&slot.value) && !slot.pending {
+                continue;
+            }
+            changed = true;
+            let held = match (dev.spec.min_interval, slot.last_pub) {
+                (Some(min), Some(last)) => now.duration_since(last) < min,
+                _ => false,
+            };
+            if held {
+                slot.pending = true;
+            } else {
+                self.publish_slot(st, i, now);
+            }
+        }
+        if ts.is_some() && (changed || st.ts.is_none()) {
+            st.ts = ts;
+        }
+        if changed {
+            st.state_dirty = true;
+        }
+        if !self.settings.state_json {
+            st.state_dirty = false;
+        }
+        if let Some(id) = update.identity {
+            if st.identity.merge(&id) {
+                self.publish_info(dev, st);
+            }
+        }
+        let event_ts = ts.unwrap_or_else(OffsetDateTime::now_utc);
+        for e in &update.events {
+            self.publish_event(dev, event_ts, e);
+        }
+        if update.fresh && st.link != Link::Unknown && !matches!(st.link, Link::Down(_)) {
+            self.set_online(dev, st, true, None);
+        } else if update.fresh && st.link == Link::Unknown {
+            st.link = Link::Up;
+            self.set_online(dev, st, true, None);
+        }
+    }
+
+    /// Publishes the state JSON if values changed since the last one (and `min_interval` allows).
+    fn flush(&self, idx: usize) {
+        let dev = &self.devices[idx];
+        let now = Instant::now();
+        let mut guard = lock(&dev.state);
+        let st = &mut *guard;
+        if !st.state_dirty {
+            return;
+        }
+        let held = match (dev.spec.min_interval, st.last_state_pub) {
+            (Some(min), Some(last)) => now.duration_since(last) < min,
+            _ => false,
+        };
+        if !held {
+            self.publish_state(dev, st, now);
+        }
+    }
+
+    /// Periodic work: held-back values, heartbeats, staleness.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        for dev in &self.devices {
+            let mut guard = lock(&dev.state);
+            let st = &mut *guard;
+            // Safety net for adapters that did not flush (and for min_interval holds).
+            if st.state_dirty && self.settings.state_json && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= dev.spec.min_interval.unwrap_or_default()) {
+                self.publish_state(dev, st, now);
+            }
+            if let Some(min) = dev.spec.min_interval {
+                for i in 0..st.slots.len() {
+                    let s = &st.slots[i];
+                    if s.pending && s.last_pub.is_none_or(|l| now.duration_since(l) >= min) {
+                        self.publish_slot(st, i, now);
+                    }
+                }
+                if st.state_dirty
+                    && self.settings.state_json
+                    && st
+                        .last_state_pub
+                        .is_none_or(|l| now.duration_since(l) >= min)
+                {
+                    self.publish_state(dev, st, now);
+                }
+            }
+            if let Some(hb) = dev.spec.heartbeat {
+                if st.online && now.duration_since(st.last_heartbeat) >= hb {
+                    st.last_heartbeat = now;
+                    for i in 0..st.slots.len() {
+                        self.publish_slot(st, i, now);
+                    }
+                    if self.settings.state_json && !st.slots.is_empty() {
+                        self.publish_state(dev, st, now);
+                    }
+                }
+            }
+            if st.online {
+                let stale = st
+                    .last_seen
+                    .is_none_or(|(t, _)| now.duration_since(t) > dev.spec.freshness);
+                if stale {
+                    let reason = format!(
+                        "no reading for {}",
+                        crate::config::types::format_duration(dev.spec.freshness)
+                    );
+                    self.set_online(dev, st, false, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// Publishes every device as offline (shutdown).
+    pub fn all_offline(&self, reason: &str) {
+        for dev in &self.devices {
+            let mut st = lock(&dev.state);
+            self.set_online(dev, &mut st, false, Some(reason.to_owned()));
+        }
+    }
+
+    /// Snapshots every device.
+    pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
+        self.devices
+            .iter()
+            .map(|d| {
+                let st = lock(&d.state);
+                DeviceSnapshot {
+                    id: d.spec.id.clone(),
+                    adapter: d.spec.adapter,
+                    kind: d.spec.adapter.device_kind(),
+                    online: st.online,
+                    reason: st.reason.clone(),
+                    last_seen: st.last_seen.map(|(_, t)| t),
+                    ts: st.ts,
+                    values: st
+                        .slots
+                        .iter()
+                        .map(|s| (s.quantity, s.value.clone()))
+                        .collect(),
+                    identity: st.identity.clone(),
+                    details: st.details.clone(),
+                    base: d.base.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the periodic tick and the republish-on-reconnect watcher until `cancel`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut conn = self.mqtt.watch();
+        let mut seen_generation = 0;
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => self.tick(),
+                changed = conn.changed() => {
+                    if changed.is_err() { break; }
+                    let state = *conn.borrow_and_update();
+                    if state.connected && state.generation != seen_generation {
+                        seen_generation = state.generation;
+                        self.republish_all();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A command received on `<prefix>/<device>/<quantity>/set`.
+#[derive(Debug)]
+pub struct Command {
+    /// The writable quantity.
+    pub quantity: Quantity,
+    /// The payload as sent (plain text such as `16` or `on`).
+    pub payload: String,
+}
+
+impl DeviceHandle {
+    /// The device id.
+    pub fn id(&self) -> &str {
+        &self.entry().spec.id
+    }
+
+    fn entry(&self) -> &DeviceEntry {
+        &self.router.devices[self.idx]
+    }
+
+    /// The device's counters.
+    pub fn counters(&self) -> &DeviceCounters {
+        &self.entry().counters
+    }
+
+    /// The MQTT handle.
+    pub fn mqtt(&self) -> &MqttHandle {
+        &self.router.mqtt
+    }
+
+    /// Routes one update: changed values are published at once; the state JSON waits for
+    /// [`DeviceHandle::flush`], so a burst of messages yields one snapshot.
+    pub fn apply(&self, update: Update) {
+        self.router.apply(self.idx, update);
+    }
+
+    /// Publishes the state JSON if anything changed. Adapters call it when their input queue is
+    /// empty (end of a burst) or after each poll; the router's tick does it otherwise.
+    pub fn flush(&self) {
+        self.router.flush(self.idx);
+    }
+
+    /// Reports the transport state; `Down` takes the device offline at once with the reason.
+    pub fn set_link(&self, link: Link) {
+        let dev = self.entry();
+        let mut st = lock(&dev.state);
+        if st.link == link {
+            return;
+        }
+        match &link {
+            Link::Down(reason) => {
+                let r = reason.clone();
+                st.link = link;
+                self.router.set_online(dev, &mut st, false, Some(r));
+            }
+            Link::Up => {
+                st.link = link;
+                let fresh = st
+                    .last_seen
+                    .is_some_and(|(t, _)| t.elapsed() <= dev.spec.freshness);
+                if fresh {
+                    self.router.set_online(dev, &mut st, true, None);
+                }
+            }
+            Link::Unknown => st.link = link,
+        }
+    }
+
+    /// Records an adapter fact shown in `/readyz` (e.g. `transport`, `dialect`).
+    pub fn set_detail(&self, key: &'static str, value: impl Into<String>) {
+        let v = value.into();
+        let mut st = lock(&self.entry().state);
+        if st.details.get(key) != Some(&v) {
+            st.details.insert(key, v);
+        }
+    }
+
+    /// The latest value of `q`, if any.
+    pub fn value(&self, q: Quantity) -> Option<Value> {
+        let st = lock(&self.entry().state);
+        st.slots
+            .iter()
+            .find(|s| s.quantity == q)
+            .map(|s| s.value.clone())
+    }
+
+    /// Subscribes `<prefix>/<device>/+/set` and yields commands for writable quantities; writes to
+    /// anything else are answered with an error at once.
+    pub async fn commands(&self) -> mpsc::Receiver<Command> {
+        let (tx, rx) = mpsc::channel(16);
+        let base = self.entry().base.clone();
+        let mut sub = self
+            .router
+            .mqtt
+            .subscribe(&format!("{base}/+/set"), 64)
+            .await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.recv().await {
+                let Some(name) = msg
+                    .topic
+                    .strip_prefix(&base)
+                    .and_then(|t| t.strip_prefix('/'))
+                    .and_then(|t| t.strip_suffix("/set"))
+                else {
+                    continue;
+                };
+                if msg.retain {
+                    // A retained command is an old order replayed by the broker, not a new one.
+                    this.command_result_named(
+                        name,
+                        Err(
+                            "retained commands are ignored; publish without the retain flag".into(),
+                        ),
+                    );
+                    continue;
+                }
+                let payload = String::from_utf8_lossy(&msg.payload).trim().to_owned();
+                match Quantity::named(name) {
+                    Some(q) if q.family().kind.is_writable() => {
+                        if tx
+                            .try_send(Command {
+                                quantity: q,
+                                payload,
+                            })
+                            .is_err()
+                        {
+                            this.command_result(q, Err("busy: too many commands waiting".into()));
+                        }
+                    }
+                    _ => this.command_result_named(name, Err(format!("`{name}` is not writable"))),
+                }
+            }
+        });
+        rx
+    }
+
+    /// Publishes the outcome of a command on `<quantity>/result` and counts it.
+    pub fn command_result(&self, q: Quantity, result: Result<Value, String>) {
+        self.command_result_named(q.name(), result.map(|v| v.to_json(q.family().decimals)));
+    }
+
+    fn command_result_named(&self, name: &str, result: Result<serde_json::Value, String>) {
+        let dev = self.entry();
+        let (body, outcome) = match result {
+            Ok(v) => (serde_json::json!({"ok": true, "value": v}), "ok"),
+            Err(e) => {
+                tracing::warn!(device = %dev.spec.id, quantity = name, error = %e, "command failed");
+                (serde_json::json!({"ok": false, "error": e}), "error")
+            }
+        };
+        self.router
+            .metrics
+            .commands
+            .get_or_create(&crate::metrics::DeviceReasonLabel {
+                device: dev.spec.id.clone(),
+                reason: outcome.into(),
+            })
+            .inc();
+        if crate::mqtt::topic::valid_topic(name) && !name.contains('/') {
+            self.router.publish(
+                format!("{}/{name}/result", dev.base),
+                body.to_string(),
+                QoS::AtLeastOnce,
+                false,
+            );
+        }
+    }
+}
