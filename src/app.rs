@@ -67,17 +67,13 @@ impl Running {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         self.work.cancel();
         self.router.all_offline("bridge stopped");
-        self.mqtt
-            .publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
+        self.mqtt.publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
         if self.mqtt.state().connected {
             self.mqtt.flush_and_disconnect(Duration::from_secs(3)).await;
         }
         self.mqtt_cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout_at(deadline, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             tracing::warn!("some tasks did not stop within {SHUTDOWN_BUDGET:?}; exiting anyway");
         }
     }
@@ -100,12 +96,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let specs: Vec<DeviceSpec> = config
         .enabled_devices()
         .filter_map(|(id, d)| {
-            DeviceSpec::from_config(
-                config,
-                id,
-                crate::adapters::cadence(d),
-                crate::adapters::accepts_commands(d),
-            )
+            DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))
         })
         .collect();
     let router = Router::new(
@@ -113,11 +104,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
             bridge_prefix: config.output.prefix.clone(),
             quantity_topics: config.output.quantity_topics,
             state_json: config.output.state_json,
-            qos: if config.output.qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            },
+            qos: if config.output.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce },
         },
         specs,
         mqtt.clone(),
@@ -140,19 +127,17 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let listener = match http_listener {
         Some(l) => Some(l),
         None => match config.http.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                format!("http.listen: cannot listen on {addr} (in use? set http.listen)")
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("http.listen: cannot listen on {addr} (in use? set http.listen)"))?,
+            ),
             None => None,
         },
     };
     let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(listener) = listener {
-        let state = crate::http::HttpState {
-            registry: Arc::new(registry),
-            router: router.clone(),
-            mqtt: mqtt.clone(),
-        };
+        let state = crate::http::HttpState { registry: Arc::new(registry), router: router.clone(), mqtt: mqtt.clone() };
         let cancel = work.clone();
         tracker.spawn(async move {
             if let Err(e) = crate::http::serve(listener, state, cancel).await {
@@ -162,12 +147,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         tracing::info!(addr = ?http_addr, "serving /metrics /healthz /readyz");
     }
     if config.output.console {
-        tracker.spawn(crate::console::run(
-            config.clone(),
-            mqtt.clone(),
-            http_addr,
-            work.clone(),
-        ));
+        tracker.spawn(crate::console::run(config.clone(), mqtt.clone(), http_addr, work.clone()));
     }
     Ok(Running {
         router,
@@ -196,9 +176,11 @@ async fn start_simulator(
                 broker.password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
             }
             let http = match g.http_listen {
-                Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                    format!("simulators.{name}.http_listen: cannot listen on {addr}")
-                })?),
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("simulators.{name}.http_listen: cannot listen on {addr}"))?,
+                ),
                 None => None,
             };
             let opts = crate::simulate::goe::GoeSimOptions {
@@ -235,14 +217,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

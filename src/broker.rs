@@ -38,14 +38,12 @@ pub async fn start(listen: SocketAddr) -> anyhow::Result<()> {
         }
     }))
     .context("embedded broker configuration")?;
-    std::thread::Builder::new()
-        .name("embedded-broker".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped");
-            }
-        })?;
+    std::thread::Builder::new().name("embedded-broker".into()).spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            tracing::error!(error = %e, "embedded broker stopped");
+        }
+    })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {

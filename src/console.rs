@@ -20,20 +20,10 @@ struct Seen {
 }
 
 /// Runs until `cancel`.
-pub async fn run(
-    config: Config,
-    mqtt: MqttHandle,
-    http: Option<SocketAddr>,
-    cancel: CancellationToken,
-) {
+pub async fn run(config: Config, mqtt: MqttHandle, http: Option<SocketAddr>, cancel: CancellationToken) {
     let mut prefixes: Vec<String> = vec![config.output.prefix.clone()];
     prefixes.extend(config.routes.iter().map(|r| r.prefix.clone()));
-    prefixes.extend(
-        config
-            .devices
-            .values()
-            .filter_map(|d| d.common.prefix.clone()),
-    );
+    prefixes.extend(config.devices.values().filter_map(|d| d.common.prefix.clone()));
     prefixes.sort();
     prefixes.dedup();
     let filters: Vec<String> = prefixes.iter().map(|p| format!("{p}/#")).collect();
@@ -82,20 +72,14 @@ fn draw(
 ) {
     let mut out = String::with_capacity(8192);
     out.push_str("\x1b[H\x1b[2J");
-    let conn = if mqtt.state().connected {
-        "\x1b[32mconnected\x1b[0m"
-    } else {
-        "\x1b[31mdisconnected\x1b[0m"
-    };
+    let conn = if mqtt.state().connected { "\x1b[32mconnected\x1b[0m" } else { "\x1b[31mdisconnected\x1b[0m" };
     out.push_str(&format!(
         "\x1b[1mhlbridge\x1b[0m  broker {} ({conn})  up {}s  Ctrl-C to stop\n",
         config.mqtt.url,
         started.elapsed().as_secs()
     ));
     if let Some(a) = http {
-        out.push_str(&format!(
-            "metrics http://{a}/metrics   readiness http://{a}/readyz\n"
-        ));
+        out.push_str(&format!("metrics http://{a}/metrics   readiness http://{a}/readyz\n"));
     }
     out.push('\n');
     let mut by_device: BTreeMap<&str, Vec<(&str, &Seen)>> = BTreeMap::new();
@@ -109,31 +93,17 @@ fn draw(
         if base.ends_with("/bridge") {
             continue;
         }
-        let avail = leaves
-            .iter()
-            .find(|(l, _)| *l == "availability")
-            .map(|(_, s)| s.payload.as_str())
-            .unwrap_or("?");
-        let colour = if avail == "online" {
-            "\x1b[32m"
-        } else {
-            "\x1b[31m"
-        };
+        let avail = leaves.iter().find(|(l, _)| *l == "availability").map(|(_, s)| s.payload.as_str()).unwrap_or("?");
+        let colour = if avail == "online" { "\x1b[32m" } else { "\x1b[31m" };
         out.push_str(&format!("\x1b[1m{base}\x1b[0m  {colour}{avail}\x1b[0m\n"));
         for (leaf, seen) in leaves {
-            if matches!(
-                *leaf,
-                "availability" | "state" | "info" | "event" | "result"
-            ) {
+            if matches!(*leaf, "availability" | "state" | "info" | "event" | "result") {
                 continue;
             }
             let unit = Quantity::named(leaf).map(|q| q.family().unit).unwrap_or("");
             let age = seen.at.elapsed().as_secs_f32();
             let hl = if age < 1.0 { "\x1b[1;33m" } else { "" };
-            out.push_str(&format!(
-                "  {leaf:<22} {hl}{:>14}\x1b[0m {unit:<5} {age:>5.1}s ago\n",
-                seen.payload
-            ));
+            out.push_str(&format!("  {leaf:<22} {hl}{:>14}\x1b[0m {unit:<5} {age:>5.1}s ago\n", seen.payload));
         }
         out.push('\n');
     }

@@ -33,35 +33,21 @@ pub struct HttpState {
 }
 
 /// Serves until `cancel`.
-pub async fn serve(
-    listener: TcpListener,
-    state: HttpState,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: HttpState, cancel: CancellationToken) -> std::io::Result<()> {
     let app = Axum::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            crate::metrics::OPENMETRICS_CONTENT_TYPE,
-        )],
-        crate::metrics::render(&s.registry),
-    )
+    ([(header::CONTENT_TYPE, crate::metrics::OPENMETRICS_CONTENT_TYPE)], crate::metrics::render(&s.registry))
 }
 
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -79,10 +65,8 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         }
         if let Some(t) = d.last_seen {
             o["last_seen"] = model::ts_string(t.into()).into();
-            o["age_seconds"] = (t.elapsed().map(|e| e.as_secs_f64()).unwrap_or(0.0) * 10.0)
-                .round()
-                .div_euclid(10.0)
-                .into();
+            o["age_seconds"] =
+                (t.elapsed().map(|e| e.as_secs_f64()).unwrap_or(0.0) * 10.0).round().div_euclid(10.0).into();
         }
         if let Some(ts) = d.ts {
             o["reading_ts"] = model::ts_string(ts).into();
@@ -100,16 +84,8 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         "mqtt": { "connected": conn.connected, "connections": conn.generation },
         "devices": devices,
     });
-    let code = if conn.connected {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    let code = if conn.connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 /// Renders device values, `hlbridge_device_up` and `hlbridge_device_last_seen_timestamp_seconds`
@@ -132,8 +108,7 @@ enum Sample {
 impl Collector for DeviceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.snapshot();
-        let mut families: std::collections::BTreeMap<&'static str, (&'static str, Vec<Sample>)> =
-            Default::default();
+        let mut families: std::collections::BTreeMap<&'static str, (&'static str, Vec<Sample>)> = Default::default();
         let mut up = Vec::new();
         let mut seen = Vec::new();
         for d in &snapshot {
@@ -167,11 +142,7 @@ impl Collector for DeviceCollector {
                     }
                 };
                 let help = fam.name;
-                families
-                    .entry(fam.prom_name)
-                    .or_insert_with(|| (help, Vec::new()))
-                    .1
-                    .push(sample);
+                families.entry(fam.prom_name).or_insert_with(|| (help, Vec::new())).1.push(sample);
             }
         }
         for (name, (help, samples)) in &families {

@@ -82,10 +82,10 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // rumqttd (embedded broker) logs every connection at info and our readiness probe as an error.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=warn,rumqttd::server::broker=off")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=warn,rumqttd::server::broker=off"))
+        });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -104,10 +104,7 @@ fn main() -> ExitCode {
     // switches another provider on later.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -142,10 +139,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     // The live console owns the terminal; keep log lines to warnings there unless asked.
-    let level = if config.output.console
-        && std::io::stdout().is_terminal()
-        && std::env::var_os("RUST_LOG").is_none()
-    {
+    let level = if config.output.console && std::io::stdout().is_terminal() && std::env::var_os("RUST_LOG").is_none() {
         "warn".to_owned()
     } else {
         config.log.level.clone()
@@ -164,10 +158,7 @@ async fn run(args: RunArgs) -> ExitCode {
 
 async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
     let broker = match &args.broker {
-        Some(url) => match hlbridge::mqtt::MqttSettings::from_url(
-            url,
-            &format!("go-echarger_{}", args.serial),
-        ) {
+        Some(url) => match hlbridge::mqtt::MqttSettings::from_url(url, &format!("go-echarger_{}", args.serial)) {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("--broker: {e}");
@@ -190,11 +181,8 @@ async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
         eprintln!("give --broker and/or --http");
         return ExitCode::from(2);
     }
-    let topic_prefix = if args.legacy_prefix {
-        Some(format!("/go-eCharger/{}/", args.serial))
-    } else {
-        args.topic_prefix
-    };
+    let topic_prefix =
+        if args.legacy_prefix { Some(format!("/go-eCharger/{}/", args.serial)) } else { args.topic_prefix };
     let opts = hlbridge::simulate::goe::GoeSimOptions {
         broker,
         serial: args.serial,

@@ -61,11 +61,7 @@ impl Metrics {
     /// Registers every health family in `registry` and returns the shared handle.
     pub fn register(registry: &mut Registry) -> Arc<Metrics> {
         let m = Metrics::default();
-        registry.register(
-            "hlbridge_messages_received",
-            "Device messages received",
-            m.messages_received.clone(),
-        );
+        registry.register("hlbridge_messages_received", "Device messages received", m.messages_received.clone());
         registry.register(
             "hlbridge_messages_published",
             "MQTT messages handed to the client",
@@ -76,16 +72,8 @@ impl Metrics {
             "Device payloads that could not be understood",
             m.parse_errors.clone(),
         );
-        registry.register(
-            "hlbridge_unknown_keys",
-            "Vendor keys the adapter does not know",
-            m.unknown_keys.clone(),
-        );
-        registry.register(
-            "hlbridge_mqtt_connected",
-            "MQTT connection up (1) or down (0)",
-            m.mqtt_connected.clone(),
-        );
+        registry.register("hlbridge_unknown_keys", "Vendor keys the adapter does not know", m.unknown_keys.clone());
+        registry.register("hlbridge_mqtt_connected", "MQTT connection up (1) or down (0)", m.mqtt_connected.clone());
         registry.register(
             "hlbridge_mqtt_connections",
             "Successful MQTT connections (ConnAck received)",
@@ -111,11 +99,7 @@ impl Metrics {
             "Device messages dropped because the adapter could not keep up",
             m.ingest_dropped.clone(),
         );
-        registry.register(
-            "hlbridge_commands",
-            "Commands received on <quantity>/set",
-            m.commands.clone(),
-        );
+        registry.register("hlbridge_commands", "Commands received on <quantity>/set", m.commands.clone());
         registry.register(
             "hlbridge_readings_rejected",
             "Readings rejected as implausible, by reason",
@@ -131,9 +115,7 @@ impl Metrics {
 
     /// The per-device counter handles an adapter keeps for its hot path.
     pub fn device(&self, device: &str) -> DeviceCounters {
-        let label = DeviceLabel {
-            device: device.to_owned(),
-        };
+        let label = DeviceLabel { device: device.to_owned() };
         DeviceCounters {
             device: device.to_owned(),
             received: self.messages_received.get_or_create(&label).clone(),
@@ -166,27 +148,20 @@ impl DeviceCounters {
     /// Counts a parse error with `reason`.
     pub fn parse_error(&self, reason: &str) {
         self.parse_errors
-            .get_or_create(&DeviceReasonLabel {
-                device: self.device.clone(),
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: reason.to_owned() })
             .inc();
     }
 
     /// Counts a reading rejected as implausible.
     pub fn rejected(&self, reason: &str) {
         self.rejected
-            .get_or_create(&DeviceReasonLabel {
-                device: self.device.clone(),
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: reason.to_owned() })
             .inc();
     }
 }
 
 /// Content type of the `/metrics` answer.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders the registry as OpenMetrics text.
 pub fn render(registry: &Registry) -> String {

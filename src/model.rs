@@ -40,11 +40,7 @@ impl ValueKind {
     pub fn is_numeric(self) -> bool {
         matches!(
             self,
-            ValueKind::Gauge
-                | ValueKind::TotalIncreasing
-                | ValueKind::Total
-                | ValueKind::Setting
-                | ValueKind::Integer
+            ValueKind::Gauge | ValueKind::TotalIncreasing | ValueKind::Total | ValueKind::Setting | ValueKind::Integer
         )
     }
 
@@ -106,26 +102,10 @@ const M: Option<&str> = Some("measurement");
 const TI: Option<&str> = Some("total_increasing");
 
 /// Charger states (contract §2, go-e `car`).
-pub const CHARGER_STATES: &[&str] = &[
-    "idle",
-    "charging",
-    "waiting_for_car",
-    "complete",
-    "error",
-    "unknown",
-];
+pub const CHARGER_STATES: &[&str] = &["idle", "charging", "waiting_for_car", "complete", "error", "unknown"];
 /// Printer states (contract §2).
-pub const PRINTER_STATES: &[&str] = &[
-    "offline",
-    "operational",
-    "printing",
-    "pausing",
-    "paused",
-    "cancelling",
-    "finishing",
-    "error",
-    "unknown",
-];
+pub const PRINTER_STATES: &[&str] =
+    &["offline", "operational", "printing", "pausing", "paused", "cancelling", "finishing", "error", "unknown"];
 /// go-e `frc` words.
 pub const FORCE_STATES: &[&str] = &["neutral", "off", "on"];
 /// go-e `psm` words.
@@ -135,274 +115,38 @@ pub const PHASE_MODES: &[&str] = &["auto", "single", "three"];
 /// set-point variants (`power_l1`, `energy_import_t1`, `temperature_bed`, `temperature_tool0_target`)
 /// are resolved onto these rows by [`Quantity::named`].
 pub static FAMILIES: &[QuantityFamily] = &[
-    family!(
-        "power",
-        "W",
-        Gauge,
-        Some("power"),
-        M,
-        "hlbridge_power_watts",
-        1
-    ),
-    family!(
-        "power_import",
-        "W",
-        Gauge,
-        Some("power"),
-        M,
-        "hlbridge_power_import_watts",
-        1
-    ),
-    family!(
-        "power_export",
-        "W",
-        Gauge,
-        Some("power"),
-        M,
-        "hlbridge_power_export_watts",
-        1
-    ),
-    family!(
-        "voltage",
-        "V",
-        Gauge,
-        Some("voltage"),
-        M,
-        "hlbridge_voltage_volts",
-        2
-    ),
-    family!(
-        "current",
-        "A",
-        Gauge,
-        Some("current"),
-        M,
-        "hlbridge_current_amperes",
-        3
-    ),
-    family!(
-        "power_factor",
-        "",
-        Gauge,
-        Some("power_factor"),
-        M,
-        "hlbridge_power_factor_ratio",
-        4
-    ),
-    family!(
-        "frequency",
-        "Hz",
-        Gauge,
-        Some("frequency"),
-        M,
-        "hlbridge_frequency_hertz",
-        3
-    ),
-    family!(
-        "energy_import",
-        "kWh",
-        TotalIncreasing,
-        Some("energy"),
-        TI,
-        "hlbridge_energy_import_kilowatt_hours",
-        4
-    ),
-    family!(
-        "energy_export",
-        "kWh",
-        TotalIncreasing,
-        Some("energy"),
-        TI,
-        "hlbridge_energy_export_kilowatt_hours",
-        4
-    ),
+    family!("power", "W", Gauge, Some("power"), M, "hlbridge_power_watts", 1),
+    family!("power_import", "W", Gauge, Some("power"), M, "hlbridge_power_import_watts", 1),
+    family!("power_export", "W", Gauge, Some("power"), M, "hlbridge_power_export_watts", 1),
+    family!("voltage", "V", Gauge, Some("voltage"), M, "hlbridge_voltage_volts", 2),
+    family!("current", "A", Gauge, Some("current"), M, "hlbridge_current_amperes", 3),
+    family!("power_factor", "", Gauge, Some("power_factor"), M, "hlbridge_power_factor_ratio", 4),
+    family!("frequency", "Hz", Gauge, Some("frequency"), M, "hlbridge_frequency_hertz", 3),
+    family!("energy_import", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_import_kilowatt_hours", 4),
+    family!("energy_export", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_export_kilowatt_hours", 4),
     family!("tariff", "", Integer, None, None, "hlbridge_tariff", 0),
-    family!(
-        "session_energy",
-        "kWh",
-        Total,
-        Some("energy"),
-        Some("total"),
-        "hlbridge_session_energy_kilowatt_hours",
-        4
-    ),
-    family!(
-        "charger_state",
-        Enum,
-        "hlbridge_charger_state_info",
-        words = CHARGER_STATES
-    ),
-    family!(
-        "car_connected",
-        "",
-        Bool,
-        None,
-        None,
-        "hlbridge_car_connected",
-        0
-    ),
-    family!(
-        "charging_allowed",
-        "",
-        Bool,
-        None,
-        None,
-        "hlbridge_charging_allowed",
-        0
-    ),
-    family!(
-        "current_limit",
-        "A",
-        Setting,
-        Some("current"),
-        None,
-        "hlbridge_current_limit_amperes",
-        0
-    ),
-    family!(
-        "current_allowed",
-        "A",
-        Gauge,
-        Some("current"),
-        M,
-        "hlbridge_current_allowed_amperes",
-        0
-    ),
-    family!(
-        "force_state",
-        EnumSetting,
-        "hlbridge_force_state_info",
-        words = FORCE_STATES
-    ),
-    family!(
-        "phase_mode",
-        EnumSetting,
-        "hlbridge_phase_mode_info",
-        words = PHASE_MODES
-    ),
-    family!(
-        "charger_error",
-        "",
-        Text,
-        None,
-        None,
-        "hlbridge_charger_error_info",
-        0
-    ),
-    family!(
-        "charge_reason",
-        "",
-        Text,
-        None,
-        None,
-        "hlbridge_charge_reason_info",
-        0
-    ),
-    family!(
-        "temperature",
-        "°C",
-        Gauge,
-        Some("temperature"),
-        M,
-        "hlbridge_temperature_celsius",
-        2
-    ),
-    family!(
-        "volume",
-        "m³",
-        TotalIncreasing,
-        Some("water"),
-        TI,
-        "hlbridge_volume_cubic_meters",
-        4
-    ),
-    family!(
-        "flow_rate",
-        "m³/h",
-        Gauge,
-        Some("volume_flow_rate"),
-        M,
-        "hlbridge_flow_rate_cubic_meters_per_hour",
-        4
-    ),
-    family!(
-        "reading_raw",
-        "",
-        Text,
-        None,
-        None,
-        "hlbridge_reading_raw_info",
-        0
-    ),
-    family!(
-        "reading_error",
-        "",
-        Text,
-        None,
-        None,
-        "hlbridge_reading_error_info",
-        0
-    ),
-    family!(
-        "printer_state",
-        Enum,
-        "hlbridge_printer_state_info",
-        words = PRINTER_STATES
-    ),
-    family!(
-        "print_progress",
-        "%",
-        Gauge,
-        None,
-        M,
-        "hlbridge_print_progress_percent",
-        2
-    ),
-    family!(
-        "print_time_elapsed",
-        "s",
-        Gauge,
-        Some("duration"),
-        M,
-        "hlbridge_print_time_elapsed_seconds",
-        0
-    ),
-    family!(
-        "print_time_left",
-        "s",
-        Gauge,
-        Some("duration"),
-        M,
-        "hlbridge_print_time_left_seconds",
-        0
-    ),
-    family!(
-        "print_file",
-        "",
-        Text,
-        None,
-        None,
-        "hlbridge_print_file_info",
-        0
-    ),
-    family!(
-        "rssi",
-        "dBm",
-        Gauge,
-        Some("signal_strength"),
-        M,
-        "hlbridge_rssi_dbm",
-        0
-    ),
-    family!(
-        "uptime",
-        "s",
-        Gauge,
-        Some("duration"),
-        M,
-        "hlbridge_uptime_seconds",
-        0
-    ),
+    family!("session_energy", "kWh", Total, Some("energy"), Some("total"), "hlbridge_session_energy_kilowatt_hours", 4),
+    family!("charger_state", Enum, "hlbridge_charger_state_info", words = CHARGER_STATES),
+    family!("car_connected", "", Bool, None, None, "hlbridge_car_connected", 0),
+    family!("charging_allowed", "", Bool, None, None, "hlbridge_charging_allowed", 0),
+    family!("current_limit", "A", Setting, Some("current"), None, "hlbridge_current_limit_amperes", 0),
+    family!("current_allowed", "A", Gauge, Some("current"), M, "hlbridge_current_allowed_amperes", 0),
+    family!("force_state", EnumSetting, "hlbridge_force_state_info", words = FORCE_STATES),
+    family!("phase_mode", EnumSetting, "hlbridge_phase_mode_info", words = PHASE_MODES),
+    family!("charger_error", "", Text, None, None, "hlbridge_charger_error_info", 0),
+    family!("charge_reason", "", Text, None, None, "hlbridge_charge_reason_info", 0),
+    family!("temperature", "°C", Gauge, Some("temperature"), M, "hlbridge_temperature_celsius", 2),
+    family!("volume", "m³", TotalIncreasing, Some("water"), TI, "hlbridge_volume_cubic_meters", 4),
+    family!("flow_rate", "m³/h", Gauge, Some("volume_flow_rate"), M, "hlbridge_flow_rate_cubic_meters_per_hour", 4),
+    family!("reading_raw", "", Text, None, None, "hlbridge_reading_raw_info", 0),
+    family!("reading_error", "", Text, None, None, "hlbridge_reading_error_info", 0),
+    family!("printer_state", Enum, "hlbridge_printer_state_info", words = PRINTER_STATES),
+    family!("print_progress", "%", Gauge, None, M, "hlbridge_print_progress_percent", 2),
+    family!("print_time_elapsed", "s", Gauge, Some("duration"), M, "hlbridge_print_time_elapsed_seconds", 0),
+    family!("print_time_left", "s", Gauge, Some("duration"), M, "hlbridge_print_time_left_seconds", 0),
+    family!("print_file", "", Text, None, None, "hlbridge_print_file_info", 0),
+    family!("rssi", "dBm", Gauge, Some("signal_strength"), M, "hlbridge_rssi_dbm", 0),
+    family!("uptime", "s", Gauge, Some("duration"), M, "hlbridge_uptime_seconds", 0),
 ];
 
 /// Which label a variant of a family carries in Prometheus instead of a name suffix.
@@ -482,20 +226,14 @@ fn family(name: &str) -> Option<&'static QuantityFamily> {
 }
 
 fn is_sensor_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Splits a full name into family, variant and target flag, or `None` if it is not a quantity.
-fn resolve(
-    name: &str,
-) -> Option<(
-    &'static QuantityFamily,
-    Option<(VariantLabel, String)>,
-    bool,
-)> {
+/// A family, its variant label and value, and whether it is a set point.
+type Resolved = (&'static QuantityFamily, Option<(VariantLabel, String)>, bool);
+
+fn resolve(name: &str) -> Option<Resolved> {
     if let Some(f) = family(name) {
         return Some((f, None, false));
     }
@@ -503,40 +241,29 @@ fn resolve(
         Some(b) => (b, true),
         None => (name, false),
     };
-    if target {
-        if let Some(f) = family(base) {
-            return Some((f, None, true));
-        }
+    if target && let Some(f) = family(base) {
+        return Some((f, None, true));
     }
     for (suffix, fam) in [("_l1", "l1"), ("_l2", "l2"), ("_l3", "l3"), ("_n", "n")] {
-        if let Some(stem) = base.strip_suffix(suffix) {
-            if let Some(f) = family(stem) {
-                if matches!(f.name, "power" | "voltage" | "current" | "power_factor") {
-                    return Some((f, Some((VariantLabel::Phase, fam.to_string())), target));
-                }
-            }
+        if let Some(stem) = base.strip_suffix(suffix)
+            && let Some(f) = family(stem)
+            && matches!(f.name, "power" | "voltage" | "current" | "power_factor")
+        {
+            return Some((f, Some((VariantLabel::Phase, fam.to_string())), target));
         }
     }
     for t in ["_t1", "_t2", "_t3", "_t4"] {
-        if let Some(stem) = base.strip_suffix(t) {
-            if let Some(f) = family(stem) {
-                if matches!(f.name, "energy_import" | "energy_export") {
-                    return Some((f, Some((VariantLabel::Tariff, t[2..].to_string())), target));
-                }
-            }
+        if let Some(stem) = base.strip_suffix(t)
+            && let Some(f) = family(stem)
+            && matches!(f.name, "energy_import" | "energy_export")
+        {
+            return Some((f, Some((VariantLabel::Tariff, t[2..].to_string())), target));
         }
     }
-    if let Some(sensor) = base
-        .strip_suffix("")
-        .and_then(|b| b.strip_prefix("temperature_"))
+    if let Some(sensor) = base.strip_suffix("").and_then(|b| b.strip_prefix("temperature_"))
+        && is_sensor_name(sensor)
     {
-        if is_sensor_name(sensor) {
-            return Some((
-                family("temperature")?,
-                Some((VariantLabel::Sensor, sensor.to_string())),
-                target,
-            ));
-        }
+        return Some((family("temperature")?, Some((VariantLabel::Sensor, sensor.to_string())), target));
     }
     None
 }
@@ -555,20 +282,14 @@ impl Quantity {
         let (family, variant, target) = resolve(name)?;
         let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
         let variant = variant.map(|(l, v)| (l, &*Box::leak(v.into_boxed_str())));
-        let def: &'static QuantityDef = Box::leak(Box::new(QuantityDef {
-            name,
-            family,
-            variant,
-            target,
-        }));
+        let def: &'static QuantityDef = Box::leak(Box::new(QuantityDef { name, family, variant, target }));
         table.insert(name, def);
         Some(Quantity(def))
     }
 
     /// Like [`Quantity::named`] for names the code itself spells; panics on a typo, which tests catch.
     pub fn known(name: &str) -> Quantity {
-        Quantity::named(name)
-            .unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+        Quantity::named(name).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
     }
 
     /// The full canonical name.
@@ -635,9 +356,7 @@ impl Value {
                 if r.fract() == 0.0 && r.abs() < 9.0e15 {
                     serde_json::Value::from(r as i64)
                 } else {
-                    serde_json::Number::from_f64(r)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null)
+                    serde_json::Number::from_f64(r).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
                 }
             }
             Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -698,10 +417,7 @@ pub struct Event {
 impl Event {
     /// An event without data.
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
-        Event {
-            name: name.into(),
-            data: serde_json::Map::new(),
-        }
+        Event { name: name.into(), data: serde_json::Map::new() }
     }
 
     /// Adds one data field.
@@ -769,10 +485,7 @@ pub struct Update {
 impl Update {
     /// An empty update that counts as a live sign of the device.
     pub fn fresh() -> Self {
-        Update {
-            fresh: true,
-            ..Default::default()
-        }
+        Update { fresh: true, ..Default::default() }
     }
 
     /// Adds a reading.

@@ -55,12 +55,7 @@ pub struct DeviceSpec {
 impl DeviceSpec {
     /// Builds the spec of device `id` from the config, with `cadence` the adapter's expected
     /// interval between readings (freshness defaults to three of them).
-    pub fn from_config(
-        config: &Config,
-        id: &str,
-        cadence: Duration,
-        commands: bool,
-    ) -> Option<DeviceSpec> {
+    pub fn from_config(config: &Config, id: &str, cadence: Duration, commands: bool) -> Option<DeviceSpec> {
         let d = config.devices.get(id)?;
         let adapter = d.common.adapter;
         let kind = adapter.device_kind();
@@ -73,8 +68,7 @@ impl DeviceSpec {
                     .routes
                     .iter()
                     .find(|r| {
-                        r.matches.adapter.is_none_or(|a| a == adapter)
-                            && r.matches.kind.is_none_or(|k| k == kind)
+                        r.matches.adapter.is_none_or(|a| a == adapter) && r.matches.kind.is_none_or(|k| k == kind)
                     })
                     .map(|r| r.prefix.clone())
             })
@@ -84,11 +78,7 @@ impl DeviceSpec {
             adapter,
             prefix,
             freshness: d.common.freshness.map(|f| f.0).unwrap_or(cadence * 3),
-            min_interval: d
-                .common
-                .min_interval
-                .or(config.output.min_interval)
-                .map(|d| d.0),
+            min_interval: d.common.min_interval.or(config.output.min_interval).map(|d| d.0),
             heartbeat: d.common.heartbeat.or(config.output.heartbeat).map(|d| d.0),
             commands,
         })
@@ -230,22 +220,13 @@ impl Router {
                 spec,
             })
             .collect();
-        Arc::new(Router {
-            settings,
-            devices,
-            mqtt,
-            metrics,
-            started: SystemTime::now(),
-        })
+        Arc::new(Router { settings, devices, mqtt, metrics, started: SystemTime::now() })
     }
 
     /// The handle for device `id`.
     pub fn handle(self: &Arc<Self>, id: &str) -> Option<DeviceHandle> {
         let idx = self.devices.iter().position(|d| d.spec.id == id)?;
-        Some(DeviceHandle {
-            router: self.clone(),
-            idx,
-        })
+        Some(DeviceHandle { router: self.clone(), idx })
     }
 
     /// The MQTT handle (adapters subscribe through it).
@@ -263,13 +244,7 @@ impl Router {
         format!("{prefix}/bridge/status")
     }
 
-    fn publish(
-        &self,
-        topic: impl Into<String>,
-        payload: impl Into<Vec<u8>>,
-        qos: QoS,
-        retain: bool,
-    ) {
+    fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) {
         self.mqtt.publish(topic, payload, qos, retain);
     }
 
@@ -299,11 +274,7 @@ impl Router {
     }
 
     fn publish_bridge_info(&self) {
-        let mut adapters: Vec<&str> = self
-            .devices
-            .iter()
-            .map(|d| d.spec.adapter.as_str())
-            .collect();
+        let mut adapters: Vec<&str> = self.devices.iter().map(|d| d.spec.adapter.as_str()).collect();
         adapters.sort_unstable();
         adapters.dedup();
         let info = serde_json::json!({
@@ -315,29 +286,16 @@ impl Router {
             })).collect::<Vec<_>>(),
             "adapters": adapters,
         });
-        self.publish(
-            format!("{}/bridge/info", self.settings.bridge_prefix),
-            info.to_string(),
-            QoS::AtLeastOnce,
-            true,
-        );
+        self.publish(format!("{}/bridge/info", self.settings.bridge_prefix), info.to_string(), QoS::AtLeastOnce, true);
     }
 
     fn publish_info(&self, dev: &DeviceEntry, st: &DeviceState) {
         let mut info = serde_json::to_value(&st.identity).unwrap_or_default();
         if let serde_json::Value::Object(m) = &mut info {
             m.insert("adapter".into(), dev.spec.adapter.as_str().into());
-            m.insert(
-                "kind".into(),
-                dev.spec.adapter.device_kind().as_str().into(),
-            );
+            m.insert("kind".into(), dev.spec.adapter.device_kind().as_str().into());
         }
-        self.publish(
-            format!("{}/info", dev.base),
-            info.to_string(),
-            QoS::AtLeastOnce,
-            true,
-        );
+        self.publish(format!("{}/info", dev.base), info.to_string(), QoS::AtLeastOnce, true);
     }
 
     fn publish_slot(&self, st: &mut DeviceState, i: usize, now: Instant) {
@@ -351,14 +309,8 @@ impl Router {
             return;
         }
         st.buf.clear();
-        slot.value
-            .write_plain(slot.quantity.family().decimals, &mut st.buf);
-        self.publish(
-            slot.topic.clone(),
-            st.buf.as_bytes(),
-            self.settings.qos,
-            true,
-        );
+        slot.value.write_plain(slot.quantity.family().decimals, &mut st.buf);
+        self.publish(slot.topic.clone(), st.buf.as_bytes(), self.settings.qos, true);
     }
 
     fn publish_state(&self, dev: &DeviceEntry, st: &mut DeviceState, now: Instant) {
@@ -386,12 +338,7 @@ impl Router {
             s.value.write_json(s.quantity.family().decimals, buf);
         }
         buf.push_str("}}");
-        self.publish(
-            format!("{}/state", dev.base),
-            buf.as_bytes(),
-            self.settings.qos,
-            true,
-        );
+        self.publish(format!("{}/state", dev.base), buf.as_bytes(), self.settings.qos, true);
     }
 
     fn publish_event(&self, dev: &DeviceEntry, ts: OffsetDateTime, event: &Event) {
@@ -406,13 +353,7 @@ impl Router {
         self.publish(format!("{}/event", dev.base), s, QoS::AtLeastOnce, false);
     }
 
-    fn set_online(
-        &self,
-        dev: &DeviceEntry,
-        st: &mut DeviceState,
-        online: bool,
-        reason: Option<String>,
-    ) {
+    fn set_online(&self, dev: &DeviceEntry, st: &mut DeviceState, online: bool, reason: Option<String>) {
         if st.online == online {
             if !online && reason.is_some() {
                 st.reason = reason;
@@ -444,9 +385,7 @@ impl Router {
         if update.fresh {
             st.last_seen = Some((now, SystemTime::now()));
         }
-        let ts = update
-            .ts
-            .or_else(|| update.fresh.then(OffsetDateTime::now_utc));
+        let ts = update.ts.or_else(|| update.fresh.then(OffsetDateTime::now_utc));
         let mut changed = false;
         for (q, v) in update.readings {
             let i = match st.slots.iter().position(|s| s.quantity == q) {
@@ -488,10 +427,10 @@ impl Router {
         if !self.settings.state_json {
             st.state_dirty = false;
         }
-        if let Some(id) = update.identity {
-            if st.identity.merge(&id) {
-                self.publish_info(dev, st);
-            }
+        if let Some(id) = update.identity
+            && st.identity.merge(&id)
+        {
+            self.publish_info(dev, st);
         }
         let event_ts = ts.unwrap_or_else(OffsetDateTime::now_utc);
         for e in &update.events {
@@ -530,7 +469,10 @@ impl Router {
             let mut guard = lock(&dev.state);
             let st = &mut *guard;
             // Safety net for adapters that did not flush (and for min_interval holds).
-            if st.state_dirty && self.settings.state_json && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= dev.spec.min_interval.unwrap_or_default()) {
+            if st.state_dirty
+                && self.settings.state_json
+                && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= dev.spec.min_interval.unwrap_or_default())
+            {
                 self.publish_state(dev, st, now);
             }
             if let Some(min) = dev.spec.min_interval {
@@ -542,33 +484,28 @@ impl Router {
                 }
                 if st.state_dirty
                     && self.settings.state_json
-                    && st
-                        .last_state_pub
-                        .is_none_or(|l| now.duration_since(l) >= min)
+                    && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= min)
                 {
                     self.publish_state(dev, st, now);
                 }
             }
-            if let Some(hb) = dev.spec.heartbeat {
-                if st.online && now.duration_since(st.last_heartbeat) >= hb {
-                    st.last_heartbeat = now;
-                    for i in 0..st.slots.len() {
-                        self.publish_slot(st, i, now);
-                    }
-                    if self.settings.state_json && !st.slots.is_empty() {
-                        self.publish_state(dev, st, now);
-                    }
+            if let Some(hb) = dev.spec.heartbeat
+                && st.online
+                && now.duration_since(st.last_heartbeat) >= hb
+            {
+                st.last_heartbeat = now;
+                for i in 0..st.slots.len() {
+                    self.publish_slot(st, i, now);
+                }
+                if self.settings.state_json && !st.slots.is_empty() {
+                    self.publish_state(dev, st, now);
                 }
             }
             if st.online {
-                let stale = st
-                    .last_seen
-                    .is_none_or(|(t, _)| now.duration_since(t) > dev.spec.freshness);
+                let stale = st.last_seen.is_none_or(|(t, _)| now.duration_since(t) > dev.spec.freshness);
                 if stale {
-                    let reason = format!(
-                        "no reading for {}",
-                        crate::config::types::format_duration(dev.spec.freshness)
-                    );
+                    let reason =
+                        format!("no reading for {}", crate::config::types::format_duration(dev.spec.freshness));
                     self.set_online(dev, st, false, Some(reason));
                 }
             }
@@ -597,11 +534,7 @@ impl Router {
                     reason: st.reason.clone(),
                     last_seen: st.last_seen.map(|(_, t)| t),
                     ts: st.ts,
-                    values: st
-                        .slots
-                        .iter()
-                        .map(|s| (s.quantity, s.value.clone()))
-                        .collect(),
+                    values: st.slots.iter().map(|s| (s.quantity, s.value.clone())).collect(),
                     identity: st.identity.clone(),
                     details: st.details.clone(),
                     base: d.base.clone(),
@@ -689,9 +622,7 @@ impl DeviceHandle {
             }
             Link::Up => {
                 st.link = link;
-                let fresh = st
-                    .last_seen
-                    .is_some_and(|(t, _)| t.elapsed() <= dev.spec.freshness);
+                let fresh = st.last_seen.is_some_and(|(t, _)| t.elapsed() <= dev.spec.freshness);
                 if fresh {
                     self.router.set_online(dev, &mut st, true, None);
                 }
@@ -712,10 +643,7 @@ impl DeviceHandle {
     /// The latest value of `q`, if any.
     pub fn value(&self, q: Quantity) -> Option<Value> {
         let st = lock(&self.entry().state);
-        st.slots
-            .iter()
-            .find(|s| s.quantity == q)
-            .map(|s| s.value.clone())
+        st.slots.iter().find(|s| s.quantity == q).map(|s| s.value.clone())
     }
 
     /// Subscribes `<prefix>/<device>/+/set` and yields commands for writable quantities; writes to
@@ -723,11 +651,7 @@ impl DeviceHandle {
     pub async fn commands(&self) -> mpsc::Receiver<Command> {
         let (tx, rx) = mpsc::channel(16);
         let base = self.entry().base.clone();
-        let mut sub = self
-            .router
-            .mqtt
-            .subscribe(&format!("{base}/+/set"), 64)
-            .await;
+        let mut sub = self.router.mqtt.subscribe(&format!("{base}/+/set"), 64).await;
         let this = self.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.recv().await {
@@ -743,22 +667,14 @@ impl DeviceHandle {
                     // A retained command is an old order replayed by the broker, not a new one.
                     this.command_result_named(
                         name,
-                        Err(
-                            "retained commands are ignored; publish without the retain flag".into(),
-                        ),
+                        Err("retained commands are ignored; publish without the retain flag".into()),
                     );
                     continue;
                 }
                 let payload = String::from_utf8_lossy(&msg.payload).trim().to_owned();
                 match Quantity::named(name) {
                     Some(q) if q.family().kind.is_writable() => {
-                        if tx
-                            .try_send(Command {
-                                quantity: q,
-                                payload,
-                            })
-                            .is_err()
-                        {
+                        if tx.try_send(Command { quantity: q, payload }).is_err() {
                             this.command_result(q, Err("busy: too many commands waiting".into()));
                         }
                     }
@@ -786,18 +702,232 @@ impl DeviceHandle {
         self.router
             .metrics
             .commands
-            .get_or_create(&crate::metrics::DeviceReasonLabel {
-                device: dev.spec.id.clone(),
-                reason: outcome.into(),
-            })
+            .get_or_create(&crate::metrics::DeviceReasonLabel { device: dev.spec.id.clone(), reason: outcome.into() })
             .inc();
         if crate::mqtt::topic::valid_topic(name) && !name.contains('/') {
-            self.router.publish(
-                format!("{}/{name}/result", dev.base),
-                body.to_string(),
-                QoS::AtLeastOnce,
-                false,
-            );
+            self.router.publish(format!("{}/{name}/result", dev.base), body.to_string(), QoS::AtLeastOnce, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::{CaptureRx, Captured, detached};
+
+    fn spec(id: &str) -> DeviceSpec {
+        DeviceSpec {
+            id: id.into(),
+            adapter: AdapterKind::Goe,
+            prefix: "home".into(),
+            freshness: Duration::from_secs(60),
+            min_interval: None,
+            heartbeat: None,
+            commands: true,
+        }
+    }
+
+    fn setup(spec: DeviceSpec) -> (Arc<Router>, DeviceHandle, CaptureRx) {
+        let (mqtt, rx) = detached(10_000);
+        let id = spec.id.clone();
+        let settings = RouterSettings {
+            bridge_prefix: "home".into(),
+            quantity_topics: true,
+            state_json: true,
+            qos: QoS::AtMostOnce,
+        };
+        let router = Router::new(settings, vec![spec], mqtt, Metrics::detached());
+        let h = router.handle(&id).unwrap();
+        (router, h, rx)
+    }
+
+    fn update(pairs: &[(&str, Value)]) -> Update {
+        let mut u = Update::fresh();
+        for (q, v) in pairs {
+            u.push(Quantity::known(q), v.clone());
+        }
+        u
+    }
+
+    fn topics(c: &[Captured]) -> Vec<&str> {
+        c.iter().map(|c| c.topic.as_str()).collect()
+    }
+
+    #[test]
+    fn a_new_value_is_published_retained_as_plain_text() {
+        let (_r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("power", Value::Number(11040.0)), ("voltage_l1", Value::Number(230.100000001))]));
+        let out = rx.drain();
+        let p = out.iter().find(|c| c.topic == "home/ev/power").unwrap();
+        assert_eq!((p.payload.as_str(), p.retain), ("11040", true));
+        assert!(out.iter().any(|c| c.topic == "home/ev/voltage_l1" && c.payload == "230.1"));
+        assert!(out.iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online" && c.retain));
+    }
+
+    #[test]
+    fn unchanged_values_are_not_published_again() {
+        let (_r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("power", Value::Number(1.0))]));
+        rx.drain();
+        h.apply(update(&[("power", Value::Number(1.0)), ("current_l1", Value::Number(2.0))]));
+        assert_eq!(topics(&rx.drain()), ["home/ev/current_l1"]);
+    }
+
+    #[test]
+    fn state_json_is_one_snapshot_per_flush_with_source_timestamp() {
+        let (_r, h, mut rx) = setup(spec("ev"));
+        let mut u = update(&[("power", Value::Number(5.0))]);
+        u.ts = Some(time::macros::datetime!(2026-01-02 03:04:05.678 UTC));
+        h.apply(u);
+        h.apply(update(&[("charger_state", Value::Text("charging".into()))]));
+        assert!(!rx.drain().iter().any(|c| c.topic == "home/ev/state"), "state waits for flush");
+        h.flush();
+        let out = rx.drain();
+        let states: Vec<_> = out.iter().filter(|c| c.topic == "home/ev/state").collect();
+        assert_eq!(states.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&states[0].payload).unwrap();
+        assert_eq!(v["values"]["power"], 5);
+        assert_eq!(v["values"]["charger_state"], "charging");
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn min_interval_holds_changes_and_the_tick_publishes_the_latest() {
+        let mut s = spec("ev");
+        s.min_interval = Some(Duration::from_millis(50));
+        let (r, h, mut rx) = setup(s);
+        h.apply(update(&[("power", Value::Number(1.0))]));
+        h.apply(update(&[("power", Value::Number(2.0))]));
+        h.apply(update(&[("power", Value::Number(3.0))]));
+        let first: Vec<_> = rx.drain().into_iter().filter(|c| c.topic == "home/ev/power").collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].payload, "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            r.tick();
+            let later: Vec<_> = rx.drain().into_iter().filter(|c| c.topic == "home/ev/power").collect();
+            if let Some(c) = later.last() {
+                assert_eq!(c.payload, "3", "only the latest held value is published");
+                assert_eq!(later.len(), 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "held value never published");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn heartbeat_republishes_unchanged_values_while_online() {
+        let mut s = spec("ev");
+        s.heartbeat = Some(Duration::from_millis(20));
+        let (r, h, mut rx) = setup(s);
+        h.apply(update(&[("power", Value::Number(7.0))]));
+        rx.drain();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            r.tick();
+            if rx.drain().iter().any(|c| c.topic == "home/ev/power" && c.payload == "7") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no heartbeat");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_stale_device_goes_offline_with_a_reason() {
+        let mut s = spec("ev");
+        s.freshness = Duration::from_millis(20);
+        let (r, h, mut rx) = setup(s);
+        h.apply(update(&[("power", Value::Number(7.0))]));
+        rx.drain();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            r.tick();
+            if rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "offline") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never went offline");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let snap = &r.snapshot()[0];
+        assert!(!snap.online);
+        assert!(snap.reason.as_deref().unwrap().starts_with("no reading for"));
+    }
+
+    #[test]
+    fn retained_replays_set_values_but_do_not_make_a_device_online() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        let mut u = update(&[("power", Value::Number(3.0))]);
+        u.fresh = false;
+        h.apply(u);
+        let out = rx.drain();
+        assert!(out.iter().any(|c| c.topic == "home/ev/power"));
+        assert!(!out.iter().any(|c| c.topic == "home/ev/availability"));
+        assert!(!r.snapshot()[0].online);
+    }
+
+    #[test]
+    fn link_down_takes_the_device_offline_at_once_and_up_restores_it() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("power", Value::Number(3.0))]));
+        rx.drain();
+        h.set_link(Link::Down("HTTP timed out".into()));
+        assert!(rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "offline"));
+        assert_eq!(r.snapshot()[0].reason.as_deref(), Some("HTTP timed out"));
+        h.set_link(Link::Up);
+        assert!(rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online"));
+    }
+
+    #[test]
+    fn events_are_published_unretained_with_timestamp_and_data() {
+        let (_r, h, mut rx) = setup(spec("ev"));
+        let mut u = Update::fresh();
+        u.events.push(Event::new("charging_started").with("car", 2));
+        h.apply(u);
+        let out = rx.drain();
+        let e = out.iter().find(|c| c.topic == "home/ev/event").unwrap();
+        assert!(!e.retain && e.qos1);
+        let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(v["event"], "charging_started");
+        assert_eq!(v["data"]["car"], 2);
+        assert!(v["ts"].is_string());
+    }
+
+    #[test]
+    fn republish_all_sends_every_retained_topic_again() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("power", Value::Number(3.0)), ("current_l1", Value::Number(1.5))]));
+        h.flush();
+        rx.drain();
+        r.republish_all();
+        let t = rx.drain();
+        let t = topics(&t);
+        for want in ["home/bridge/info", "home/ev/availability", "home/ev/power", "home/ev/current_l1", "home/ev/state"]
+        {
+            assert!(t.contains(&want), "{want} missing from {t:?}");
+        }
+    }
+
+    #[test]
+    fn identity_changes_publish_the_info_topic() {
+        let (_r, h, mut rx) = setup(spec("ev"));
+        let mut u = Update::fresh();
+        u.identity = Some(Identity { firmware: Some("56.9".into()), ..Default::default() });
+        h.apply(u);
+        let out = rx.drain();
+        let info = out.iter().find(|c| c.topic == "home/ev/info").unwrap();
+        assert!(info.payload.contains("\"firmware\":\"56.9\"") && info.payload.contains("\"kind\":\"ev_charger\""));
+    }
+
+    #[test]
+    fn device_prefix_beats_routes_which_beat_the_global_prefix() {
+        let text = "output:\n  prefix: home\nroutes:\n  - match: { kind: ev_charger }\n    prefix: home/energy\ndevices:\n  a:\n    adapter: goe\n    serial: \"1\"\n  b:\n    adapter: goe\n    serial: \"2\"\n    prefix: garage\n";
+        let c = crate::config::load_str(text, "t.yaml", std::path::Path::new(".")).unwrap();
+        let a = DeviceSpec::from_config(&c, "a", Duration::from_secs(5), true).unwrap();
+        let b = DeviceSpec::from_config(&c, "b", Duration::from_secs(5), true).unwrap();
+        assert_eq!(a.prefix, "home/energy");
+        assert_eq!(b.prefix, "garage");
+        assert_eq!(a.freshness, Duration::from_secs(15));
     }
 }

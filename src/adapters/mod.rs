@@ -26,12 +26,7 @@ pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
 }
 
 /// Starts the adapter task for one device.
-pub fn spawn(
-    cfg: &DeviceConfig,
-    device: DeviceHandle,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) {
+pub fn spawn(cfg: &DeviceConfig, device: DeviceHandle, tracker: &TaskTracker, cancel: CancellationToken) {
     match &cfg.adapter {
         AdapterConfig::Goe(g) => {
             tracker.spawn(goe::run(g.clone(), device, cancel));

@@ -11,20 +11,12 @@ use figment::providers::{Env, Format};
 use serde::de::DeserializeOwned;
 
 use super::{
-    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport,
-    HttpConfig, LogConfig, MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
+    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport, HttpConfig, LogConfig,
+    MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
 };
 
 /// Top-level keys of the file.
-const SECTIONS: &[&str] = &[
-    "mqtt",
-    "output",
-    "http",
-    "log",
-    "devices",
-    "routes",
-    "simulators",
-];
+const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "devices", "routes", "simulators"];
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "HLBRIDGE_";
 
@@ -44,11 +36,7 @@ impl std::fmt::Display for ConfigError {
         if let Some(o) = &self.origin {
             write!(f, "{o}: ")?;
         }
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -59,11 +47,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.len();
-        writeln!(
-            f,
-            "the configuration has {n} error{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "the configuration has {n} error{}:", if n == 1 { "" } else { "s" })?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -100,16 +84,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// Loads and validates YAML `text` (named `name` in messages), applying environment overrides;
 /// relative secret files are resolved against `base_dir`.
 pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let mut ctx = Ctx {
-        text,
-        name,
-        errors: Vec::new(),
-    };
+    let mut ctx = Ctx { text, name, errors: Vec::new() };
     // Syntax first: serde_norway knows line and column; nothing else can be checked after one.
     if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
-        let origin = e
-            .location()
-            .map(|l| format!("{name}:{}:{}", l.line(), l.column()));
+        let origin = e.location().map(|l| format!("{name}:{}:{}", l.line(), l.column()));
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
         return Err(ConfigErrors(vec![ConfigError {
@@ -118,56 +96,38 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
             origin,
         }]));
     }
-    let figment = Figment::new().merge(Yaml::string(text)).merge(
-        Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
-            let first = k
-                .as_str()
-                .split("__")
-                .next()
-                .unwrap_or("")
-                .split('.')
-                .next()
-                .unwrap_or("");
-            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
-        }),
-    );
+    let figment = Figment::new().merge(Yaml::string(text)).merge(Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
+        let first = k.as_str().split("__").next().unwrap_or("").split('.').next().unwrap_or("");
+        SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
+    }));
     let root: serde_json::Value = match figment.extract() {
         Ok(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
         Ok(v) => v,
         Err(e) => {
             return Err(ConfigErrors(
                 e.into_iter()
-                    .map(|e| ConfigError {
-                        path: e.path.join("."),
-                        message: e.kind.to_string(),
-                        origin: None,
-                    })
+                    .map(|e| ConfigError { path: e.path.join("."), message: e.kind.to_string(), origin: None })
                     .collect(),
             ));
         }
     };
     let serde_json::Value::Object(root) = root else {
-        ctx.error(
-            "",
-            "the file must be a mapping of sections (mqtt:, devices:, ...)".into(),
-        );
+        ctx.error("", "the file must be a mapping of sections (mqtt:, devices:, ...)".into());
         return Err(ConfigErrors(ctx.errors));
     };
     ctx.check_keys(&root, "", SECTIONS);
 
     let mut config = Config {
         mqtt: ctx.section::<MqttConfig>(&root, "mqtt").unwrap_or_default(),
-        output: ctx
-            .section::<OutputConfig>(&root, "output")
-            .unwrap_or_default(),
+        output: ctx.section::<OutputConfig>(&root, "output").unwrap_or_default(),
         http: ctx.section::<HttpConfig>(&root, "http").unwrap_or_default(),
         log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
         ..Default::default()
     };
-    if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls")) {
-        if let serde_json::Value::Object(m) = v {
-            ctx.check_keys(m, "mqtt.tls", fields_of::<super::TlsConfig>());
-        }
+    if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls"))
+        && let serde_json::Value::Object(m) = v
+    {
+        ctx.check_keys(m, "mqtt.tls", fields_of::<super::TlsConfig>());
     }
 
     match root.get("devices") {
@@ -179,10 +139,9 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error(
-            "devices",
-            "must be a mapping keyed by device id (a list cannot be overridden per key)".into(),
-        ),
+        Some(_) => {
+            ctx.error("devices", "must be a mapping keyed by device id (a list cannot be overridden per key)".into())
+        }
     }
     match root.get("routes") {
         None | Some(serde_json::Value::Null) => {}
@@ -197,10 +156,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error(
-            "routes",
-            "must be a list of {match: {...}, prefix: ...}".into(),
-        ),
+        Some(_) => ctx.error("routes", "must be a list of {match: {...}, prefix: ...}".into()),
     }
     match root.get("simulators") {
         None | Some(serde_json::Value::Null) => {}
@@ -211,10 +167,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
-        Some(_) => ctx.error(
-            "simulators",
-            "must be a mapping keyed by simulator name".into(),
-        ),
+        Some(_) => ctx.error("simulators", "must be a mapping keyed by simulator name".into()),
     }
 
     validate(&mut ctx, &mut config, base_dir);
@@ -225,14 +178,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
     let line_of = |e: &ConfigError| {
         e.origin
             .as_deref()
-            .and_then(|o| {
-                o.strip_prefix(name)?
-                    .strip_prefix(':')?
-                    .split(':')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
+            .and_then(|o| o.strip_prefix(name)?.strip_prefix(':')?.split(':').next()?.parse::<usize>().ok())
             .unwrap_or(usize::MAX)
     };
     ctx.errors.sort_by_key(line_of);
@@ -266,26 +212,13 @@ impl Ctx<'_> {
 
     fn error(&mut self, path: &str, message: String) {
         let origin = self.origin(path);
-        self.errors.push(ConfigError {
-            path: path.to_owned(),
-            message,
-            origin,
-        });
+        self.errors.push(ConfigError { path: path.to_owned(), message, origin });
     }
 
-    fn check_keys(
-        &mut self,
-        map: &serde_json::Map<String, serde_json::Value>,
-        path: &str,
-        valid: &[&str],
-    ) {
+    fn check_keys(&mut self, map: &serde_json::Map<String, serde_json::Value>, path: &str, valid: &[&str]) {
         for key in map.keys() {
             if !valid.contains(&key.as_str()) {
-                let full = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 let msg = unknown_key_message(key, valid);
                 self.error(&full, msg);
             }
@@ -304,9 +237,7 @@ impl Ctx<'_> {
                 };
                 let msg = humanize(&e.into_inner().to_string());
                 // Unknown keys were already reported by check_keys with a suggestion.
-                if !(msg.starts_with("unknown key")
-                    && self.errors.iter().any(|x| x.path.starts_with(&full)))
-                {
+                if !(msg.starts_with("unknown key") && self.errors.iter().any(|x| x.path.starts_with(&full))) {
                     self.error(&full, msg);
                 }
                 None
@@ -327,11 +258,8 @@ impl Ctx<'_> {
             let valid = fields_of::<T>();
             self.check_keys(m, key, valid);
             // Parse what is left, so the valid keys beside a typo are still checked.
-            let known: serde_json::Map<_, _> = m
-                .iter()
-                .filter(|(k, _)| valid.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let known: serde_json::Map<_, _> =
+                m.iter().filter(|(k, _)| valid.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
             return self.parse(&serde_json::Value::Object(known), key);
         }
         self.parse(v, key)
@@ -340,38 +268,25 @@ impl Ctx<'_> {
     fn device(&mut self, id: &str, raw: &serde_json::Value) -> Option<DeviceConfig> {
         let path = format!("devices.{id}");
         if !valid_id(id) {
-            self.error(
-                &path,
-                "device ids are 1-64 characters of a-z, 0-9, `_` and `-`".into(),
-            );
+            self.error(&path, "device ids are 1-64 characters of a-z, 0-9, `_` and `-`".into());
         }
         let serde_json::Value::Object(map) = raw else {
             self.error(&path, "must be a mapping with at least `adapter:`".into());
             return None;
         };
         let Some(adapter) = map.get("adapter") else {
-            self.error(
-                &path,
-                format!(
-                    "`adapter:` is missing (one of {})",
-                    AdapterKind::NAMES.join(", ")
-                ),
-            );
+            self.error(&path, format!("`adapter:` is missing (one of {})", AdapterKind::NAMES.join(", ")));
             return None;
         };
         let adapter: AdapterKind = match serde_json::from_value(adapter.clone()) {
             Ok(a) => a,
             Err(_) => {
                 let given = adapter.as_str().unwrap_or("?");
-                let hint = suggest(given, AdapterKind::NAMES)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
+                let hint =
+                    suggest(given, AdapterKind::NAMES).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
                 self.error(
                     &format!("{path}.adapter"),
-                    format!(
-                        "unknown adapter `{given}` (one of {}){hint}",
-                        AdapterKind::NAMES.join(", ")
-                    ),
+                    format!("unknown adapter `{given}` (one of {}){hint}", AdapterKind::NAMES.join(", ")),
                 );
                 return None;
             }
@@ -382,10 +297,7 @@ impl Ctx<'_> {
             other => {
                 self.error(
                     &format!("{path}.adapter"),
-                    format!(
-                        "the `{}` adapter is not available in this build yet",
-                        other.as_str()
-                    ),
+                    format!("the `{}` adapter is not available in this build yet", other.as_str()),
                 );
                 return None;
             }
@@ -403,52 +315,35 @@ impl Ctx<'_> {
         }
         let common: Option<DeviceCommon> = self.parse(&serde_json::Value::Object(common), &path);
         let specific = match adapter {
-            AdapterKind::Goe => self
-                .parse::<GoeConfig>(&serde_json::Value::Object(specific), &path)
-                .map(AdapterConfig::Goe),
+            AdapterKind::Goe => {
+                self.parse::<GoeConfig>(&serde_json::Value::Object(specific), &path).map(AdapterConfig::Goe)
+            }
             _ => None,
         };
-        Some(DeviceConfig {
-            common: common?,
-            adapter: specific?,
-        })
+        Some(DeviceConfig { common: common?, adapter: specific? })
     }
 }
 
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn valid_prefix(p: &str) -> bool {
-    !p.is_empty()
-        && !p.starts_with('/')
-        && !p.ends_with('/')
-        && crate::mqtt::topic::valid_topic(p)
-        && !p.contains("//")
+    !p.is_empty() && !p.starts_with('/') && !p.ends_with('/') && crate::mqtt::topic::valid_topic(p) && !p.contains("//")
 }
 
 /// Semantic checks across keys; adds to `ctx.errors`.
 fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if !valid_prefix(&config.output.prefix) {
-        ctx.error(
-            "output.prefix",
-            "must be a topic without wildcards and without leading or trailing `/`".into(),
-        );
+        ctx.error("output.prefix", "must be a topic without wildcards and without leading or trailing `/`".into());
     }
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
     if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
         let msg = e.to_string();
-        ctx.error(
-            "mqtt.url",
-            msg.split_once(": ")
-                .map(|(_, m)| m.to_owned())
-                .unwrap_or(msg),
-        );
+        ctx.error("mqtt.url", msg.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(msg));
     }
     if config.mqtt.keep_alive.0 < std::time::Duration::from_secs(1) {
         ctx.error("mqtt.keep_alive", "must be at least 1s".into());
@@ -457,43 +352,29 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         ctx.error("mqtt.client_id", "must not be empty".into());
     }
     if config.mqtt.password.is_some() && config.mqtt.password_file.is_some() {
-        ctx.error(
-            "mqtt.password_file",
-            "set either `password` or `password_file`, not both".into(),
-        );
+        ctx.error("mqtt.password_file", "set either `password` or `password_file`, not both".into());
     }
     if let Some(file) = &config.mqtt.password_file {
         let path = base_dir.join(file);
         match std::fs::read_to_string(&path) {
-            Ok(s) => {
-                config.mqtt.password = Some(super::Secret::new(s.trim_end_matches(['\n', '\r'])))
-            }
-            Err(e) => ctx.error(
-                "mqtt.password_file",
-                format!("cannot read {}: {e}", path.display()),
-            ),
+            Ok(s) => config.mqtt.password = Some(super::Secret::new(s.trim_end_matches(['\n', '\r']))),
+            Err(e) => ctx.error("mqtt.password_file", format!("cannot read {}: {e}", path.display())),
         }
     }
     if config.mqtt.embedded.is_some() && !cfg!(feature = "embedded-broker") {
-        ctx.error(
-            "mqtt.embedded",
-            "this build has no embedded broker (cargo feature `embedded-broker`)".into(),
-        );
+        ctx.error("mqtt.embedded", "this build has no embedded broker (cargo feature `embedded-broker`)".into());
     }
     if let Some(embedded) = &config.mqtt.embedded {
         // The embedded broker is the default target unless the user named another one.
-        let url_set_explicitly = locate(ctx.text, &["mqtt", "url"]).is_some()
-            || std::env::var_os("HLBRIDGE_MQTT__URL").is_some();
+        let url_set_explicitly =
+            locate(ctx.text, &["mqtt", "url"]).is_some() || std::env::var_os("HLBRIDGE_MQTT__URL").is_some();
         if !url_set_explicitly {
             config.mqtt.url = format!("mqtt://{}", embedded.listen);
         }
     }
     for (i, r) in config.routes.iter().enumerate() {
         if r.matches.adapter.is_none() && r.matches.kind.is_none() {
-            ctx.error(
-                &format!("routes.{i}.match"),
-                "give at least one of `adapter` or `kind`".into(),
-            );
+            ctx.error(&format!("routes.{i}.match"), "give at least one of `adapter` or `kind`".into());
         }
         if !valid_prefix(&r.prefix) {
             ctx.error(
@@ -507,13 +388,13 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         let d = &config.devices[&id];
         let path = format!("devices.{id}");
         let mut errs: Vec<(String, String)> = Vec::new();
-        if let Some(p) = &d.common.prefix {
-            if !valid_prefix(p) {
-                errs.push((
-                    format!("{path}.prefix"),
-                    "must be a topic without wildcards and without leading or trailing `/`".into(),
-                ));
-            }
+        if let Some(p) = &d.common.prefix
+            && !valid_prefix(p)
+        {
+            errs.push((
+                format!("{path}.prefix"),
+                "must be a topic without wildcards and without leading or trailing `/`".into(),
+            ));
         }
         for (key, v) in [
             ("freshness", d.common.freshness),
@@ -521,10 +402,7 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
             ("heartbeat", d.common.heartbeat),
         ] {
             if v.is_some_and(|v| v.0.is_zero()) {
-                errs.push((
-                    format!("{path}.{key}"),
-                    "must be longer than 0s (leave it out to turn it off)".into(),
-                ));
+                errs.push((format!("{path}.{key}"), "must be longer than 0s (leave it out to turn it off)".into()));
             }
         }
         match &d.adapter {
@@ -537,22 +415,19 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                         ));
                     }
                     if tp.contains(['+', '#']) {
-                        errs.push((
-                            format!("{path}.topic_prefix"),
-                            "must not contain MQTT wildcards".into(),
-                        ));
+                        errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
                     }
                 }
                 match g.transport {
                     GoeTransport::Mqtt => {
                         if g.serial.is_none() && g.topic_prefix.is_none() {
-                            errs.push((format!("{path}.serial"), "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into()));
+                            errs.push((
+                                format!("{path}.serial"),
+                                "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into(),
+                            ));
                         }
                         if g.url.is_some() {
-                            errs.push((
-                                format!("{path}.url"),
-                                "only used with `transport: http`".into(),
-                            ));
+                            errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
                         }
                     }
                     GoeTransport::Http => match &g.url {
@@ -560,11 +435,9 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                             format!("{path}.url"),
                             "`transport: http` needs `url` (e.g. http://192.168.1.50)".into(),
                         )),
-                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errs
-                            .push((
-                                format!("{path}.url"),
-                                format!("`{u}` must start with http:// or https://"),
-                            )),
+                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                            errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
+                        }
                         _ => {}
                     },
                 }
@@ -587,15 +460,12 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         match sim {
             SimulatorConfig::Goe(g) => {
                 if g.serial.is_empty() {
-                    ctx.error(
-                        &format!("simulators.{name}.serial"),
-                        "must not be empty".into(),
-                    );
+                    ctx.error(&format!("simulators.{name}.serial"), "must not be empty".into());
                 }
-                if let Some(b) = &g.broker {
-                    if let Err(e) = crate::mqtt::MqttSettings::from_url(b, "sim") {
-                        ctx.error(&format!("simulators.{name}.broker"), e.to_string());
-                    }
+                if let Some(b) = &g.broker
+                    && let Err(e) = crate::mqtt::MqttSettings::from_url(b, "sim")
+                {
+                    ctx.error(&format!("simulators.{name}.broker"), e.to_string());
                 }
             }
         }
@@ -649,23 +519,18 @@ fn unknown_key_message(key: &str, valid: &[&str]) -> String {
 
 /// Rewrites serde's messages into the bridge's wording.
 fn humanize(msg: &str) -> String {
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some((key, tail)) = rest.split_once('`') {
-            let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            return unknown_key_message(key, &valid);
-        }
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((key, tail)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        return unknown_key_message(key, &valid);
     }
-    if let Some(rest) = msg.strip_prefix("unknown variant `") {
-        if let Some((given, tail)) = rest.split_once('`') {
-            let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            let hint = suggest(given, &valid)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            return format!(
-                "unknown value `{given}` (one of {}){hint}",
-                valid.join(", ")
-            );
-        }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((given, tail)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let hint = suggest(given, &valid).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+        return format!("unknown value `{given}` (one of {}){hint}", valid.join(", "));
     }
     if let Some(field) = msg.strip_prefix("missing field `") {
         return format!("required key `{}` is missing", field.trim_end_matches('`'));
@@ -676,11 +541,7 @@ fn humanize(msg: &str) -> String {
 /// Finds the 1-based line of a block-style YAML key path (`["devices", "garage", "serial"]`);
 /// list indices in the path are skipped. Good enough for config files; `None` when not found.
 pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
-    let path: Vec<&str> = path
-        .iter()
-        .copied()
-        .filter(|s| s.parse::<usize>().is_err())
-        .collect();
+    let path: Vec<&str> = path.iter().copied().filter(|s| s.parse::<usize>().is_err()).collect();
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
@@ -708,14 +569,13 @@ pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
             return Some(n + 1);
         }
         // Flow mappings on one line: `match: { kind: ev_charger }`.
-        if let Some(last) = path.last() {
-            if stack.len() + 1 == path.len()
-                && stack.iter().zip(&path).all(|((_, k), p)| k == p)
-                && body.contains('{')
-                && body.contains(&format!("{last}:"))
-            {
-                return Some(n + 1);
-            }
+        if let Some(last) = path.last()
+            && stack.len() + 1 == path.len()
+            && stack.iter().zip(&path).all(|((_, k), p)| k == p)
+            && body.contains('{')
+            && body.contains(&format!("{last}:"))
+        {
+            return Some(n + 1);
         }
     }
     None
@@ -731,6 +591,7 @@ fn load_test(text: &str) -> Result<Config, ConfigErrors> {
 fn _assert_btreemap(_: BTreeMap<String, DeviceConfig>) {}
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
 mod tests {
     use super::*;
 
@@ -744,8 +605,7 @@ mod tests {
 
     #[test]
     fn a_goe_device_loads_with_defaults() {
-        let c =
-            load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
+        let c = load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
         let d = &c.devices["garage"];
         let AdapterConfig::Goe(g) = &d.adapter;
         assert_eq!(g.serial.as_deref(), Some("012345"));
@@ -758,13 +618,11 @@ mod tests {
         let text = "mqtt:\n  url: http://nope\n  clientid: x\noutput:\n  prefix: home/\ndevices:\n  garage:\n    adapter: goe\n    serial: \"1\"\n    intervall: 5s\n  Bad Id:\n    adapter: goee\n";
         let e = load_test(text).unwrap_err();
         let all = e.to_string();
+        assert!(all.contains("test.yaml:3: mqtt.clientid: unknown key `clientid`; did you mean `client_id`?"), "{all}");
         assert!(
-            all.contains(
-                "test.yaml:3: mqtt.clientid: unknown key `clientid`; did you mean `client_id`?"
-            ),
+            all.contains("test.yaml:10: devices.garage.intervall: unknown key `intervall`; did you mean `interval`?"),
             "{all}"
         );
-        assert!(all.contains("test.yaml:10: devices.garage.intervall: unknown key `intervall`; did you mean `interval`?"), "{all}");
         assert!(all.contains("test.yaml:2: mqtt.url:"), "{all}");
         assert!(all.contains("test.yaml:5: output.prefix:"), "{all}");
         assert!(all.contains("did you mean `goe`?"), "{all}");
@@ -774,14 +632,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_key_path() {
-        let e =
-            load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    interval: soon\n")
-                .unwrap_err();
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    interval: soon\n").unwrap_err();
         let s = e.to_string();
-        assert!(
-            s.contains("devices.g.interval") && s.contains("500ms"),
-            "{s}"
-        );
+        assert!(s.contains("devices.g.interval") && s.contains("500ms"), "{s}");
         assert!(s.contains("test.yaml:5"), "{s}");
     }
 
@@ -800,8 +653,7 @@ mod tests {
 
     #[test]
     fn topic_prefix_must_end_with_a_slash() {
-        let e =
-            load_test("devices:\n  g:\n    adapter: goe\n    topic_prefix: wallbox\n").unwrap_err();
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    topic_prefix: wallbox\n").unwrap_err();
         assert!(e.to_string().contains("must end with `/`"), "{e}");
     }
 
@@ -809,10 +661,7 @@ mod tests {
     fn routes_need_a_condition_and_a_valid_prefix() {
         let e = load_test("routes:\n  - match: {}\n    prefix: /x\n").unwrap_err();
         let s = e.to_string();
-        assert!(
-            s.contains("routes.0.match") && s.contains("routes.0.prefix"),
-            "{s}"
-        );
+        assert!(s.contains("routes.0.match") && s.contains("routes.0.prefix"), "{s}");
     }
 
     #[test]
@@ -828,10 +677,8 @@ mod tests {
             jail.set_env("HLBRIDGE_OUTPUT__PREFIX", "lab");
             jail.set_env("HLBRIDGE_DEVICES__GARAGE__INTERVAL", "10s");
             jail.set_env("HLBRIDGE_TEST_BROKER", "mosquitto"); // not a config key: ignored
-            let c = load_test(
-                "devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n",
-            )
-            .unwrap();
+            let c =
+                load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
             assert_eq!(c.output.prefix, "lab");
             let AdapterConfig::Goe(g) = &c.devices["garage"].adapter;
             assert_eq!(g.interval, super::super::Dur::secs(10));
@@ -871,10 +718,7 @@ mod tests {
 
     #[test]
     fn suggestions_only_for_near_misses() {
-        assert_eq!(
-            suggest("intervall", &["interval", "timeout"]),
-            Some("interval")
-        );
+        assert_eq!(suggest("intervall", &["interval", "timeout"]), Some("interval"));
         assert_eq!(suggest("zzzzzz", &["interval", "timeout"]), None);
     }
 

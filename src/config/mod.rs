@@ -145,9 +145,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-        }
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
     }
 }
 
@@ -163,10 +161,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".into(),
-        }
+        LogConfig { format: LogFormat::Pretty, level: "info".into() }
     }
 }
 
@@ -295,11 +290,7 @@ pub enum GoeTransport {
 #[serde(deny_unknown_fields)]
 pub struct GoeConfig {
     /// Charger serial (6 digits, quote it: `"012345"`); gives the default topic prefix.
-    #[serde(
-        default,
-        deserialize_with = "types::string_or_number",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "types::string_or_number", skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     /// `mqtt` (default) or `http`.
     #[serde(default = "goe_default_transport")]
@@ -404,7 +395,6 @@ impl Config {
 
     /// The effective config as YAML with secrets redacted (`hlbridge check-config`).
     pub fn to_redacted_yaml(&self) -> String {
-        serde_norway::to_string(self)
-            .unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
     }
 }

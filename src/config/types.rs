@@ -36,26 +36,20 @@ impl fmt::Display for Dur {
 /// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, `10` (seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (write e.g. 500ms, 5s, 2m, 1h)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (write e.g. 500ms, 5s, 2m, 1h)"))?;
     let factor = match unit.trim() {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
         other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
-            ));
+            return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"));
         }
     };
     let secs = n * factor;
-    if !secs.is_finite() || secs < 0.0 || secs > 1.0e9 {
+    if !secs.is_finite() || !(0.0..=1.0e9).contains(&secs) {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -66,11 +60,11 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -158,9 +152,7 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
         Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a string, found {other}"
-        ))),
+        Some(other) => Err(serde::de::Error::custom(format!("expected a string, found {other}"))),
     }
 }
 

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet, SubscribeFilter,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet, SubscribeFilter};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,10 +77,7 @@ pub struct MqttSettings {
 impl MqttSettings {
     /// Settings for `url` (`mqtt://host:port` or `mqtts://host:port`) with the bridge's defaults.
     pub fn from_url(url: &str, client_id: &str) -> Result<MqttSettings, MqttError> {
-        let bad = |reason: &str| MqttError::BadUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| MqttError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
         let (tls, rest, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
             (false, r, 1883)
         } else if let Some(r) = url.strip_prefix("tcp://") {
@@ -96,26 +91,14 @@ impl MqttSettings {
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains('@') {
-            return Err(bad(
-                "put credentials in mqtt.username / mqtt.password_file, not in the URL",
-            ));
+            return Err(bad("put credentials in mqtt.username / mqtt.password_file, not in the URL"));
         }
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| bad("port is not a number 1-65535"))?;
-                (
-                    h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                    port,
-                )
+                let port = p.parse::<u16>().map_err(|_| bad("port is not a number 1-65535"))?;
+                (h.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
             }
-            _ => (
-                rest.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                default_port,
-            ),
+            _ => (rest.trim_start_matches('[').trim_end_matches(']').to_owned(), default_port),
         };
         if host.is_empty() {
             return Err(bad("host is missing"));
@@ -148,18 +131,11 @@ impl MqttSettings {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
         if let Some((topic, payload)) = &self.last_will {
-            o.set_last_will(LastWill::new(
-                topic.clone(),
-                payload.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
+            o.set_last_will(LastWill::new(topic.clone(), payload.clone(), QoS::AtLeastOnce, true));
         }
         if let Some(t) = &self.tls {
             let config = tls::client_config(t)?;
-            o.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
-            ));
+            o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(config))));
         }
         Ok(o)
     }
@@ -187,12 +163,7 @@ pub struct ConnectionState {
 
 #[doc(hidden)]
 pub enum Outbound {
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        qos: QoS,
-        retain: bool,
-    },
+    Publish { topic: String, payload: Vec<u8>, qos: QoS, retain: bool },
     Flush(oneshot::Sender<()>),
 }
 
@@ -225,19 +196,8 @@ pub struct MqttHandle {
 
 impl MqttHandle {
     /// Queues a publish without waiting. Returns `false` (and counts a drop) when the queue is full.
-    pub fn publish(
-        &self,
-        topic: impl Into<String>,
-        payload: impl Into<Vec<u8>>,
-        qos: QoS,
-        retain: bool,
-    ) -> bool {
-        let msg = Outbound::Publish {
-            topic: topic.into(),
-            payload: payload.into(),
-            qos,
-            retain,
-        };
+    pub fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) -> bool {
+        let msg = Outbound::Publish { topic: topic.into(), payload: payload.into(), qos, retain };
         match self.shared.outbound.try_send(msg) {
             Ok(()) => {
                 self.shared.metrics.publish_queue_depth.inc();
@@ -258,33 +218,19 @@ impl MqttHandle {
     }
 
     /// Like [`MqttHandle::subscribe`] for several filters feeding one stream.
-    pub async fn subscribe_many(
-        &self,
-        filters: &[&str],
-        capacity: usize,
-    ) -> mpsc::Receiver<Message> {
+    pub async fn subscribe_many(&self, filters: &[&str], capacity: usize) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let qos = QoS::AtMostOnce;
         {
-            let mut subs = self
-                .shared
-                .subscriptions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut subs = self.shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
             for f in filters {
-                subs.push(Subscription {
-                    filter: (*f).to_owned(),
-                    qos,
-                    tx: tx.clone(),
-                });
+                subs.push(Subscription { filter: (*f).to_owned(), qos, tx: tx.clone() });
             }
         }
         if self.shared.state.borrow().connected {
             // If this races with a reconnect the filter is simply subscribed twice, which is harmless.
-            let list: Vec<SubscribeFilter> = filters
-                .iter()
-                .map(|f| SubscribeFilter::new((*f).to_owned(), qos))
-                .collect();
+            let list: Vec<SubscribeFilter> =
+                filters.iter().map(|f| SubscribeFilter::new((*f).to_owned(), qos)).collect();
             if let Err(e) = self.shared.client.subscribe_many(list).await {
                 tracing::warn!(?filters, error = %e, "subscribe request failed; it is retried on reconnect");
             }
@@ -340,13 +286,7 @@ impl CaptureRx {
     pub fn drain(&mut self) -> Vec<Captured> {
         let mut out = Vec::new();
         while let Ok(m) = self.0.try_recv() {
-            if let Outbound::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-            } = m
-            {
+            if let Outbound::Publish { topic, payload, qos, retain } = m {
                 out.push(Captured {
                     topic,
                     payload: String::from_utf8_lossy(&payload).into_owned(),
@@ -362,13 +302,9 @@ impl CaptureRx {
 /// A handle connected to no broker whose publishes are captured: for golden tests of the
 /// adapter → router path and for the benchmark's CPU measurement without network noise.
 pub fn detached(capacity: usize) -> (MqttHandle, CaptureRx) {
-    let (client, _eventloop) =
-        AsyncClient::new(rumqttc::MqttOptions::new("detached", "127.0.0.1", 1), 1);
+    let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("detached", "127.0.0.1", 1), 1);
     let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
-    let (state_tx, _) = watch::channel(ConnectionState {
-        connected: false,
-        generation: 0,
-    });
+    let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
     let shared = Arc::new(Shared {
         subscriptions: Mutex::new(Vec::new()),
         client,
@@ -392,10 +328,7 @@ pub fn spawn(
     // A small rumqttc channel: our own queue in front of it is the one that buffers and counts.
     let (client, eventloop) = AsyncClient::new(options, 64);
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
-    let (state_tx, _) = watch::channel(ConnectionState {
-        connected: false,
-        generation: 0,
-    });
+    let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
     let shared = Arc::new(Shared {
         subscriptions: Mutex::new(Vec::new()),
         client: client.clone(),
@@ -405,20 +338,11 @@ pub fn spawn(
         metrics,
     });
     tracker.spawn(publisher(shared.clone(), out_rx, cancel.clone()));
-    tracker.spawn(poll_loop(
-        shared.clone(),
-        eventloop,
-        settings.clone(),
-        cancel,
-    ));
+    tracker.spawn(poll_loop(shared.clone(), eventloop, settings.clone(), cancel));
     Ok(MqttHandle { shared })
 }
 
-async fn publisher(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Outbound>,
-    cancel: CancellationToken,
-) {
+async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>, cancel: CancellationToken) {
     loop {
         let msg = tokio::select! {
             biased;
@@ -427,12 +351,7 @@ async fn publisher(
         };
         let Some(msg) = msg else { break };
         match msg {
-            Outbound::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-            } => {
+            Outbound::Publish { topic, payload, qos, retain } => {
                 shared.metrics.publish_queue_depth.dec();
                 // Awaiting here is fine: this task never polls the event loop.
                 match shared.client.publish(topic, qos, retain, payload).await {
@@ -460,12 +379,7 @@ pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration
     base.mul_f64(jitter)
 }
 
-async fn poll_loop(
-    shared: Arc<Shared>,
-    mut eventloop: EventLoop,
-    settings: MqttSettings,
-    cancel: CancellationToken,
-) {
+async fn poll_loop(shared: Arc<Shared>, mut eventloop: EventLoop, settings: MqttSettings, cancel: CancellationToken) {
     let mut failures: u32 = 0;
     let mut logged_down = false;
     loop {
@@ -567,12 +481,7 @@ fn on_connack(shared: &Shared, settings: &MqttSettings, session_present: bool) {
         }
     }
     if let Some((topic, payload)) = &settings.birth {
-        let _ = shared.client.try_publish(
-            topic.clone(),
-            QoS::AtLeastOnce,
-            true,
-            payload.clone().into_bytes(),
-        );
+        let _ = shared.client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone().into_bytes());
     }
     shared.state.send_modify(|s| {
         s.connected = true;
@@ -582,22 +491,11 @@ fn on_connack(shared: &Shared, settings: &MqttSettings, session_present: bool) {
 }
 
 fn dispatch(shared: &Shared, p: rumqttc::Publish) {
-    let subs = shared
-        .subscriptions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let mut matched = subs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| topic::matches(&s.filter, &p.topic))
-        .map(|(i, _)| i);
+    let subs = shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut matched = subs.iter().enumerate().filter(|(_, s)| topic::matches(&s.filter, &p.topic)).map(|(i, _)| i);
     let Some(first) = matched.next() else { return };
     let rest: Vec<usize> = matched.collect();
-    let msg = Message {
-        topic: p.topic,
-        payload: p.payload,
-        retain: p.retain,
-    };
+    let msg = Message { topic: p.topic, payload: p.payload, retain: p.retain };
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {
         if subs[i].tx.try_send(msg.clone()).is_err() {
@@ -616,32 +514,20 @@ mod tests {
     #[test]
     fn urls_parse_into_host_port_and_tls() {
         let s = MqttSettings::from_url("mqtt://127.0.0.1:1884", "x").unwrap();
-        assert_eq!(
-            (s.host.as_str(), s.port, s.tls.is_some()),
-            ("127.0.0.1", 1884, false)
-        );
+        assert_eq!((s.host.as_str(), s.port, s.tls.is_some()), ("127.0.0.1", 1884, false));
         let s = MqttSettings::from_url("mqtts://broker.lan", "x").unwrap();
-        assert_eq!(
-            (s.host.as_str(), s.port, s.tls.is_some()),
-            ("broker.lan", 8883, true)
-        );
+        assert_eq!((s.host.as_str(), s.port, s.tls.is_some()), ("broker.lan", 8883, true));
         let s = MqttSettings::from_url("mqtt://[::1]:1883/", "x").unwrap();
         assert_eq!(s.host, "::1");
     }
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        let e = MqttSettings::from_url("http://x", "x")
-            .unwrap_err()
-            .to_string();
+        let e = MqttSettings::from_url("http://x", "x").unwrap_err().to_string();
         assert!(e.contains("mqtt://"), "{e}");
-        let e = MqttSettings::from_url("mqtt://u:p@x:1883", "x")
-            .unwrap_err()
-            .to_string();
+        let e = MqttSettings::from_url("mqtt://u:p@x:1883", "x").unwrap_err().to_string();
         assert!(e.contains("password_file"), "{e}");
-        let e = MqttSettings::from_url("mqtt://x:port", "x")
-            .unwrap_err()
-            .to_string();
+        let e = MqttSettings::from_url("mqtt://x:port", "x").unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
     }
 

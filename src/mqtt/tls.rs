@@ -47,12 +47,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Builds the rustls client configuration.
 pub fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
-    let builder =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if s.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
     } else {
         let mut roots = RootCertStore::empty();
         match &s.ca_file {
@@ -62,11 +59,7 @@ pub fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| file_error("mqtt.tls.ca_file", path, e.to_string()))?;
                 if certs.is_empty() {
-                    return Err(file_error(
-                        "mqtt.tls.ca_file",
-                        path,
-                        "no certificate in the file".into(),
-                    ));
+                    return Err(file_error("mqtt.tls.ca_file", path, "no certificate in the file".into()));
                 }
                 for c in certs {
                     roots.add(c)?;
@@ -97,11 +90,7 @@ pub fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
 }
 
 fn file_error(key: &'static str, path: &std::path::Path, reason: String) -> TlsError {
-    TlsError::File {
-        key,
-        path: path.to_owned(),
-        reason,
-    }
+    TlsError::File { key, path: path.to_owned(), reason }
 }
 
 /// Accepts any server certificate but still checks the handshake signatures.
@@ -126,12 +115,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -140,12 +124,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -164,23 +143,14 @@ mod tests {
 
     #[test]
     fn insecure_settings_build_without_roots() {
-        let s = TlsSettings {
-            insecure: true,
-            ..Default::default()
-        };
+        let s = TlsSettings { insecure: true, ..Default::default() };
         assert!(client_config(&s).is_ok());
     }
 
     #[test]
     fn a_missing_ca_file_names_the_key_and_path() {
-        let s = TlsSettings {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Default::default()
-        };
+        let s = TlsSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..Default::default() };
         let e = client_config(&s).unwrap_err().to_string();
-        assert!(
-            e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"),
-            "{e}"
-        );
+        assert!(e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -48,10 +48,7 @@ mod tests {
     #[test]
     fn hash_matches_every_level_below_and_the_parent() {
         assert!(matches("go-eCharger/012345/#", "go-eCharger/012345/nrg"));
-        assert!(matches(
-            "go-eCharger/012345/#",
-            "go-eCharger/012345/amp/result"
-        ));
+        assert!(matches("go-eCharger/012345/#", "go-eCharger/012345/amp/result"));
         assert!(matches("a/#", "a"));
         assert!(!matches("go-eCharger/012345/#", "go-eCharger/999999/nrg"));
     }

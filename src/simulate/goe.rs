@@ -102,12 +102,7 @@ pub struct PhaseTicks {
 impl Default for PhaseTicks {
     fn default() -> Self {
         // Short enough that the demo shows a whole session in under a minute.
-        PhaseTicks {
-            idle: 8,
-            waiting: 3,
-            charging: 30,
-            complete: 5,
-        }
+        PhaseTicks { idle: 8, waiting: 3, charging: 30, complete: 5 }
     }
 }
 
@@ -118,8 +113,8 @@ pub struct GoeSimOptions {
     pub broker: Option<crate::mqtt::MqttSettings>,
     /// 6-digit serial, e.g. "012345"; appears in the default topic prefix and in `sse`.
     pub serial: String,
-    /// Full topic prefix incl. trailing slash; None = "go-eCharger/<serial>/". (The pre-054.6 form
-    /// is "/go-eCharger/<serial>/", custom `mtp` prefixes replace it entirely.)
+    /// Full topic prefix incl. trailing slash; None = `"go-eCharger/<serial>/"`. (The pre-054.6 form
+    /// is `"/go-eCharger/<serial>/"`, custom `mtp` prefixes replace it entirely.)
     pub topic_prefix: Option<String>,
     /// `mcr`: MQTT read-only. When true the charger ignores `<key>/set` (no write, no /result).
     pub read_only: bool,
@@ -156,9 +151,7 @@ impl Default for GoeSimOptions {
 impl GoeSimOptions {
     /// The topic prefix in effect: the configured one, else the post-054.6 default.
     pub fn effective_prefix(&self) -> String {
-        self.topic_prefix
-            .clone()
-            .unwrap_or_else(|| format!("go-eCharger/{}/", self.serial))
+        self.topic_prefix.clone().unwrap_or_else(|| format!("go-eCharger/{}/", self.serial))
     }
 }
 
@@ -178,12 +171,15 @@ pub enum SessionPhase {
 /// Why a write was refused; rendered differently for MQTT `/result` and HTTP `/api/set`.
 #[derive(Debug, Clone, PartialEq)]
 enum WriteError {
+    /// The device has no such key.
     UnknownKey,
+    /// The key exists but is read-only (`alw`, `car`, …).
     NoSetter,
     /// ArduinoJson-style error name (`IncompleteInput`, `InvalidInput`, `EmptyInput`).
     InvalidJson(&'static str),
     /// Human type name, e.g. `string`, `integer or null`.
     WrongType(String),
+    /// Valid type, value outside the documented range (inclusive bounds).
     OutOfRange(i64, i64),
 }
 
@@ -237,31 +233,23 @@ enum Kind {
 /// Type and range rule for one writable key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Spec {
+    /// JSON type the value must have.
     kind: Kind,
+    /// Whether `null` is accepted (`trx`, `dwo`, `mtp` use null as "off/default").
     nullable: bool,
+    /// Inclusive numeric bounds, where the docs give them.
     range: Option<(i64, i64)>,
 }
 
 impl Spec {
     const fn new(kind: Kind) -> Spec {
-        Spec {
-            kind,
-            nullable: false,
-            range: None,
-        }
+        Spec { kind, nullable: false, range: None }
     }
     const fn int(lo: i64, hi: i64) -> Spec {
-        Spec {
-            kind: Kind::Int,
-            nullable: false,
-            range: Some((lo, hi)),
-        }
+        Spec { kind: Kind::Int, nullable: false, range: Some((lo, hi)) }
     }
     const fn nullable(self) -> Spec {
-        Spec {
-            nullable: true,
-            ..self
-        }
+        Spec { nullable: true, ..self }
     }
 
     fn type_name(&self) -> String {
@@ -274,21 +262,13 @@ impl Spec {
             Kind::Object => "object",
             Kind::Any => "any",
         };
-        if self.nullable {
-            format!("{base} or null")
-        } else {
-            base.to_owned()
-        }
+        if self.nullable { format!("{base} or null") } else { base.to_owned() }
     }
 
     fn check(&self, v: &Value) -> Result<(), WriteError> {
         let wrong = || WriteError::WrongType(self.type_name());
         if v.is_null() {
-            return if self.nullable || self.kind == Kind::Any {
-                Ok(())
-            } else {
-                Err(wrong())
-            };
+            return if self.nullable || self.kind == Kind::Any { Ok(()) } else { Err(wrong()) };
         }
         let ok = match self.kind {
             Kind::Bool => v.is_boolean(),
@@ -363,10 +343,7 @@ fn vendor_key_table() -> &'static HashMap<&'static str, (&'static str, &'static 
 /// Spec for a vendor type string; `TYPE` (undocumented) falls back to the current value's shape.
 fn spec_from_vendor_type(typ: &str, current: Option<&Value>) -> Spec {
     let t = typ.trim();
-    let (nullable, inner) = if let Some(rest) = t
-        .strip_prefix("optional<")
-        .and_then(|r| r.strip_suffix('>'))
-    {
+    let (nullable, inner) = if let Some(rest) = t.strip_prefix("optional<").and_then(|r| r.strip_suffix('>')) {
         (true, rest)
     } else if let Some(rest) = t.strip_prefix("null or ") {
         (true, rest)
@@ -386,14 +363,10 @@ fn spec_from_vendor_type(typ: &str, current: Option<&Value>) -> Spec {
         _ => None,
     };
     match kind {
-        Some(kind) => Spec {
-            kind,
-            nullable,
-            range: None,
-        },
+        Some(kind) => Spec { kind, nullable, range: None },
         None => match current {
             Some(Value::Bool(_)) => Spec::new(Kind::Bool),
-            Some(Value::Number(n)) if n.is_f64() => Spec::new(Kind::Float),
+            // Numbers of undocumented type: the firmware's int/float split is unknown, accept both.
             Some(Value::Number(_)) => Spec::new(Kind::Float),
             Some(Value::String(_)) => Spec::new(Kind::Str),
             Some(Value::Array(_)) => Spec::new(Kind::Array),
@@ -411,11 +384,7 @@ fn parse_payload(payload: &str) -> Result<Value, WriteError> {
             let t = payload.trim();
             let kind = if t.is_empty() {
                 "EmptyInput"
-            } else if t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
-                || e.is_eof()
-            {
+            } else if t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c)) || e.is_eof() {
                 // A bare word is read to the end of the input still looking for its terminator
                 // (`new_name` → IncompleteInput in the vendor transcript); `mqtt://…` stops at ':'.
                 "IncompleteInput"
@@ -435,17 +404,15 @@ pub fn parse_filter(raw: &str) -> Vec<String> {
     {
         return list;
     }
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Insertion-ordered key store, so the MQTT burst keeps the device's order.
 #[derive(Debug, Clone, Default)]
 struct Store {
+    /// Keys and values in first-insertion order.
     entries: Vec<(String, Value)>,
+    /// Position of each key in `entries`.
     index: HashMap<String, usize>,
 }
 
@@ -515,10 +482,7 @@ fn eu_switch(year: i32, month: Month) -> Option<OffsetDateTime> {
 fn local_offset(now: OffsetDateTime, tof_minutes: i64, tds: i64) -> UtcOffset {
     let mut minutes = tof_minutes;
     if tds == 1
-        && let (Some(start), Some(end)) = (
-            eu_switch(now.year(), Month::March),
-            eu_switch(now.year(), Month::October),
-        )
+        && let (Some(start), Some(end)) = (eu_switch(now.year(), Month::March), eu_switch(now.year(), Month::October))
         && now >= start
         && now < end
     {
@@ -532,9 +496,13 @@ fn local_offset(now: OffsetDateTime, tof_minutes: i64, tds: i64) -> UtcOffset {
 /// no clock reads except in [`ChargerState::tick`] (use [`ChargerState::tick_at`] in tests).
 #[derive(Debug, Clone)]
 pub struct ChargerState {
+    /// Every API key the device has, as the JSON value HTTP and MQTT serve.
     store: Store,
+    /// Simulated time per tick: `rbt` and the energy integration step.
     tick: Duration,
+    /// Length of each session phase.
     phase_ticks: PhaseTicks,
+    /// Where the endless demo session is.
     phase: SessionPhase,
     /// Ticks spent in the current phase (idle, plugged, complete).
     phase_elapsed: u32,
@@ -542,20 +510,33 @@ pub struct ChargerState {
     charged_ticks: u32,
     /// Ticks since the current uninterrupted charging run began (drives the current ramp-up).
     run_ticks: u32,
+    /// `rbt` when the current charging run began, for `cdi` type 0 (running).
     run_started_rbt: Option<u64>,
+    /// Length of the last charging run, for `cdi` type 1 (last duration).
     last_run_ms: u64,
+    /// Milliseconds since boot; the adapter's liveness signal.
     rbt: u64,
     /// Unrounded energy counters: `eto` is published as whole Wh and would never rise otherwise.
     eto_wh: f64,
+    /// Unrounded session energy behind `wh`.
     wh: f64,
+    /// Unloaded grid voltage per phase (random walk); the load sag is applied on top.
     grid_v: [f64; 3],
+    /// Grid frequency behind `fhz`, kept unquantised so the walk stays smooth.
     fhz: f64,
+    /// Running average behind `avgfhz`.
     avg_fhz: f64,
+    /// Unquantised temperatures behind `tma` (the sensors publish 1/8 °C steps).
     tma: [f64; 2],
+    /// 30 s average power behind `tpa`.
     tpa: f64,
+    /// `rbt` of the last `ids` write; PV data goes stale 10 s later.
     ids_at: Option<u64>,
+    /// `car` at the previous tick, to stamp `lccfi`/`lccfc`/`lcctc` on transitions.
     prev_car: i64,
+    /// `modelStatus` at the previous tick, to stamp `lmsc` on changes.
     prev_model_status: i64,
+    /// Set by an `rst` write until the IO side has re-sent the burst.
     rebooted: bool,
 }
 
@@ -652,10 +633,7 @@ impl ChargerState {
             ("rbt", Value::from(rbt)),
             ("rssi", Value::from(-65)),
             ("fhz", Value::from(49.95899963)),
-            (
-                "nrg",
-                serde_json::json!([232, 232, 231, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            ),
+            ("nrg", serde_json::json!([232, 232, 231, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
             ("tma", serde_json::json!([22.875, 27.625])),
             ("utc", Value::from("")),
             ("loc", Value::from("")),
@@ -667,8 +645,7 @@ impl ChargerState {
         let now = OffsetDateTime::now_utc();
         s.update_clock(now, 5, &mut Vec::new());
         let tab = now.unix_timestamp_nanos() / 1_000_000 - i128::from(s.rbt);
-        s.store
-            .insert("tab", Value::from(i64::try_from(tab).unwrap_or(0)));
+        s.store.insert("tab", Value::from(i64::try_from(tab).unwrap_or(0)));
         s
     }
 
@@ -676,15 +653,8 @@ impl ChargerState {
     pub fn from_options(opts: &GoeSimOptions) -> ChargerState {
         let mut s = ChargerState::new(&opts.serial, opts.tick, opts.phase_ticks);
         s.store.insert("mcr", Value::Bool(opts.read_only));
-        s.store.insert(
-            "mtp",
-            opts.topic_prefix.clone().map_or(Value::Null, Value::from),
-        );
-        let mcu = opts
-            .broker
-            .as_ref()
-            .map(|b| format!("mqtt://{}:{}/", b.host, b.port))
-            .unwrap_or_default();
+        s.store.insert("mtp", opts.topic_prefix.clone().map_or(Value::Null, Value::from));
+        let mcu = opts.broker.as_ref().map(|b| format!("mqtt://{}:{}/", b.host, b.port)).unwrap_or_default();
         s.store.insert("mcu", Value::from(mcu));
         s.store.insert("mce", Value::Bool(opts.broker.is_some()));
         s
@@ -712,12 +682,7 @@ impl ChargerState {
 
     /// Every MQTT-published key with its value, in burst order: what a (re)connect publishes.
     pub fn mqtt_snapshot(&self) -> Vec<(String, Value)> {
-        self.store
-            .entries
-            .iter()
-            .filter(|(k, _)| Self::is_mqtt_key(k))
-            .cloned()
-            .collect()
+        self.store.entries.iter().filter(|(k, _)| Self::is_mqtt_key(k)).cloned().collect()
     }
 
     /// Records the MQTT connection state in `mcs`/`mcc`/`mcca` like the firmware does.
@@ -761,15 +726,13 @@ impl ChargerState {
     /// An MQTT write (`<key>/set`): `Ok` or the exact `/result` error text. Effects on derived
     /// keys (`alw`, `acu`, `car`, …) show at the next tick, as on the device.
     pub fn set(&mut self, key: &str, payload: &str) -> Result<(), String> {
-        self.write(key, payload)
-            .map_err(|e| e.mqtt_text(key, payload))
+        self.write(key, payload).map_err(|e| e.mqtt_text(key, payload))
     }
 
     /// An HTTP write (`/api/set?key=payload`): same rules as [`ChargerState::set`], with the
     /// HTTP wording of the error text.
     pub fn set_http(&mut self, key: &str, payload: &str) -> Result<(), String> {
-        self.write(key, payload)
-            .map_err(|e| e.http_text(key, payload))
+        self.write(key, payload).map_err(|e| e.http_text(key, payload))
     }
 
     fn write_spec(&self, key: &str) -> Result<Spec, WriteError> {
@@ -802,11 +765,7 @@ impl ChargerState {
                 };
                 self.store.insert("pgrid", pgrid);
                 for (field, k) in [("pPv", "ppv"), ("pAkku", "pakku")] {
-                    let v = value
-                        .get(field)
-                        .filter(|v| v.is_number())
-                        .cloned()
-                        .unwrap_or(Value::Null);
+                    let v = value.get(field).filter(|v| v.is_number()).cloned().unwrap_or(Value::Null);
                     self.store.insert(k, v);
                 }
                 self.ids_at = Some(self.rbt);
@@ -848,10 +807,7 @@ impl ChargerState {
             1 => false,
             2 => true,
             // Old firmware accepted 3..5 and treated them as neutral (go-e.md §3.3).
-            _ => {
-                self.get_i64("acs").unwrap_or(0) == 0
-                    || !self.store.get("trx").is_none_or(Value::is_null)
-            }
+            _ => self.get_i64("acs").unwrap_or(0) == 0 || !self.store.get("trx").is_none_or(Value::is_null),
         }
     }
 
@@ -875,11 +831,7 @@ impl ChargerState {
 
     /// One logic tick at `now`: advances `rbt`, the clock keys, the session and the measurements.
     /// Returns the keys whose value changed.
-    pub fn tick_at<R: Rng + ?Sized>(
-        &mut self,
-        rng: &mut R,
-        now: OffsetDateTime,
-    ) -> Vec<&'static str> {
+    pub fn tick_at<R: Rng + ?Sized>(&mut self, rng: &mut R, now: OffsetDateTime) -> Vec<&'static str> {
         let mut changed = Vec::new();
         let tick_ms = u64::try_from(self.tick.as_millis()).unwrap_or(u64::MAX);
         self.rbt = self.rbt.saturating_add(tick_ms);
@@ -891,23 +843,12 @@ impl ChargerState {
         changed
     }
 
-    fn update_clock(
-        &mut self,
-        now: OffsetDateTime,
-        loc_lag_ms: i64,
-        changed: &mut Vec<&'static str>,
-    ) {
-        let utc_fmt = format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
-        );
+    fn update_clock(&mut self, now: OffsetDateTime, loc_lag_ms: i64, changed: &mut Vec<&'static str>) {
+        let utc_fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]");
         let loc_fmt = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3] [offset_hour sign:mandatory]:[offset_minute]"
         );
-        let offset = local_offset(
-            now,
-            self.get_i64("tof").unwrap_or(60),
-            self.get_i64("tds").unwrap_or(1),
-        );
+        let offset = local_offset(now, self.get_i64("tof").unwrap_or(60), self.get_i64("tds").unwrap_or(1));
         // The firmware formats `loc` a few ms after `utc`, as the 56.9 capture shows.
         let local = (now + time::Duration::milliseconds(loc_lag_ms)).to_offset(offset);
         let utc = now.format(&utc_fmt).unwrap_or_default();
@@ -1020,11 +961,7 @@ impl ChargerState {
             if charging && ph < phases {
                 // Cars draw slightly below the allowed current (15.3 A at 16 A in the trace).
                 i[ph] = (limit as f64 * rng.random_range(0.952..0.968) * ramp).max(0.0);
-                pf[ph] = if rng.random_bool(0.3) {
-                    100.0
-                } else {
-                    rng.random_range(98.8..100.0)
-                };
+                pf[ph] = if rng.random_bool(0.3) { 100.0 } else { rng.random_range(98.8..100.0) };
             }
             // Line impedance: the voltage sags a little under load.
             u[ph] = self.grid_v[ph] - 0.28 * i[ph];
@@ -1084,22 +1021,13 @@ impl ChargerState {
         for (t, target) in self.tma.iter_mut().zip(targets) {
             *t += (target - *t) * k + rng.random_range(-0.06..0.06);
         }
-        let tma: Vec<Value> = self
-            .tma
-            .iter()
-            .map(|t| number((t * 8.0).round() / 8.0))
-            .collect();
+        let tma: Vec<Value> = self.tma.iter().map(|t| number((t * 8.0).round() / 8.0)).collect();
 
-        self.fhz =
-            (self.fhz + rng.random_range(-0.06..0.06) + (50.0 - self.fhz) * 0.2).clamp(49.8, 50.2);
+        self.fhz = (self.fhz + rng.random_range(-0.06..0.06) + (50.0 - self.fhz) * 0.2).clamp(49.8, 50.2);
         self.avg_fhz += (self.fhz - self.avg_fhz) * 0.1;
         self.tpa += (total - self.tpa) * (dt / 30.0).min(1.0);
         let rssi = self.get_i64("rssi").unwrap_or(-65);
-        let rssi = if rng.random_bool(0.3) {
-            (rssi + rng.random_range(-1..=1)).clamp(-80, -50)
-        } else {
-            rssi
-        };
+        let rssi = if rng.random_bool(0.3) { (rssi + rng.random_range(-1..=1)).clamp(-80, -50) } else { rssi };
 
         let model_status = self.model_status();
         let cdi = match self.run_started_rbt {
@@ -1158,11 +1086,7 @@ impl ChargerState {
         self.put("cbl", cbl.map_or(Value::Null, Value::from), changed);
         self.put("cus", Value::from(cus), changed);
         self.put("pha", serde_json::json!(pha), changed);
-        self.put(
-            "pnp",
-            Value::from(if charging { phases } else { 0 }),
-            changed,
-        );
+        self.put("pnp", Value::from(if charging { phases } else { 0 }), changed);
         self.put("fsp", Value::Bool(!three_phase), changed);
         self.put("cdi", cdi, changed);
         let cll = serde_json::json!({
@@ -1191,27 +1115,18 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
     // The MQTT tasks get their own token: they must outlive `cancel` long enough to flush.
     let mqtt_cancel = CancellationToken::new();
     let mqtt = match &opts.broker {
-        Some(settings) => Some(crate::mqtt::spawn(
-            settings,
-            crate::metrics::Metrics::detached(),
-            &tracker,
-            mqtt_cancel.clone(),
-        )?),
+        Some(settings) => {
+            Some(crate::mqtt::spawn(settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?)
+        }
         None => None,
     };
     if let Some(listener) = opts.http {
         let addr = listener.local_addr().ok();
-        let app = http_router(HttpCtx {
-            state: state.clone(),
-            strict_filter: opts.http_400_on_unknown_filter,
-        });
+        let app = http_router(HttpCtx { state: state.clone(), strict_filter: opts.http_400_on_unknown_filter });
         let shutdown = cancel.clone().cancelled_owned();
         tracing::info!(serial = %opts.serial, ?addr, "simulated go-e HTTP API v2 listening");
         tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::warn!(error = %e, "simulated go-e HTTP server failed");
             }
         });
@@ -1221,10 +1136,7 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
     let mut io = MqttSide::new(mqtt.clone(), prefix, state.clone());
     // Subscribed before the first ConnAck, so the client sends the filter with the connect.
     let (mut watch, mut writes) = match &mqtt {
-        Some(m) => (
-            Some(m.watch()),
-            Some(m.subscribe(&format!("{}+/set", io.prefix), 256).await),
-        ),
+        Some(m) => (Some(m.watch()), Some(m.subscribe(&format!("{}+/set", io.prefix), 256).await)),
         None => (None, None),
     };
     let mut interval = tokio::time::interval(opts.tick.max(Duration::from_millis(1)));
@@ -1267,10 +1179,7 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
     }
     mqtt_cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
         tracing::warn!("simulated go-e tasks did not stop within 5 s");
     }
     tracing::info!(serial = %opts.serial, "simulated go-e charger stopped");
@@ -1278,9 +1187,7 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
 }
 
 /// Resolves with `true` on a connection change, `false` once the client is gone (never without MQTT).
-async fn connection_changed(
-    watch: &mut Option<tokio::sync::watch::Receiver<crate::mqtt::ConnectionState>>,
-) -> bool {
+async fn connection_changed(watch: &mut Option<tokio::sync::watch::Receiver<crate::mqtt::ConnectionState>>) -> bool {
     match watch {
         Some(w) => w.changed().await.is_ok(),
         None => std::future::pending().await,
@@ -1299,44 +1206,36 @@ async fn next_write(
 
 /// The MQTT half of the simulator: burst on every new connection, changes per tick, `/set`.
 struct MqttSide {
+    /// The broker connection; None runs the simulator HTTP-only.
     mqtt: Option<MqttHandle>,
+    /// Full topic prefix incl. trailing slash.
     prefix: String,
+    /// The device, shared with the HTTP handlers.
     state: Arc<Mutex<ChargerState>>,
     /// What the broker last got per key, so each tick publishes only what changed since.
     published: HashMap<String, Value>,
+    /// Connection generation the last burst went to; a new one means a (re)connect.
     generation: u64,
+    /// Whether publishing makes sense now (otherwise the next burst catches up).
     connected: bool,
 }
 
 impl MqttSide {
     fn new(mqtt: Option<MqttHandle>, prefix: String, state: Arc<Mutex<ChargerState>>) -> MqttSide {
-        MqttSide {
-            mqtt,
-            prefix,
-            state,
-            published: HashMap::new(),
-            generation: 0,
-            connected: false,
-        }
+        MqttSide { mqtt, prefix, state, published: HashMap::new(), generation: 0, connected: false }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ChargerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn on_connection_change(
-        &mut self,
-        w: &mut tokio::sync::watch::Receiver<crate::mqtt::ConnectionState>,
-    ) {
+    fn on_connection_change(&mut self, w: &mut tokio::sync::watch::Receiver<crate::mqtt::ConnectionState>) {
         let now = *w.borrow_and_update();
         self.connected = now.connected;
         self.lock().set_mqtt_connected(now.connected);
         if now.connected && now.generation != self.generation {
             self.generation = now.generation;
-            tracing::debug!(
-                generation = now.generation,
-                "simulated go-e connected; publishing the full burst"
-            );
+            tracing::debug!(generation = now.generation, "simulated go-e connected; publishing the full burst");
             self.publish_burst();
         }
     }
@@ -1370,11 +1269,7 @@ impl MqttSide {
 
     fn handle_write(&mut self, msg: &crate::mqtt::Message) {
         let Some(m) = self.mqtt.clone() else { return };
-        let Some(key) = msg
-            .topic
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|r| r.strip_suffix("/set"))
-        else {
+        let Some(key) = msg.topic.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_suffix("/set")) else {
             return;
         };
         if key.is_empty() || key.contains('/') {
@@ -1395,12 +1290,7 @@ impl MqttSide {
             Err(e) => e.clone(),
         };
         tracing::debug!(key, payload = %payload, result = %text, "simulated go-e MQTT write");
-        m.publish(
-            format!("{}{key}/result", self.prefix),
-            text.into_bytes(),
-            QoS::AtMostOnce,
-            false,
-        );
+        m.publish(format!("{}{key}/result", self.prefix), text.into_bytes(), QoS::AtMostOnce, false);
         if result.is_ok()
             && ChargerState::is_mqtt_key(key)
             && let Some(v) = value
@@ -1419,7 +1309,9 @@ fn publish_value(m: &MqttHandle, prefix: &str, key: &str, value: &Value) {
 /// What the HTTP handlers share.
 #[derive(Clone)]
 struct HttpCtx {
+    /// The device, shared with the tick loop.
     state: Arc<Mutex<ChargerState>>,
+    /// Answer 400 when a filter names a missing key (60.x CORE/PRO).
     strict_filter: bool,
 }
 
@@ -1433,45 +1325,19 @@ fn http_router(ctx: HttpCtx) -> axum::Router {
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        body.to_string(),
-    )
+    (status, [(header::CONTENT_TYPE, "application/json"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], body.to_string())
         .into_response()
 }
 
-async fn http_status(
-    State(ctx): State<HttpCtx>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    let filter = query
-        .iter()
-        .find(|(k, _)| k == "filter")
-        .map(|(_, v)| parse_filter(v));
-    let refs: Option<Vec<&str>> = filter
-        .as_ref()
-        .map(|f| f.iter().map(String::as_str).collect());
-    let (body, missing) = ctx
-        .state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .status(refs.as_deref());
-    let status = if ctx.strict_filter && !missing.is_empty() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+async fn http_status(State(ctx): State<HttpCtx>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let filter = query.iter().find(|(k, _)| k == "filter").map(|(_, v)| parse_filter(v));
+    let refs: Option<Vec<&str>> = filter.as_ref().map(|f| f.iter().map(String::as_str).collect());
+    let (body, missing) = ctx.state.lock().unwrap_or_else(|e| e.into_inner()).status(refs.as_deref());
+    let status = if ctx.strict_filter && !missing.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     json_response(status, Value::Object(body))
 }
 
-async fn http_set(
-    State(ctx): State<HttpCtx>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> Response {
+async fn http_set(State(ctx): State<HttpCtx>, Query(query): Query<Vec<(String, String)>>) -> Response {
     let mut body = Map::new();
     let mut all_ok = true;
     {
@@ -1487,11 +1353,7 @@ async fn http_set(
             body.insert(key.clone(), entry);
         }
     }
-    let status = if all_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
+    let status = if all_ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
     json_response(status, Value::Object(body))
 }
 
@@ -1537,12 +1399,7 @@ mod tests {
     }
 
     fn short() -> PhaseTicks {
-        PhaseTicks {
-            idle: 2,
-            waiting: 1,
-            charging: 4,
-            complete: 2,
-        }
+        PhaseTicks { idle: 2, waiting: 1, charging: 4, complete: 2 }
     }
 
     /// Ticks once with a fixed clock so results don't depend on the machine.
@@ -1551,18 +1408,11 @@ mod tests {
     }
 
     fn num(s: &ChargerState, key: &str) -> f64 {
-        s.get(key)
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| panic!("{key} is not a number: {:?}", s.get(key)))
+        s.get(key).and_then(Value::as_f64).unwrap_or_else(|| panic!("{key} is not a number: {:?}", s.get(key)))
     }
 
     fn nrg(s: &ChargerState) -> Vec<f64> {
-        s.get("nrg")
-            .and_then(Value::as_array)
-            .expect("nrg array")
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect()
+        s.get("nrg").and_then(Value::as_array).expect("nrg array").iter().map(|v| v.as_f64().unwrap()).collect()
     }
 
     /// Ticks until the session is charging (car=2); panics if it never gets there.
@@ -1590,20 +1440,12 @@ mod tests {
         }
         assert_eq!(&seen[..5], &[1, 3, 2, 4, 1], "car sequence {seen:?}");
         // And it loops: the next session starts again.
-        assert!(
-            seen.len() > 5 && seen[5] == 3,
-            "session should repeat: {seen:?}"
-        );
+        assert!(seen.len() > 5 && seen[5] == 3, "session should repeat: {seen:?}");
     }
 
     #[test]
     fn each_phase_lasts_the_configured_number_of_ticks() {
-        let ticks = PhaseTicks {
-            idle: 3,
-            waiting: 2,
-            charging: 5,
-            complete: 4,
-        };
+        let ticks = PhaseTicks { idle: 3, waiting: 2, charging: 5, complete: 4 };
         let mut s = state(ticks);
         let mut rng = StdRng::seed_from_u64(1);
         let mut counts: HashMap<i64, u32> = HashMap::new();
@@ -1630,16 +1472,9 @@ mod tests {
             let car = num(&s, "car") as i64;
             let (eto1, wh1) = (num(&s, "eto"), num(&s, "wh"));
             assert!(eto1 >= eto0, "eto must be monotonic");
-            assert_eq!(
-                s.get("eto").and_then(Value::as_u64).map(|_| ()),
-                Some(()),
-                "eto is an integer"
-            );
+            assert_eq!(s.get("eto").and_then(Value::as_u64).map(|_| ()), Some(()), "eto is an integer");
             if car == 2 {
-                assert!(
-                    eto1 > eto0 && wh1 > wh0,
-                    "charging tick {n} must add energy"
-                );
+                assert!(eto1 > eto0 && wh1 > wh0, "charging tick {n} must add energy");
                 // A minute at ~11 kW is ~180 Wh (less while the car ramps up).
                 assert!(wh1 - wh0 < 200.0, "wh step {}", wh1 - wh0);
                 rose_while_charging |= wh1 - wh0 > 150.0;
@@ -1670,10 +1505,7 @@ mod tests {
             let changed = step(&mut s, &mut rng, n);
             n += 1;
             if num(&s, "car") as i64 == 1 {
-                assert!(
-                    changed.contains(&"frc") && changed.contains(&"wh"),
-                    "{changed:?}"
-                );
+                assert!(changed.contains(&"frc") && changed.contains(&"wh"), "{changed:?}");
             }
         }
         assert_eq!(num(&s, "wh"), 0.0);
@@ -1682,12 +1514,7 @@ mod tests {
 
     #[test]
     fn three_phase_power_is_voltage_times_current_times_power_factor() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 0,
-            charging: 100,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 0, charging: 100, complete: 1 });
         let mut rng = StdRng::seed_from_u64(11);
         for n in 0..8 {
             step(&mut s, &mut rng, n);
@@ -1697,45 +1524,23 @@ mod tests {
         assert_eq!(e.len(), 16);
         for ph in 0..3 {
             assert!((220.0..240.0).contains(&e[ph]), "U{ph} = {}", e[ph]);
-            assert!(
-                (14.5..16.0).contains(&e[4 + ph]),
-                "I{ph} = {} at amp 16",
-                e[4 + ph]
-            );
-            assert!(
-                (98.8..=100.0).contains(&e[12 + ph]),
-                "pf{ph} = {}",
-                e[12 + ph]
-            );
+            assert!((14.5..16.0).contains(&e[4 + ph]), "I{ph} = {} at amp 16", e[4 + ph]);
+            assert!((98.8..=100.0).contains(&e[12 + ph]), "pf{ph} = {}", e[12 + ph]);
             let expect = e[ph] * e[4 + ph] * e[12 + ph] / 100.0;
-            assert!(
-                (e[7 + ph] - expect).abs() < 2.0,
-                "P{ph} {} vs {expect}",
-                e[7 + ph]
-            );
+            assert!((e[7 + ph] - expect).abs() < 2.0, "P{ph} {} vs {expect}", e[7 + ph]);
         }
-        assert!(
-            (e[11] - (e[7] + e[8] + e[9])).abs() < 0.05,
-            "total {}",
-            e[11]
-        );
+        assert!((e[11] - (e[7] + e[8] + e[9])).abs() < 0.05, "total {}", e[11]);
         assert_eq!(num(&s, "acu"), 16.0);
         assert_eq!(num(&s, "pnp"), 3.0);
+        let changed = step(&mut s, &mut rng, 8);
+        assert!(changed.contains(&"nrg") && changed.contains(&"wh"), "live values change every charging tick");
         assert!([3.0, 15.0].contains(&num(&s, "modelStatus")));
-        assert_eq!(
-            s.get("pha"),
-            Some(&serde_json::json!([true, true, true, true, true, true]))
-        );
+        assert_eq!(s.get("pha"), Some(&serde_json::json!([true, true, true, true, true, true])));
     }
 
     #[test]
     fn single_phase_mode_charges_on_l1_only() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 0,
-            charging: 100,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 0, charging: 100, complete: 1 });
         let mut rng = StdRng::seed_from_u64(2);
         s.set("psm", "1").unwrap();
         s.set("amp", "12").unwrap();
@@ -1753,35 +1558,24 @@ mod tests {
 
     #[test]
     fn idle_charger_reports_whole_volts_and_no_power() {
-        let mut s = state(PhaseTicks {
-            idle: 50,
-            ..short()
-        });
+        let mut s = state(PhaseTicks { idle: 50, ..short() });
         let mut rng = StdRng::seed_from_u64(4);
         for n in 0..10 {
             step(&mut s, &mut rng, n);
             let e = nrg(&s);
-            for ph in 0..3 {
-                assert_eq!(e[ph].fract(), 0.0, "idle voltage {}", e[ph]);
-                assert!((222.0..=240.0).contains(&e[ph]));
+            for u in &e[..3] {
+                assert_eq!(u.fract(), 0.0, "idle voltage {u}");
+                assert!((222.0..=240.0).contains(u));
             }
             assert!(e[4..].iter().all(|&x| x == 0.0), "{e:?}");
-            assert_eq!(
-                s.get("nrg").unwrap().to_string().contains('.'),
-                false,
-                "printed without decimals"
-            );
+            let printed = s.get("nrg").unwrap().to_string();
+            assert!(!printed.contains('.'), "printed without decimals: {printed}");
         }
     }
 
     #[test]
     fn frc_off_stops_charging() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 0,
-            charging: 100,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 0, charging: 100, complete: 1 });
         let mut rng = StdRng::seed_from_u64(9);
         until_charging(&mut s, &mut rng);
         assert_eq!(s.set("frc", "1"), Ok(()));
@@ -1805,12 +1599,7 @@ mod tests {
 
     #[test]
     fn frc_on_starts_a_plugged_car_without_waiting() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 50,
-            charging: 10,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 50, charging: 10, complete: 1 });
         let mut rng = StdRng::seed_from_u64(6);
         step(&mut s, &mut rng, 0);
         assert_eq!(num(&s, "car"), 3.0);
@@ -1822,12 +1611,7 @@ mod tests {
 
     #[test]
     fn access_control_waits_for_a_transaction() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 0,
-            charging: 10,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 0, charging: 10, complete: 1 });
         let mut rng = StdRng::seed_from_u64(8);
         s.set("acs", "1").unwrap();
         for n in 0..5 {
@@ -1842,12 +1626,7 @@ mod tests {
 
     #[test]
     fn amp_change_shows_in_acu_at_the_next_tick() {
-        let mut s = state(PhaseTicks {
-            idle: 0,
-            waiting: 0,
-            charging: 100,
-            complete: 1,
-        });
+        let mut s = state(PhaseTicks { idle: 0, waiting: 0, charging: 100, complete: 1 });
         let mut rng = StdRng::seed_from_u64(12);
         until_charging(&mut s, &mut rng);
         s.set("amp", "10").unwrap();
@@ -1863,10 +1642,7 @@ mod tests {
     fn bare_word_write_is_rejected_as_invalid_json() {
         // The vendor transcript for fna, exactly.
         let mut s = state(short());
-        assert_eq!(
-            s.set("fna", "new_name"),
-            Err("invalid json IncompleteInput: new_name".to_owned())
-        );
+        assert_eq!(s.set("fna", "new_name"), Err("invalid json IncompleteInput: new_name".to_owned()));
         assert_eq!(s.set("fna", "0"), Err("value must be string 0".to_owned()));
         assert_eq!(s.set("fna", "\"mein charger\""), Ok(()));
         assert_eq!(s.get("fna"), Some(&Value::from("mein charger")));
@@ -1876,29 +1652,14 @@ mod tests {
     fn http_words_invalid_json_like_the_device() {
         let mut s = state(short());
         let err = s.set_http("mcu", "mqtt://192.168.1.2:1883").unwrap_err();
-        assert_eq!(
-            err,
-            "mcu: tried to set api key with invalid json InvalidInput (mqtt://192.168.1.2:1883)"
-        );
+        assert_eq!(err, "mcu: tried to set api key with invalid json InvalidInput (mqtt://192.168.1.2:1883)");
         assert_eq!(s.set_http("frc", "1"), Ok(()));
     }
 
     #[test]
     fn read_only_keys_answer_without_setter() {
         let mut s = state(short());
-        for key in [
-            "alw",
-            "car",
-            "nrg",
-            "eto",
-            "err",
-            "modelStatus",
-            "fsp",
-            "acu",
-            "rbt",
-            "tma",
-            "wh",
-        ] {
+        for key in ["alw", "car", "nrg", "eto", "err", "modelStatus", "fsp", "acu", "rbt", "tma", "wh"] {
             let before = s.get(key).cloned();
             assert_eq!(
                 s.set(key, "true"),
@@ -1908,10 +1669,7 @@ mod tests {
             assert_eq!(s.get(key).cloned(), before, "{key} must not change");
         }
         // HTTP says the same (issue #4).
-        assert_eq!(
-            s.set_http("alw", "true"),
-            Err("alw: tried to set api key without setter (true)".to_owned())
-        );
+        assert_eq!(s.set_http("alw", "true"), Err("alw: tried to set api key without setter (true)".to_owned()));
     }
 
     #[test]
@@ -1921,14 +1679,8 @@ mod tests {
             let err = s.set("amp", bad).unwrap_err();
             assert!(err.contains("between 6 and 32"), "amp={bad}: {err}");
         }
-        assert_eq!(
-            s.set("amp", "16.5"),
-            Err("value must be integer 16.5".to_owned())
-        );
-        assert_eq!(
-            s.set("amp", "\"16\""),
-            Err("value must be integer \"16\"".to_owned())
-        );
+        assert_eq!(s.set("amp", "16.5"), Err("value must be integer 16.5".to_owned()));
+        assert_eq!(s.set("amp", "\"16\""), Err("value must be integer \"16\"".to_owned()));
         assert_eq!(num(&s, "amp"), 16.0, "refused writes leave amp alone");
         assert_eq!(s.set("amp", "6"), Ok(()));
         assert_eq!(s.set("amp", "32"), Ok(()));
@@ -1938,21 +1690,14 @@ mod tests {
     #[test]
     fn control_keys_accept_only_their_documented_values() {
         let mut s = state(short());
-        for (key, good, bad) in [
-            ("frc", "2", "3"),
-            ("psm", "0", "3"),
-            ("acs", "1", "2"),
-            ("lmo", "4", "1"),
-            ("ama", "20", "40"),
-        ] {
+        for (key, good, bad) in
+            [("frc", "2", "3"), ("psm", "0", "3"), ("acs", "1", "2"), ("lmo", "4", "1"), ("ama", "20", "40")]
+        {
             assert_eq!(s.set(key, good), Ok(()), "{key}={good}");
             assert!(s.set(key, bad).is_err(), "{key}={bad} must fail");
             assert_eq!(s.get(key).map(Value::to_string), Some(good.to_owned()));
         }
-        assert_eq!(
-            s.set("frc", "true"),
-            Err("value must be integer true".to_owned())
-        );
+        assert_eq!(s.set("frc", "true"), Err("value must be integer true".to_owned()));
         assert_eq!(s.set("trx", "null"), Ok(()));
         assert_eq!(s.set("mtp", "null"), Ok(()));
     }
@@ -1961,10 +1706,7 @@ mod tests {
     fn unknown_key_is_rejected() {
         let mut s = state(short());
         let err = s.set("nosuchkey", "1").unwrap_err();
-        assert!(
-            err.contains("nosuchkey") && err.contains("unknown"),
-            "{err}"
-        );
+        assert!(err.contains("nosuchkey") && err.contains("unknown"), "{err}");
         assert!(s.get("nosuchkey").is_none());
     }
 
@@ -1972,9 +1714,7 @@ mod tests {
     fn garbage_writes_never_panic_and_never_change_state() {
         let mut s = state(short());
         let before = s.status(None).0;
-        let payloads = [
-            "", " ", "{", "[1,", "\"", "nul", "tru", "1e999999", "\u{0}", "{\"a\":}", "💥", "16 17",
-        ];
+        let payloads = ["", " ", "{", "[1,", "\"", "nul", "tru", "1e999999", "\u{0}", "{\"a\":}", "💥", "16 17"];
         for key in ["amp", "frc", "fna", "psm", "ids", "nrg", "", "a/b", "💥"] {
             for p in payloads {
                 assert!(s.set(key, p).is_err(), "{key}={p:?} should fail");
@@ -1982,10 +1722,7 @@ mod tests {
             }
         }
         assert_eq!(s.status(None).0, before);
-        assert_eq!(
-            s.set("amp", ""),
-            Err("invalid json EmptyInput: ".to_owned())
-        );
+        assert_eq!(s.set("amp", ""), Err("invalid json EmptyInput: ".to_owned()));
     }
 
     #[test]
@@ -1994,26 +1731,16 @@ mod tests {
         // cid is a documented R/W string, awcp a read-only status object.
         assert_eq!(s.set("cid", "\"#FF0000\""), Ok(()));
         assert_eq!(s.set("cid", "1"), Err("value must be string 1".to_owned()));
-        assert_eq!(
-            s.set("awcp", "{}"),
-            Err("awcp: tried to set api key without setter ({})".to_owned())
-        );
+        assert_eq!(s.set("awcp", "{}"), Err("awcp: tried to set api key without setter ({})".to_owned()));
     }
 
     #[test]
     fn status_filter_omits_unknown_keys() {
         let s = state(short());
         let (body, missing) = s.status(Some(&["car", "nope", "amp", "cbl"]));
-        assert_eq!(
-            body.keys().map(String::as_str).collect::<Vec<_>>(),
-            vec!["amp", "car", "cbl"]
-        );
+        assert_eq!(body.keys().map(String::as_str).collect::<Vec<_>>(), vec!["amp", "car", "cbl"]);
         assert_eq!(body["car"], Value::from(1));
-        assert_eq!(
-            body["cbl"],
-            Value::Null,
-            "a present key that is null is still returned"
-        );
+        assert_eq!(body["cbl"], Value::Null, "a present key that is null is still returned");
         assert_eq!(missing, vec!["nope".to_owned()]);
         let (all, missing) = s.status(None);
         assert!(missing.is_empty());
@@ -2037,17 +1764,10 @@ mod tests {
         assert_eq!(s.get("typ"), Some(&Value::from("go-eCharger")));
         assert_eq!(s.get("fwv"), Some(&Value::from("56.9")));
         assert_eq!(s.get("var"), Some(&Value::from(22)));
-        assert_eq!(
-            s.get("cid"),
-            Some(&Value::from("#0000FF")),
-            "burst values are kept"
-        );
+        assert_eq!(s.get("cid"), Some(&Value::from("#0000FF")), "burst values are kept");
         let snap = s.mqtt_snapshot();
         assert_eq!(snap[0].0, "alw", "burst order follows the capture");
-        assert!(
-            snap.iter().all(|(k, _)| k != "sse" && k != "mcu"),
-            "sse/mcu are HTTP-only"
-        );
+        assert!(snap.iter().all(|(k, _)| k != "sse" && k != "mcu"), "sse/mcu are HTTP-only");
         assert!(snap.iter().any(|(k, _)| k == "fna"));
     }
 
@@ -2059,29 +1779,15 @@ mod tests {
         let changed = s.tick_at(&mut rng, T0);
         assert_eq!(num(&s, "rbt") - rbt0, 50.0);
         for key in ["rbt", "utc", "loc", "fhz"] {
-            assert!(
-                changed.contains(&key),
-                "{key} should change every tick: {changed:?}"
-            );
+            assert!(changed.contains(&key), "{key} should change every tick: {changed:?}");
         }
-        assert!(
-            !changed.contains(&"amp") && !changed.contains(&"fwv"),
-            "unchanged keys are not reported"
-        );
+        assert!(!changed.contains(&"amp") && !changed.contains(&"fwv"), "unchanged keys are not reported");
         assert_eq!(s.get("utc"), Some(&Value::from("2024-09-18T07:31:23.457")));
         let loc = s.get("loc").and_then(Value::as_str).unwrap();
-        assert!(
-            loc.starts_with("2024-09-18T09:31:23.46") && loc.ends_with(" +02:00"),
-            "{loc}"
-        );
+        assert!(loc.starts_with("2024-09-18T09:31:23.46") && loc.ends_with(" +02:00"), "{loc}");
         // Winter time is +01:00.
         s.tick_at(&mut rng, datetime!(2024-12-01 12:00:00 UTC));
-        assert!(
-            s.get("loc")
-                .and_then(Value::as_str)
-                .unwrap()
-                .ends_with(" +01:00")
-        );
+        assert!(s.get("loc").and_then(Value::as_str).unwrap().ends_with(" +01:00"));
     }
 
     #[test]
@@ -2150,33 +1856,15 @@ mod tests {
 
     #[test]
     fn options_fill_serial_prefix_and_read_only() {
-        let opts = GoeSimOptions {
-            read_only: true,
-            serial: "072246".into(),
-            ..GoeSimOptions::default()
-        };
+        let opts = GoeSimOptions { read_only: true, serial: "072246".into(), ..GoeSimOptions::default() };
         assert_eq!(opts.effective_prefix(), "go-eCharger/072246/");
         let s = ChargerState::from_options(&opts);
         assert!(s.mqtt_read_only());
         assert_eq!(s.get("sse"), Some(&Value::from("072246")));
         assert_eq!(s.get("mtp"), Some(&Value::Null));
-        let custom = GoeSimOptions {
-            topic_prefix: Some("/goe/".into()),
-            ..GoeSimOptions::default()
-        };
+        let custom = GoeSimOptions { topic_prefix: Some("/goe/".into()), ..GoeSimOptions::default() };
         assert_eq!(custom.effective_prefix(), "/goe/");
-        assert_eq!(
-            ChargerState::from_options(&custom).get("mtp"),
-            Some(&Value::from("/goe/"))
-        );
-        assert_eq!(
-            GoeSimOptions::default().phase_ticks,
-            PhaseTicks {
-                idle: 8,
-                waiting: 3,
-                charging: 30,
-                complete: 5
-            }
-        );
+        assert_eq!(ChargerState::from_options(&custom).get("mtp"), Some(&Value::from("/goe/")));
+        assert_eq!(GoeSimOptions::default().phase_ticks, PhaseTicks { idle: 8, waiting: 3, charging: 30, complete: 5 });
     }
 }

@@ -50,9 +50,7 @@ pub struct Tables {
 }
 
 fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    s.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| l.split('\t').map(str::trim).collect())
+    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').map(str::trim).collect())
 }
 
 /// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
@@ -61,9 +59,7 @@ pub fn tables() -> &'static Tables {
     T.get_or_init(|| {
         let mut rules = HashMap::new();
         for cols in data_lines(MAPPING_TSV) {
-            let [key, target, conv] = cols[..] else {
-                panic!("mapping.tsv: bad row {cols:?}")
-            };
+            let [key, target, conv] = cols[..] else { panic!("mapping.tsv: bad row {cols:?}") };
             let q = || Quantity::known(target);
             let rule = match conv {
                 "number" => Rule::Number(q()),
@@ -89,35 +85,16 @@ pub fn tables() -> &'static Tables {
         }
         let nrg = data_lines(NRG_TSV)
             .map(|c| {
-                (
-                    c[0].parse().expect("nrg.tsv index"),
-                    Quantity::known(c[1]),
-                    c[2].parse().expect("nrg.tsv scale"),
-                )
+                (c[0].parse().expect("nrg.tsv index"), Quantity::known(c[1]), c[2].parse().expect("nrg.tsv scale"))
             })
             .collect();
-        let enums = data_lines(ENUMS_TSV)
-            .map(|c| ((c[0], c[1].parse().expect("enums.tsv value")), c[2]))
-            .collect();
-        let known = KNOWN_KEYS
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::trim)
-            .collect();
-        let mut tma = vec![
-            Quantity::known("temperature"),
-            Quantity::known("temperature_pcb"),
-        ];
+        let enums = data_lines(ENUMS_TSV).map(|c| ((c[0], c[1].parse().expect("enums.tsv value")), c[2])).collect();
+        let known = KNOWN_KEYS.lines().filter(|l| !l.starts_with('#')).map(str::trim).collect();
+        let mut tma = vec![Quantity::known("temperature"), Quantity::known("temperature_pcb")];
         for i in 3..=8 {
             tma.push(Quantity::known(&format!("temperature_sensor{i}")));
         }
-        Tables {
-            rules,
-            nrg,
-            enums,
-            known,
-            tma,
-        }
+        Tables { rules, nrg, enums, known, tma }
     })
 }
 
@@ -171,11 +148,7 @@ impl Mapper {
     pub fn map(&mut self, key: &str, value: &Json, live: bool, update: &mut Update) -> KeyOutcome {
         let t = tables();
         let Some(rule) = t.rules.get(key) else {
-            return if t.known.contains(key) {
-                KeyOutcome::Ignored
-            } else {
-                KeyOutcome::Unknown
-            };
+            return if t.known.contains(key) { KeyOutcome::Ignored } else { KeyOutcome::Unknown };
         };
         if value.is_null() {
             // `null` means "not available right now" (acu when not allowed, car without controller).
@@ -259,11 +232,7 @@ impl Mapper {
                 },
             }
         }
-        if bad {
-            KeyOutcome::Invalid("bad_array_element")
-        } else {
-            KeyOutcome::Mapped
-        }
+        if bad { KeyOutcome::Invalid("bad_array_element") } else { KeyOutcome::Mapped }
     }
 
     fn car(&mut self, car: i64, live: bool, update: &mut Update) {
@@ -312,28 +281,17 @@ fn tma(value: &Json, update: &mut Update) -> KeyOutcome {
             None => bad = true,
         }
     }
-    if bad {
-        KeyOutcome::Invalid("implausible_temperature")
-    } else {
-        KeyOutcome::Mapped
-    }
+    if bad { KeyOutcome::Invalid("implausible_temperature") } else { KeyOutcome::Mapped }
 }
 
 /// The API-v2 key and JSON value for a write of a writable quantity, or an explanation.
-pub fn command_to_key(
-    quantity: &str,
-    payload: &str,
-) -> Result<(&'static str, Json, Value), String> {
+pub fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static str, Json, Value), String> {
     let p = payload.trim().trim_matches('"');
     match quantity {
         "current_limit" => {
-            let n: f64 = p
-                .parse()
-                .map_err(|_| format!("`{p}` is not a number of amperes"))?;
+            let n: f64 = p.parse().map_err(|_| format!("`{p}` is not a number of amperes"))?;
             if n.fract() != 0.0 || !(6.0..=32.0).contains(&n) {
-                return Err(format!(
-                    "current_limit must be a whole number from 6 to 32 A, got `{p}`"
-                ));
+                return Err(format!("current_limit must be a whole number from 6 to 32 A, got `{p}`"));
             }
             Ok(("amp", Json::from(n as i64), Value::Number(n)))
         }
@@ -352,9 +310,7 @@ pub fn command_to_key(
                 "single" | "1" => (1, "single"),
                 "three" | "2" => (2, "three"),
                 _ => {
-                    return Err(format!(
-                        "phase_mode must be auto, single or three, got `{p}`"
-                    ));
+                    return Err(format!("phase_mode must be auto, single or three, got `{p}`"));
                 }
             };
             Ok(("psm", Json::from(n), Value::Text(Cow::Borrowed(w))))
@@ -374,10 +330,7 @@ mod tests {
     }
 
     fn get(u: &Update, name: &str) -> Option<Value> {
-        u.readings
-            .iter()
-            .find(|(q, _)| q.name() == name)
-            .map(|(_, v)| v.clone())
+        u.readings.iter().find(|(q, _)| q.name() == name).map(|(_, v)| v.clone())
     }
 
     #[test]
@@ -430,32 +383,18 @@ mod tests {
     fn car_states_map_to_words_and_connection() {
         let mut m = Mapper::default();
         let (_, u) = map_one(&mut m, "car", "2");
-        assert_eq!(
-            get(&u, "charger_state"),
-            Some(Value::Text("charging".into()))
-        );
+        assert_eq!(get(&u, "charger_state"), Some(Value::Text("charging".into())));
         assert_eq!(get(&u, "car_connected"), Some(Value::Bool(true)));
         let (_, u) = map_one(&mut m, "car", "null");
-        assert_eq!(
-            get(&u, "charger_state"),
-            Some(Value::Text("unknown".into()))
-        );
+        assert_eq!(get(&u, "charger_state"), Some(Value::Text("unknown".into())));
         let (_, u) = map_one(&mut m, "car", "6");
-        assert_eq!(
-            get(&u, "charger_state"),
-            Some(Value::Text("unknown".into()))
-        );
+        assert_eq!(get(&u, "charger_state"), Some(Value::Text("unknown".into())));
     }
 
     #[test]
     fn car_transitions_become_events_but_the_first_value_does_not() {
         let mut m = Mapper::default();
-        let names = |u: &Update| {
-            u.events
-                .iter()
-                .map(|e| e.name.to_string())
-                .collect::<Vec<_>>()
-        };
+        let names = |u: &Update| u.events.iter().map(|e| e.name.to_string()).collect::<Vec<_>>();
         let (_, u) = map_one(&mut m, "car", "1");
         assert!(u.events.is_empty());
         let (_, u) = map_one(&mut m, "car", "3");
@@ -485,15 +424,9 @@ mod tests {
     fn enums_outside_the_tables_keep_their_code() {
         let mut m = Mapper::default();
         let (_, u) = map_one(&mut m, "err", "17");
-        assert_eq!(
-            get(&u, "charger_error"),
-            Some(Value::Text("code_17".into()))
-        );
+        assert_eq!(get(&u, "charger_error"), Some(Value::Text("code_17".into())));
         let (_, u) = map_one(&mut m, "modelStatus", "15");
-        assert_eq!(
-            get(&u, "charge_reason"),
-            Some(Value::Text("charging_fallback_default".into()))
-        );
+        assert_eq!(get(&u, "charge_reason"), Some(Value::Text("charging_fallback_default".into())));
         let (_, u) = map_one(&mut m, "frc", "2");
         assert_eq!(get(&u, "force_state"), Some(Value::Text("on".into())));
     }
@@ -540,20 +473,11 @@ mod tests {
     #[test]
     fn commands_translate_to_api_keys_with_json_values() {
         assert_eq!(command_to_key("current_limit", "16").unwrap().0, "amp");
-        assert_eq!(
-            command_to_key("current_limit", "16").unwrap().1,
-            Json::from(16)
-        );
+        assert_eq!(command_to_key("current_limit", "16").unwrap().1, Json::from(16));
         assert!(command_to_key("current_limit", "40").is_err());
         assert!(command_to_key("current_limit", "6.5").is_err());
-        assert_eq!(
-            command_to_key("force_state", "off").unwrap().1,
-            Json::from(1)
-        );
-        assert_eq!(
-            command_to_key("phase_mode", "three").unwrap().1,
-            Json::from(2)
-        );
+        assert_eq!(command_to_key("force_state", "off").unwrap().1, Json::from(1));
+        assert_eq!(command_to_key("phase_mode", "three").unwrap().1, Json::from(2));
         assert!(command_to_key("phase_mode", "two").is_err());
     }
 }

@@ -21,8 +21,7 @@ use mapping::{KeyOutcome, Mapper};
 /// How long a charger has to answer a write on `<key>/result`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys read over HTTP: everything the mapping knows.
-const HTTP_FILTER: &str =
-    "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,rbt,nrg,tma,fwv,typ,sse,fna,oem";
+const HTTP_FILTER: &str = "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,rbt,nrg,tma,fwv,typ,sse,fna,oem";
 
 /// The expected time between two readings, from which freshness defaults to three times.
 pub fn cadence(cfg: &GoeConfig) -> Duration {
@@ -119,25 +118,19 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
     let mut rx = device.mqtt().subscribe_many(&filter_refs, 4096).await;
-    let mut commands = if cfg.commands {
-        Some(device.commands().await)
-    } else {
-        None
-    };
+    let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
     if let Some(serial) = &cfg.serial {
-        let mut u = Update::default();
-        u.identity = Some(Identity {
-            vendor: Some("go-e".into()),
-            serial: Some(serial.clone()),
+        let u = Update {
+            identity: Some(Identity {
+                vendor: Some("go-e".into()),
+                serial: Some(serial.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         device.apply(u);
     }
-    let mut ingest = Ingest {
-        mapper: Mapper::default(),
-        logged: LogOnce::default(),
-        device: device.clone(),
-    };
+    let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
     let mut active_prefix = prefixes.first().cloned().unwrap_or_default();
     let mut pending: Option<PendingWrite> = None;
     loop {
@@ -187,9 +180,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn recv_command(
-    commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>,
-) -> Option<Command> {
+async fn recv_command(commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>) -> Option<Command> {
     match commands {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -211,10 +202,7 @@ fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
             return;
         }
     };
-    let mut update = Update {
-        fresh: !msg.retain,
-        ..Default::default()
-    };
+    let mut update = Update { fresh: !msg.retain, ..Default::default() };
     update.readings.reserve(16);
     ingest.key(key, &value, !msg.retain, &mut update);
     // A retained replay says nothing about now: no fresh timestamp either.
@@ -224,18 +212,8 @@ fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
 fn start_mqtt_write(device: &DeviceHandle, prefix: &str, cmd: Command) -> Option<PendingWrite> {
     match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
         Ok((key, json, value)) => {
-            device.mqtt().publish(
-                format!("{prefix}{key}/set"),
-                json.to_string(),
-                QoS::AtLeastOnce,
-                false,
-            );
-            Some(PendingWrite {
-                key,
-                quantity: cmd.quantity,
-                value,
-                deadline: Instant::now() + WRITE_TIMEOUT,
-            })
+            device.mqtt().publish(format!("{prefix}{key}/set"), json.to_string(), QoS::AtLeastOnce, false);
+            Some(PendingWrite { key, quantity: cmd.quantity, value, deadline: Instant::now() + WRITE_TIMEOUT })
         }
         Err(e) => {
             device.command_result(cmd.quantity, Err(e));
@@ -255,38 +233,21 @@ fn finish_write(device: &DeviceHandle, p: PendingWrite, msg: &Message) {
 }
 
 async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
-    let base = cfg
-        .url
-        .clone()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_owned();
+    let base = cfg.url.clone().unwrap_or_default().trim_end_matches('/').to_owned();
     device.set_detail("transport", "http");
     device.set_detail("url", base.clone());
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout.0)
-        .connect_timeout(cfg.timeout.0)
-        .no_proxy()
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(device = %device.id(), error = %e, "cannot build the HTTP client");
-            device.set_link(Link::Down(format!("HTTP client: {e}")));
-            return;
-        }
-    };
-    let mut commands = if cfg.commands {
-        Some(device.commands().await)
-    } else {
-        None
-    };
+    let client =
+        match reqwest::Client::builder().timeout(cfg.timeout.0).connect_timeout(cfg.timeout.0).no_proxy().build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(device = %device.id(), error = %e, "cannot build the HTTP client");
+                device.set_link(Link::Down(format!("HTTP client: {e}")));
+                return;
+            }
+        };
+    let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
     let status_url = format!("{base}/api/status?filter={HTTP_FILTER}");
-    let mut ingest = Ingest {
-        mapper: Mapper::default(),
-        logged: LogOnce::default(),
-        device: device.clone(),
-    };
+    let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
     let mut ticker = tokio::time::interval(cfg.interval.0);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -321,17 +282,8 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     }
 }
 
-async fn poll_status(
-    client: &reqwest::Client,
-    url: &str,
-    ingest: &mut Ingest,
-) -> Result<(), String> {
-    let device = ingest.device.clone();
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| describe_reqwest(&e))?;
+async fn poll_status(client: &reqwest::Client, url: &str, ingest: &mut Ingest) -> Result<(), String> {
+    let resp = client.get(url).send().await.map_err(|e| describe_reqwest(&e))?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(|e| describe_reqwest(&e))?;
     handle_status_body(ingest, status, &body)
@@ -398,16 +350,9 @@ async fn http_write(client: &reqwest::Client, base: &str, device: &DeviceHandle,
     };
     let url = format!("{base}/api/set?{key}={json}");
     let result = async {
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| describe_reqwest(&e))?;
+        let resp = client.get(&url).send().await.map_err(|e| describe_reqwest(&e))?;
         let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|_| format!("HTTP {status} without a JSON answer"))?;
+        let body: serde_json::Value = resp.json().await.map_err(|_| format!("HTTP {status} without a JSON answer"))?;
         match body.get(key) {
             Some(serde_json::Value::Bool(true)) => Ok(()),
             Some(serde_json::Value::String(err)) => Err(format!("charger refused: {err}")),
