@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, SimulatorConfig};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttSettings, QoS};
 use crate::router::{DeviceSpec, Router, RouterSettings};
@@ -121,7 +121,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     }
 
     for (name, sim) in &config.simulators {
-        start_simulator(name, sim, config, &tracker, work.child_token()).await?;
+        crate::simulate::start(name, sim, config, &tracker, work.child_token()).await?;
     }
 
     let listener = match http_listener {
@@ -158,49 +158,6 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         tracker,
         status_topic: Router::status_topic(&config.output.prefix),
     })
-}
-
-async fn start_simulator(
-    name: &str,
-    sim: &SimulatorConfig,
-    config: &Config,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    match sim {
-        SimulatorConfig::Goe(g) => {
-            let url = g.broker.clone().unwrap_or_else(|| config.mqtt.url.clone());
-            let mut broker = MqttSettings::from_url(&url, &format!("go-echarger_{}", g.serial))?;
-            if g.broker.is_none() {
-                broker.username = config.mqtt.username.clone();
-                broker.password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
-            }
-            let http = match g.http_listen {
-                Some(addr) => Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("simulators.{name}.http_listen: cannot listen on {addr}"))?,
-                ),
-                None => None,
-            };
-            let opts = crate::simulate::goe::GoeSimOptions {
-                broker: Some(broker),
-                serial: g.serial.clone(),
-                topic_prefix: g.topic_prefix.clone(),
-                read_only: g.read_only,
-                http,
-                tick: g.tick.0,
-                ..Default::default()
-            };
-            let name = name.to_owned();
-            tracker.spawn(async move {
-                if let Err(e) = crate::simulate::goe::run(opts, cancel).await {
-                    tracing::error!(simulator = %name, error = %e, "simulator stopped");
-                }
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Runs the bridge until `shutdown` resolves, then stops it cleanly.

@@ -45,6 +45,12 @@ enum Command {
 enum Simulate {
     /// A go-e Charger: MQTT API keys and the HTTP API v2.
     Goe(GoeSimArgs),
+    /// A whatwatt Go smart-meter gateway: REST, SSE and templated MQTT.
+    Whatwatt(hlbridge::simulate::whatwatt::CliArgs),
+    /// An AI-on-the-edge-device camera meter (upstream or topic-cluster MQTT dialect).
+    AiOnTheEdge(hlbridge::simulate::ai_on_the_edge::CliArgs),
+    /// An OctoPrint printer with the OctoPrint-MQTT plugin.
+    Octoprint(hlbridge::simulate::octoprint::CliArgs),
 }
 
 #[derive(Args, Debug)]
@@ -120,9 +126,14 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::Simulate(Simulate::Goe(args))) => {
+        Some(Command::Simulate(sim)) => {
             init_logging(LogFormat::Pretty, "info");
-            runtime.block_on(simulate_goe(args))
+            match sim {
+                Simulate::Goe(args) => runtime.block_on(simulate_goe(args)),
+                Simulate::Whatwatt(args) => runtime.block_on(hlbridge::simulate::whatwatt::run_cli(args)),
+                Simulate::AiOnTheEdge(args) => runtime.block_on(hlbridge::simulate::ai_on_the_edge::run_cli(args)),
+                Simulate::Octoprint(args) => runtime.block_on(hlbridge::simulate::octoprint::run_cli(args)),
+            }
         }
         Some(Command::Run(args)) => runtime.block_on(run(args)),
         None => runtime.block_on(run(cli.run)),

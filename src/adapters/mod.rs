@@ -1,35 +1,76 @@
 //! Device adapters, one module per device family. Each turns its vendor's dialect into
 //! [`crate::model::Update`]s for the router; vendor tables live as data under `adapters/<vendor>/`.
+//!
+//! Every adapter module offers the same small surface, dispatched here: its config struct (keys
+//! under `devices.<id>` beside the common ones), `validate`, `cadence` (expected time between
+//! readings; freshness defaults to three of them), whether it accepts commands, and `run`.
 
+pub mod ai_on_the_edge;
 pub mod goe;
+pub mod octoprint;
+pub mod whatwatt;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AdapterConfig, DeviceConfig};
+use crate::config::{AdapterConfig, AdapterKind, DeviceConfig, GoeConfig};
 use crate::router::DeviceHandle;
+
+/// The adapter-specific keys of `adapter` (for unknown-key checks and suggestions).
+pub fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
+    use crate::config::fields_of;
+    match adapter {
+        AdapterKind::Goe => fields_of::<GoeConfig>(),
+        AdapterKind::Whatwatt => fields_of::<whatwatt::WhatwattConfig>(),
+        AdapterKind::AiOnTheEdge => fields_of::<ai_on_the_edge::AiOnTheEdgeConfig>(),
+        AdapterKind::Octoprint => fields_of::<octoprint::OctoprintConfig>(),
+    }
+}
+
+/// Semantic checks of the adapter-specific keys of device `path` (`devices.<id>`).
+pub fn validate(cfg: &AdapterConfig, path: &str) -> Vec<(String, String)> {
+    match cfg {
+        AdapterConfig::Goe(c) => goe::validate(c, path),
+        AdapterConfig::Whatwatt(c) => whatwatt::validate(c, path),
+        AdapterConfig::AiOnTheEdge(c) => ai_on_the_edge::validate(c, path),
+        AdapterConfig::Octoprint(c) => octoprint::validate(c, path),
+    }
+}
 
 /// The adapter's expected time between readings (freshness defaults to three of them).
 pub fn cadence(cfg: &DeviceConfig) -> Duration {
     match &cfg.adapter {
-        AdapterConfig::Goe(g) => goe::cadence(g),
+        AdapterConfig::Goe(c) => goe::cadence(c),
+        AdapterConfig::Whatwatt(c) => whatwatt::cadence(c),
+        AdapterConfig::AiOnTheEdge(c) => ai_on_the_edge::cadence(c),
+        AdapterConfig::Octoprint(c) => octoprint::cadence(c),
     }
 }
 
 /// Whether the device accepts `<quantity>/set` commands.
 pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
     match &cfg.adapter {
-        AdapterConfig::Goe(g) => g.commands,
+        AdapterConfig::Goe(c) => c.commands,
+        AdapterConfig::Whatwatt(_) | AdapterConfig::AiOnTheEdge(_) | AdapterConfig::Octoprint(_) => false,
     }
 }
 
 /// Starts the adapter task for one device.
 pub fn spawn(cfg: &DeviceConfig, device: DeviceHandle, tracker: &TaskTracker, cancel: CancellationToken) {
     match &cfg.adapter {
-        AdapterConfig::Goe(g) => {
-            tracker.spawn(goe::run(g.clone(), device, cancel));
+        AdapterConfig::Goe(c) => {
+            tracker.spawn(goe::run(c.clone(), device, cancel));
+        }
+        AdapterConfig::Whatwatt(c) => {
+            tracker.spawn(whatwatt::run(c.clone(), device, cancel));
+        }
+        AdapterConfig::AiOnTheEdge(c) => {
+            tracker.spawn(ai_on_the_edge::run(c.clone(), device, cancel));
+        }
+        AdapterConfig::Octoprint(c) => {
+            tracker.spawn(octoprint::run(c.clone(), device, cancel));
         }
     }
 }

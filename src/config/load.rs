@@ -11,8 +11,8 @@ use figment::providers::{Env, Format};
 use serde::de::DeserializeOwned;
 
 use super::{
-    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, GoeConfig, GoeTransport, HttpConfig, LogConfig,
-    MqttConfig, OutputConfig, RouteConfig, SimulatorConfig,
+    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, HttpConfig, LogConfig, MqttConfig, OutputConfig,
+    RouteConfig, SimulatorConfig,
 };
 
 /// Top-level keys of the file.
@@ -292,16 +292,7 @@ impl Ctx<'_> {
             }
         };
         let common_keys = fields_of::<DeviceCommon>();
-        let specific_keys: &[&str] = match adapter {
-            AdapterKind::Goe => fields_of::<GoeConfig>(),
-            other => {
-                self.error(
-                    &format!("{path}.adapter"),
-                    format!("the `{}` adapter is not available in this build yet", other.as_str()),
-                );
-                return None;
-            }
-        };
+        let specific_keys: &[&str] = crate::adapters::config_fields(adapter);
         let all: Vec<&str> = common_keys.iter().chain(specific_keys).copied().collect();
         self.check_keys(map, &path, &all);
         let mut common = serde_json::Map::new();
@@ -314,11 +305,12 @@ impl Ctx<'_> {
             }
         }
         let common: Option<DeviceCommon> = self.parse(&serde_json::Value::Object(common), &path);
+        let specific = serde_json::Value::Object(specific);
         let specific = match adapter {
-            AdapterKind::Goe => {
-                self.parse::<GoeConfig>(&serde_json::Value::Object(specific), &path).map(AdapterConfig::Goe)
-            }
-            _ => None,
+            AdapterKind::Goe => self.parse(&specific, &path).map(AdapterConfig::Goe),
+            AdapterKind::Whatwatt => self.parse(&specific, &path).map(AdapterConfig::Whatwatt),
+            AdapterKind::AiOnTheEdge => self.parse(&specific, &path).map(AdapterConfig::AiOnTheEdge),
+            AdapterKind::Octoprint => self.parse(&specific, &path).map(AdapterConfig::Octoprint),
         };
         Some(DeviceConfig { common: common?, adapter: specific? })
     }
@@ -405,75 +397,20 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                 errs.push((format!("{path}.{key}"), "must be longer than 0s (leave it out to turn it off)".into()));
             }
         }
-        match &d.adapter {
-            AdapterConfig::Goe(g) => {
-                if let Some(tp) = &g.topic_prefix {
-                    if !tp.ends_with('/') {
-                        errs.push((
-                            format!("{path}.topic_prefix"),
-                            format!("must end with `/` like the charger's `mtp` (`{tp}/`)"),
-                        ));
-                    }
-                    if tp.contains(['+', '#']) {
-                        errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
-                    }
-                }
-                match g.transport {
-                    GoeTransport::Mqtt => {
-                        if g.serial.is_none() && g.topic_prefix.is_none() {
-                            errs.push((
-                                format!("{path}.serial"),
-                                "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into(),
-                            ));
-                        }
-                        if g.url.is_some() {
-                            errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
-                        }
-                    }
-                    GoeTransport::Http => match &g.url {
-                        None => errs.push((
-                            format!("{path}.url"),
-                            "`transport: http` needs `url` (e.g. http://192.168.1.50)".into(),
-                        )),
-                        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                            errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
-                        }
-                        _ => {}
-                    },
-                }
-                if g.interval.0 < std::time::Duration::from_millis(500) {
-                    errs.push((
-                        format!("{path}.interval"),
-                        "must be at least 500ms (the charger updates once a second)".into(),
-                    ));
-                }
-                if g.timeout.0.is_zero() {
-                    errs.push((format!("{path}.timeout"), "must be longer than 0s".into()));
-                }
-            }
-        }
+        errs.extend(crate::adapters::validate(&d.adapter, &path));
         for (p, m) in errs {
             ctx.error(&p, m);
         }
     }
     for (name, sim) in &config.simulators {
-        match sim {
-            SimulatorConfig::Goe(g) => {
-                if g.serial.is_empty() {
-                    ctx.error(&format!("simulators.{name}.serial"), "must not be empty".into());
-                }
-                if let Some(b) = &g.broker
-                    && let Err(e) = crate::mqtt::MqttSettings::from_url(b, "sim")
-                {
-                    ctx.error(&format!("simulators.{name}.broker"), e.to_string());
-                }
-            }
+        for (p, m) in crate::simulate::validate(sim, &format!("simulators.{name}")) {
+            ctx.error(&p, m);
         }
     }
 }
 
 /// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
-pub(crate) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{self, Visitor};
     struct Grab(Option<&'static [&'static str]>);
     impl<'de> de::Deserializer<'de> for &mut Grab {
@@ -607,9 +544,9 @@ mod tests {
     fn a_goe_device_loads_with_defaults() {
         let c = load_test("devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n").unwrap();
         let d = &c.devices["garage"];
-        let AdapterConfig::Goe(g) = &d.adapter;
+        let AdapterConfig::Goe(g) = &d.adapter else { panic!("goe") };
         assert_eq!(g.serial.as_deref(), Some("012345"));
-        assert_eq!(g.transport, GoeTransport::Mqtt);
+        assert_eq!(g.transport, super::super::GoeTransport::Mqtt);
         assert_eq!(g.interval, super::super::Dur::secs(5));
     }
 
@@ -680,7 +617,7 @@ mod tests {
             let c =
                 load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
             assert_eq!(c.output.prefix, "lab");
-            let AdapterConfig::Goe(g) = &c.devices["garage"].adapter;
+            let AdapterConfig::Goe(g) = &c.devices["garage"].adapter else { panic!("goe") };
             assert_eq!(g.interval, super::super::Dur::secs(10));
             Ok(())
         });
@@ -724,7 +661,7 @@ mod tests {
 
     #[test]
     fn fields_of_lists_struct_keys() {
-        assert!(fields_of::<GoeConfig>().contains(&"topic_prefix"));
+        assert!(fields_of::<super::super::GoeConfig>().contains(&"topic_prefix"));
         assert!(fields_of::<DeviceCommon>().contains(&"adapter"));
     }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use load::{ConfigError, ConfigErrors, fields_of, load_file, load_str};
 pub use types::{Dur, Secret};
 
 use crate::model::DeviceKind;
@@ -259,6 +259,9 @@ impl Serialize for DeviceConfig {
         };
         let specific = match &self.adapter {
             AdapterConfig::Goe(c) => serde_json::to_value(c),
+            AdapterConfig::Whatwatt(c) => serde_json::to_value(c),
+            AdapterConfig::AiOnTheEdge(c) => serde_json::to_value(c),
+            AdapterConfig::Octoprint(c) => serde_json::to_value(c),
         }
         .map_err(S::Error::custom)?;
         if let serde_json::Value::Object(m) = specific {
@@ -273,6 +276,12 @@ impl Serialize for DeviceConfig {
 pub enum AdapterConfig {
     /// go-e Charger.
     Goe(GoeConfig),
+    /// whatwatt Go (keys defined beside the adapter).
+    Whatwatt(crate::adapters::whatwatt::WhatwattConfig),
+    /// AI-on-the-edge-device camera meter (keys defined beside the adapter).
+    AiOnTheEdge(crate::adapters::ai_on_the_edge::AiOnTheEdgeConfig),
+    /// OctoPrint via OctoPrint-MQTT (keys defined beside the adapter).
+    Octoprint(crate::adapters::octoprint::OctoprintConfig),
 }
 
 /// go-e transports.
@@ -352,6 +361,12 @@ pub struct RouteMatch {
 pub enum SimulatorConfig {
     /// A go-e Charger.
     Goe(GoeSimulatorConfig),
+    /// A whatwatt Go gateway (keys defined beside the simulator).
+    Whatwatt(crate::simulate::whatwatt::WhatwattSimConfig),
+    /// An AI-on-the-edge-device camera meter (keys defined beside the simulator).
+    AiOnTheEdge(crate::simulate::ai_on_the_edge::AiOnTheEdgeSimConfig),
+    /// An OctoPrint printer with the MQTT plugin (keys defined beside the simulator).
+    Octoprint(crate::simulate::octoprint::OctoprintSimConfig),
 }
 
 /// `type: goe` simulator keys.

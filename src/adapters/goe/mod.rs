@@ -32,6 +32,51 @@ pub fn cadence(cfg: &GoeConfig) -> Duration {
     }
 }
 
+/// Checks the go-e keys of device `path` (`devices.<id>`); returns (key path, message) pairs.
+pub fn validate(g: &GoeConfig, path: &str) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    if let Some(tp) = &g.topic_prefix {
+        if !tp.ends_with('/') {
+            errs.push((
+                format!("{path}.topic_prefix"),
+                format!("must end with `/` like the charger's `mtp` (`{tp}/`)"),
+            ));
+        }
+        if tp.contains(['+', '#']) {
+            errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
+        }
+    }
+    match g.transport {
+        GoeTransport::Mqtt => {
+            if g.serial.is_none() && g.topic_prefix.is_none() {
+                errs.push((
+                    format!("{path}.serial"),
+                    "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into(),
+                ));
+            }
+            if g.url.is_some() {
+                errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
+            }
+        }
+        GoeTransport::Http => match &g.url {
+            None => {
+                errs.push((format!("{path}.url"), "`transport: http` needs `url` (e.g. http://192.168.1.50)".into()))
+            }
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
+            }
+            _ => {}
+        },
+    }
+    if g.interval.0 < std::time::Duration::from_millis(500) {
+        errs.push((format!("{path}.interval"), "must be at least 500ms (the charger updates once a second)".into()));
+    }
+    if g.timeout.0.is_zero() {
+        errs.push((format!("{path}.timeout"), "must be longer than 0s".into()));
+    }
+    errs
+}
+
 /// Topic prefixes the charger may publish under.
 pub fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
     match (&cfg.topic_prefix, &cfg.serial) {
