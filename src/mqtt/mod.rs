@@ -326,7 +326,11 @@ pub fn spawn(
 ) -> Result<MqttHandle, MqttError> {
     let options = settings.rumqttc_options()?;
     // A small rumqttc channel: our own queue in front of it is the one that buffers and counts.
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Small publishes must not wait for Nagle's algorithm and the peer's delayed ACK (up to 40 ms).
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
     let shared = Arc::new(Shared {

@@ -1,0 +1,579 @@
+//! `hlbridge-bench`: the in-repo benchmark. It spawns Mosquitto (or uses the embedded broker when
+//! Mosquitto is not installed) and the bridge as a child process, drives device traffic with
+//! sequence numbers from an in-process load generator, subscribes to the unified topics, and
+//! reports, as a table and as JSON:
+//! - the raw one-hop broker latency (the physical floor) and the bridge path latency at a fixed rate;
+//! - bridge CPU time per input message (from `/proc/<pid>/task/*/schedstat`), RSS and peak RSS;
+//! - throughput and loss at saturation for a one-output mapping, and the broker's own limit;
+//! - start-up time to first publish, and memory with 1, 100 and 1 000 configured devices.
+//!
+//! Run: `cargo run --release --bin hlbridge-bench` (add `-- --quick` for a short run,
+//! `-- --json FILE` to write the JSON report to a file).
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hlbridge::metrics::Metrics;
+use hlbridge::mqtt::{self, MqttHandle, MqttSettings, QoS};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+struct Opts {
+    quick: bool,
+    json_out: Option<PathBuf>,
+    child_config: Option<PathBuf>,
+}
+
+fn parse_args() -> Opts {
+    let mut o = Opts { quick: false, json_out: None, child_config: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json_out = args.next().map(PathBuf::from),
+            "--bridge-child" => o.child_config = args.next().map(PathBuf::from),
+            "--help" | "-h" => {
+                println!("hlbridge-bench [--quick] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opts = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(cfg) = opts.child_config {
+        // The bridge under test, in its own process so its CPU and memory can be read from /proc.
+        let config = hlbridge::config::load_file(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return rt.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
+    }
+    rt.block_on(bench(opts))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The broker for the run.
+enum Broker {
+    /// The broker process and its config directory (removed when the broker goes).
+    Mosquitto(Child, #[allow(dead_code)] tempdir::TempDir),
+    Embedded,
+}
+
+mod tempdir {
+    /// A temporary directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new(tag: &str) -> std::io::Result<TempDir> {
+            let p = std::env::temp_dir().join(format!("hlbridge-bench-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&p)?;
+            Ok(TempDir(p))
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Mosquitto(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+async fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("broker did not listen on {port}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str)> {
+    if let Some(bin) = mosquitto_path() {
+        let dir = tempdir::TempDir::new("mosq")?;
+        let conf = dir.0.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+        )?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning mosquitto")?;
+        wait_port(port).await?;
+        return Ok((Broker::Mosquitto(child, dir), "mosquitto"));
+    }
+    eprintln!("note: mosquitto not found, using the embedded broker (rumqttd); figures are not comparable");
+    hlbridge::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    Ok((Broker::Embedded, "rumqttd (embedded)"))
+}
+
+/// A client of the bench's own (load generator or probe).
+fn client(port: u16, id: &str, tracker: &TaskTracker, cancel: &CancellationToken) -> anyhow::Result<MqttHandle> {
+    let mut s = MqttSettings::from_url(&format!("mqtt://127.0.0.1:{port}"), id)?;
+    s.queue_capacity = 1_000_000;
+    Ok(mqtt::spawn(&s, Metrics::detached(), tracker, cancel.clone())?)
+}
+
+async fn wait_connected(h: &MqttHandle) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h.state().connected {
+        if Instant::now() > deadline {
+            bail!("bench client did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The bridge child process.
+struct Bridge {
+    child: Child,
+    _dir: tempdir::TempDir,
+}
+
+impl Bridge {
+    fn spawn(config: &str, tag: &str) -> anyhow::Result<Bridge> {
+        let dir = tempdir::TempDir::new(tag)?;
+        let path = dir.0.join("config.yaml");
+        std::fs::write(&path, config)?;
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .arg("--bridge-child")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning the bridge")?;
+        Ok(Bridge { child, _dir: dir })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time of every thread of the process, in nanoseconds.
+    fn cpu_ns(&self) -> u64 {
+        cpu_ns(self.pid())
+    }
+
+    fn memory_kib(&self) -> (u64, u64) {
+        memory_kib(self.pid())
+    }
+
+    fn stop(mut self) {
+        // SIGTERM through kill(1): a clean shutdown, as in production.
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn bridge_config(port: u16, devices: usize, state_json: bool) -> String {
+    let mut s = format!(
+        "mqtt:\n  url: mqtt://127.0.0.1:{port}\n  client_id: hlbridge-bench\n  queue_capacity: 200000\noutput:\n  prefix: bench\n  state_json: {state_json}\nhttp:\n  listen: null\nlog:\n  level: warn\ndevices:\n"
+    );
+    for i in 0..devices {
+        s.push_str(&format!("  ev{i}:\n    adapter: goe\n    serial: \"{:06}\"\n    commands: false\n", i));
+    }
+    s
+}
+
+/// An `nrg` array where every one of the 16 fields changes with `seq`, and `power` (index 11)
+/// equals `seq`, so the unified `power` topic carries the sequence number back.
+fn nrg_payload(seq: u64) -> String {
+    let f = (seq % 1000) as f64 / 100.0;
+    format!(
+        "[{:.2},{:.2},{:.2},{:.2},{:.3},{:.3},{:.3},{:.1},{:.1},{:.1},{:.1},{},{:.2},{:.2},{:.2},{:.2}]",
+        220.0 + f,
+        221.0 + f,
+        222.0 + f,
+        1.0 + f / 10.0,
+        10.0 + f,
+        11.0 + f,
+        12.0 + f,
+        2000.0 + f,
+        2100.0 + f,
+        2200.0 + f,
+        f,
+        seq,
+        90.0 + f,
+        91.0 + f,
+        92.0 + f,
+        93.0 + f
+    )
+}
+
+fn percentiles(mut v: Vec<u64>) -> serde_json::Value {
+    if v.is_empty() {
+        return json!(null);
+    }
+    v.sort_unstable();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    json!({"samples": v.len(), "p50_us": p(0.5), "p99_us": p(0.99), "max_us": *v.last().unwrap_or(&0) as f64 / 1000.0})
+}
+
+/// Publishes `count` messages at `rate` per second (or as fast as possible when 0), recording send
+/// times by sequence number.
+async fn drive(
+    pubr: &MqttHandle,
+    count: u64,
+    rate: u64,
+    sent: &Arc<Vec<AtomicU64>>,
+    base: Instant,
+    first_seq: u64,
+    mut make: impl FnMut(u64) -> Vec<(String, String)>,
+) {
+    let start = Instant::now();
+    for i in 0..count {
+        if rate > 0 {
+            let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        } else if i % 2000 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let seq = first_seq + i;
+        let msgs = make(seq);
+        sent[(seq as usize) % sent.len()].store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        for (topic, payload) in msgs {
+            while !pubr.publish(topic.clone(), payload.clone().into_bytes(), QoS::AtMostOnce, false) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Collects latencies of messages on `topic` whose payload is a sequence number.
+async fn collect(
+    rx: &mut tokio::sync::mpsc::Receiver<mqtt::Message>,
+    topic: &str,
+    expect: u64,
+    sent: &Arc<Vec<AtomicU64>>,
+    base: Instant,
+    quiet: Duration,
+) -> (Vec<u64>, u64, Option<Instant>) {
+    let mut lat = Vec::with_capacity(expect as usize);
+    let mut got = 0;
+    let mut last = None;
+    while got < expect {
+        match tokio::time::timeout(quiet, rx.recv()).await {
+            Ok(Some(m)) => {
+                if m.topic != topic {
+                    continue;
+                }
+                let Some(seq) = std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<f64>().ok()) else {
+                    continue;
+                };
+                let now = base.elapsed().as_nanos() as u64;
+                let t0 = sent[(seq as usize) % sent.len()].load(Ordering::Relaxed);
+                lat.push(now.saturating_sub(t0));
+                got += 1;
+                last = Some(Instant::now());
+            }
+            _ => break,
+        }
+    }
+    (lat, got, last)
+}
+
+async fn bench(opts: Opts) -> anyhow::Result<()> {
+    let port = free_port()?;
+    let (_broker, broker_name) = start_broker(port).await?;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let pubr = client(port, "bench-load", &tracker, &cancel)?;
+    let probe = client(port, "bench-probe", &tracker, &cancel)?;
+    wait_connected(&pubr).await?;
+    wait_connected(&probe).await?;
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..1 << 20).map(|_| AtomicU64::new(0)).collect());
+    let fixed_rate = 2000;
+    let fixed_secs = if opts.quick { 2 } else { 10 };
+    let fixed_count = fixed_rate * fixed_secs;
+    let sat_count: u64 = if opts.quick { 30_000 } else { 200_000 };
+    let mut report = serde_json::Map::new();
+    report.insert("broker".into(), json!(broker_name));
+    report.insert("cores".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+
+    let mut raw_rx = probe.subscribe("benchraw/#", 1 << 20).await;
+    // 2. Start-up time to first publish, with one device.
+    let mut status_rx = probe.subscribe("bench/bridge/status", 16).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    let bridge = Bridge::spawn(&bridge_config(port, 1, true), "one")?;
+    let startup = loop {
+        match tokio::time::timeout(Duration::from_secs(10), status_rx.recv()).await {
+            Ok(Some(m)) if &m.payload[..] == b"online" && !m.retain => break t0.elapsed(),
+            Ok(Some(_)) => continue,
+            _ => bail!("the bridge did not publish bridge/status online"),
+        }
+    };
+    report.insert("startup_to_first_publish_ms".into(), json!(startup.as_secs_f64() * 1000.0));
+    tokio::time::sleep(Duration::from_millis(300)).await; // let its subscriptions settle
+
+    // 3. go-e nrg with the full fan-out (16 quantities + state JSON) at the fixed rate, interleaved
+    //    with raw one-hop messages (same publisher, same subscriber), so the physical floor is
+    //    measured under the same conditions in the same run.
+    let mut out_rx = probe.subscribe("bench/ev0/power", 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu0 = bridge.cpu_ns();
+    let first = 1_000_000 % sent.len() as u64;
+    let d = drive(&pubr, fixed_count, fixed_rate, &sent, base, first, |s| {
+        let raw = ("benchraw/seq".to_string(), s.to_string());
+        let nrg = ("go-eCharger/000000/nrg".to_string(), nrg_payload(s));
+        // Alternate the order so neither path is systematically first.
+        if s % 2 == 0 { vec![raw, nrg] } else { vec![nrg, raw] }
+    });
+    let quiet = Duration::from_secs(3);
+    let (_, (lat, got, _), (raw_lat, raw_got, _)) = tokio::join!(
+        d,
+        collect(&mut out_rx, "bench/ev0/power", fixed_count, &sent, base, quiet),
+        collect(&mut raw_rx, "benchraw/seq", fixed_count, &sent, base, quiet)
+    );
+    let cpu = bridge.cpu_ns() - cpu0;
+    let (rss, hwm) = bridge.memory_kib();
+    let raw = percentiles(raw_lat);
+    report.insert(
+        "raw_hop".into(),
+        json!({"rate": fixed_rate, "sent": fixed_count, "received": raw_got, "latency": raw}),
+    );
+    let bridge_lat = percentiles(lat);
+    let added = |k: &str| {
+        bridge_lat.get(k).and_then(|b| b.as_f64()).zip(raw.get(k).and_then(|r| r.as_f64())).map(|(b, r)| b - r)
+    };
+    report.insert(
+        "goe_nrg_fixed_rate".into(),
+        json!({
+            "rate": fixed_rate, "sent": fixed_count, "received": got,
+            "outputs_per_input": 17,
+            "latency": bridge_lat,
+            "added_latency_p50_us": added("p50_us"),
+            "added_latency_p99_us": added("p99_us"),
+            "bridge_cpu_us_per_msg": cpu as f64 / 1000.0 / fixed_count as f64,
+            "rss_kib": rss, "peak_rss_kib": hwm,
+        }),
+    );
+    bridge.stop();
+
+    // 4. Saturation. Broker limit first (raw topic), then the bridge with a one-output mapping
+    //    (go-e `rbt` → `uptime`, state JSON off).
+    let t = Instant::now();
+    let d = drive(&pubr, sat_count, 0, &sent, base, 0, |s| vec![("benchraw/seq".into(), s.to_string())]);
+    let (_, got, last) =
+        tokio::join!(d, collect(&mut raw_rx, "benchraw/seq", sat_count, &sent, base, Duration::from_secs(3))).1;
+    let raw_rate = last.map(|l| got as f64 / (l - t).as_secs_f64()).unwrap_or(0.0);
+    let bridge = Bridge::spawn(&bridge_config(port, 1, false), "sat")?;
+    let mut up_rx = probe.subscribe("bench/ev0/uptime", 1 << 20).await;
+    wait_online(&probe, "bench/ev0").await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0 = bridge.cpu_ns();
+    let t = Instant::now();
+    let d = drive(&pubr, sat_count, 0, &sent, base, 2_000_000 % sent.len() as u64, |s| {
+        vec![("go-eCharger/000000/rbt".into(), (s * 1000).to_string())]
+    });
+    let (_, got_b, last_b) =
+        tokio::join!(d, collect(&mut up_rx, "bench/ev0/uptime", sat_count, &sent, base, Duration::from_secs(3))).1;
+    let cpu_sat = bridge.cpu_ns() - cpu0;
+    let bridge_rate = last_b.map(|l| got_b as f64 / (l - t).as_secs_f64()).unwrap_or(0.0);
+    bridge.stop();
+    report.insert(
+        "saturation".into(),
+        json!({
+            "sent": sat_count,
+            "broker_raw_msgs_per_s": raw_rate, "broker_raw_received": got,
+            "bridge_msgs_per_s": bridge_rate, "bridge_received": got_b,
+            "bridge_loss_ratio": 1.0 - got_b as f64 / sat_count as f64,
+            "bridge_to_broker_ratio": if raw_rate > 0.0 { bridge_rate / raw_rate } else { 0.0 },
+            "bridge_cpu_us_per_msg": cpu_sat as f64 / 1000.0 / sat_count as f64,
+        }),
+    );
+
+    // 5. Memory with 1, 100 and 1000 configured devices (each has received one reading).
+    let mut mem = serde_json::Map::new();
+    for n in [1usize, 100, 1000] {
+        let bridge = Bridge::spawn(&bridge_config(port, n, true), &format!("mem{n}"))?;
+        wait_online(&probe, "bench/bridge").await.ok();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..n {
+            pubr.publish(format!("go-eCharger/{i:06}/nrg"), nrg_payload(i as u64).into_bytes(), QoS::AtMostOnce, false);
+        }
+        let mut last_rx = probe.subscribe(&format!("bench/ev{}/power", n - 1), 4).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), last_rx.recv()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss, hwm) = bridge.memory_kib();
+        mem.insert(format!("{n}"), json!({"rss_kib": rss, "peak_rss_kib": hwm}));
+        bridge.stop();
+    }
+    report.insert("memory_by_devices".into(), serde_json::Value::Object(mem));
+    cancel.cancel();
+
+    print_table(&report);
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(report))?;
+    println!("{text}");
+    if let Some(path) = opts.json_out {
+        write_json(&path, &text)?;
+    }
+    Ok(())
+}
+
+async fn wait_online(probe: &MqttHandle, base: &str) -> anyhow::Result<()> {
+    let topic = if base.ends_with("/bridge") { format!("{base}/status") } else { format!("{base}/availability") };
+    let mut rx = probe.subscribe(&topic, 16).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(m)) if &m.payload[..] == b"online" => return Ok(()),
+            Ok(Some(_)) => {}
+            _ => bail!("{topic} never became online"),
+        }
+    }
+}
+
+fn write_json(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
+    let g = |path: &[&str]| -> String {
+        let mut v = &serde_json::Value::Object(r.clone());
+        for p in path {
+            v = match v.get(*p) {
+                Some(x) => x,
+                None => return "-".into(),
+            };
+        }
+        match v {
+            serde_json::Value::Number(n) => {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.2}") }
+            }
+            other => other.to_string(),
+        }
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("broker", g(&["broker"])),
+        (
+            "raw hop latency p50 / p99 / max (us)",
+            format!(
+                "{} / {} / {}",
+                g(&["raw_hop", "latency", "p50_us"]),
+                g(&["raw_hop", "latency", "p99_us"]),
+                g(&["raw_hop", "latency", "max_us"])
+            ),
+        ),
+        (
+            "bridge path latency p50 / p99 / max (us)",
+            format!(
+                "{} / {} / {}",
+                g(&["goe_nrg_fixed_rate", "latency", "p50_us"]),
+                g(&["goe_nrg_fixed_rate", "latency", "p99_us"]),
+                g(&["goe_nrg_fixed_rate", "latency", "max_us"])
+            ),
+        ),
+        (
+            "added latency p50 / p99 (us) [target 300 / 2000]",
+            format!(
+                "{} / {}",
+                g(&["goe_nrg_fixed_rate", "added_latency_p50_us"]),
+                g(&["goe_nrg_fixed_rate", "added_latency_p99_us"])
+            ),
+        ),
+        ("bridge CPU per go-e nrg msg (us) [target 20]", g(&["goe_nrg_fixed_rate", "bridge_cpu_us_per_msg"])),
+        (
+            "nrg received / sent",
+            format!("{} / {}", g(&["goe_nrg_fixed_rate", "received"]), g(&["goe_nrg_fixed_rate", "sent"])),
+        ),
+        (
+            "RSS / peak RSS during nrg run (KiB)",
+            format!("{} / {}", g(&["goe_nrg_fixed_rate", "rss_kib"]), g(&["goe_nrg_fixed_rate", "peak_rss_kib"])),
+        ),
+        ("broker raw throughput (msg/s)", g(&["saturation", "broker_raw_msgs_per_s"])),
+        ("bridge one-output throughput (msg/s) [target 30000]", g(&["saturation", "bridge_msgs_per_s"])),
+        ("bridge loss at saturation (ratio)", g(&["saturation", "bridge_loss_ratio"])),
+        ("bridge / broker throughput ratio", g(&["saturation", "bridge_to_broker_ratio"])),
+        ("bridge CPU per one-output msg (us)", g(&["saturation", "bridge_cpu_us_per_msg"])),
+        ("start-up to first publish (ms) [target 100]", g(&["startup_to_first_publish_ms"])),
+        ("RSS, 1 device (KiB)", g(&["memory_by_devices", "1", "rss_kib"])),
+        ("RSS, 100 devices (KiB) [target 15360]", g(&["memory_by_devices", "100", "rss_kib"])),
+        ("RSS, 1000 devices (KiB) [target 40960]", g(&["memory_by_devices", "1000", "rss_kib"])),
+    ];
+    println!("\nhlbridge benchmark");
+    for (k, v) in rows {
+        println!("  {k:<52} {v}");
+    }
+    println!();
+}
