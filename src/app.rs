@@ -31,6 +31,7 @@ pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
     s.keep_alive = config.mqtt.keep_alive.0;
     s.queue_capacity = config.mqtt.queue_capacity;
     s.backoff_max = config.mqtt.reconnect_max.0;
+    s.tcp_nodelay = config.mqtt.tcp_nodelay;
     let status = Router::status_topic(&config.output.prefix);
     s.last_will = Some((status.clone(), "offline".into()));
     s.birth = Some((status, "online".into()));
@@ -110,6 +111,9 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         mqtt.clone(),
         metrics.clone(),
     );
+    for (id, d) in config.enabled_devices() {
+        router.configure_guard(id, &d.common.guard);
+    }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     tracker.spawn(router.clone().run(work.clone()));
 

@@ -72,6 +72,10 @@ pub struct MqttSettings {
     pub max_packet_size: usize,
     /// Unacknowledged QoS>0 publishes in flight (kept ≤ 100: rumqtt#1014).
     pub inflight: u16,
+    /// Disable Nagle's algorithm: every publish leaves at once (low latency) at the price of one
+    /// TCP segment per publish; with it enabled, small publishes coalesce (less CPU) but can wait
+    /// for the broker's delayed ACK (up to ~40 ms).
+    pub tcp_nodelay: bool,
 }
 
 impl MqttSettings {
@@ -118,6 +122,7 @@ impl MqttSettings {
             backoff_max: Duration::from_secs(30),
             max_packet_size: 256 * 1024,
             inflight: 100,
+            tcp_nodelay: true,
         })
     }
 
@@ -329,7 +334,7 @@ pub fn spawn(
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     // Small publishes must not wait for Nagle's algorithm and the peer's delayed ACK (up to 40 ms).
     let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
+    net.set_tcp_nodelay(settings.tcp_nodelay);
     eventloop.set_network_options(net);
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
