@@ -176,11 +176,40 @@ struct Subscription {
     filter: String,
     qos: QoS,
     tx: mpsc::Sender<Message>,
+    /// Counts messages dropped because the subscriber's queue was full.
+    dropped: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+impl Subscription {
+    fn deliver(&self, msg: Message) {
+        if self.tx.try_send(msg).is_err() {
+            if let Some(c) = &self.dropped {
+                c.inc();
+            }
+            tracing::debug!(filter = %self.filter, "subscriber queue full; message dropped");
+        }
+    }
+}
+
+/// Registered subscriptions and their index.
+#[derive(Default)]
+struct Subscriptions {
+    /// Every subscription, re-sent after every ConnAck without a session.
+    list: Vec<Subscription>,
+    /// Filters indexed by level for dispatch.
+    trie: topic::FilterTrie,
+}
+
+impl Subscriptions {
+    fn add(&mut self, sub: Subscription) {
+        self.trie.insert(&sub.filter, self.list.len());
+        self.list.push(sub);
+    }
 }
 
 struct Shared {
-    /// Registered subscriptions, re-sent after every ConnAck without a session.
-    subscriptions: Mutex<Vec<Subscription>>,
+    /// Registered subscriptions.
+    subscriptions: Mutex<Subscriptions>,
     /// The rumqttc client, for (un)subscribe requests from outside the poll task.
     client: AsyncClient,
     /// Outbound queue (bounded); `None` once shut down.
@@ -224,12 +253,23 @@ impl MqttHandle {
 
     /// Like [`MqttHandle::subscribe`] for several filters feeding one stream.
     pub async fn subscribe_many(&self, filters: &[&str], capacity: usize) -> mpsc::Receiver<Message> {
+        self.subscribe_counted(filters, capacity, None).await
+    }
+
+    /// Like [`MqttHandle::subscribe_many`], counting messages dropped for a full queue on `dropped`
+    /// (adapters pass their device's `hlbridge_ingest_dropped_total`).
+    pub async fn subscribe_counted(
+        &self,
+        filters: &[&str],
+        capacity: usize,
+        dropped: Option<prometheus_client::metrics::counter::Counter>,
+    ) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let qos = QoS::AtMostOnce;
         {
             let mut subs = self.shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
             for f in filters {
-                subs.push(Subscription { filter: (*f).to_owned(), qos, tx: tx.clone() });
+                subs.add(Subscription { filter: (*f).to_owned(), qos, tx: tx.clone(), dropped: dropped.clone() });
             }
         }
         if self.shared.state.borrow().connected {
@@ -311,7 +351,7 @@ pub fn detached(capacity: usize) -> (MqttHandle, CaptureRx) {
     let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
     let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
     let shared = Arc::new(Shared {
-        subscriptions: Mutex::new(Vec::new()),
+        subscriptions: Mutex::new(Subscriptions::default()),
         client,
         outbound: out_tx,
         state: state_tx,
@@ -339,7 +379,7 @@ pub fn spawn(
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
     let shared = Arc::new(Shared {
-        subscriptions: Mutex::new(Vec::new()),
+        subscriptions: Mutex::new(Subscriptions::default()),
         client: client.clone(),
         outbound: out_tx,
         state: state_tx,
@@ -479,6 +519,7 @@ fn on_connack(shared: &Shared, settings: &MqttSettings, session_present: bool) {
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .list
             .iter()
             .map(|s| SubscribeFilter::new(s.filter.clone(), s.qos))
             .collect();
@@ -501,19 +542,19 @@ fn on_connack(shared: &Shared, settings: &MqttSettings, session_present: bool) {
 
 fn dispatch(shared: &Shared, p: rumqttc::Publish) {
     let subs = shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-    let mut matched = subs.iter().enumerate().filter(|(_, s)| topic::matches(&s.filter, &p.topic)).map(|(i, _)| i);
-    let Some(first) = matched.next() else { return };
-    let rest: Vec<usize> = matched.collect();
+    let mut first = None;
+    let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
+    subs.trie.for_each_match(&p.topic, |i| match first {
+        None => first = Some(i),
+        Some(_) => rest.push(i),
+    });
+    let Some(first) = first else { return };
     let msg = Message { topic: p.topic, payload: p.payload, retain: p.retain };
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {
-        if subs[i].tx.try_send(msg.clone()).is_err() {
-            tracing::debug!(filter = %subs[i].filter, "subscriber queue full; message dropped");
-        }
+        subs.list[i].deliver(msg.clone());
     }
-    if subs[first].tx.try_send(msg).is_err() {
-        tracing::debug!(filter = %subs[first].filter, "subscriber queue full; message dropped");
-    }
+    subs.list[first].deliver(msg);
 }
 
 #[cfg(test)]
