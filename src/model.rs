@@ -124,6 +124,28 @@ pub static FAMILIES: &[QuantityFamily] = &[
     family!("frequency", "Hz", Gauge, Some("frequency"), M, "hlbridge_frequency_hertz", 3),
     family!("energy_import", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_import_kilowatt_hours", 4),
     family!("energy_export", "kWh", TotalIncreasing, Some("energy"), TI, "hlbridge_energy_export_kilowatt_hours", 4),
+    // Smart-meter extras (whatwatt): reactive and apparent power in var/VA like W, registers in kvarh like kWh.
+    family!("reactive_power_import", "var", Gauge, Some("reactive_power"), M, "hlbridge_reactive_power_import_vars", 1),
+    family!("reactive_power_export", "var", Gauge, Some("reactive_power"), M, "hlbridge_reactive_power_export_vars", 1),
+    family!("apparent_power", "VA", Gauge, Some("apparent_power"), M, "hlbridge_apparent_power_volt_amperes", 1),
+    family!(
+        "reactive_energy_import",
+        "kvarh",
+        TotalIncreasing,
+        Some("reactive_energy"),
+        TI,
+        "hlbridge_reactive_energy_import_kilovar_hours",
+        4
+    ),
+    family!(
+        "reactive_energy_export",
+        "kvarh",
+        TotalIncreasing,
+        Some("reactive_energy"),
+        TI,
+        "hlbridge_reactive_energy_export_kilovar_hours",
+        4
+    ),
     family!("tariff", "", Integer, None, None, "hlbridge_tariff", 0),
     family!("session_energy", "kWh", Total, Some("energy"), Some("total"), "hlbridge_session_energy_kilowatt_hours", 4),
     family!("charger_state", Enum, "hlbridge_charger_state_info", words = CHARGER_STATES),
@@ -145,6 +167,7 @@ pub static FAMILIES: &[QuantityFamily] = &[
     family!("print_time_elapsed", "s", Gauge, Some("duration"), M, "hlbridge_print_time_elapsed_seconds", 0),
     family!("print_time_left", "s", Gauge, Some("duration"), M, "hlbridge_print_time_left_seconds", 0),
     family!("print_file", "", Text, None, None, "hlbridge_print_file_info", 0),
+    family!("slicing_progress", "%", Gauge, None, M, "hlbridge_slicing_progress_percent", 0),
     family!("rssi", "dBm", Gauge, Some("signal_strength"), M, "hlbridge_rssi_dbm", 0),
     family!("uptime", "s", Gauge, Some("duration"), M, "hlbridge_uptime_seconds", 0),
 ];
