@@ -56,8 +56,14 @@ pub struct Running {
     pub mqtt: mqtt::MqttHandle,
     /// Address of the HTTP endpoint, when enabled.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Stops adapters, simulators, the router tick, HTTP and the console.
     work: CancellationToken,
+    /// Stops the MQTT client tasks, last.
     mqtt_cancel: CancellationToken,
+    /// Adapter and simulator tasks: waited for before devices are published offline, so no
+    /// late reading can publish `online` again.
+    devices: TaskTracker,
+    /// Every other task.
     tracker: TaskTracker,
     status_topic: String,
 }
@@ -67,10 +73,15 @@ impl Running {
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         self.work.cancel();
+        self.devices.close();
+        if tokio::time::timeout_at(deadline - Duration::from_secs(3), self.devices.wait()).await.is_err() {
+            tracing::warn!("some adapters did not stop in time; publishing offline anyway");
+        }
         self.router.all_offline("bridge stopped");
         self.mqtt.publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
         if self.mqtt.state().connected {
-            self.mqtt.flush_and_disconnect(Duration::from_secs(3)).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.mqtt.flush_and_disconnect(left.saturating_sub(Duration::from_millis(300))).await;
         }
         self.mqtt_cancel.cancel();
         self.tracker.close();
@@ -90,6 +101,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let metrics = Metrics::register(&mut registry);
     let settings = mqtt_settings(config)?;
     let tracker = TaskTracker::new();
+    let devices = TaskTracker::new();
     let work = CancellationToken::new();
     let mqtt_cancel = CancellationToken::new();
     let mqtt = mqtt::spawn(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
@@ -119,13 +131,13 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
 
     for (id, d) in config.enabled_devices() {
         if let Some(handle) = router.handle(id) {
-            crate::adapters::spawn(d, handle, &tracker, work.child_token());
+            crate::adapters::spawn(d, handle, &devices, work.child_token());
             tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
         }
     }
 
     for (name, sim) in &config.simulators {
-        crate::simulate::start(name, sim, config, &tracker, work.child_token()).await?;
+        crate::simulate::start(name, sim, config, &devices, work.child_token()).await?;
     }
 
     let listener = match http_listener {
@@ -159,6 +171,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         http_addr,
         work,
         mqtt_cancel,
+        devices,
         tracker,
         status_topic: Router::status_topic(&config.output.prefix),
     })

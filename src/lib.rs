@@ -8,12 +8,15 @@
 //!   are data under `adapters/<vendor>/`.
 //! - [`router`]: updates → unified retained topics, state JSON, events, availability and freshness,
 //!   commands on `<quantity>/set`.
+//! - [`guard`]: the counter guard the router runs on every lifetime counter (drops, implausible
+//!   jumps, confirmation of a new level, explicit reset).
 //! - [`mqtt`]: the only code that touches rumqttc (connection loop, backoff, re-subscribe, queue, TLS).
 //! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
 //! - [`console`]: the live terminal view of the demo.
 //! - `broker`: the embedded broker (feature `embedded-broker`).
+//! - `discover`: `hlbridge discover`, whatwatt Go gateways on the LAN by mDNS (feature `mdns`).
 
 pub mod adapters;
 pub mod app;
@@ -21,6 +24,9 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod console;
+#[cfg(feature = "mdns")]
+pub mod discover;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod model;

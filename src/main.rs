@@ -39,6 +39,12 @@ enum Command {
     /// Play a device, for tests and demos.
     #[command(subcommand)]
     Simulate(Simulate),
+    /// List whatwatt Go gateways on the LAN (mDNS) with a config snippet each (cargo feature `mdns`).
+    Discover {
+        /// How long to listen for announcements.
+        #[arg(long, default_value = "5s", value_parser = parse_dur)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,8 +126,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => match load(&file) {
             Ok(c) => {
-                println!("# {}: OK ({} device(s))", file.display(), c.devices.len());
-                print!("{}", c.to_redacted_yaml());
+                use std::io::Write as _;
+                // A closed pipe (`check-config f | head`) is not an error worth a panic.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "# {}: OK ({} device(s))", file.display(), c.devices.len());
+                let _ = out.write_all(c.to_redacted_yaml().as_bytes());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -135,9 +144,32 @@ fn main() -> ExitCode {
                 Simulate::Octoprint(args) => runtime.block_on(hlbridge::simulate::octoprint::run_cli(args)),
             }
         }
+        Some(Command::Discover { timeout }) => discover(&runtime, timeout),
         Some(Command::Run(args)) => runtime.block_on(run(args)),
         None => runtime.block_on(run(cli.run)),
     }
+}
+
+#[cfg(feature = "mdns")]
+fn discover(runtime: &tokio::runtime::Runtime, timeout: Duration) -> ExitCode {
+    init_logging(LogFormat::Pretty, "warn");
+    eprintln!("listening {}s for whatwatt Go gateways (_http._tcp, TXT type=100)...", timeout.as_secs());
+    match runtime.block_on(hlbridge::discover::browse(timeout)) {
+        Ok(found) => {
+            print!("{}", hlbridge::discover::report(&found, timeout));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("discover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "mdns"))]
+fn discover(_runtime: &tokio::runtime::Runtime, _timeout: Duration) -> ExitCode {
+    eprintln!("this hlbridge was built without mDNS discovery; rebuild with `cargo build --features mdns`");
+    ExitCode::from(2)
 }
 
 async fn run(args: RunArgs) -> ExitCode {

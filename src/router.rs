@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdapterKind, Config};
+use crate::guard::{CounterGuard, GuardConfig, Verdict};
 use crate::metrics::{DeviceCounters, Metrics};
 use crate::model::{self, DeviceKind, Event, Identity, Quantity, Update, Value};
 use crate::mqtt::{MqttHandle, QoS};
@@ -108,6 +109,8 @@ struct Slot {
     pending: bool,
     /// `<prefix>/<device>/<quantity>`.
     topic: String,
+    /// The counter guard, for lifetime counters (`volume`, `energy_import`, ...).
+    guard: Option<CounterGuard>,
 }
 
 struct DeviceState {
@@ -129,6 +132,17 @@ struct DeviceState {
     last_heartbeat: Instant,
     /// Scratch buffer for payloads, reused to avoid allocating per value.
     buf: String,
+    /// Counter-guard settings, applied when a quantity is first seen.
+    guard: GuardConfig,
+    /// A longer freshness window the adapter learned from the device (its announced cadence).
+    min_freshness: Duration,
+}
+
+impl DeviceState {
+    /// The freshness window in force: the configured one, or longer when the device said so.
+    fn freshness(&self, spec: &DeviceSpec) -> Duration {
+        spec.freshness.max(self.min_freshness)
+    }
 }
 
 /// One device inside the router.
@@ -216,6 +230,8 @@ impl Router {
                     last_state_pub: None,
                     last_heartbeat: Instant::now(),
                     buf: String::with_capacity(1024),
+                    guard: GuardConfig::default(),
+                    min_freshness: Duration::ZERO,
                 }),
                 spec,
             })
@@ -398,11 +414,17 @@ impl Router {
                         last_pub: None,
                         pending: false,
                         topic: format!("{}/{}", dev.base, q.name()),
+                        guard: st.guard.limits_for(q).map(CounterGuard::new),
                     });
                     st.slots.len() - 1
                 }
             };
             let slot = &mut st.slots[i];
+            if let (Some(guard), Value::Number(n)) = (&mut slot.guard, &v)
+                && !self.guard_admits(dev, q, guard, *n, now, update.ts, update.fresh, ts)
+            {
+                continue;
+            }
             slot.value = v;
             if slot.published.as_ref() == Some(&slot.value) && !slot.pending {
                 continue;
@@ -441,6 +463,85 @@ impl Router {
         } else if update.fresh && st.link == Link::Unknown {
             st.link = Link::Up;
             self.set_online(dev, st, true, None);
+        }
+    }
+
+    /// Runs the counter guard on one reading; false keeps it out (counted, logged once per streak,
+    /// and reported as a `reading_rejected` event). Allocates only when it rejects.
+    #[allow(clippy::too_many_arguments)]
+    fn guard_admits(
+        &self,
+        dev: &DeviceEntry,
+        q: Quantity,
+        guard: &mut CounterGuard,
+        value: f64,
+        now: Instant,
+        source_ts: Option<OffsetDateTime>,
+        live: bool,
+        ts: Option<OffsetDateTime>,
+    ) -> bool {
+        match guard.check(value, now, source_ts, live) {
+            Verdict::Baseline | Verdict::Accept => true,
+            Verdict::NewLevel { previous } => {
+                tracing::info!(device = %dev.spec.id, quantity = q.name(), value, previous,
+                    "counter guard: readings agree on a new level; accepted");
+                true
+            }
+            Verdict::Reject { reason, accepted, agreeing, needed } => {
+                dev.counters.rejected(reason.reason());
+                if guard.first_of_streak() {
+                    tracing::warn!(device = %dev.spec.id, quantity = q.name(), value, accepted, reason = reason.reason(),
+                        "counter guard rejected a reading; it becomes the new level after {needed} agreeing readings, \
+                         or publish to {}/{}/reset to accept the next one", dev.base, q.name());
+                }
+                if live {
+                    let event = Event::new("reading_rejected")
+                        .with("quantity", q.name())
+                        .with("value", value)
+                        .with("accepted", accepted)
+                        .with("reason", reason.reason())
+                        .with("agreeing", agreeing)
+                        .with("needed", needed);
+                    self.publish_event(dev, ts.unwrap_or_else(OffsetDateTime::now_utc), &event);
+                }
+                false
+            }
+        }
+    }
+
+    /// Sets the counter-guard settings of device `id` (from its `guard:` block); called at start-up.
+    pub fn configure_guard(&self, id: &str, config: &GuardConfig) {
+        let Some(dev) = self.devices.iter().find(|d| d.spec.id == id) else { return };
+        let mut st = lock(&dev.state);
+        st.guard = config.clone();
+        for slot in &mut st.slots {
+            match (config.limits_for(slot.quantity), &mut slot.guard) {
+                (Some(l), Some(g)) => g.set_limits(l),
+                (l, g) => *g = l.map(CounterGuard::new),
+            }
+        }
+    }
+
+    /// Handles `<prefix>/<device>/<quantity>/reset`: the guard accepts the next reading as is.
+    fn on_guard_reset(self: &Arc<Self>, msg: &crate::mqtt::Message) {
+        let Some((idx, name)) = self.devices.iter().enumerate().find_map(|(i, d)| {
+            let rest = msg.topic.strip_prefix(&d.base)?.strip_prefix('/')?.strip_suffix("/reset")?;
+            (!rest.contains('/')).then_some((i, rest))
+        }) else {
+            return;
+        };
+        let handle = DeviceHandle { router: self.clone(), idx };
+        if msg.retain {
+            handle
+                .command_result_named(name, Err("retained resets are ignored; publish without the retain flag".into()));
+            return;
+        }
+        let reset = Quantity::named(name).is_some_and(|q| handle.reset_guard(q));
+        if reset {
+            tracing::info!(device = %handle.id(), quantity = name, "counter guard reset: the next reading is accepted as is");
+            handle.command_result_named(name, Ok(serde_json::Value::from("reset")));
+        } else {
+            handle.command_result_named(name, Err(format!("`{name}` is not a guarded counter of this device")));
         }
     }
 
@@ -502,10 +603,10 @@ impl Router {
                 }
             }
             if st.online {
-                let stale = st.last_seen.is_none_or(|(t, _)| now.duration_since(t) > dev.spec.freshness);
+                let freshness = st.freshness(&dev.spec);
+                let stale = st.last_seen.is_none_or(|(t, _)| now.duration_since(t) > freshness);
                 if stale {
-                    let reason =
-                        format!("no reading for {}", crate::config::types::format_duration(dev.spec.freshness));
+                    let reason = format!("no reading for {}", crate::config::types::format_duration(freshness));
                     self.set_online(dev, st, false, Some(reason));
                 }
             }
@@ -545,14 +646,34 @@ impl Router {
 
     /// Runs the periodic tick and the republish-on-reconnect watcher until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // Watch first: a ConnAck that lands while the reset filters are subscribed must not be missed.
         let mut conn = self.mqtt.watch();
         let mut seen_generation = 0;
+        // The first connection may have come up before this watcher existed.
+        let initial = *conn.borrow_and_update();
+        if initial.connected {
+            seen_generation = initial.generation;
+            self.republish_all();
+        }
+        let reset_filters: Vec<String> = self.devices.iter().map(|d| format!("{}/+/reset", d.base)).collect();
+        let reset_refs: Vec<&str> = reset_filters.iter().map(String::as_str).collect();
+        let mut resets = Some(self.mqtt.subscribe_many(&reset_refs, 64).await);
+        // A ConnAck that came before this point is no change for `changed()`: catch up on it.
+        let state = *conn.borrow_and_update();
+        if state.connected {
+            seen_generation = state.generation;
+            self.republish_all();
+        }
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => self.tick(),
+                msg = recv_reset(&mut resets) => match msg {
+                    Some(m) => self.on_guard_reset(&m),
+                    None => resets = None,
+                },
                 changed = conn.changed() => {
                     if changed.is_err() { break; }
                     let state = *conn.borrow_and_update();
@@ -563,6 +684,14 @@ impl Router {
                 }
             }
         }
+    }
+}
+
+/// The next guard reset request (never, once the subscription is gone).
+async fn recv_reset(rx: &mut Option<mpsc::Receiver<crate::mqtt::Message>>) -> Option<crate::mqtt::Message> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -622,13 +751,47 @@ impl DeviceHandle {
             }
             Link::Up => {
                 st.link = link;
-                let fresh = st.last_seen.is_some_and(|(t, _)| t.elapsed() <= dev.spec.freshness);
+                let freshness = st.freshness(&dev.spec);
+                let fresh = st.last_seen.is_some_and(|(t, _)| t.elapsed() <= freshness);
                 if fresh {
                     self.router.set_online(dev, &mut st, true, None);
                 }
             }
             Link::Unknown => st.link = link,
         }
+    }
+
+    /// Another configured device of the same adapter, for an adapter that feeds several configured
+    /// devices from one connection (an AI-on-the-edge camera reading several meters); `None` when
+    /// `id` is not configured or belongs to another adapter.
+    pub fn sibling(&self, id: &str) -> Option<DeviceHandle> {
+        let h = self.router.handle(id)?;
+        (h.entry().spec.adapter == self.entry().spec.adapter).then_some(h)
+    }
+
+    /// Makes the freshness window at least `window` (never shorter than configured): for devices
+    /// that announce a longer cadence than the config assumed.
+    pub fn extend_freshness(&self, window: Duration) {
+        let mut st = lock(&self.entry().state);
+        if window > st.min_freshness {
+            st.min_freshness = window;
+        }
+    }
+
+    /// Forgets the counter guard's baseline of `q`: the next reading is accepted as is (a replaced
+    /// meter). Returns false when `q` is not a guarded quantity of this device.
+    pub fn reset_guard(&self, q: Quantity) -> bool {
+        let dev = self.entry();
+        let mut st = lock(&dev.state);
+        if st.guard.limits_for(q).is_none() {
+            return false;
+        }
+        if let Some(slot) = st.slots.iter_mut().find(|s| s.quantity == q)
+            && let Some(g) = &mut slot.guard
+        {
+            g.reset();
+        }
+        true
     }
 
     /// Records an adapter fact shown in `/readyz` (e.g. `transport`, `dialect`).
@@ -918,6 +1081,56 @@ mod tests {
         let out = rx.drain();
         let info = out.iter().find(|c| c.topic == "home/ev/info").unwrap();
         assert!(info.payload.contains("\"firmware\":\"56.9\"") && info.payload.contains("\"kind\":\"ev_charger\""));
+    }
+
+    #[test]
+    fn the_counter_guard_keeps_a_drop_out_counts_it_and_reports_an_event() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("energy_import", Value::Number(1000.0))]));
+        rx.drain();
+        h.apply(update(&[("energy_import", Value::Number(10.0)), ("power", Value::Number(5.0))]));
+        let out = rx.drain();
+        assert!(!out.iter().any(|c| c.topic == "home/ev/energy_import"), "{out:?}");
+        assert!(out.iter().any(|c| c.topic == "home/ev/power"), "other readings of the update still go through");
+        let e = out.iter().find(|c| c.topic == "home/ev/event").expect("reading_rejected event");
+        let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(v["event"], "reading_rejected");
+        assert_eq!(v["data"]["reason"], "counter_decrease");
+        assert_eq!(v["data"]["accepted"], 1000.0);
+        assert_eq!(h.value(Quantity::known("energy_import")), Some(Value::Number(1000.0)));
+        let _ = r;
+    }
+
+    #[test]
+    fn a_guard_reset_topic_accepts_the_next_reading_and_answers_on_result() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("energy_import", Value::Number(1000.0))]));
+        let msg = crate::mqtt::Message {
+            topic: "home/ev/energy_import/reset".into(),
+            payload: bytes::Bytes::from_static(b"1"),
+            retain: false,
+        };
+        r.on_guard_reset(&msg);
+        h.apply(update(&[("energy_import", Value::Number(3.0))]));
+        let out = rx.drain();
+        let res = out.iter().find(|c| c.topic == "home/ev/energy_import/result").expect("result");
+        assert!(res.payload.contains("\"ok\":true"), "{}", res.payload);
+        assert!(out.iter().any(|c| c.topic == "home/ev/energy_import" && c.payload == "3"));
+        let bad = crate::mqtt::Message { topic: "home/ev/power/reset".into(), ..msg };
+        r.on_guard_reset(&bad);
+        assert!(rx.drain().iter().any(|c| c.topic == "home/ev/power/result" && c.payload.contains("\"ok\":false")));
+    }
+
+    #[test]
+    fn extend_freshness_lengthens_but_never_shortens_the_window() {
+        let mut s = spec("ev");
+        s.freshness = Duration::from_millis(20);
+        let (r, h, _rx) = setup(s);
+        let window = |r: &Router| lock(&r.devices[0].state).freshness(&r.devices[0].spec);
+        assert_eq!(window(&r), Duration::from_millis(20));
+        h.extend_freshness(Duration::from_secs(60));
+        h.extend_freshness(Duration::from_millis(1));
+        assert_eq!(window(&r), Duration::from_secs(60));
     }
 
     #[test]

@@ -376,6 +376,16 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         }
     }
     let ids: Vec<String> = config.devices.keys().cloned().collect();
+    for id in &ids {
+        // Secret files named relative to the config file, like mqtt.password_file.
+        if let Some(d) = config.devices.get_mut(id)
+            && let AdapterConfig::Whatwatt(w) = &mut d.adapter
+            && let Some(f) = &w.password_file
+            && f.is_relative()
+        {
+            w.password_file = Some(base_dir.join(f));
+        }
+    }
     for id in ids {
         let d = &config.devices[&id];
         let path = format!("devices.{id}");

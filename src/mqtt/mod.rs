@@ -296,17 +296,28 @@ impl MqttHandle {
     /// Waits until everything queued so far has been handed to the client, then disconnects
     /// cleanly. Gives up after `timeout`.
     pub async fn flush_and_disconnect(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let flushed = async {
             if self.shared.outbound.send(Outbound::Flush(tx)).await.is_ok() {
                 let _ = rx.await;
             }
         };
-        if tokio::time::timeout(timeout, flushed).await.is_err() {
+        if tokio::time::timeout_at(deadline, flushed).await.is_err() {
             tracing::warn!("MQTT outbound queue not flushed within {timeout:?}");
         }
         self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.client.disconnect()).await;
+        let mut state = self.watch();
+        // DISCONNECT travels behind everything queued; the poll loop reports it written (and the
+        // connection closed) only after the publishes before it went out on the socket.
+        if tokio::time::timeout_at(deadline, self.shared.client.disconnect()).await.is_err() {
+            tracing::warn!("MQTT disconnect request not accepted within {timeout:?}");
+            return;
+        }
+        let closed = state.wait_for(|s| !s.connected);
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            tracing::warn!("MQTT connection not closed cleanly within {timeout:?}");
+        }
     }
 }
 
@@ -452,10 +463,15 @@ async fn poll_loop(shared: Arc<Shared>, mut eventloop: EventLoop, settings: Mqtt
             }
             Ok(Event::Incoming(Packet::Publish(p))) => dispatch(&shared, p),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                set_connected(&shared, false);
                 if shared.closing.load(Ordering::SeqCst) {
+                    // Keep the socket open until the broker closes it: a broker that is still
+                    // writing to us (e.g. a flood of device data) would otherwise hit a broken pipe
+                    // and drop what it had not read yet, including our last publishes.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), until_closed(&mut eventloop)).await;
+                    set_connected(&shared, false);
                     break;
                 }
+                set_connected(&shared, false);
             }
             Ok(_) => {}
             Err(e) => {
@@ -481,6 +497,11 @@ async fn poll_loop(shared: Arc<Shared>, mut eventloop: EventLoop, settings: Mqtt
         }
     }
     set_connected(&shared, false);
+}
+
+/// Polls until the broker closes the connection (it does after our DISCONNECT).
+async fn until_closed(eventloop: &mut EventLoop) {
+    while eventloop.poll().await.is_ok() {}
 }
 
 /// Lets the event loop write out what is queued (the DISCONNECT after a flush) before exiting.

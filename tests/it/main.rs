@@ -1,1 +1,28 @@
+//! hlbridge integration tests: one binary (`cargo test --test it`).
+//!
+//! - `golden`: recorded go-e captures replayed through the real adapter and router (no broker).
+//! - `end_to_end`: simulator → Mosquitto → bridge → probe subscriber.
+//! - `config`: shipped config files, error reporting, `hlbridge check-config`.
+//! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
+//! - `resilience`: broker restart, shutdown, malformed payloads.
+//! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
+//!   to end, stale retained events, out-of-order temperatures, availability, several printers.
+//! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
+//!   simulator; Basic/Digest auth, stale nonces, restarts, kicks, fallback, licence, bad payloads.
+//!
+//! - `ai_on_the_edge`: camera-meter samples and historical formats to golden files; both MQTT
+//!   dialects end to end against the simulated camera; error rounds, the counter guard, a stale
+//!   retained last will, freshness, control topics, several number sequences.
+//!
+//! Every test owns its broker (Mosquitto on a free loopback port; the in-process broker when
+//! Mosquitto is missing, or when `HLBRIDGE_TEST_BROKER=embedded`).
 
+mod ai_on_the_edge;
+mod common;
+mod config;
+mod end_to_end;
+mod golden;
+mod http_endpoints;
+mod octoprint;
+mod resilience;
+mod whatwatt;

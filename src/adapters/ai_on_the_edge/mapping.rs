@@ -1,0 +1,1019 @@
+//! Pure AI-on-the-edge-device mapping: topic → role, the tolerant `json` parser (every historical
+//! format, malformed ones included), numbers, timestamps, error texts, meter units, Home Assistant
+//! discovery configs, and one number-sequence reading → canonical quantities. No IO and no state:
+//! the [`super::Ingest`] assembles rounds and feeds them here. The vendor knowledge lives as data in
+//! `adapters/ai_on_the_edge/` (topics.tsv, fields.tsv, errors.tsv, meters.tsv), embedded at build time.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use crate::model::{Quantity, Update, Value};
+
+const TOPICS_TSV: &str = include_str!("../../../adapters/ai_on_the_edge/topics.tsv");
+const FIELDS_TSV: &str = include_str!("../../../adapters/ai_on_the_edge/fields.tsv");
+const ERRORS_TSV: &str = include_str!("../../../adapters/ai_on_the_edge/errors.tsv");
+const METERS_TSV: &str = include_str!("../../../adapters/ai_on_the_edge/meters.tsv");
+
+/// Readings above this many seconds of uptime are the v10.2.0 bug (an epoch-like number, #583).
+const MAX_UPTIME_S: f64 = 20.0 * 365.0 * 86_400.0;
+/// The ESP32's internal sensor range; anything outside is garbage.
+const CPU_TEMPERATURE_RANGE: std::ops::RangeInclusive<f64> = -40.0..=150.0;
+/// `wifiRSSI` reports -127 when the firmware has no access-point info.
+const RSSI_UNKNOWN: f64 = -127.0;
+
+/// Which MQTT layout a device speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Detect from the topics seen (and say which in `/readyz`).
+    #[default]
+    Auto,
+    /// jomjol firmware v8–v16: flat topics (`MT/connection`, `MT/<seq>/value`, ...).
+    Upstream,
+    /// The Slider0007 fork's topic clusters (`MT/device/status/...`, `MT/process/data/...`).
+    Clusters,
+}
+
+impl Dialect {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Auto => "auto",
+            Dialect::Upstream => "upstream",
+            Dialect::Clusters => "clusters",
+        }
+    }
+}
+
+/// What a device-level topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRole {
+    /// Birth/last-will state (`connected` / `connection lost`, fork `online` / `offline`).
+    Connection,
+    /// Seconds since boot.
+    Uptime,
+    /// Wi-Fi signal in dBm.
+    Rssi,
+    /// ESP32 chip temperature in °C.
+    Temperature,
+    /// Flow step of the round (`Take Image`, ..., `Flow finished`).
+    RoundStatus,
+    /// Firmware version text.
+    Firmware,
+    /// MAC address.
+    Mac,
+    /// IPv4 address.
+    Ip,
+    /// Host name.
+    Hostname,
+    /// Round interval in minutes.
+    IntervalMin,
+    /// Fork: board/camera/SD JSON.
+    HardwareJson,
+    /// Fork: hostname/IP/MAC JSON.
+    NetworkJson,
+    /// Documented, deliberately not normalised.
+    Ignore,
+}
+
+/// What a number-sequence field carries (a topic, or a key of the `json` body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRole {
+    /// Post-processed reading (decimal string; empty when the round was rejected).
+    Value,
+    /// Digits as read, may contain `N`.
+    Raw,
+    /// Error text / fork value status.
+    Error,
+    /// Change per minute in the meter's unit.
+    RatePerMin,
+    /// Time of the last valid reading.
+    Timestamp,
+    /// The whole record as JSON.
+    Json,
+    /// Sequence name (fork json).
+    Name,
+    /// Documented, derived or previous-value field.
+    Ignore,
+}
+
+/// Where a topic below the MainTopic belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified<'a> {
+    /// A device-level topic of `dialect`.
+    Device(Dialect, DeviceRole),
+    /// A field of a number sequence: `key` is the upstream sequence name or the fork's sequence id.
+    Sequence {
+        /// Layout of the topic.
+        dialect: Dialect,
+        /// Sequence name (upstream) or id (clusters).
+        key: &'a str,
+        /// The field.
+        role: FieldRole,
+    },
+    /// Commands to the device (`ctrl/...`, `process/ctrl/...`): ours or another client's, not data.
+    Control,
+    /// GPIO state or commands (experimental in the firmware, not part of the model).
+    Gpio,
+    /// Nothing the notes know: firmware drift or a wrong `main_topic`.
+    Unknown,
+}
+
+/// One row of meters.tsv: what a camera reads and how its numbers convert.
+#[derive(Debug, PartialEq)]
+pub struct Meter {
+    /// `water`, `gas`, `energy`.
+    pub kind: &'static str,
+    /// Config spelling of the unit (`m3`, `l`, `kwh`, ...).
+    pub unit: &'static str,
+    /// The unit as Home Assistant discovery writes it (`m³`, `L`, `kWh`).
+    pub discovery_unit: &'static str,
+    /// The canonical total quantity (`volume`, `energy_import`).
+    pub quantity: Quantity,
+    /// Meter unit → canonical unit.
+    pub factor: f64,
+    /// The canonical rate quantity (`flow_rate`, `power`).
+    pub rate_quantity: Quantity,
+    /// Meter unit per minute → canonical rate unit.
+    pub rate_factor: f64,
+}
+
+impl Meter {
+    /// `water m3`, for logs and `/readyz`.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind, self.unit)
+    }
+}
+
+/// The parsed data tables.
+pub struct Tables {
+    upstream: Vec<(&'static str, DeviceRole)>,
+    clusters: Vec<(&'static str, DeviceRole)>,
+    fields: Vec<(&'static str, FieldRole)>,
+    errors: Vec<(&'static str, Option<&'static str>)>,
+    meters: Vec<Meter>,
+}
+
+fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
+    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').collect())
+}
+
+fn device_role(name: &str) -> DeviceRole {
+    match name {
+        "connection" => DeviceRole::Connection,
+        "uptime" => DeviceRole::Uptime,
+        "rssi" => DeviceRole::Rssi,
+        "temperature" => DeviceRole::Temperature,
+        "round_status" => DeviceRole::RoundStatus,
+        "firmware" => DeviceRole::Firmware,
+        "mac" => DeviceRole::Mac,
+        "ip" => DeviceRole::Ip,
+        "hostname" => DeviceRole::Hostname,
+        "interval_min" => DeviceRole::IntervalMin,
+        "hardware_json" => DeviceRole::HardwareJson,
+        "network_json" => DeviceRole::NetworkJson,
+        "ignore" => DeviceRole::Ignore,
+        other => panic!("topics.tsv: unknown role {other}"),
+    }
+}
+
+fn field_role(name: &str) -> FieldRole {
+    match name {
+        "value" => FieldRole::Value,
+        "raw" => FieldRole::Raw,
+        "error" => FieldRole::Error,
+        "rate_per_min" => FieldRole::RatePerMin,
+        "timestamp" => FieldRole::Timestamp,
+        "json" => FieldRole::Json,
+        "name" => FieldRole::Name,
+        "ignore" => FieldRole::Ignore,
+        other => panic!("fields.tsv: unknown role {other}"),
+    }
+}
+
+/// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
+pub fn tables() -> &'static Tables {
+    static T: OnceLock<Tables> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Tables {
+            upstream: Vec::new(),
+            clusters: Vec::new(),
+            fields: Vec::new(),
+            errors: Vec::new(),
+            meters: Vec::new(),
+        };
+        for c in data_lines(TOPICS_TSV) {
+            let [dialect, topic, role] = c[..] else { panic!("topics.tsv: bad row {c:?}") };
+            match dialect {
+                "upstream" => t.upstream.push((topic, device_role(role))),
+                "clusters" => t.clusters.push((topic, device_role(role))),
+                other => panic!("topics.tsv: unknown dialect {other}"),
+            }
+        }
+        for c in data_lines(FIELDS_TSV) {
+            let [field, role] = c[..] else { panic!("fields.tsv: bad row {c:?}") };
+            t.fields.push((field, field_role(role)));
+        }
+        for c in data_lines(ERRORS_TSV) {
+            let [prefix, outcome, reason] = c[..] else { panic!("errors.tsv: bad row {c:?}") };
+            let reason = match outcome {
+                "ok" => None,
+                "rejected" => Some(reason),
+                other => panic!("errors.tsv: unknown outcome {other}"),
+            };
+            t.errors.push((prefix, reason));
+        }
+        for c in data_lines(METERS_TSV) {
+            let [kind, unit, discovery_unit, q, factor, rq, rate_factor] = c[..] else {
+                panic!("meters.tsv: bad row {c:?}")
+            };
+            t.meters.push(Meter {
+                kind,
+                unit,
+                discovery_unit,
+                quantity: Quantity::known(q),
+                factor: factor.parse().expect("meters.tsv factor"),
+                rate_quantity: Quantity::known(rq),
+                rate_factor: rate_factor.parse().expect("meters.tsv rate factor"),
+            });
+        }
+        t
+    })
+}
+
+/// The field role of a sequence topic level or json key.
+pub fn field(name: &str) -> Option<FieldRole> {
+    tables().fields.iter().find(|(f, _)| *f == name).map(|(_, r)| *r)
+}
+
+/// Classifies a topic below the MainTopic (`rest` is the topic without `MT/`).
+pub fn classify(rest: &str) -> Classified<'_> {
+    let t = tables();
+    if let Some((_, role)) = t.upstream.iter().find(|(n, _)| *n == rest) {
+        return Classified::Device(Dialect::Upstream, *role);
+    }
+    if let Some((_, role)) = t.clusters.iter().find(|(n, _)| *n == rest) {
+        return Classified::Device(Dialect::Clusters, *role);
+    }
+    let mut levels = rest.split('/');
+    let (first, second, third) = (levels.next(), levels.next(), levels.next());
+    let more = levels.next().is_some();
+    match (first, second, third) {
+        // The sequence `default` publishes directly under the MainTopic (MT/value, MT/json, ...).
+        (Some(f), None, None) => match field(f) {
+            Some(role) => Classified::Sequence { dialect: Dialect::Upstream, key: "default", role },
+            None => Classified::Unknown,
+        },
+        (Some("ctrl"), Some(_), None) => Classified::Control,
+        (Some("GPIO"), Some(_), None) => Classified::Gpio,
+        (Some(seq), Some(f), None) => match field(f) {
+            Some(role) => Classified::Sequence { dialect: Dialect::Upstream, key: seq, role },
+            None => Classified::Unknown,
+        },
+        (Some("process" | "device"), Some("ctrl"), Some(_)) if !more => Classified::Control,
+        (Some("device"), Some("gpio"), Some(_)) => Classified::Gpio,
+        (Some("process"), Some("data"), Some(id)) => {
+            let f = rest.splitn(4, '/').nth(3);
+            match f.and_then(field) {
+                Some(role) if !f.is_some_and(|f| f.contains('/')) => {
+                    Classified::Sequence { dialect: Dialect::Clusters, key: id, role }
+                }
+                _ => Classified::Unknown,
+            }
+        }
+        _ => Classified::Unknown,
+    }
+}
+
+/// The fields of one number-sequence reading, as text the way the device sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Post-processed value (`None`: not sent; `Some("")`: sent empty, i.e. rejected).
+    pub value: Option<String>,
+    /// Digits as read.
+    pub raw: Option<String>,
+    /// Error text or value status.
+    pub error: Option<String>,
+    /// Change per minute.
+    pub rate: Option<String>,
+    /// Time of the last valid reading.
+    pub timestamp: Option<String>,
+    /// Sequence name (fork json).
+    pub name: Option<String>,
+}
+
+impl Record {
+    fn slot(&mut self, role: FieldRole) -> Option<&mut Option<String>> {
+        match role {
+            FieldRole::Value => Some(&mut self.value),
+            FieldRole::Raw => Some(&mut self.raw),
+            FieldRole::Error => Some(&mut self.error),
+            FieldRole::RatePerMin => Some(&mut self.rate),
+            FieldRole::Timestamp => Some(&mut self.timestamp),
+            FieldRole::Name => Some(&mut self.name),
+            FieldRole::Json | FieldRole::Ignore => None,
+        }
+    }
+
+    /// Whether `role` is set.
+    pub fn has(&self, role: FieldRole) -> bool {
+        match role {
+            FieldRole::Value => self.value.is_some(),
+            FieldRole::Raw => self.raw.is_some(),
+            FieldRole::Error => self.error.is_some(),
+            FieldRole::RatePerMin => self.rate.is_some(),
+            FieldRole::Timestamp => self.timestamp.is_some(),
+            FieldRole::Name => self.name.is_some(),
+            FieldRole::Json | FieldRole::Ignore => false,
+        }
+    }
+
+    /// Sets `role` to `text`; roles that are not fields are ignored.
+    pub fn set(&mut self, role: FieldRole, text: &str) {
+        if let Some(slot) = self.slot(role) {
+            *slot = Some(text.to_owned());
+        }
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Record::default()
+    }
+
+    /// Takes every field of `other` that `self` lacks (`overwrite`: every field `other` has).
+    pub fn fill_from(&mut self, other: &Record, overwrite: bool) {
+        for (mine, theirs) in [
+            (&mut self.value, &other.value),
+            (&mut self.raw, &other.raw),
+            (&mut self.error, &other.error),
+            (&mut self.rate, &other.rate),
+            (&mut self.timestamp, &other.timestamp),
+            (&mut self.name, &other.name),
+        ] {
+            if theirs.is_some() && (overwrite || mine.is_none()) {
+                mine.clone_from(theirs);
+            }
+        }
+    }
+}
+
+/// A parsed `json` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonRecord {
+    /// The fields found.
+    pub record: Record,
+    /// False when the body was not valid JSON and the fields were recovered by scanning (v8.0.x,
+    /// v10.0.0–v10.0.1, v13.0.5 firmware).
+    pub well_formed: bool,
+    /// Keys no table knows (firmware drift), for the unknown-key counter.
+    pub unknown_keys: Vec<String>,
+}
+
+fn json_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        // v8.1–v13.0.4 wrote value and rate as bare numbers; keep the digits as sent.
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        Json::Null => None,
+        _ => None,
+    }
+}
+
+/// Parses a sequence's `json` body: strictly when it is JSON, else by scanning for the known keys
+/// (the malformed bodies of some firmware). `None` when nothing usable is in it.
+pub fn parse_json(body: &str) -> Option<JsonRecord> {
+    if let Ok(Json::Object(map)) = serde_json::from_str::<Json>(body) {
+        let mut out = JsonRecord { well_formed: true, ..Default::default() };
+        for (k, v) in &map {
+            match field(k) {
+                Some(FieldRole::Ignore | FieldRole::Json) => {}
+                Some(role) => {
+                    if let Some(text) = json_text(v) {
+                        out.record.set(role, &text);
+                    }
+                }
+                None => out.unknown_keys.push(k.clone()),
+            }
+        }
+        return Some(out);
+    }
+    let record = scan_json(body);
+    (!record.is_empty()).then_some(JsonRecord { record, well_formed: false, unknown_keys: Vec::new() })
+}
+
+/// Recovers the known keys of a malformed body: each value runs from its key to the next known key
+/// (or the closing brace); quotes and whitespace around it are dropped. Good enough for the missing
+/// quote of v10.0.0 and v13.0.5 and for the error text inside v8.0.x's value.
+fn scan_json(body: &str) -> Record {
+    let mut hits: Vec<(usize, usize, FieldRole)> = Vec::new();
+    for (name, role) in &tables().fields {
+        let needle = format!("\"{name}\"");
+        let mut from = 0;
+        while let Some(pos) = body[from..].find(&needle) {
+            let start = from + pos;
+            let after = start + needle.len();
+            from = after;
+            let rest = body[after..].trim_start();
+            if let Some(value_part) = rest.strip_prefix(':') {
+                let value_start = body.len() - value_part.len();
+                hits.push((start, value_start, *role));
+            }
+        }
+    }
+    hits.sort_by_key(|h| h.0);
+    let end = body.rfind('}').unwrap_or(body.len());
+    let mut rec = Record::default();
+    for (i, &(_, value_start, role)) in hits.iter().enumerate() {
+        let stop = hits.get(i + 1).map(|h| h.0).unwrap_or(end).max(value_start);
+        let text = body[value_start..stop].trim().trim_end_matches(',').trim();
+        let text = text.trim_start_matches('"').trim_end_matches('"').trim();
+        if !rec.has(role) {
+            rec.set(role, text);
+        }
+    }
+    rec
+}
+
+/// Parses a decimal as the firmware prints it (`512.3025`, `-0.000000`, `1843`): `.` separator,
+/// no thousands separator, finite.
+pub fn parse_decimal(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || digits.bytes().filter(|b| *b == b'.').count() > 1
+        || !digits.bytes().any(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// A device timestamp, as far as it can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Full timestamp with UTC offset (v13.0.2+, the fork).
+    At(OffsetDateTime),
+    /// Local time without offset (before v13.0.2): the offset is unknown.
+    NoOffset,
+    /// The device clock is not set (NTP not synced: 1970).
+    Unsynced,
+    /// Empty (after boot until the first good round) or unreadable.
+    Missing,
+}
+
+/// Parses `2024-03-05T14:29:17+0100`, `...+01:00`, `...Z` and the offset-less older form.
+pub fn parse_timestamp(s: &str) -> Stamp {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let s = s.trim();
+    if s.is_empty() {
+        return Stamp::Missing;
+    }
+    let with_offset = OffsetDateTime::parse(
+        s,
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"),
+    )
+    .or_else(|_| OffsetDateTime::parse(s, &Rfc3339));
+    let stamp = match with_offset {
+        Ok(t) => t,
+        Err(_) => {
+            return match PrimitiveDateTime::parse(
+                s,
+                format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+            ) {
+                Ok(p) if p.year() < 2020 => Stamp::Unsynced,
+                Ok(_) => Stamp::NoOffset,
+                Err(_) => Stamp::Missing,
+            };
+        }
+    };
+    if stamp.year() < 2020 { Stamp::Unsynced } else { Stamp::At(stamp) }
+}
+
+/// What an error text / value status says about the reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No error text (not sent, or empty).
+    None,
+    /// `no error`, fork `000 Valid`.
+    Ok,
+    /// A rejection the device reported, with the metric reason.
+    Rejected(&'static str),
+    /// A text no table knows.
+    Unknown,
+}
+
+/// Classifies an error text by prefix (the texts carry the readings, so never by equality).
+pub fn classify_error(text: &str) -> ErrorClass {
+    let text = text.trim();
+    if text.is_empty() {
+        return ErrorClass::None;
+    }
+    match tables().errors.iter().find(|(prefix, _)| text.starts_with(prefix)) {
+        Some((_, None)) => ErrorClass::Ok,
+        Some((_, Some(reason))) => ErrorClass::Rejected(reason),
+        None => ErrorClass::Unknown,
+    }
+}
+
+/// The meter for a config `meter:` + `unit:` pair (unit defaults to the first row of the meter).
+pub fn meter(kind: &str, unit: Option<&str>) -> Option<&'static Meter> {
+    tables().meters.iter().find(|m| m.kind == kind && unit.is_none_or(|u| u == m.unit))
+}
+
+/// Every config unit allowed for `kind`.
+pub fn units_of(kind: &str) -> Vec<&'static str> {
+    tables().meters.iter().filter(|m| m.kind == kind).map(|m| m.unit).collect()
+}
+
+/// The meter a Home Assistant discovery `device_class` and `unit_of_meas` describe (MeterType).
+pub fn meter_from_discovery(device_class: Option<&str>, unit: Option<&str>) -> Option<&'static Meter> {
+    let unit = unit?.trim();
+    let kind = match device_class {
+        Some("water") => "water",
+        Some("gas") => "gas",
+        Some("energy") => "energy",
+        _ => return None,
+    };
+    tables().meters.iter().find(|m| m.kind == kind && m.discovery_unit.eq_ignore_ascii_case(unit))
+}
+
+/// What a retained Home Assistant discovery config tells about the device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Discovery {
+    /// For the `value` entity (upstream `~/<seq>/value`, fork `actual_value`): the sequence it reads.
+    pub value_of: Option<String>,
+    /// `device_class` of the entity.
+    pub device_class: Option<String>,
+    /// `unit_of_meas(urement)` of the entity.
+    pub unit: Option<String>,
+    /// `device.sw_version` / `dev.sw`.
+    pub firmware: Option<String>,
+    /// `device.model` / `dev.mdl`.
+    pub model: Option<String>,
+    /// `device.manufacturer` / `dev.mf`.
+    pub manufacturer: Option<String>,
+}
+
+fn str_of<'a>(m: &'a serde_json::Map<String, Json>, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| m.get(*k).and_then(Json::as_str)).map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parses a discovery config; `Ok(None)` when it belongs to another device (its `~` or state topic
+/// is not below `main_topic`) or is a deletion (empty payload).
+pub fn parse_discovery(payload: &[u8], main_topic: &str) -> Result<Option<Discovery>, &'static str> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let Ok(Json::Object(m)) = serde_json::from_slice::<Json>(payload) else {
+        return Err("invalid_discovery_json");
+    };
+    let base = str_of(&m, &["~"]);
+    let state = str_of(&m, &["state_topic", "stat_t"]).map(|t| match (t.strip_prefix('~'), base) {
+        (Some(rest), Some(b)) => format!("{b}{rest}"),
+        _ => t.to_owned(),
+    });
+    let mine = match (base, &state) {
+        (Some(b), _) => b.trim_end_matches('/') == main_topic,
+        (None, Some(s)) => s.strip_prefix(main_topic).is_some_and(|r| r.starts_with('/')),
+        (None, None) => false,
+    };
+    if !mine {
+        return Ok(None);
+    }
+    let mut d = Discovery {
+        device_class: str_of(&m, &["device_class", "dev_cla"]).map(str::to_owned),
+        unit: str_of(&m, &["unit_of_measurement", "unit_of_meas"]).map(str::to_owned),
+        ..Default::default()
+    };
+    if let Some(Json::Object(dev)) = m.get("device").or_else(|| m.get("dev")) {
+        d.firmware = str_of(dev, &["sw_version", "sw"]).map(str::to_owned);
+        d.model = str_of(dev, &["model", "mdl"]).map(str::to_owned);
+        d.manufacturer = str_of(dev, &["manufacturer", "mf"]).map(str::to_owned);
+    }
+    if let Some(rest) = state.as_deref().and_then(|s| s.strip_prefix(main_topic)).and_then(|r| r.strip_prefix('/')) {
+        let template = str_of(&m, &["value_template", "val_tpl"]).unwrap_or("");
+        d.value_of = match rest.rsplit_once('/') {
+            // Upstream: ~/<seq>/value, or ~/value for the sequence `default`.
+            Some((seq, "value")) if !seq.contains('/') => Some(seq.to_owned()),
+            None if rest == "value" => Some("default".to_owned()),
+            // Fork: ~/process/data/<id>/json with a template picking `actual_value`.
+            Some((path, "json")) if template.contains("actual_value") => {
+                path.strip_prefix("process/data/").filter(|id| !id.contains('/')).map(str::to_owned)
+            }
+            _ => None,
+        };
+    }
+    Ok(Some(d))
+}
+
+/// How a reading turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A valid reading: the total was published.
+    Good,
+    /// The device rejected (or could not make) the reading; the reason is a metric label.
+    Rejected(&'static str),
+    /// No judgement possible (partial round: only raw digits, only an error state).
+    Partial,
+}
+
+/// What [`reading`] found besides the quantities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingResult {
+    /// Good, rejected or partial.
+    pub outcome: Outcome,
+    /// The device's timestamp of the reading.
+    pub stamp: Stamp,
+    /// The error text to publish as `reading_error` ("" = no error).
+    pub error_text: Option<String>,
+    /// A field that was not a number (parse-error reason, field name).
+    pub bad_field: Option<(&'static str, &'static str)>,
+}
+
+/// Text for rejections that come without one (an `N` the firmware could not substitute).
+pub const UNREADABLE_DIGITS: &str = "unreadable digits (N in raw) and no previous value to substitute";
+
+/// Maps one sequence reading to canonical quantities in `update` (total, rate, raw digits, error).
+pub fn reading(rec: &Record, meter: &Meter, update: &mut Update) -> ReadingResult {
+    let raw = rec.raw.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if let Some(raw) = raw {
+        update.push(Quantity::known("reading_raw"), Value::Text(Cow::Owned(raw.to_owned())));
+    }
+    // v8.0.x put the error text into `value`, after a TAB.
+    let (value, tab_error) = match rec.value.as_deref().map(|v| v.split_once('\t').unwrap_or((v, ""))) {
+        Some((_, e)) if !e.trim().is_empty() => (Some(""), Some(e.trim())),
+        Some((v, _)) => (Some(v.trim()), None),
+        None => (None, None),
+    };
+    let error = rec.error.as_deref().map(str::trim).filter(|e| !e.is_empty()).or(tab_error);
+    let class = error.map(classify_error).unwrap_or(ErrorClass::None);
+    let stamp = rec.timestamp.as_deref().map(parse_timestamp).unwrap_or(Stamp::Missing);
+    let mut result = ReadingResult { outcome: Outcome::Partial, stamp, error_text: None, bad_field: None };
+    let rejected = |reason| Outcome::Rejected(reason);
+    result.outcome = match (class, value) {
+        (ErrorClass::Rejected(reason), _) => rejected(reason),
+        (_, Some("")) => rejected(match class {
+            _ if raw.is_some_and(|r| r.contains('N')) => "device_unreadable_digits",
+            ErrorClass::Unknown => "device_error",
+            _ => "device_no_value",
+        }),
+        (_, Some(v)) => match parse_decimal(v) {
+            Some(n) => {
+                update.push(meter.quantity, Value::Number(n * meter.factor));
+                if let Some(r) = rec.rate.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+                    match parse_decimal(r) {
+                        Some(rate) => update.push(meter.rate_quantity, Value::Number(rate * meter.rate_factor)),
+                        None => result.bad_field = Some(("bad_number", "rate")),
+                    }
+                }
+                Outcome::Good
+            }
+            None => {
+                result.bad_field = Some(("bad_number", "value"));
+                Outcome::Partial
+            }
+        },
+        (_, None) => Outcome::Partial,
+    };
+    result.error_text = match (result.outcome, class, error) {
+        (Outcome::Rejected(_), _, Some(e)) => Some(e.to_owned()),
+        (Outcome::Rejected("device_unreadable_digits"), _, None) => Some(UNREADABLE_DIGITS.to_owned()),
+        (Outcome::Rejected(reason), _, None) => Some(reason.trim_start_matches("device_").replace('_', " ")),
+        (_, ErrorClass::Unknown, Some(e)) => Some(e.to_owned()),
+        (Outcome::Good, _, _) | (_, ErrorClass::Ok, _) => Some(String::new()),
+        _ => None,
+    };
+    if let Some(text) = &result.error_text {
+        update.push(Quantity::known("reading_error"), Value::Text(Cow::Owned(text.clone())));
+    }
+    result
+}
+
+/// A device-level number, checked against what the firmware can send.
+pub fn device_number(role: DeviceRole, text: &str) -> Result<Option<(Quantity, f64)>, &'static str> {
+    let n = parse_decimal(text).ok_or("bad_number")?;
+    Ok(match role {
+        DeviceRole::Uptime if !(0.0..=MAX_UPTIME_S).contains(&n) => return Err("implausible_uptime"),
+        DeviceRole::Uptime => Some((Quantity::known("uptime"), n)),
+        DeviceRole::Rssi if n == RSSI_UNKNOWN => None,
+        DeviceRole::Rssi if !(-127.0..=0.0).contains(&n) => return Err("implausible_rssi"),
+        DeviceRole::Rssi => Some((Quantity::known("rssi"), n)),
+        DeviceRole::Temperature if !CPU_TEMPERATURE_RANGE.contains(&n) => return Err("implausible_temperature"),
+        DeviceRole::Temperature => Some((Quantity::known("temperature"), n)),
+        _ => None,
+    })
+}
+
+/// The connection state a `connection` payload announces: `Some(true)` up, `Some(false)` down.
+pub fn connection_state(text: &str) -> Option<bool> {
+    match text.trim() {
+        "connected" | "online" => Some(true),
+        "connection lost" | "offline" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn water() -> &'static Meter {
+        meter("water", None).unwrap()
+    }
+
+    fn get(u: &Update, name: &str) -> Option<Value> {
+        u.readings.iter().find(|(q, _)| q.name() == name).map(|(_, v)| v.clone())
+    }
+
+    fn rec(value: Option<&str>, raw: Option<&str>, error: Option<&str>, rate: Option<&str>) -> Record {
+        Record {
+            value: value.map(str::to_owned),
+            raw: raw.map(str::to_owned),
+            error: error.map(str::to_owned),
+            rate: rate.map(str::to_owned),
+            timestamp: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn tables_parse_and_every_target_is_a_contract_quantity() {
+        let t = tables();
+        assert!(t.upstream.len() >= 12 && t.clusters.len() >= 15 && t.fields.len() >= 20);
+        assert!(t.meters.iter().all(|m| m.factor > 0.0 && m.rate_factor > 0.0));
+        assert_eq!(meter("energy", None).unwrap().quantity.name(), "energy_import");
+        assert_eq!(units_of("gas"), ["m3", "ft3"]);
+    }
+
+    #[test]
+    fn upstream_topics_classify_by_name_and_depth() {
+        assert_eq!(classify("connection"), Classified::Device(Dialect::Upstream, DeviceRole::Connection));
+        assert_eq!(classify("Wifi RSSI"), Classified::Device(Dialect::Upstream, DeviceRole::Rssi));
+        assert_eq!(
+            classify("main/value"),
+            Classified::Sequence { dialect: Dialect::Upstream, key: "main", role: FieldRole::Value }
+        );
+        assert_eq!(
+            classify("json"),
+            Classified::Sequence { dialect: Dialect::Upstream, key: "default", role: FieldRole::Json }
+        );
+        assert_eq!(
+            classify("main/rate_per_digitalization_round"),
+            Classified::Sequence { dialect: Dialect::Upstream, key: "main", role: FieldRole::Ignore }
+        );
+        assert_eq!(classify("ctrl/flow_start"), Classified::Control);
+        assert_eq!(classify("GPIO/GPIO12"), Classified::Gpio);
+        assert_eq!(classify("main/brand_new_field"), Classified::Unknown);
+        assert_eq!(classify("a/b/c"), Classified::Unknown);
+    }
+
+    #[test]
+    fn cluster_topics_classify_into_device_and_process_data() {
+        assert_eq!(classify("device/status/connection"), Classified::Device(Dialect::Clusters, DeviceRole::Connection));
+        assert_eq!(
+            classify("process/data/1/value_status"),
+            Classified::Sequence { dialect: Dialect::Clusters, key: "1", role: FieldRole::Error }
+        );
+        assert_eq!(
+            classify("process/data/0/json"),
+            Classified::Sequence { dialect: Dialect::Clusters, key: "0", role: FieldRole::Json }
+        );
+        assert_eq!(classify("process/ctrl/set_fallbackvalue"), Classified::Control);
+        assert_eq!(classify("device/gpio/GPIO4/state"), Classified::Gpio);
+        assert_eq!(classify("process/data/1/x/y"), Classified::Unknown);
+        // An upstream sequence may be called `process`: two levels are always upstream.
+        assert_eq!(
+            classify("process/value"),
+            Classified::Sequence { dialect: Dialect::Upstream, key: "process", role: FieldRole::Value }
+        );
+    }
+
+    #[test]
+    fn the_current_all_string_multiline_json_parses() {
+        let body = "  {\n    \"value\": \"512.3025\",\n    \"raw\": \"0512.3025\",\n    \"pre\": \"512.3025\",\n    \"error\": \"no error\",\n    \"rate\": \"0.000100\",\n    \"timestamp\": \"2025-03-22T16:18:58+0100\"\n  }\n";
+        let j = parse_json(body).unwrap();
+        assert!(j.well_formed && j.unknown_keys.is_empty());
+        assert_eq!(j.record.value.as_deref(), Some("512.3025"));
+        assert_eq!(j.record.raw.as_deref(), Some("0512.3025"));
+        assert_eq!(j.record.rate.as_deref(), Some("0.000100"));
+    }
+
+    #[test]
+    fn bare_numbers_of_older_firmware_keep_their_digits() {
+        let j = parse_json(r#"{"value":704.529,"raw":"00704.529","error":"no error","rate":0.000000,"timestamp":"2022-08-26T00:03:18"}"#).unwrap();
+        assert!(j.well_formed);
+        assert_eq!(j.record.value.as_deref(), Some("704.529"));
+        assert_eq!(j.record.rate.as_deref(), Some("0.0"));
+    }
+
+    #[test]
+    fn malformed_json_of_v13_0_5_is_recovered_by_scanning() {
+        let j = parse_json(r#"{"value": 638.7192, "raw": "0638.7192, "pre": "638.7192", "error": "no error", "rate": 0.000000, "timestamp": "2022-12-14T10:12:19+0100"}"#).unwrap();
+        assert!(!j.well_formed);
+        assert_eq!(j.record.value.as_deref(), Some("638.7192"));
+        assert_eq!(j.record.raw.as_deref(), Some("0638.7192"));
+        assert_eq!(j.record.error.as_deref(), Some("no error"));
+        assert_eq!(j.record.timestamp.as_deref(), Some("2022-12-14T10:12:19+0100"));
+    }
+
+    #[test]
+    fn malformed_json_of_v10_0_0_is_recovered_by_scanning() {
+        let j = parse_json(r#"{"value":288.5381,"raw":"00288.5381,"error":"no error","rate":0.000000,"timestamp":"2022-01-01T10:00:00"}"#).unwrap();
+        assert!(!j.well_formed);
+        assert_eq!(j.record.raw.as_deref(), Some("00288.5381"));
+        assert_eq!(j.record.value.as_deref(), Some("288.5381"));
+    }
+
+    #[test]
+    fn the_v8_error_inside_value_becomes_a_rejected_reading() {
+        let body = "{\"value\":1355.9060\tRate too high - Read: 1356.8436 - Pre: 1355.9060,\"error\":\"Rate too high - Read: 1356.8436 - Pre: 1355.9060\",\"rate\":0.000000,\"timestamp\":\"\"}";
+        let j = parse_json(body).unwrap();
+        assert!(!j.well_formed);
+        let mut u = Update::default();
+        let r = reading(&j.record, water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Rejected("device_rate_too_high"));
+        assert!(get(&u, "volume").is_none());
+    }
+
+    #[test]
+    fn garbage_that_is_not_json_yields_nothing() {
+        assert!(parse_json("hello").is_none());
+        assert!(parse_json("").is_none());
+    }
+
+    #[test]
+    fn the_fork_json_uses_its_own_field_names() {
+        let j = parse_json(r#"{"actual_value": "146.540", "fallback_value": "146.540", "raw_value": "146.539", "value_status": "E91 Rate negative", "rate_per_min": "0.0000", "rate_per_processing": "0.000", "timestamp_processed": "2024-02-02T20:13:54+0100"}"#).unwrap();
+        assert!(j.well_formed && j.unknown_keys.is_empty());
+        let mut u = Update::default();
+        let r = reading(&j.record, water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Rejected("device_negative_rate"));
+        assert!(get(&u, "volume").is_none(), "the fork's fallback value is not a new reading");
+        assert_eq!(get(&u, "reading_error"), Some(Value::Text("E91 Rate negative".into())));
+    }
+
+    #[test]
+    fn unknown_json_keys_are_reported_as_drift() {
+        let j = parse_json(r#"{"value": "1", "shiny": "x"}"#).unwrap();
+        assert_eq!(j.unknown_keys, ["shiny"]);
+    }
+
+    #[test]
+    fn a_good_reading_publishes_total_rate_raw_and_an_empty_error() {
+        let mut u = Update::default();
+        let r = reading(&rec(Some("512.3025"), Some("0512.3025"), Some("no error"), Some("0.000100")), water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Good);
+        assert_eq!(get(&u, "volume"), Some(Value::Number(512.3025)));
+        let Some(Value::Number(flow)) = get(&u, "flow_rate") else { panic!("flow_rate") };
+        assert!((flow - 0.006).abs() < 1e-12, "0.0001 m³/min is 0.006 m³/h, got {flow}");
+        assert_eq!(get(&u, "reading_raw"), Some(Value::Text("0512.3025".into())));
+        assert_eq!(get(&u, "reading_error"), Some(Value::Text("".into())));
+    }
+
+    #[test]
+    fn a_neg_rate_round_publishes_no_value_and_the_trimmed_error() {
+        let mut u = Update::default();
+        let text = "Neg. Rate - Read:  - Raw: 0512.3015 - Pre: 512.3025 ";
+        let r = reading(&rec(Some(""), Some("0512.3015"), Some(text), Some("")), water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Rejected("device_negative_rate"));
+        assert!(get(&u, "volume").is_none() && get(&u, "flow_rate").is_none());
+        assert_eq!(get(&u, "reading_error"), Some(Value::Text(text.trim().to_owned().into())));
+    }
+
+    #[test]
+    fn an_unsubstitutable_n_is_a_rejection_with_a_clear_text() {
+        let mut u = Update::default();
+        let r = reading(&rec(Some(""), Some("04931.N"), Some(""), Some("")), water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Rejected("device_unreadable_digits"));
+        assert_eq!(get(&u, "reading_error"), Some(Value::Text(UNREADABLE_DIGITS.into())));
+        assert_eq!(get(&u, "reading_raw"), Some(Value::Text("04931.N".into())), "raw is text, never a number");
+    }
+
+    #[test]
+    fn a_substituted_n_in_raw_with_a_value_is_a_good_reading() {
+        let mut u = Update::default();
+        let r = reading(&rec(Some("587.315"), Some("N00587.315"), Some("no error"), None), water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Good);
+        assert_eq!(get(&u, "volume"), Some(Value::Number(587.315)));
+        assert!(get(&u, "flow_rate").is_none(), "no rate, no made-up 0");
+    }
+
+    #[test]
+    fn only_raw_digits_are_a_partial_round() {
+        let mut u = Update::default();
+        let r = reading(&rec(None, Some("2N4.6256"), None, None), water(), &mut u);
+        assert_eq!(r.outcome, Outcome::Partial);
+        assert_eq!(u.readings.len(), 1);
+    }
+
+    #[test]
+    fn litres_and_energy_meters_convert_to_canonical_units() {
+        let mut u = Update::default();
+        reading(&rec(Some("1500"), None, None, Some("2.000000")), meter("water", Some("l")).unwrap(), &mut u);
+        assert_eq!(get(&u, "volume"), Some(Value::Number(1.5)));
+        assert_eq!(get(&u, "flow_rate"), Some(Value::Number(0.12)));
+        let mut u = Update::default();
+        reading(&rec(Some("12345.6"), None, None, Some("0.010000")), meter("energy", None).unwrap(), &mut u);
+        assert_eq!(get(&u, "energy_import"), Some(Value::Number(12345.6)));
+        assert_eq!(get(&u, "power"), Some(Value::Number(600.0)), "0.01 kWh per minute is 600 W");
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_number_is_reported_not_published() {
+        let mut u = Update::default();
+        let r = reading(&rec(Some("51,3"), None, Some("no error"), None), water(), &mut u);
+        assert_eq!(r.bad_field, Some(("bad_number", "value")));
+        assert!(get(&u, "volume").is_none());
+    }
+
+    #[test]
+    fn decimals_parse_like_the_firmware_prints_them() {
+        assert_eq!(parse_decimal("512.3025"), Some(512.3025));
+        assert_eq!(parse_decimal(" -0.000000 "), Some(-0.0));
+        assert_eq!(parse_decimal("1843"), Some(1843.0));
+        for bad in ["", "1,5", "1.2.3", "nan", "inf", "-", "1e5", "04931.N"] {
+            assert_eq!(parse_decimal(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_with_and_without_offset() {
+        let Stamp::At(t) = parse_timestamp("2025-03-22T16:18:58+0100") else { panic!() };
+        assert_eq!(t, time::macros::datetime!(2025-03-22 15:18:58 UTC));
+        assert!(matches!(parse_timestamp("2025-03-22T16:18:58+01:00"), Stamp::At(_)));
+        assert_eq!(parse_timestamp("2022-08-26T00:03:18"), Stamp::NoOffset);
+        assert_eq!(parse_timestamp("1970-01-01T00:00:12+0000"), Stamp::Unsynced);
+        assert_eq!(parse_timestamp(""), Stamp::Missing);
+        assert_eq!(parse_timestamp("yesterday"), Stamp::Missing);
+    }
+
+    #[test]
+    fn errors_classify_by_prefix() {
+        assert_eq!(classify_error("no error"), ErrorClass::Ok);
+        assert_eq!(classify_error("000 Valid"), ErrorClass::Ok);
+        assert_eq!(
+            classify_error("Rate too high - Read: 513.1 - Pre: 512.3 - Rate: 0.8"),
+            ErrorClass::Rejected("device_rate_too_high")
+        );
+        assert_eq!(
+            classify_error("E90 No data to substitute N | Raw: 0N1"),
+            ErrorClass::Rejected("device_unreadable_digits")
+        );
+        assert_eq!(classify_error("  "), ErrorClass::None);
+        assert_eq!(classify_error("Something new"), ErrorClass::Unknown);
+    }
+
+    #[test]
+    fn device_numbers_are_checked_for_plausibility() {
+        assert_eq!(device_number(DeviceRole::Uptime, "1843"), Ok(Some((Quantity::known("uptime"), 1843.0))));
+        assert_eq!(device_number(DeviceRole::Uptime, "1642490972"), Err("implausible_uptime"));
+        assert_eq!(device_number(DeviceRole::Rssi, "-127"), Ok(None));
+        assert_eq!(device_number(DeviceRole::Rssi, "-61"), Ok(Some((Quantity::known("rssi"), -61.0))));
+        assert_eq!(device_number(DeviceRole::Temperature, "470"), Err("implausible_temperature"));
+        assert_eq!(device_number(DeviceRole::Temperature, "x"), Err("bad_number"));
+    }
+
+    #[test]
+    fn connection_payloads_of_both_dialects() {
+        assert_eq!(connection_state("connected"), Some(true));
+        assert_eq!(connection_state("online"), Some(true));
+        assert_eq!(connection_state("connection lost"), Some(false));
+        assert_eq!(connection_state("offline"), Some(false));
+        assert_eq!(connection_state("maybe"), None);
+    }
+
+    #[test]
+    fn upstream_discovery_gives_meter_sequence_and_firmware() {
+        let p = br#"{"~": "watermeter","unique_id": "watermeter-value","state_topic": "~/main/value","unit_of_meas": "m\u00b3","device_class": "water","state_class": "total_increasing","device": {"identifiers": ["watermeter"],"model": "Meter Digitizer","manufacturer": "AI on the Edge Device","sw_version": "v16.1.0"}}"#;
+        let d = parse_discovery(p, "watermeter").unwrap().unwrap();
+        assert_eq!(d.value_of.as_deref(), Some("main"));
+        assert_eq!(meter_from_discovery(d.device_class.as_deref(), d.unit.as_deref()), meter("water", Some("m3")));
+        assert_eq!(d.firmware.as_deref(), Some("v16.1.0"));
+        assert_eq!(parse_discovery(p, "gasmeter").unwrap(), None, "another device's config");
+        assert_eq!(parse_discovery(b"", "watermeter").unwrap(), None);
+        assert_eq!(parse_discovery(b"{nope", "watermeter"), Err("invalid_discovery_json"));
+    }
+
+    #[test]
+    fn fork_discovery_with_abbreviated_keys_points_at_process_data() {
+        let p = br#"{"~": "water/watermeterTest","stat_t": "~/process/data/1/json","val_tpl": "{{value_json.actual_value}}","unit_of_meas": "m\u00b3","dev_cla": "water","dev": {"ids": ["watermeterTest"]}}"#;
+        let d = parse_discovery(p, "water/watermeterTest").unwrap().unwrap();
+        assert_eq!(d.value_of.as_deref(), Some("1"));
+        assert_eq!(d.device_class.as_deref(), Some("water"));
+    }
+
+    #[test]
+    fn discovery_of_meter_types_the_bridge_cannot_map_gives_no_meter() {
+        assert!(meter_from_discovery(Some("temperature"), Some("°C")).is_none());
+        assert!(meter_from_discovery(None, None).is_none());
+        assert_eq!(meter_from_discovery(Some("energy"), Some("kWh")), meter("energy", Some("kwh")));
+        assert_eq!(meter_from_discovery(Some("gas"), Some("ft³")), meter("gas", Some("ft3")));
+    }
+}

@@ -1,0 +1,213 @@
+//! The gateway's HTTP side: one `reqwest` client per device (no proxy: the gateway is on the LAN;
+//! no `Origin` header: the gateway answers foreign origins with 404), with the authentication of
+//! [`super::digest`] applied to every request, the SSE stream included.
+//!
+//! A request goes out with whatever credentials the shared [`AuthState`] holds (none at first, as
+//! the gateway's default is no protection). A `401` hands its `WWW-Authenticate` challenges to the
+//! state, which picks Digest or Basic, or a fresh nonce after `stale=true`, and the request is sent
+//! once more; a second refusal is a wrong password. The lock is never held across an await.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderValue};
+
+use super::digest::{AuthAction, AuthFailure, AuthState, new_cnonce};
+use crate::config::Secret;
+
+/// Why a request to the gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No answer in time.
+    #[error("{path}: timed out after {secs}s")]
+    Timeout {
+        /// The request path.
+        path: &'static str,
+        /// The timeout.
+        secs: f64,
+    },
+    /// TCP connect failed.
+    #[error("{path}: cannot connect ({reason})")]
+    Connect {
+        /// The request path.
+        path: &'static str,
+        /// The underlying error.
+        reason: String,
+    },
+    /// Authentication cannot succeed.
+    #[error("{path}: {source}")]
+    Auth {
+        /// The request path.
+        path: &'static str,
+        /// Why.
+        source: AuthFailure,
+    },
+    /// Anything else on the wire.
+    #[error("{path}: {reason}")]
+    Http {
+        /// The request path.
+        path: &'static str,
+        /// The underlying error.
+        reason: String,
+    },
+}
+
+/// One gateway, as the adapter talks to it.
+pub struct Gateway {
+    http: reqwest::Client,
+    /// `http://host[:port]` without a trailing slash.
+    base: String,
+    /// Always empty on the gateway, configurable anyway.
+    username: String,
+    /// The Web UI password, if the gateway is protected.
+    password: Option<Secret>,
+    /// Shared by REST and SSE: the Digest nonce and its counter must not be used twice.
+    auth: Mutex<AuthState>,
+    /// Per-request timeout (REST) and time to the response headers (SSE).
+    timeout: Duration,
+}
+
+/// A REST answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`, lower-cased, empty when absent.
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Gateway {
+    /// A client for the gateway at `base`.
+    pub fn new(
+        base: &str,
+        username: &str,
+        password: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Gateway, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(timeout)
+            // One idle connection is plenty and spares the gateway's tiny power budget.
+            .pool_max_idle_per_host(1)
+            .build()?;
+        Ok(Gateway {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            username: username.to_owned(),
+            password,
+            auth: Mutex::new(AuthState::default()),
+            timeout,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The scheme in use (`none`, `basic`, `digest (MD5-sess)`), for `/readyz`.
+    pub fn auth_name(&self) -> &'static str {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).name()
+    }
+
+    /// GETs `path` and reads the whole answer within the timeout.
+    pub async fn get(&self, path: &'static str) -> Result<Answer, GatewayError> {
+        let resp = self.send(path, false).await?;
+        let status = resp.status().as_u16();
+        let content_type = content_type(&resp);
+        let body = tokio::time::timeout(self.timeout, resp.bytes())
+            .await
+            .map_err(|_| GatewayError::Timeout { path, secs: self.timeout.as_secs_f64() })?
+            .map_err(|e| GatewayError::Http { path, reason: describe(&e) })?;
+        Ok(Answer { status, content_type, body })
+    }
+
+    /// GETs a stream: the response headers must come within the timeout, the body may run forever.
+    pub async fn open_stream(&self, path: &'static str) -> Result<reqwest::Response, GatewayError> {
+        self.send(path, true).await
+    }
+
+    async fn send(&self, path: &'static str, stream: bool) -> Result<reqwest::Response, GatewayError> {
+        let url = format!("{}{}", self.base, path);
+        let password = self.password.as_ref().map(Secret::expose);
+        // Up to three rounds: unauthenticated probe, credentials, and once more after a stale nonce.
+        for _ in 0..3 {
+            let authorization = self.lock().authorization(&self.username, password, "GET", path);
+            let sent = authorization.is_some();
+            let mut req = self.http.get(&url);
+            if stream {
+                req = req.header(header::ACCEPT, "text/event-stream").header(header::CACHE_CONTROL, "no-cache");
+            } else {
+                req = req.header(header::ACCEPT, "application/json").timeout(self.timeout);
+            }
+            if let Some(a) = authorization
+                && let Ok(mut v) = HeaderValue::from_str(&a)
+            {
+                v.set_sensitive(true);
+                req = req.header(header::AUTHORIZATION, v);
+            }
+            let resp = match tokio::time::timeout(self.timeout, req.send()).await {
+                Err(_) => return Err(GatewayError::Timeout { path, secs: self.timeout.as_secs_f64() }),
+                Ok(Err(e)) if e.is_timeout() => {
+                    return Err(GatewayError::Timeout { path, secs: self.timeout.as_secs_f64() });
+                }
+                Ok(Err(e)) if e.is_connect() => return Err(GatewayError::Connect { path, reason: describe(&e) }),
+                Ok(Err(e)) => return Err(GatewayError::Http { path, reason: describe(&e) }),
+                Ok(Ok(r)) => r,
+            };
+            if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let challenges: Vec<String> = resp
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            drop(resp);
+            let action =
+                self.lock().unauthorized(challenges.iter().map(String::as_str), sent, password.is_some(), new_cnonce);
+            match action {
+                AuthAction::Retry => continue,
+                AuthAction::Fail(source) => return Err(GatewayError::Auth { path, source }),
+            }
+        }
+        Err(GatewayError::Auth {
+            path,
+            source: AuthFailure::Unsupported("the gateway kept answering 401 (nonces expiring at once?)".into()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The lower-cased `Content-Type` of a response.
+pub fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+/// A reqwest error with its causes, never the request's headers.
+pub fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,211 @@
+//! `hlbridge discover` (cargo feature `mdns`): lists whatwatt Go gateways on the LAN with a config
+//! snippet for each.
+//!
+//! The gateway announces its Web UI as `_http._tcp` on port 80 with TXT `id=<12 hex>` and
+//! `type=100` (100 = whatwatt Go); that TXT pair, not the instance name, identifies it, exactly as
+//! the Homey app matches it (protocol notes §7). Announcements need `services.broadcast` on (the
+//! default) and some networks filter multicast, so a gateway that does not show up can still be
+//! configured by IP. mDNS joins multicast on every interface: this runs only on demand, never in
+//! the bridge itself.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The DNS-SD service type gateways announce.
+pub const SERVICE: &str = "_http._tcp.local.";
+/// TXT `type` of a whatwatt Go.
+pub const WHATWATT_GO_TYPE: &str = "100";
+
+/// One gateway found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// TXT `id`: the gateway id (12 upper-case hex, the Wi-Fi MAC).
+    pub id: String,
+    /// mDNS host name without the trailing dot, e.g. `whatwatt-9F8124.local`.
+    pub host: String,
+    /// Addresses it answered from.
+    pub addresses: Vec<IpAddr>,
+    /// HTTP port (80).
+    pub port: u16,
+    /// The instance name, e.g. `whatwatt Go 9F8124 WebUI`.
+    pub instance: String,
+}
+
+/// Builds a [`Found`] from one resolved `_http._tcp` service, or `None` when it is not a whatwatt Go.
+pub fn from_service<'a>(
+    instance: &str,
+    host: &str,
+    port: u16,
+    mut addresses: Vec<IpAddr>,
+    txt: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Found> {
+    if txt("type")? != WHATWATT_GO_TYPE {
+        return None;
+    }
+    let id = txt("id")?.trim().to_ascii_uppercase();
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    addresses.sort();
+    addresses.dedup();
+    Some(Found {
+        id,
+        host: host.trim_end_matches('.').to_owned(),
+        addresses,
+        port,
+        instance: instance.trim_end_matches('.').split("._").next().unwrap_or(instance).to_owned(),
+    })
+}
+
+/// A `devices:` entry for the gateway, ready to paste.
+pub fn snippet(f: &Found) -> String {
+    let suffix = &f.id[f.id.len() - 6..];
+    let device = format!("whatwatt_{}", suffix.to_ascii_lowercase());
+    let port = if f.port == 80 { String::new() } else { format!(":{}", f.port) };
+    let ip = f.addresses.iter().find(|a| a.is_ipv4()).or(f.addresses.first());
+    let mut s = format!("  {device}:\n    adapter: whatwatt\n    url: http://{}{port}\n", f.host);
+    if let Some(ip) = ip {
+        let ip = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+        s.push_str(&format!("    # url: http://{ip}{port}      # if .local names do not resolve here\n"));
+    }
+    s.push_str("    transport: sse\n    # password_file: /run/secrets/whatwatt   # when the web UI is protected\n");
+    s
+}
+
+/// Browses for `timeout` and returns every gateway seen, by id.
+pub async fn browse(timeout: Duration) -> anyhow::Result<Vec<Found>> {
+    use mdns_sd::{ServiceDaemon, ServiceEvent};
+    let daemon = ServiceDaemon::new()?;
+    let rx = daemon.browse(SERVICE)?;
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let ev = match tokio::time::timeout_at(deadline, rx.recv_async()).await {
+            Err(_) => break,
+            Ok(Err(_)) => break,
+            Ok(Ok(ev)) => ev,
+        };
+        if let ServiceEvent::ServiceResolved(info) = ev {
+            let addresses: Vec<IpAddr> = info.get_addresses().iter().map(|a| a.to_ip_addr()).collect();
+            if let Some(f) = from_service(info.get_fullname(), info.get_hostname(), info.get_port(), addresses, |k| {
+                info.get_property_val_str(k)
+            }) {
+                found.entry(f.id.clone()).or_insert(f);
+            }
+        }
+    }
+    let _ = daemon.stop_browse(SERVICE);
+    let _ = daemon.shutdown();
+    Ok(found.into_values().collect())
+}
+
+/// What `hlbridge discover` prints.
+pub fn report(found: &[Found], timeout: Duration) -> String {
+    if found.is_empty() {
+        return format!(
+            "no whatwatt Go answered on _http._tcp within {}s.\n\
+             Check that the gateway is on this network and `services.broadcast` is on (the default);\n\
+             some Wi-Fi networks filter multicast. You can always configure it by IP:\n\
+             devices:\n  house_meter:\n    adapter: whatwatt\n    url: http://192.168.1.40\n",
+            timeout.as_secs()
+        );
+    }
+    let mut out = String::new();
+    for f in found {
+        let addrs: Vec<String> = f.addresses.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("# {} (id {}) at {} [{}]\n", f.instance, f.id, f.host, addrs.join(", ")));
+    }
+    out.push_str("devices:\n");
+    for f in found {
+        out.push_str(&snippet(f));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `avahi-browse -r` record.
+    struct Avahi {
+        instance: String,
+        ty: String,
+        host: String,
+        port: u16,
+        addrs: Vec<IpAddr>,
+        txt: Vec<(String, String)>,
+    }
+
+    /// Parses the docs' `avahi-browse -r` output.
+    fn avahi(text: &str) -> Avahi {
+        let first = text.lines().next().unwrap();
+        let mut cols = first.split_whitespace().skip(2);
+        let words: Vec<&str> = cols.by_ref().collect();
+        let ty_at = words.iter().position(|w| w.starts_with('_') || *w == "Web").unwrap();
+        let instance = words[..ty_at].join(" ");
+        let ty = if words.contains(&"_modbus._tcp") { "_modbus._tcp" } else { "_http._tcp" };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name).and_then(|r| r.trim().strip_prefix("= [")))
+                .map(|v| v.trim_end_matches(']').to_owned())
+        };
+        let txt = field("txt")
+            .map(|t| {
+                t.split('"')
+                    .filter(|p| p.contains('='))
+                    .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let addrs = field("address").map(|a| vec![a.parse().unwrap()]).unwrap_or_default();
+        Avahi {
+            instance,
+            ty: ty.to_owned(),
+            host: field("hostname").unwrap(),
+            port: field("port").unwrap().parse().unwrap(),
+            addrs,
+            txt,
+        }
+    }
+
+    #[test]
+    fn the_documented_announcement_is_a_whatwatt_go_with_its_id() {
+        let Avahi { instance, ty, host, port, addrs, txt } =
+            avahi(include_str!("../adapters/whatwatt/fixtures/docs_mdns_browse_http.txt"));
+        assert_eq!(ty, "_http._tcp");
+        let f =
+            from_service(&instance, &host, port, addrs, |k| txt.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
+                .expect("a whatwatt Go");
+        assert_eq!(f.id, "A842E39F8124");
+        assert_eq!(f.host, "whatwatt-9F8124.local");
+        assert_eq!(f.port, 80);
+        let s = snippet(&f);
+        assert!(
+            s.contains("  whatwatt_9f8124:\n    adapter: whatwatt\n    url: http://whatwatt-9F8124.local\n"),
+            "{s}"
+        );
+        assert!(s.contains("http://192.168.99.176"), "{s}");
+        let text = format!("devices:\n{s}");
+        let cfg = crate::config::load_str(&text, "discovered.yaml", std::path::Path::new("."));
+        assert!(cfg.is_ok(), "the snippet is a valid config: {cfg:?}");
+    }
+
+    #[test]
+    fn the_modbus_announcement_and_other_web_servers_are_not_gateways() {
+        let Avahi { instance, host, port, addrs, txt, .. } =
+            avahi(include_str!("../adapters/whatwatt/fixtures/docs_mdns_browse_modbus.txt"));
+        assert!(txt.is_empty());
+        assert!(from_service(&instance, &host, port, addrs, |_| None).is_none());
+        let printer = from_service("OctoPrint", "octopi.local.", 80, vec![], |k| (k == "type").then_some("printer"));
+        assert!(printer.is_none());
+        let bad_id = from_service("x", "x.local.", 80, vec![], |k| if k == "type" { Some("100") } else { Some("xyz") });
+        assert!(bad_id.is_none());
+    }
+
+    #[test]
+    fn nothing_found_explains_how_to_configure_by_ip() {
+        let r = report(&[], Duration::from_secs(5));
+        assert!(r.contains("services.broadcast") && r.contains("url: http://"), "{r}");
+    }
+}
