@@ -21,7 +21,7 @@ use mapping::{KeyOutcome, Mapper};
 /// How long a charger has to answer a write on `<key>/result`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys read over HTTP: everything the mapping knows.
-const HTTP_FILTER: &str = "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,rbt,nrg,tma,fwv,typ,sse,fna,oem";
+const HTTP_FILTER: &str = "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,fhz,rbt,nrg,tma,fwv,typ,sse,fna,oem";
 
 /// The expected time between two readings, from which freshness defaults to three times.
 pub fn cadence(cfg: &GoeConfig) -> Duration {
