@@ -293,8 +293,8 @@ async fn drive(
 ) {
     let start = Instant::now();
     for i in 0..count {
-        if rate > 0 {
-            let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        if let Some(offset) = (i * 1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(offset);
             let now = Instant::now();
             if due > now {
                 tokio::time::sleep(due - now).await;

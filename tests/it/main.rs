@@ -4,6 +4,7 @@
 //! - `end_to_end`: simulator → Mosquitto → bridge → probe subscriber.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
+//! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
@@ -25,4 +26,5 @@ mod golden;
 mod http_endpoints;
 mod octoprint;
 mod resilience;
+mod tls;
 mod whatwatt;

@@ -95,7 +95,7 @@ pub fn free_port() -> u16 {
     port
 }
 
-fn mosquitto_path() -> Option<PathBuf> {
+pub fn mosquitto_path() -> Option<PathBuf> {
     let mut candidates = vec![PathBuf::from("/usr/sbin/mosquitto"), PathBuf::from("/usr/local/sbin/mosquitto")];
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("mosquitto")));
@@ -199,6 +199,11 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A broker some other part of the test runs (e.g. a TLS-enabled Mosquitto), reached on `port`.
+    pub fn external(port: u16) -> Broker {
+        Broker { port, mosquitto: None, child: None }
     }
 
     /// `mqtt://127.0.0.1:<port>`.
