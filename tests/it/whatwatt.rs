@@ -858,8 +858,13 @@ async fn a_second_client_kicks_the_stream_and_the_bridge_counts_it_and_returns()
     let broker = Broker::start().await;
     let probe = Probe::start(&broker).await;
     let sim = WwSim::start(|_| {}).await;
+    // The bridge waits a second before taking the stream back, so the other client surely reads
+    // its first event (100 ms cadence) before it is kicked in turn.
     let extra = "    fallback:\n      after: 0\n";
-    let bridge = start_bridge(&bridge_yaml(&broker, &device(&sim.url, extra), "")).await;
+    let dev = device(&sim.url, extra)
+        .replace("reconnect_delay: 100ms", "reconnect_delay: 1s")
+        .replace("reconnect_max: 500ms", "reconnect_max: 2s");
+    let bridge = start_bridge(&bridge_yaml(&broker, &dev, "")).await;
     probe.wait_value("home/meter/availability", "online").await;
     // Another consumer (say the Web UI's live page) opens the stream and reads one event.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
