@@ -118,13 +118,25 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str)> {
+/// Starts the broker on `port`; with Mosquitto also on a Unix socket (returned) in a temp dir.
+async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str, Option<PathBuf>)> {
     if let Some(bin) = mosquitto_path() {
         let dir = tempdir::TempDir::new("mosq")?;
+        // Mosquitto started as root drops to its own user, which must be able to create the socket.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777))?;
+        }
+        let sock = dir.0.join("mqtt.sock");
         let conf = dir.0.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+            format!(
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n\
+                 listener {port} 127.0.0.1\nlistener 0 {}\n",
+                sock.display()
+            ),
         )?;
         let child = Command::new(bin)
             .arg("-c")
@@ -134,11 +146,16 @@ async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str)> {
             .spawn()
             .context("spawning mosquitto")?;
         wait_port(port).await?;
-        return Ok((Broker::Mosquitto(child, dir), "mosquitto"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !sock.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sock = sock.exists().then_some(sock);
+        return Ok((Broker::Mosquitto(child, dir), "mosquitto", sock));
     }
     eprintln!("note: mosquitto not found, using the embedded broker (rumqttd); figures are not comparable");
     hlbridge::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    Ok((Broker::Embedded, "rumqttd (embedded)"))
+    Ok((Broker::Embedded, "rumqttd (embedded)", None))
 }
 
 /// A client of the bench's own (load generator or probe).
@@ -236,8 +253,12 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 fn bridge_config(port: u16, devices: usize, state_json: bool) -> String {
+    bridge_config_url(&format!("mqtt://127.0.0.1:{port}"), devices, state_json)
+}
+
+fn bridge_config_url(url: &str, devices: usize, state_json: bool) -> String {
     let mut s = format!(
-        "mqtt:\n  url: mqtt://127.0.0.1:{port}\n  client_id: hlbridge-bench\n  queue_capacity: 200000\noutput:\n  prefix: bench\n  state_json: {state_json}\nhttp:\n  listen: null\nlog:\n  level: warn\ndevices:\n"
+        "mqtt:\n  url: {url}\n  client_id: hlbridge-bench\n  queue_capacity: 200000\noutput:\n  prefix: bench\n  state_json: {state_json}\nhttp:\n  listen: null\nlog:\n  level: warn\ndevices:\n"
     );
     for i in 0..devices {
         s.push_str(&format!("  ev{i}:\n    adapter: goe\n    serial: \"{:06}\"\n    commands: false\n", i));
@@ -348,7 +369,7 @@ async fn collect(
 
 async fn bench(opts: Opts) -> anyhow::Result<()> {
     let port = free_port()?;
-    let (_broker, broker_name) = start_broker(port).await?;
+    let (_broker, broker_name, unix_socket) = start_broker(port).await?;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let pubr = client(port, "bench-load", &tracker, &cancel)?;
@@ -428,6 +449,31 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         }),
     );
     bridge.stop();
+
+    // 3b. The same traffic with the bridge on the broker's Unix socket (same-host deployments).
+    if let Some(sock) = &unix_socket {
+        let url = format!("unix://{}", sock.display());
+        let bridge = Bridge::spawn(&bridge_config_url(&url, 1, true), "unix")?;
+        wait_online(&probe, "bench/bridge").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cpu0 = bridge.cpu_ns();
+        let first = 3_000_000 % sent.len() as u64;
+        let d = drive(&pubr, fixed_count, fixed_rate, &sent, base, first, |s| {
+            vec![("go-eCharger/000000/nrg".to_string(), nrg_payload(s))]
+        });
+        let (_, (lat, got, _)) =
+            tokio::join!(d, collect(&mut out_rx, "bench/ev0/power", fixed_count, &sent, base, Duration::from_secs(3)));
+        let cpu = bridge.cpu_ns() - cpu0;
+        report.insert(
+            "goe_nrg_fixed_rate_unix_socket".into(),
+            json!({
+                "rate": fixed_rate, "sent": fixed_count, "received": got,
+                "latency": percentiles(lat),
+                "bridge_cpu_us_per_msg": cpu as f64 / 1000.0 / fixed_count as f64,
+            }),
+        );
+        bridge.stop();
+    }
 
     // 4. Saturation. Broker limit first (raw topic), then the bridge with a one-output mapping
     //    (go-e `rbt` → `uptime`, state JSON off).
@@ -618,6 +664,18 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         ("  of which our code in-process, no sockets (us)", g(&["in_process_hot_path", "cpu_us_per_msg"])),
         ("  outputs per nrg input", g(&["in_process_hot_path", "outputs_per_input"])),
         (
+            "bridge CPU per nrg msg on a Unix socket (us)",
+            g(&["goe_nrg_fixed_rate_unix_socket", "bridge_cpu_us_per_msg"]),
+        ),
+        (
+            "bridge path latency on a Unix socket p50 / p99 (us)",
+            format!(
+                "{} / {}",
+                g(&["goe_nrg_fixed_rate_unix_socket", "latency", "p50_us"]),
+                g(&["goe_nrg_fixed_rate_unix_socket", "latency", "p99_us"])
+            ),
+        ),
+        (
             "nrg received / sent",
             format!("{} / {}", g(&["goe_nrg_fixed_rate", "received"]), g(&["goe_nrg_fixed_rate", "sent"])),
         ),
@@ -637,7 +695,7 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
     ];
     println!("\nhlbridge benchmark");
     for (k, v) in rows {
-        println!("  {k:<52} {v}");
+        println!("  {k:<62} {v}");
     }
     println!();
 }

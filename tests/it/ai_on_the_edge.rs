@@ -792,10 +792,59 @@ async fn two_number_sequences_go_to_their_own_devices_end_to_end() {
 
 #[test]
 fn the_config_snippets_for_demo_and_example_load() {
-    let demo = "simulators:\n  demo_watermeter:\n    type: ai_on_the_edge\n    main_topic: watermeter\n    dialect: upstream\n    interval: 10s\n    errors: 0.15\n\
-                devices:\n  water_meter:\n    adapter: ai_on_the_edge\n    main_topic: watermeter\n    meter: water\n    interval: 10s\n";
+    // The snippets handed over for config/demo.yaml and config/example.yaml, verbatim.
+    let demo = r#"mqtt:
+  embedded:
+    listen: 127.0.0.1:1884
+simulators:
+  demo_watermeter:                # an AI-on-the-edge camera on a water meter (firmware v16.1.0): a round
+    type: ai_on_the_edge          # every 10s, now and then a misread digit (Neg. Rate, Rate too high, N)
+    main_topic: watermeter
+    dialect: upstream             # or clusters: the Slider0007 fork's topic clusters
+    interval: 10s                 # a real camera: 5m
+    errors: 0.15                  # share of rounds with a misread digit
+devices:
+  water_meter:                    # the simulated camera (layout detected; see /readyz)
+    adapter: ai_on_the_edge
+    main_topic: watermeter
+    meter: water
+    interval: 10s
+"#;
     let c = load_config(demo);
     assert!(c.devices.contains_key("water_meter") && c.simulators.contains_key("demo_watermeter"));
+    let example = r#"devices:
+  water_meter:
+    adapter: ai_on_the_edge           # AI-on-the-edge-device camera meter (kind utility_meter)
+    main_topic: watermeter            # the camera's MainTopic (may contain /); required unless sequence_of is set
+    dialect: auto                     # auto (detected, shown in /readyz) | upstream (jomjol v8-v16, flat topics)
+                                      # | clusters (the Slider0007 fork: device/..., process/... topic clusters)
+    meter: water                      # water | gas (-> volume m³, flow_rate m³/h) | energy (-> energy_import kWh,
+                                      # power W); unset: from the camera's retained HA discovery config, else water
+    unit: m3                          # what the digits count (the firmware's MeterType): water m3|l|ft3|gal,
+                                      # gas m3|ft3, energy kwh|wh|mwh|gj; converted to the canonical unit
+    interval: 5m                      # the camera's round interval: freshness = 3 x this. Unset: 5m, stretched
+                                      # when the camera announces a longer one (its `interval` topic)
+    # sequences:                      # number sequence -> device id; this device's own id = its own quantities.
+    #   main: water_meter             # Unset: the first sequence seen (normally main) is this device's
+    #   garden: water_garden          # long form: garden: {device: water_garden, meter: water, unit: l}
+    discovery: true                   # read the camera's retained Home Assistant discovery config
+    discovery_prefix: homeassistant   # where the camera publishes it (upstream firmware: always homeassistant)
+    guard:                            # counter guard (any adapter, every lifetime counter): drops and rises faster
+      enabled: true                   # than max_rate are rejected (hlbridge_readings_rejected_total{reason})...
+      confirmations: 3                # ...until this many readings agree on the new level (2-100)
+      max_rate:                       # per hour in the quantity's unit; defaults: volume 20 (m³/h),
+        volume: 20                    # energy_import and energy_export 100 (kWh/h)
+    # To accept the next reading as is (meter replaced): publish anything, not retained, to
+    # <prefix>/<device>/<quantity>/reset, e.g. home/water_meter/volume/reset
+
+  water_garden:                       # a second number sequence of the same camera, as a device of its own
+    adapter: ai_on_the_edge
+    sequence_of: water_meter          # fed by the camera device whose `sequences:` maps a sequence to this id
+    interval: 5m                      # freshness only
+    enabled: false                    # example only
+"#;
+    let c = load_config(example);
+    assert!(c.devices.contains_key("water_meter") && c.devices.contains_key("water_garden"));
     let e = hlbridge::config::load_str(
         "devices:\n  w:\n    adapter: ai_on_the_edge\n    meter: water\n\
          \x20 g:\n    adapter: ai_on_the_edge\n    main_topic: gasmeter\n    guard:\n      max_rate: {power: 3}\n",

@@ -897,6 +897,10 @@ impl Ingest {
     }
 
     fn on_json(&mut self, i: usize, text: &str, live: bool) {
+        if text.trim().is_empty() {
+            // A cleared retained topic, not a round.
+            return;
+        }
         let s = &self.sequences[i];
         if s.open && (s.retained == live || s.has_json) {
             self.close_round(i);
