@@ -40,9 +40,9 @@ pub async fn run(config: Config, mqtt: MqttHandle, http: Option<SocketAddr>, can
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let payload = String::from_utf8_lossy(&msg.payload).into_owned();
-                if msg.topic.ends_with("/event") {
-                    events.push_front(format!("{}  {}", time_of_day(), payload));
-                    events.truncate(8);
+                if let Some(device) = msg.topic.strip_suffix("/event") {
+                    events.push_front(event_line(device, &payload));
+                    events.truncate(6);
                 }
                 if !tty {
                     println!("{} {}", msg.topic, payload);
@@ -55,6 +55,28 @@ pub async fn run(config: Config, mqtt: MqttHandle, http: Option<SocketAddr>, can
             }
         }
     }
+}
+
+/// One short line per event: time, device, name and the first data fields, cut to fit 100 columns.
+fn event_line(device: &str, payload: &str) -> String {
+    let device = device.rsplit('/').next().unwrap_or(device);
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let name = v["event"].as_str().unwrap_or("?");
+    let mut data = String::new();
+    if let Some(map) = v["data"].as_object() {
+        for (k, val) in map.iter().filter(|(_, val)| !val.is_object() && !val.is_array()) {
+            let val = match val {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            data.push_str(&format!(" {k}={val}"));
+        }
+    }
+    let mut line = format!("{}  {device:<20} {name:<22}{data}", time_of_day());
+    if line.chars().count() > 100 {
+        line = line.chars().take(99).collect::<String>() + "…";
+    }
+    line
 }
 
 fn time_of_day() -> String {
@@ -72,16 +94,6 @@ fn draw(
 ) {
     let mut out = String::with_capacity(8192);
     out.push_str("\x1b[H\x1b[2J");
-    let conn = if mqtt.state().connected { "\x1b[32mconnected\x1b[0m" } else { "\x1b[31mdisconnected\x1b[0m" };
-    out.push_str(&format!(
-        "\x1b[1mhlbridge\x1b[0m  broker {} ({conn})  up {}s  Ctrl-C to stop\n",
-        config.mqtt.url,
-        started.elapsed().as_secs()
-    ));
-    if let Some(a) = http {
-        out.push_str(&format!("metrics http://{a}/metrics   readiness http://{a}/readyz\n"));
-    }
-    out.push('\n');
     let mut by_device: BTreeMap<&str, Vec<(&str, &Seen)>> = BTreeMap::new();
     for (topic, seen) in topics {
         let Some((base, leaf)) = topic.rsplit_once('/') else {
@@ -96,14 +108,24 @@ fn draw(
         let avail = leaves.iter().find(|(l, _)| *l == "availability").map(|(_, s)| s.payload.as_str()).unwrap_or("?");
         let colour = if avail == "online" { "\x1b[32m" } else { "\x1b[31m" };
         out.push_str(&format!("\x1b[1m{base}\x1b[0m  {colour}{avail}\x1b[0m\n"));
-        for (leaf, seen) in leaves {
-            if matches!(*leaf, "availability" | "state" | "info" | "event" | "result") {
-                continue;
-            }
-            let unit = Quantity::named(leaf).map(|q| q.family().unit).unwrap_or("");
-            let age = seen.at.elapsed().as_secs_f32();
-            let hl = if age < 1.0 { "\x1b[1;33m" } else { "" };
-            out.push_str(&format!("  {leaf:<22} {hl}{:>14}\x1b[0m {unit:<5} {age:>5.1}s ago\n", seen.payload));
+        // Two columns of `name value unit`, so six devices fit one screen.
+        let cells: Vec<String> = leaves
+            .iter()
+            .filter(|(leaf, _)| !matches!(*leaf, "availability" | "state" | "info" | "event" | "result"))
+            .map(|(leaf, seen)| {
+                let unit = Quantity::named(leaf).map(|q| q.family().unit).unwrap_or("");
+                let fresh = seen.at.elapsed() < std::time::Duration::from_secs(1);
+                let (hl, end) = if fresh { ("\x1b[1;33m", "\x1b[0m") } else { ("", "") };
+                let mut value: String = seen.payload.chars().take(18).collect();
+                if seen.payload.chars().count() > 18 {
+                    value.push('…');
+                }
+                format!("  {leaf:<24} {hl}{value:>19}{end} {unit:<5}")
+            })
+            .collect();
+        for pair in cells.chunks(2) {
+            out.push_str(&pair.join(" "));
+            out.push('\n');
         }
         out.push('\n');
     }
@@ -112,6 +134,16 @@ fn draw(
         for e in events {
             out.push_str(&format!("  {e}\n"));
         }
+    }
+    // The status lines go last: when the screen is too short, the top scrolls away, not these.
+    let conn = if mqtt.state().connected { "\x1b[32mconnected\x1b[0m" } else { "\x1b[31mdisconnected\x1b[0m" };
+    out.push_str(&format!(
+        "\x1b[1mhlbridge\x1b[0m  broker {} ({conn})  up {}s  Ctrl-C to stop\n",
+        config.mqtt.url,
+        started.elapsed().as_secs()
+    ));
+    if let Some(a) = http {
+        out.push_str(&format!("metrics http://{a}/metrics   readiness http://{a}/readyz\n"));
     }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
