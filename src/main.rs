@@ -145,8 +145,14 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Discover { timeout }) => discover(&runtime, timeout),
-        Some(Command::Run(args)) => runtime.block_on(run(args)),
-        None => runtime.block_on(run(cli.run)),
+        Some(Command::Run(args)) => {
+            drop(runtime);
+            run(args)
+        }
+        None => {
+            drop(runtime);
+            run(cli.run)
+        }
     }
 }
 
@@ -172,7 +178,7 @@ fn discover(_runtime: &tokio::runtime::Runtime, _timeout: Duration) -> ExitCode 
     ExitCode::from(2)
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+fn run(args: RunArgs) -> ExitCode {
     let Some(path) = args.config else {
         eprintln!("no configuration given: hlbridge --config FILE (try config/demo.yaml)");
         return ExitCode::from(2);
@@ -189,7 +195,15 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     init_logging(config.log.format, &level);
     tracing::info!(config = %path.display(), devices = config.devices.len(), "hlbridge starting");
-    match hlbridge::app::run(config, hlbridge::app::shutdown_signal()).await {
+    // The runtime is built from the config (`runtime.worker_threads`).
+    let runtime = match hlbridge::app::runtime(config.runtime.worker_threads) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

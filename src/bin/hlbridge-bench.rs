@@ -54,12 +54,14 @@ fn parse_args() -> Opts {
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = parse_args();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(cfg) = opts.child_config {
-        // The bridge under test, in its own process so its CPU and memory can be read from /proc.
+        // The bridge under test, in its own process so its CPU and memory can be read from /proc,
+        // on the same runtime the binary uses.
         let config = hlbridge::config::load_file(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rt = hlbridge::app::runtime(config.runtime.worker_threads)?;
         return rt.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
     }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(bench(opts))
 }
 

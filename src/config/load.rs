@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Top-level keys of the file.
-const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "devices", "routes", "simulators"];
+const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "runtime", "devices", "routes", "simulators"];
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "HLBRIDGE_";
 
@@ -122,6 +122,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         output: ctx.section::<OutputConfig>(&root, "output").unwrap_or_default(),
         http: ctx.section::<HttpConfig>(&root, "http").unwrap_or_default(),
         log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
+        runtime: ctx.section::<super::RuntimeConfig>(&root, "runtime").unwrap_or_default(),
         ..Default::default()
     };
     if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls"))
@@ -329,6 +330,9 @@ fn valid_prefix(p: &str) -> bool {
 fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if !valid_prefix(&config.output.prefix) {
         ctx.error("output.prefix", "must be a topic without wildcards and without leading or trailing `/`".into());
+    }
+    if !(1..=64).contains(&config.runtime.worker_threads) {
+        ctx.error("runtime.worker_threads", "must be from 1 to 64".into());
     }
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());

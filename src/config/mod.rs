@@ -27,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log format and level.
     pub log: LogConfig,
+    /// How many threads run the bridge.
+    pub runtime: RuntimeConfig,
     /// Configured devices, keyed by device id (`[a-z0-9_-]{1,64}`).
     pub devices: BTreeMap<String, DeviceConfig>,
     /// Topic-prefix routes matched by adapter or device kind; the first match wins.
@@ -166,6 +168,22 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+/// `runtime:` — threads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads running the bridge's tasks. `1` (default): one thread does everything, which costs
+    /// the least CPU and latency at home-lab rates (no cross-thread wake-ups); more threads only pay
+    /// off with very many busy devices.
+    pub worker_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { worker_threads: 1 }
     }
 }
 
