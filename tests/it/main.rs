@@ -5,6 +5,8 @@
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
+//! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
+//! - `mqtt_client`: user name/password against a protected Mosquitto, 200 KiB payloads both ways.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
@@ -25,6 +27,8 @@ mod end_to_end;
 mod golden;
 mod http_endpoints;
 mod octoprint;
+mod mqtt_client;
+mod process;
 mod resilience;
 mod tls;
 mod whatwatt;

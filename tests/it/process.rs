@@ -1,0 +1,56 @@
+//! The `hlbridge` binary as an operator runs it: SIGTERM stops it cleanly within the contract's
+//! 5 s, leaving `offline` retained for the bridge and its devices; a bad config exits before
+//! connecting anywhere.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Broker, Probe, Sim, TempDir, eventually, latest_retained};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let sim = Sim::start(Some(&broker), false, |_| {}).await;
+    let dir = TempDir::new("sigterm");
+    let config = dir.write(
+        "hlbridge.yaml",
+        &format!(
+            "mqtt:\n  url: {}\n  client_id: hlbridge-sigterm\noutput:\n  prefix: proc\nhttp:\n  listen: null\n\
+             devices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n",
+            broker.url()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hlbridge");
+    probe.wait_value("proc/bridge/status", "online").await;
+    probe.wait_value("proc/garage/availability", "online").await;
+    let sent = Instant::now();
+    let kill = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill(1)");
+    assert!(kill.success());
+    let status = eventually("hlbridge to exit after SIGTERM", async || child.try_wait().expect("wait")).await;
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}, the contract allows 5 s");
+    assert_eq!(latest_retained(&broker, "proc/bridge/status").await.as_deref(), Some("offline"));
+    assert_eq!(latest_retained(&broker, "proc/garage/availability").await.as_deref(), Some("offline"));
+    sim.stop().await;
+}
+
+#[test]
+fn a_bad_config_exits_with_status_2_before_connecting() {
+    let dir = TempDir::new("badcfg");
+    // Port 1 on loopback: if the binary tried to connect it would hang in backoff, not exit.
+    let config = dir
+        .write("bad.yaml", "mqtt:\n  url: mqtt://127.0.0.1:1\ndevices:\n  g:\n    adapter: goe\n    serail: \"1\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_hlbridge")).arg("--config").arg(&config).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:6: devices.g.serail: unknown key `serail`; did you mean `serial`?"), "{err}");
+}
