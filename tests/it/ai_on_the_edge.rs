@@ -198,23 +198,7 @@ impl Replay {
 
 /// Compares with (or, under `HLBRIDGE_BLESS=1`, writes) the golden file.
 fn golden(name: &str, actual: &Value) {
-    let path = fixtures().join("golden").join(format!("{name}.expected.json"));
-    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var("HLBRIDGE_BLESS").is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &text).unwrap();
-        eprintln!("blessed {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with HLBRIDGE_BLESS=1 to create it)", path.display()));
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    if expected != *actual {
-        panic!(
-            "{name} differs from {} (HLBRIDGE_BLESS=1 rewrites it after review)\n--- actual ---\n{text}",
-            path.display()
-        );
-    }
+    crate::common::golden(&fixtures(), name, actual);
 }
 
 /// The last payload published on `topic`.

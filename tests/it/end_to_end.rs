@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
+use crate::common::assert_rfc3339_utc;
 use crate::common::{Broker, Lab, Probe, Sim, bridge_yaml, http_base, http_get, latest_retained, start_bridge};
-use crate::golden::assert_rfc3339_utc;
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
 

@@ -2,8 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::assert_rfc3339_utc;
 use crate::common::{Lab, Sim, eventually, find_samples, http_base, http_get, latest_retained, sample_value, scrape};
-use crate::golden::assert_rfc3339_utc;
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
 const DEV: (&str, &str) = ("device", "garage");

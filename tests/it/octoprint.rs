@@ -142,7 +142,7 @@ fn normalise(payload: &str) -> Value {
     match serde_json::from_str::<Value>(payload) {
         Ok(Value::Object(mut m)) => {
             if let Some(ts) = m.get("ts").and_then(Value::as_str) {
-                crate::golden::assert_rfc3339_utc(ts);
+                crate::common::assert_rfc3339_utc(ts);
                 let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).unwrap();
                 if (time::OffsetDateTime::now_utc() - t).whole_seconds().abs() < 3600 {
                     m.insert("ts".into(), "<now>".into());
@@ -156,27 +156,7 @@ fn normalise(payload: &str) -> Value {
 
 /// Compares with (or, under `HLBRIDGE_BLESS=1`, writes) the golden file.
 fn golden(fixture: &str, actual: &Value) {
-    let path = fixtures().join("golden").join(format!("{fixture}.expected.json"));
-    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var("HLBRIDGE_BLESS").is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &text).unwrap();
-        eprintln!("blessed {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}\nrun `HLBRIDGE_BLESS=1 cargo test --test it octoprint` to create it, then review it",
-            path.display()
-        )
-    });
-    let expected: Value = serde_json::from_str(&expected).expect("golden file is JSON");
-    if &expected != actual {
-        panic!(
-            "{fixture}: the replay differs from {}\n--- actual ---\n{text}\nif intended, re-bless with HLBRIDGE_BLESS=1 and review the diff",
-            path.display()
-        );
-    }
+    crate::common::golden(&fixtures(), fixture, actual);
 }
 
 /// `topic<TAB>payload` lines of a sample file.
@@ -453,7 +433,7 @@ async fn a_simulated_print_can_be_followed_through_unified_topics_and_metrics() 
     let started = wait_event(p, base, "print_started").await;
     assert_eq!(started["data"]["file"], "folder/benchy.gcode");
     assert_eq!(started["data"]["origin"], "local");
-    crate::golden::assert_rfc3339_utc(started["ts"].as_str().unwrap());
+    crate::common::assert_rfc3339_utc(started["ts"].as_str().unwrap());
     wait_seen(p, base, "printer_state", "printing").await;
     wait_seen(p, base, "print_file", "folder/benchy.gcode").await;
     wait_seen(p, base, "temperature_tool0_target", "215").await;

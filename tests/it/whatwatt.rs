@@ -130,31 +130,10 @@ fn normalise(payload: &str) -> Value {
     }
 }
 
-/// `2026-11-22T03:04:05.123Z`.
-fn assert_rfc3339_utc(s: &str) {
-    let ok = s.len() == 24
-        && s.ends_with('Z')
-        && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok();
-    assert!(ok, "`{s}` is not an RFC 3339 UTC timestamp with milliseconds");
-}
+use crate::common::assert_rfc3339_utc;
 
 fn golden(name: &str, actual: &Value) {
-    let path = manifest_dir().join("adapters/whatwatt/fixtures/golden").join(format!("{name}.expected.json"));
-    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var("HLBRIDGE_BLESS").is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &text).unwrap();
-        eprintln!("blessed {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with HLBRIDGE_BLESS=1 to create it)", path.display()));
-    assert_eq!(
-        text,
-        expected,
-        "{name} differs from its golden file {}; if the change is intended, bless and review it",
-        path.display()
-    );
+    crate::common::golden(&manifest_dir().join("adapters/whatwatt/fixtures"), name, actual);
 }
 
 fn topic<'a>(v: &'a Value, quantity: &str) -> &'a str {

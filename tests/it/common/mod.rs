@@ -692,3 +692,51 @@ impl Lab {
         result.json()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Golden files
+// ---------------------------------------------------------------------------------------------
+
+/// Compares `actual` with `<dir>/golden/<fixture>.expected.json` (or, under `HLBRIDGE_BLESS=1`,
+/// writes it), showing the differing lines.
+pub fn golden(dir: &Path, fixture: &str, actual: &serde_json::Value) {
+    let path = dir.join("golden").join(format!("{fixture}.expected.json"));
+    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var("HLBRIDGE_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        eprintln!("blessed {}", path.display());
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}\nrun `HLBRIDGE_BLESS=1 cargo test --test it` to create it, then review it", path.display())
+    });
+    let expected: serde_json::Value = serde_json::from_str(&expected).expect("golden file is JSON");
+    if &expected != actual {
+        let exp = serde_json::to_string_pretty(&expected).unwrap();
+        let mut diff = String::new();
+        let (a, b): (Vec<&str>, Vec<&str>) = (exp.lines().collect(), text.lines().collect());
+        for i in 0..a.len().max(b.len()) {
+            let (x, y) = (a.get(i).copied(), b.get(i).copied());
+            if x != y {
+                diff.push_str(&format!("line {}:\n  - {}\n  + {}\n", i + 1, x.unwrap_or(""), y.unwrap_or("")));
+                if diff.len() > 4000 {
+                    break;
+                }
+            }
+        }
+        panic!(
+            "{fixture}: the replay differs from {}\n{diff}\n\
+             if the change is intended, re-bless with HLBRIDGE_BLESS=1 and review the diff",
+            path.display()
+        );
+    }
+}
+
+/// `2026-11-22T03:04:05.123Z`.
+pub fn assert_rfc3339_utc(s: &str) {
+    let ok = s.len() == 24
+        && s.ends_with('Z')
+        && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok();
+    assert!(ok, "`{s}` is not an RFC 3339 UTC timestamp with milliseconds");
+}
