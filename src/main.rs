@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use hlbridge::config::{self, Config, LogFormat};
 
@@ -250,17 +249,5 @@ async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
         tick: args.tick,
         ..Default::default()
     };
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        hlbridge::app::shutdown_signal().await;
-        stop.cancel();
-    });
-    match hlbridge::simulate::goe::run(opts, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("simulator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    hlbridge::simulate::run_until_signal(|cancel| hlbridge::simulate::goe::run(opts, cancel)).await
 }

@@ -941,12 +941,7 @@ pub async fn start(
 ) -> anyhow::Result<()> {
     let broker = super::broker_settings(cfg.broker.as_deref(), config, &client_id(&cfg.main_topic))?;
     let opts = AiOnTheEdgeSimOptions { broker, camera: spec_of(cfg) };
-    let name = name.to_owned();
-    tracker.spawn(async move {
-        if let Err(e) = run(opts, cancel).await {
-            tracing::error!(simulator = %name, error = %e, "simulator stopped");
-        }
-    });
+    super::spawn_named(tracker, name, run(opts, cancel));
     Ok(())
 }
 
@@ -987,19 +982,7 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         cluster_topics: args.cluster_topics,
         seed: args.seed,
     };
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
-        stop.cancel();
-    });
-    match run(AiOnTheEdgeSimOptions { broker, camera }, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("simulator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_until_signal(|cancel| run(AiOnTheEdgeSimOptions { broker, camera }, cancel)).await
 }
 
 #[cfg(test)]

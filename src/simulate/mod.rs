@@ -48,6 +48,39 @@ pub fn broker_settings(own: Option<&str>, config: &Config, client_id: &str) -> a
     Ok(s)
 }
 
+/// Runs a simulator from the command line until SIGINT/SIGTERM; the exit code for `main`.
+pub async fn run_until_signal<F>(run: impl FnOnce(CancellationToken) -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        crate::app::shutdown_signal().await;
+        stop.cancel();
+    });
+    match run(cancel).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simulator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a simulator inside the bridge process on `tracker`, logging why it stopped if it fails.
+pub fn spawn_named<F>(tracker: &TaskTracker, name: &str, run: F)
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let name = name.to_owned();
+    tracker.spawn(async move {
+        if let Err(e) = run.await {
+            tracing::error!(simulator = %name, error = %e, "simulator stopped");
+        }
+    });
+}
+
 /// Binds a simulator's HTTP listener, naming the config key on failure.
 pub async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("{key}: cannot listen on {addr}"))
@@ -90,11 +123,6 @@ async fn start_goe(
         tick: g.tick.0,
         ..Default::default()
     };
-    let name = name.to_owned();
-    tracker.spawn(async move {
-        if let Err(e) = goe::run(opts, cancel).await {
-            tracing::error!(simulator = %name, error = %e, "simulator stopped");
-        }
-    });
+    spawn_named(tracker, name, goe::run(opts, cancel));
     Ok(())
 }

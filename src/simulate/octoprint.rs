@@ -912,12 +912,7 @@ pub async fn start(
         legacy_retained_events: cfg.legacy_retained_events,
         ..OctoprintSimOptions::new(broker)
     };
-    let name = name.to_owned();
-    tracker.spawn(async move {
-        if let Err(e) = run(opts, cancel).await {
-            tracing::error!(simulator = %name, error = %e, "simulator stopped");
-        }
-    });
+    super::spawn_named(tracker, name, run(opts, cancel));
     Ok(())
 }
 
@@ -941,19 +936,7 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         legacy_retained_events: args.legacy_retained_events,
         ..OctoprintSimOptions::new(broker)
     };
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
-        stop.cancel();
-    });
-    match run(opts, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("simulator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_until_signal(|cancel| run(opts, cancel)).await
 }
 
 #[cfg(test)]
