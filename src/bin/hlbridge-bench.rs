@@ -268,6 +268,25 @@ fn bridge_config_url(url: &str, devices: usize, state_json: bool) -> String {
     s
 }
 
+/// The bridge with one device of each MQTT-fed kind for the mixed-traffic phase.
+fn mixed_config(port: u16) -> String {
+    let mut s = bridge_config(port, 1, true);
+    s.push_str(
+        "  cam:\n    adapter: ai_on_the_edge\n    main_topic: benchcam\n    meter: water\n    discovery: false\n    \
+         guard:\n      enabled: false\n  printer:\n    adapter: octoprint\n    base_topic: benchprint/\n",
+    );
+    s
+}
+
+/// An upstream (v16) camera round's `json`, whose value encodes `k` (1000 m³ + k × 0.1 l).
+fn camera_round(k: u64) -> String {
+    let v = 1000.0 + k as f64 * 0.0001;
+    format!(
+        "{{\"value\": \"{v:.4}\", \"raw\": \"{v:09.4}\", \"pre\": \"{v:.4}\", \"error\": \"no error\", \
+         \"rate\": \"0.000100\", \"timestamp\": \"2026-11-22T04:00:00+0100\"}}"
+    )
+}
+
 /// An `nrg` array where every one of the 16 fields changes with `seq`, and `power` (index 11)
 /// equals `seq`, so the unified `power` topic carries the sequence number back.
 fn nrg_payload(seq: u64) -> String {
@@ -345,6 +364,19 @@ async fn collect(
     base: Instant,
     quiet: Duration,
 ) -> (Vec<u64>, u64, Option<Instant>) {
+    collect_decoded(rx, topic, expect, sent, base, quiet, |v| v as u64).await
+}
+
+/// Like [`collect`] for payloads that encode the sequence number (`decode` turns the value back).
+async fn collect_decoded(
+    rx: &mut tokio::sync::mpsc::Receiver<mqtt::Message>,
+    topic: &str,
+    expect: u64,
+    sent: &Arc<Vec<AtomicU64>>,
+    base: Instant,
+    quiet: Duration,
+    decode: impl Fn(f64) -> u64,
+) -> (Vec<u64>, u64, Option<Instant>) {
     let mut lat = Vec::with_capacity(expect as usize);
     let mut got = 0;
     let mut last = None;
@@ -357,6 +389,7 @@ async fn collect(
                 let Some(seq) = std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<f64>().ok()) else {
                     continue;
                 };
+                let seq = decode(seq);
                 let now = base.elapsed().as_nanos() as u64;
                 let t0 = sent[(seq as usize) % sent.len()].load(Ordering::Relaxed);
                 lat.push(now.saturating_sub(t0));
@@ -472,6 +505,58 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
                 "rate": fixed_rate, "sent": fixed_count, "received": got,
                 "latency": percentiles(lat),
                 "bridge_cpu_us_per_msg": cpu as f64 / 1000.0 / fixed_count as f64,
+            }),
+        );
+        bridge.stop();
+    }
+
+    // 3c. Mixed traffic: every tick one go-e nrg, one camera-meter round and one OctoPrint
+    //     temperature, each to its own device, at the fixed rate (three inputs per tick).
+    {
+        let bridge = Bridge::spawn(&mixed_config(port), "mixed")?;
+        wait_online(&probe, "bench/bridge").await?;
+        let mut cam_rx = probe.subscribe("bench/cam/volume", 1 << 20).await;
+        let mut tool_rx = probe.subscribe("bench/printer/temperature_tool0", 1 << 20).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu0 = bridge.cpu_ns();
+        let first = 5_000_000u64;
+        let d = drive(&pubr, fixed_count, fixed_rate, &sent, base, first, |s| {
+            let k = s - first;
+            vec![
+                ("go-eCharger/000000/nrg".to_string(), nrg_payload(s)),
+                ("benchcam/main/json".to_string(), camera_round(k)),
+                (
+                    "benchprint/temperature/tool0".to_string(),
+                    format!(
+                        "{{\"_timestamp\": {}, \"actual\": {:.2}, \"target\": 215.0}}",
+                        1_800_000_000 + k / 1000,
+                        k as f64 * 0.01
+                    ),
+                ),
+            ]
+        });
+        let quiet = Duration::from_secs(3);
+        let (_, (nrg_lat, nrg_got, _), (cam_lat, cam_got, _), (tool_lat, tool_got, _)) = tokio::join!(
+            d,
+            collect(&mut out_rx, "bench/ev0/power", fixed_count, &sent, base, quiet),
+            collect_decoded(&mut cam_rx, "bench/cam/volume", fixed_count, &sent, base, quiet, |v| {
+                first + ((v - 1000.0) * 10_000.0).round() as u64
+            }),
+            collect_decoded(&mut tool_rx, "bench/printer/temperature_tool0", fixed_count, &sent, base, quiet, |v| {
+                first + (v * 100.0).round() as u64
+            }),
+        );
+        let cpu = bridge.cpu_ns() - cpu0;
+        let (rss, hwm) = bridge.memory_kib();
+        report.insert(
+            "mixed_fixed_rate".into(),
+            json!({
+                "ticks_per_s": fixed_rate, "inputs_per_tick": 3, "ticks": fixed_count,
+                "goe_nrg": {"received": nrg_got, "latency": percentiles(nrg_lat)},
+                "camera_round": {"received": cam_got, "latency": percentiles(cam_lat)},
+                "octoprint_temperature": {"received": tool_got, "latency": percentiles(tool_lat)},
+                "bridge_cpu_us_per_input": cpu as f64 / 1000.0 / (3 * fixed_count) as f64,
+                "rss_kib": rss, "peak_rss_kib": hwm,
             }),
         );
         bridge.stop();
@@ -684,6 +769,32 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         (
             "RSS / peak RSS during nrg run (KiB)",
             format!("{} / {}", g(&["goe_nrg_fixed_rate", "rss_kib"]), g(&["goe_nrg_fixed_rate", "peak_rss_kib"])),
+        ),
+        (
+            "mixed: CPU per input (nrg + camera round + temperature) (us)",
+            g(&["mixed_fixed_rate", "bridge_cpu_us_per_input"]),
+        ),
+        (
+            "mixed: latency p50 / p99 nrg, camera, temperature (us)",
+            format!(
+                "{} / {}, {} / {}, {} / {}",
+                g(&["mixed_fixed_rate", "goe_nrg", "latency", "p50_us"]),
+                g(&["mixed_fixed_rate", "goe_nrg", "latency", "p99_us"]),
+                g(&["mixed_fixed_rate", "camera_round", "latency", "p50_us"]),
+                g(&["mixed_fixed_rate", "camera_round", "latency", "p99_us"]),
+                g(&["mixed_fixed_rate", "octoprint_temperature", "latency", "p50_us"]),
+                g(&["mixed_fixed_rate", "octoprint_temperature", "latency", "p99_us"])
+            ),
+        ),
+        (
+            "mixed: received nrg / camera / temperature of sent",
+            format!(
+                "{} / {} / {} of {}",
+                g(&["mixed_fixed_rate", "goe_nrg", "received"]),
+                g(&["mixed_fixed_rate", "camera_round", "received"]),
+                g(&["mixed_fixed_rate", "octoprint_temperature", "received"]),
+                g(&["mixed_fixed_rate", "ticks"])
+            ),
         ),
         ("broker raw throughput (msg/s)", g(&["saturation", "broker_raw_msgs_per_s"])),
         ("bridge one-output throughput (msg/s) [target 30000]", g(&["saturation", "bridge_msgs_per_s"])),
