@@ -7,15 +7,36 @@
 //! default) and some networks filter multicast, so a gateway that does not show up can still be
 //! configured by IP. mDNS joins multicast on every interface: this runs only on demand, never in
 //! the bridge itself.
+//!
+//! [`Announcement`] is the other side, the gateway's own announcement, for the simulator
+//! (`hlbridge simulate whatwatt --mdns`); `tests/it/discover.rs` runs both over a veth pair between
+//! two network namespaces of its own.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The DNS-SD service type gateways announce.
 pub const SERVICE: &str = "_http._tcp.local.";
+/// The subtype the gateway's Web UI is announced under as well (`_server`).
+pub const SUBTYPE: &str = "_server._sub._http._tcp.local.";
 /// TXT `type` of a whatwatt Go.
 pub const WHATWATT_GO_TYPE: &str = "100";
+
+/// The last six hex digits of a gateway id, as its mDNS names carry them (`9F8124`).
+fn short_id(id: &str) -> &str {
+    id.get(id.len().saturating_sub(6)..).unwrap_or(id)
+}
+
+/// The instance name a gateway announces its Web UI under, e.g. `whatwatt Go 9F8124 WebUI`.
+pub fn instance_name(id: &str) -> String {
+    format!("whatwatt Go {} WebUI", short_id(id))
+}
+
+/// The mDNS host name of a gateway, e.g. `whatwatt-9F8124.local.` (protocol notes §7).
+pub fn host_name(id: &str) -> String {
+    format!("whatwatt-{}.local.", short_id(id))
+}
 
 /// One gateway found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +98,9 @@ pub fn snippet(f: &Found) -> String {
 pub async fn browse(timeout: Duration) -> anyhow::Result<Vec<Found>> {
     use mdns_sd::{ServiceDaemon, ServiceEvent};
     let daemon = ServiceDaemon::new()?;
+    // Interfaces are looked at once at start and then every 5 s by default, longer than a typical
+    // browse: check every second so one that comes up (or turns operational) meanwhile is used.
+    daemon.set_ip_check_interval(1)?;
     let rx = daemon.browse(SERVICE)?;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -98,6 +122,88 @@ pub async fn browse(timeout: Duration) -> anyhow::Result<Vec<Found>> {
     let _ = daemon.stop_browse(SERVICE);
     let _ = daemon.shutdown();
     Ok(found.into_values().collect())
+}
+
+/// A whatwatt Go's own mDNS announcement, as the simulator makes it: `_http._tcp` (and the
+/// `_server` subtype) on the HTTP port, instance `whatwatt Go XXXXXX WebUI`, host
+/// `whatwatt-XXXXXX.local.`, TXT `id=<12 hex>` and `type=100`. Registered when made, withdrawn
+/// (goodbye packets) by [`Announcement::stop`]; dropping it only stops the responder.
+pub struct Announcement {
+    daemon: mdns_sd::ServiceDaemon,
+    fullname: String,
+    monitor: Option<tokio::task::JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl Announcement {
+    /// Announces gateway `id` serving HTTP on `addr`. A specific address is announced on its own
+    /// interface only; an unspecified one (`0.0.0.0`, `::`) on every interface with the addresses
+    /// the host has. Must run inside a Tokio runtime (the daemon's events are logged from a task).
+    pub fn whatwatt_go(id: &str, addr: SocketAddr) -> anyhow::Result<Announcement> {
+        use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+        let properties = [("id", id), ("type", WHATWATT_GO_TYPE)];
+        let ip = addr.ip();
+        let daemon = ServiceDaemon::new()?;
+        let info = if ip.is_unspecified() {
+            ServiceInfo::new(SUBTYPE, &instance_name(id), &host_name(id), (), addr.port(), &properties[..])?
+                .enable_addr_auto()
+        } else {
+            // Stay off every other interface of the host.
+            daemon.disable_interface(IfKind::All)?;
+            daemon.enable_interface(IfKind::Addr(ip))?;
+            ServiceInfo::new(SUBTYPE, &instance_name(id), &host_name(id), ip, addr.port(), &properties[..])?
+        };
+        let fullname = info.get_fullname().to_owned();
+        let events = daemon.monitor()?;
+        let name = fullname.clone();
+        let monitor = tokio::spawn(async move {
+            use mdns_sd::DaemonEvent;
+            while let Ok(ev) = events.recv_async().await {
+                match ev {
+                    DaemonEvent::Announce(service, on) => {
+                        tracing::info!(service = %service, on = %on, "announced over mDNS");
+                    }
+                    DaemonEvent::NameChange(change) => {
+                        tracing::warn!(service = %name, ?change, "mDNS name conflict, renamed");
+                    }
+                    DaemonEvent::Error(e) => tracing::warn!(service = %name, error = %e, "mDNS responder error"),
+                    _ => {}
+                }
+            }
+        });
+        daemon.register(info)?;
+        Ok(Announcement { daemon, fullname, monitor: Some(monitor), stopped: false })
+    }
+
+    /// Withdraws the service (waits up to 2 s for the goodbye to go out) and stops the responder.
+    pub async fn stop(mut self) {
+        const LIMIT: Duration = Duration::from_secs(2);
+        self.stopped = true;
+        match self.daemon.unregister(&self.fullname) {
+            Ok(rx) => match tokio::time::timeout(LIMIT, rx.recv_async()).await {
+                Ok(Ok(status)) => tracing::info!(service = %self.fullname, ?status, "mDNS announcement withdrawn"),
+                Ok(Err(_)) | Err(_) => tracing::warn!(service = %self.fullname, "mDNS unregister did not confirm"),
+            },
+            Err(e) => tracing::warn!(service = %self.fullname, error = %e, "mDNS unregister failed"),
+        }
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(LIMIT, rx.recv_async()).await;
+        }
+        if let Some(m) = self.monitor.take() {
+            m.abort();
+        }
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.daemon.shutdown();
+        }
+        if let Some(m) = self.monitor.take() {
+            m.abort();
+        }
+    }
 }
 
 /// What `hlbridge discover` prints.
@@ -189,6 +295,15 @@ mod tests {
         let text = format!("devices:\n{s}");
         let cfg = crate::config::load_str(&text, "discovered.yaml", std::path::Path::new("."));
         assert!(cfg.is_ok(), "the snippet is a valid config: {cfg:?}");
+    }
+
+    #[test]
+    fn the_simulator_announces_the_names_the_documented_gateway_uses() {
+        let Avahi { instance, host, .. } =
+            avahi(include_str!("../adapters/whatwatt/fixtures/docs_mdns_browse_http.txt"));
+        assert_eq!(instance_name("A842E39F8124"), instance);
+        assert_eq!(host_name("A842E39F8124"), format!("{host}."));
+        assert_eq!(SUBTYPE.split_once("._sub.").map(|(_, ty)| ty), Some(SERVICE));
     }
 
     #[test]

@@ -248,6 +248,11 @@ pub struct CliArgs {
     /// MQTT publish period (`services.report_interval`).
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     pub mqtt_interval: Duration,
+    /// Announce the gateway over mDNS like a real one (`_http._tcp`, TXT `id`, `type=100`), so
+    /// `hlbridge discover` finds it; on the `--listen` address's interface only.
+    #[cfg(feature = "mdns")]
+    #[arg(long)]
+    pub mdns: bool,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -434,6 +439,10 @@ pub struct WhatwattSimOptions {
     pub seed: u64,
     /// Fault injection and counters.
     pub control: SimControl,
+    /// Announce the gateway over mDNS ([`crate::discover::Announcement`]) while it runs; needs
+    /// `listener`.
+    #[cfg(feature = "mdns")]
+    pub mdns: bool,
 }
 
 impl Default for WhatwattSimOptions {
@@ -454,6 +463,8 @@ impl Default for WhatwattSimOptions {
             utc_offset: UtcOffset::from_hms(2, 0, 0).unwrap_or(UtcOffset::UTC),
             seed: 1,
             control: SimControl::default(),
+            #[cfg(feature = "mdns")]
+            mdns: false,
         }
     }
 }
@@ -1152,6 +1163,18 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
         mqtt_connected: Arc::new(Mutex::new(opts.broker.as_ref().map(|_| false))),
         cancel: cancel.clone(),
     };
+    #[cfg(feature = "mdns")]
+    let announcement = match (opts.mdns, opts.listener.as_ref().and_then(|l| l.local_addr().ok())) {
+        (true, Some(addr)) => Some(
+            crate::discover::Announcement::whatwatt_go(&id, addr)
+                .map_err(|e| e.context("cannot announce over mDNS"))?,
+        ),
+        (true, None) => {
+            tracing::warn!("simulated whatwatt: no HTTP listener, nothing to announce over mDNS");
+            None
+        }
+        (false, _) => None,
+    };
     let tracker = TaskTracker::new();
     let mqtt_cancel = CancellationToken::new();
     let mqtt = match (&opts.broker, opts.licence) {
@@ -1225,6 +1248,11 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
             }
         }
     }
+    // Like a gateway going away: the goodbye first, then the HTTP server.
+    #[cfg(feature = "mdns")]
+    if let Some(a) = announcement {
+        a.stop().await;
+    }
     if let Some(m) = &mqtt {
         m.flush_and_disconnect(Duration::from_secs(1)).await;
     }
@@ -1262,12 +1290,7 @@ pub async fn start(
         opts.template = m.template.clone();
         opts.mqtt_interval = m.interval.0;
     }
-    let name = name.to_owned();
-    tracker.spawn(async move {
-        if let Err(e) = run(opts, cancel).await {
-            tracing::error!(simulator = %name, error = %e, "simulator stopped");
-        }
-    });
+    super::spawn_named(tracker, name, run(opts, cancel));
     Ok(())
 }
 
@@ -1306,21 +1329,11 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         topic: args.topic,
         template: args.template,
         mqtt_interval: args.mqtt_interval,
+        #[cfg(feature = "mdns")]
+        mdns: args.mdns,
         ..Default::default()
     };
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
-        stop.cancel();
-    });
-    match run(opts, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("simulator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_until_signal(|cancel| run(opts, cancel)).await
 }
 
 #[cfg(test)]

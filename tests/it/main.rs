@@ -23,11 +23,13 @@
 mod ai_on_the_edge;
 mod common;
 mod config;
+#[cfg(feature = "mdns")]
+mod discover;
 mod end_to_end;
 mod golden;
 mod http_endpoints;
-mod octoprint;
 mod mqtt_client;
+mod octoprint;
 mod process;
 mod resilience;
 mod tls;
