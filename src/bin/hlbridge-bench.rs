@@ -573,6 +573,31 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let mut up_rx = probe.subscribe("bench/ev0/uptime", 1 << 20).await;
     wait_online(&probe, "bench/ev0").await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // First at the fixed rate, interleaved with raw hops: the bridge's added latency without a
+    // fan-out (one input → one output), i.e. one extra broker hop plus the bridge itself.
+    let first = 4_000_000u64;
+    let d = drive(&pubr, fixed_count, fixed_rate, &sent, base, first, |s| {
+        let raw = ("benchraw/seq".to_string(), s.to_string());
+        let rbt = ("go-eCharger/000000/rbt".to_string(), (s * 1000).to_string());
+        if s % 2 == 0 { vec![raw, rbt] } else { vec![rbt, raw] }
+    });
+    let quiet = Duration::from_secs(3);
+    let (_, (one_lat, one_got, _), (one_raw, _, _)) = tokio::join!(
+        d,
+        collect(&mut up_rx, "bench/ev0/uptime", fixed_count, &sent, base, quiet),
+        collect(&mut raw_rx, "benchraw/seq", fixed_count, &sent, base, quiet)
+    );
+    let (one, one_raw) = (percentiles(one_lat), percentiles(one_raw));
+    let one_added =
+        |k: &str| one.get(k).and_then(|b| b.as_f64()).zip(one_raw.get(k).and_then(|r| r.as_f64())).map(|(b, r)| b - r);
+    report.insert(
+        "one_output_fixed_rate".into(),
+        json!({
+            "rate": fixed_rate, "sent": fixed_count, "received": one_got,
+            "latency": one, "raw_hop_latency": one_raw,
+            "added_latency_p50_us": one_added("p50_us"), "added_latency_p99_us": one_added("p99_us"),
+        }),
+    );
     let cpu0 = bridge.cpu_ns();
     let t = Instant::now();
     let d = drive(&pubr, sat_count, 0, &sent, base, 2_000_000 % sent.len() as u64, |s| {
@@ -794,6 +819,14 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
                 g(&["mixed_fixed_rate", "camera_round", "received"]),
                 g(&["mixed_fixed_rate", "octoprint_temperature", "received"]),
                 g(&["mixed_fixed_rate", "ticks"])
+            ),
+        ),
+        (
+            "one-output mapping: added latency p50 / p99 (us)",
+            format!(
+                "{} / {}",
+                g(&["one_output_fixed_rate", "added_latency_p50_us"]),
+                g(&["one_output_fixed_rate", "added_latency_p99_us"])
             ),
         ),
         ("broker raw throughput (msg/s)", g(&["saturation", "broker_raw_msgs_per_s"])),
