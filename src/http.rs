@@ -65,8 +65,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         }
         if let Some(t) = d.last_seen {
             o["last_seen"] = model::ts_string(t.into()).into();
-            o["age_seconds"] =
-                ((t.elapsed().map(|e| e.as_secs_f64()).unwrap_or(0.0) * 10.0).round() / 10.0).into();
+            o["age_seconds"] = ((t.elapsed().map(|e| e.as_secs_f64()).unwrap_or(0.0) * 10.0).round() / 10.0).into();
         }
         if let Some(ts) = d.ts {
             o["reading_ts"] = model::ts_string(ts).into();
