@@ -132,6 +132,8 @@ struct DeviceState {
     last_heartbeat: Instant,
     /// Scratch buffer for payloads, reused to avoid allocating per value.
     buf: String,
+    /// Quantities cleared (empty text) and not set since, so repeated clears publish nothing.
+    cleared: Vec<Quantity>,
     /// Counter-guard settings, applied when a quantity is first seen.
     guard: GuardConfig,
     /// A longer freshness window the adapter learned from the device (its announced cadence).
@@ -230,6 +232,7 @@ impl Router {
                     last_state_pub: None,
                     last_heartbeat: Instant::now(),
                     buf: String::with_capacity(1024),
+                    cleared: Vec::new(),
                     guard: GuardConfig::default(),
                     min_freshness: Duration::ZERO,
                 }),
@@ -404,6 +407,28 @@ impl Router {
         let ts = update.ts.or_else(|| update.fresh.then(OffsetDateTime::now_utc));
         let mut changed = false;
         for (q, v) in update.readings {
+            // An empty text means "absent" (no reading error, no file): the quantity leaves the
+            // state JSON and /metrics, and its retained topic is deleted (empty retained payload).
+            if matches!(&v, Value::Text(t) if t.is_empty()) {
+                if let Some(i) = st.slots.iter().position(|s| s.quantity == q) {
+                    let slot = st.slots.remove(i);
+                    if self.settings.quantity_topics {
+                        self.publish(slot.topic, Vec::new(), self.settings.qos, true);
+                    }
+                    st.cleared.push(q);
+                    changed = true;
+                } else if !st.cleared.contains(&q) {
+                    // Once per run: the broker may still hold this topic from an earlier run.
+                    st.cleared.push(q);
+                    if self.settings.quantity_topics {
+                        self.publish(format!("{}/{}", dev.base, q.name()), Vec::new(), self.settings.qos, true);
+                    }
+                }
+                continue;
+            }
+            if let Some(c) = st.cleared.iter().position(|c| *c == q) {
+                st.cleared.swap_remove(c);
+            }
             let i = match st.slots.iter().position(|s| s.quantity == q) {
                 Some(i) => i,
                 None => {
@@ -925,6 +950,24 @@ mod tests {
         assert_eq!((p.payload.as_str(), p.retain), ("11040", true));
         assert!(out.iter().any(|c| c.topic == "home/ev/voltage_l1" && c.payload == "230.1"));
         assert!(out.iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online" && c.retain));
+    }
+
+    #[test]
+    fn an_empty_text_removes_the_quantity_and_deletes_its_retained_topic() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("reading_error", Value::Text("Neg. Rate".into())), ("power", Value::Number(1.0))]));
+        h.flush();
+        rx.drain();
+        h.apply(update(&[("reading_error", Value::Text("".into()))]));
+        h.flush();
+        let out = rx.drain();
+        let del = out.iter().find(|c| c.topic == "home/ev/reading_error").expect("topic deleted");
+        assert!(del.payload.is_empty() && del.retain, "an empty retained payload deletes the topic");
+        let state = out.iter().find(|c| c.topic == "home/ev/state").expect("state republished");
+        assert!(!state.payload.contains("reading_error"), "{}", state.payload);
+        assert!(r.snapshot()[0].values.iter().all(|(q, _)| q.name() != "reading_error"));
+        h.apply(update(&[("reading_error", Value::Text("".into()))]));
+        assert!(rx.drain().is_empty(), "clearing it again publishes nothing");
     }
 
     #[test]
