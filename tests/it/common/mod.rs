@@ -4,7 +4,7 @@
 //!
 //! Every wait is a condition with a deadline; nothing sleeps to synchronise.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,15 +149,20 @@ impl Broker {
                 }
                 panic!("mosquitto did not start on a free port after 10 tries: {last_err}");
             }
+            #[cfg(feature = "embedded-broker")]
             Flavour::Embedded => {
                 for _ in 0..10 {
                     let port = free_port();
-                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                     if hlbridge::broker::start(addr).await.is_ok() {
                         return Broker { port, mosquitto: None, child: None };
                     }
                 }
                 panic!("the in-process broker did not start on a free port after 10 tries");
+            }
+            #[cfg(not(feature = "embedded-broker"))]
+            Flavour::Embedded => {
+                panic!("no mosquitto installed and this build has no in-process broker (feature `embedded-broker`)")
             }
         }
     }
