@@ -565,6 +565,13 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "embedded-broker"))]
+    fn an_embedded_broker_without_the_feature_is_a_config_error() {
+        let e = load_test("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n").unwrap_err();
+        assert!(e.to_string().contains("embedded-broker"), "{e}");
+    }
+
+    #[test]
     fn every_error_is_reported_at_once_with_lines_and_suggestions() {
         let text = "mqtt:\n  url: http://nope\n  clientid: x\noutput:\n  prefix: home/\ndevices:\n  garage:\n    adapter: goe\n    serial: \"1\"\n    intervall: 5s\n  Bad Id:\n    adapter: goee\n";
         let e = load_test(text).unwrap_err();
@@ -680,6 +687,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "embedded-broker")]
     fn embedded_broker_becomes_the_default_url() {
         let c = load_test("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n").unwrap();
         assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1884");

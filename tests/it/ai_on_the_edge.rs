@@ -775,6 +775,7 @@ async fn two_number_sequences_go_to_their_own_devices_end_to_end() {
 }
 
 #[test]
+#[cfg(feature = "embedded-broker")]
 fn the_config_snippets_for_demo_and_example_load() {
     // The snippets handed over for config/demo.yaml and config/example.yaml, verbatim.
     let demo = r#"mqtt:
