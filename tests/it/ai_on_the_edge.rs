@@ -34,8 +34,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn read_fixture(name: &str) -> String {
-    let p = fixtures().join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    crate::common::read_file(&fixtures().join(name))
 }
 
 /// `\t`, `\n`, `\\` as the samples' README describes.

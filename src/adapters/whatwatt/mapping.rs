@@ -363,14 +363,16 @@ pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {
 pub fn read_report<'a>(root: &'a Json, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
     let table = &tables().report;
     let mut path = String::with_capacity(96);
-    walk(root, &mut path, &mut |p, v| match table.get(p) {
+    // Sub-meter arrays are read by `read_volume`.
+    walk(root, &mut path, Some("report.volume"), &mut |p, v| match table.get(p) {
         Some(t) => r.put(*t, p, v, issues),
         None => issues.push(Issue::Unknown(p.to_owned())),
     });
 }
 
-/// Visits every leaf (non-object value) with its dotted path; arrays are leaves too.
-fn walk<'a>(v: &'a Json, path: &mut String, f: &mut dyn FnMut(&str, &'a Json)) {
+/// Visits every leaf (non-object value) with its dotted path; arrays are leaves too. The subtree at
+/// `skip` (if any) is not visited.
+fn walk<'a>(v: &'a Json, path: &mut String, skip: Option<&str>, f: &mut dyn FnMut(&str, &'a Json)) {
     match v {
         Json::Object(m) => {
             for (k, child) in m {
@@ -379,9 +381,8 @@ fn walk<'a>(v: &'a Json, path: &mut String, f: &mut dyn FnMut(&str, &'a Json)) {
                     path.push('.');
                 }
                 path.push_str(k);
-                // Sub-meter arrays are read by `read_volume`.
-                if path != "report.volume" {
-                    walk(child, path, f);
+                if skip != Some(path.as_str()) {
+                    walk(child, path, skip, f);
                 }
                 path.truncate(len);
             }
@@ -615,27 +616,10 @@ fn collect_template(
 /// Reads one MQTT payload (already parsed) with `fields`.
 pub fn read_payload<'a>(root: &'a Json, fields: &FieldMap, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
     let mut path = String::with_capacity(64);
-    walk_payload(root, &mut path, &mut |p, v| match fields.get(p) {
+    walk(root, &mut path, None, &mut |p, v| match fields.get(p) {
         Some(t) => r.put(t, p, v, issues),
         None => issues.push(Issue::Unknown(p.to_owned())),
     });
-}
-
-fn walk_payload<'a>(v: &'a Json, path: &mut String, f: &mut dyn FnMut(&str, &'a Json)) {
-    match v {
-        Json::Object(m) => {
-            for (k, child) in m {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(k);
-                walk_payload(child, path, f);
-                path.truncate(len);
-            }
-        }
-        leaf => f(path, leaf),
-    }
 }
 
 /// Normalisation options.
