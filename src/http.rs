@@ -78,12 +78,21 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         }
         devices.insert(d.id, o);
     }
+    let readiness = s.mqtt.readiness();
+    let mut mqtt = serde_json::json!({
+        "connected": conn.connected,
+        "subscribed": conn.subscribed,
+        "connections": conn.generation,
+    });
+    if let Some(reason) = &readiness.reason {
+        mqtt["reason"] = reason.clone().into();
+    }
     let body = serde_json::json!({
-        "status": if conn.connected { "ready" } else { "not_ready" },
-        "mqtt": { "connected": conn.connected, "connections": conn.generation },
+        "status": if readiness.ready { "ready" } else { "not_ready" },
+        "mqtt": mqtt,
         "devices": devices,
     });
-    let code = if conn.connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 

@@ -27,6 +27,13 @@ pub struct DeviceReasonLabel {
     pub reason: String,
 }
 
+/// Label set of counters that exist per traffic direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `in` (from the broker) or `out` (to the broker).
+    pub direction: &'static str,
+}
+
 /// The bridge's health metrics. Counters are cheap `Arc` handles; adapters clone the per-device
 /// ones once at start-up.
 #[derive(Debug, Default)]
@@ -55,6 +62,8 @@ pub struct Metrics {
     pub commands: Family<DeviceReasonLabel, Counter>,
     /// Readings the counter guard rejected, by device and reason.
     pub readings_rejected: Family<DeviceReasonLabel, Counter>,
+    /// MQTT messages over `max_packet_size`, dropped instead of sent or delivered.
+    pub mqtt_oversized: Family<DirectionLabel, Counter>,
 }
 
 impl Metrics {
@@ -105,7 +114,20 @@ impl Metrics {
             "Readings rejected as implausible, by reason",
             m.readings_rejected.clone(),
         );
+        registry.register(
+            "hlbridge_mqtt_oversized",
+            "MQTT messages over the packet size limit, dropped instead of sent (out) or delivered (in)",
+            m.mqtt_oversized.clone(),
+        );
+        for direction in ["in", "out"] {
+            m.mqtt_oversized(direction);
+        }
         Arc::new(m)
+    }
+
+    /// The oversized-message counter of `direction` (`in` or `out`).
+    pub fn mqtt_oversized(&self, direction: &'static str) -> Counter {
+        self.mqtt_oversized.get_or_create(&DirectionLabel { direction }).clone()
     }
 
     /// A metrics set registered nowhere (tests, simulators).

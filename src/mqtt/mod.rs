@@ -1,12 +1,23 @@
 //! The MQTT client: the only code in hlbridge that touches rumqttc.
 //!
-//! One task polls rumqttc's event loop and never awaits a publish (rumqtt#263); it reconnects with
-//! exponential backoff and jitter, re-subscribes every registered filter after each ConnAck without a
-//! session (rumqtt#250), publishes the retained birth message after each ConnAck, and dispatches
-//! incoming publishes to subscribers with `try_send` (a slow adapter loses messages and counts them;
-//! it never stalls the connection). A second task drains the bounded outbound queue into the client.
-//! Everyone else holds a cheap [`MqttHandle`].
+//! rumqttc provides the protocol state machine (`MqttState`: packet ids, in-flight window, acks,
+//! pings) and the framed socket (`Network`); hlbridge drives them itself in one connection task
+//! ([`connection`]) instead of through rumqttc's request channel and `EventLoop::poll`, because:
+//! - re-subscription and the birth message must never depend on room in a request queue that a
+//!   broker outage has filled with publishes (they are written straight to the socket after each
+//!   ConnAck, and `/readyz` stays not-ready until every SUBACK came back);
+//! - a burst of publishes is encoded into one buffer and flushed with one socket write, not one
+//!   write per publish (rumqtt#810);
+//! - a publish over the packet limit is dropped and counted before it is encoded, instead of
+//!   breaking the connection (and, if retained, looping forever);
+//! - publishes queued during an outage, and QoS 1 publishes unacknowledged when the connection broke,
+//!   are kept in order ([`outbox`]) and go out after the next ConnAck.
+//!
+//! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
+//! counts them; it never stalls the connection). Everyone else holds a cheap [`MqttHandle`].
 
+mod connection;
+mod outbox;
 pub mod tls;
 pub mod topic;
 
@@ -16,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet, SubscribeFilter};
+use rumqttc::LastWill;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,8 +82,14 @@ pub struct MqttSettings {
     pub backoff_initial: Duration,
     /// Upper bound of the reconnect delay.
     pub backoff_max: Duration,
-    /// Largest packet accepted or sent (rumqttc's 10 KiB default is too small for device payloads).
+    /// Largest packet sent, and largest incoming payload handed to adapters (rumqttc's 10 KiB
+    /// default is too small for device payloads). Bigger publishes are dropped and counted
+    /// (`hlbridge_mqtt_oversized_total`), never sent: a broker would cut the connection.
     pub max_packet_size: usize,
+    /// Largest incoming packet the socket reads at all. Between `max_packet_size` and this, an
+    /// incoming message is read, dropped and counted; beyond it the stream cannot be resynchronised
+    /// and the connection is reset (with backoff). Bounds memory per message.
+    pub max_incoming_packet_size: usize,
     /// Unacknowledged QoS>0 publishes in flight (kept ≤ 100: rumqtt#1014).
     pub inflight: u16,
     /// Disable Nagle's algorithm: every publish leaves at once (low latency) at the price of one
@@ -135,6 +152,7 @@ impl MqttSettings {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             max_packet_size: 256 * 1024,
+            max_incoming_packet_size: 16 * 1024 * 1024,
             inflight: 100,
             tcp_nodelay: true,
         })
@@ -144,7 +162,8 @@ impl MqttSettings {
         let mut o = rumqttc::MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
         o.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
         o.set_clean_session(true);
-        o.set_max_packet_size(self.max_packet_size, self.max_packet_size);
+        // Outgoing size is checked before encoding (connection::oversized), so the codec never fails.
+        o.set_max_packet_size(self.max_incoming_packet_size.max(self.max_packet_size), self.max_packet_size);
         o.set_inflight(self.inflight.clamp(1, 100));
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
@@ -182,17 +201,44 @@ pub struct ConnectionState {
     pub connected: bool,
     /// Increments on every ConnAck; watchers republish their retained state when it changes.
     pub generation: u64,
+    /// Whether the broker acknowledged every registered subscription on this connection (without
+    /// it, device data and commands silently do not arrive: `/readyz` must not say ready).
+    pub subscribed: bool,
+}
+
+/// Whether the bridge's MQTT side is ready, and if not, why (for `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Connected and every subscription acknowledged.
+    pub ready: bool,
+    /// What is wrong (`broker refused the connection: NotAuthorized`, `subscription refused by the
+    /// broker: home/+/set`), or `None` when ready.
+    pub reason: Option<String>,
 }
 
 #[doc(hidden)]
 pub enum Outbound {
-    Publish { topic: String, payload: Vec<u8>, qos: QoS, retain: bool },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+    },
+    /// Answered once everything queued before it has been written and every QoS 1 publish
+    /// acknowledged by the broker (or at once while disconnected: nothing can be flushed then).
     Flush(oneshot::Sender<()>),
+}
+
+/// Requests to the connection task that must not wait behind queued publishes.
+enum Control {
+    /// Subscribe these (already registered) filters on the live connection.
+    Subscribe(Vec<String>),
+    /// Send DISCONNECT and close; answered when the connection is closed.
+    Disconnect,
 }
 
 struct Subscription {
     filter: String,
-    qos: QoS,
     tx: mpsc::Sender<Message>,
     /// Counts messages dropped because the subscriber's queue was full.
     dropped: Option<prometheus_client::metrics::counter::Counter>,
@@ -225,19 +271,57 @@ impl Subscriptions {
     }
 }
 
+/// Why the connection is not usable, kept for `/readyz`.
+#[derive(Debug, Default)]
+struct Health {
+    /// The last connection error (refusal code, I/O error, oversized packet), cleared on ConnAck.
+    last_error: Option<String>,
+    /// Filters the broker refused on the current connection (SUBACK failure, e.g. an ACL).
+    refused: Vec<String>,
+}
+
 struct Shared {
     /// Registered subscriptions.
     subscriptions: Mutex<Subscriptions>,
-    /// The rumqttc client, for (un)subscribe requests from outside the poll task.
-    client: AsyncClient,
-    /// Outbound queue (bounded); `None` once shut down.
+    /// Outbound queue (bounded): the hot path's only contact with the connection.
     outbound: mpsc::Sender<Outbound>,
+    /// Subscribe and disconnect requests, ahead of any queued publish.
+    control: mpsc::UnboundedSender<Control>,
     /// Connection state for watchers.
     state: watch::Sender<ConnectionState>,
-    /// Set once shutdown began: the poll task stops reconnecting.
+    /// Why the connection is not ready, for `/readyz`.
+    health: Mutex<Health>,
+    /// Set once shutdown began: the connection task stops reconnecting.
     closing: AtomicBool,
     /// Health metrics.
     metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn new(
+        outbound: mpsc::Sender<Outbound>,
+        control: mpsc::UnboundedSender<Control>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Shared> {
+        let (state, _) = watch::channel(ConnectionState { connected: false, generation: 0, subscribed: false });
+        Arc::new(Shared {
+            subscriptions: Mutex::new(Subscriptions::default()),
+            outbound,
+            control,
+            state,
+            health: Mutex::new(Health::default()),
+            closing: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A cheap, cloneable handle for publishing and subscribing.
@@ -283,21 +367,16 @@ impl MqttHandle {
         dropped: Option<prometheus_client::metrics::counter::Counter>,
     ) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let qos = QoS::AtMostOnce;
         {
-            let mut subs = self.shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut subs = self.shared.subscriptions();
             for f in filters {
-                subs.add(Subscription { filter: (*f).to_owned(), qos, tx: tx.clone(), dropped: dropped.clone() });
+                subs.add(Subscription { filter: (*f).to_owned(), tx: tx.clone(), dropped: dropped.clone() });
             }
         }
-        if self.shared.state.borrow().connected {
-            // If this races with a reconnect the filter is simply subscribed twice, which is harmless.
-            let list: Vec<SubscribeFilter> =
-                filters.iter().map(|f| SubscribeFilter::new((*f).to_owned(), qos)).collect();
-            if let Err(e) = self.shared.client.subscribe_many(list).await {
-                tracing::warn!(?filters, error = %e, "subscribe request failed; it is retried on reconnect");
-            }
-        }
+        // Registered first: a ConnAck after this point subscribes them with everything else. If the
+        // connection is up, the connection task subscribes them now; racing a reconnect merely
+        // subscribes them twice, which the broker treats as one subscription.
+        let _ = self.shared.control.send(Control::Subscribe(filters.iter().map(|f| (*f).to_owned()).collect()));
         rx
     }
 
@@ -306,13 +385,29 @@ impl MqttHandle {
         *self.shared.state.borrow()
     }
 
+    /// Whether the MQTT side is ready (connected, every subscription acknowledged), and why not.
+    pub fn readiness(&self) -> Readiness {
+        let state = self.state();
+        let health = self.shared.health();
+        let reason = if !health.refused.is_empty() {
+            Some(format!("subscription refused by the broker: {}", health.refused.join(", ")))
+        } else if !state.connected {
+            Some(health.last_error.clone().unwrap_or_else(|| "not connected to the MQTT broker yet".into()))
+        } else if !state.subscribed {
+            Some("waiting for the broker to acknowledge the subscriptions".into())
+        } else {
+            None
+        };
+        Readiness { ready: reason.is_none(), reason }
+    }
+
     /// Watches connection changes (used to republish retained state after each ConnAck).
     pub fn watch(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.subscribe()
     }
 
-    /// Waits until everything queued so far has been handed to the client, then disconnects
-    /// cleanly. Gives up after `timeout`.
+    /// Waits until everything queued so far has been written and every QoS 1 publish among it
+    /// acknowledged by the broker, then disconnects cleanly. Gives up after `timeout`.
     pub async fn flush_and_disconnect(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
@@ -322,16 +417,11 @@ impl MqttHandle {
             }
         };
         if tokio::time::timeout_at(deadline, flushed).await.is_err() {
-            tracing::warn!("MQTT outbound queue not flushed within {timeout:?}");
+            tracing::warn!("MQTT outbound queue not flushed and acknowledged within {timeout:?}");
         }
         self.shared.closing.store(true, Ordering::SeqCst);
         let mut state = self.watch();
-        // DISCONNECT travels behind everything queued; the poll loop reports it written (and the
-        // connection closed) only after the publishes before it went out on the socket.
-        if tokio::time::timeout_at(deadline, self.shared.client.disconnect()).await.is_err() {
-            tracing::warn!("MQTT disconnect request not accepted within {timeout:?}");
-            return;
-        }
+        let _ = self.shared.control.send(Control::Disconnect);
         let closed = state.wait_for(|s| !s.connected);
         if tokio::time::timeout_at(deadline, closed).await.is_err() {
             tracing::warn!("MQTT connection not closed cleanly within {timeout:?}");
@@ -376,21 +466,12 @@ impl CaptureRx {
 /// A handle connected to no broker whose publishes are captured: for golden tests of the
 /// adapter → router path and for the benchmark's CPU measurement without network noise.
 pub fn detached(capacity: usize) -> (MqttHandle, CaptureRx) {
-    let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("detached", "127.0.0.1", 1), 1);
     let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
-    let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
-    let shared = Arc::new(Shared {
-        subscriptions: Mutex::new(Subscriptions::default()),
-        client,
-        outbound: out_tx,
-        state: state_tx,
-        closing: AtomicBool::new(false),
-        metrics: Metrics::detached(),
-    });
-    (MqttHandle { shared }, CaptureRx(out_rx))
+    let (control, _) = mpsc::unbounded_channel();
+    (MqttHandle { shared: Shared::new(out_tx, control, Metrics::detached()) }, CaptureRx(out_rx))
 }
 
-/// Starts the MQTT client tasks on `tracker`. They run until `cancel` fires or
+/// Starts the MQTT connection task on `tracker`. It runs until `cancel` fires or
 /// [`MqttHandle::flush_and_disconnect`] was called.
 pub fn spawn(
     settings: &MqttSettings,
@@ -399,188 +480,24 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> Result<MqttHandle, MqttError> {
     let options = settings.rumqttc_options()?;
-    // A small rumqttc channel: our own queue in front of it is the one that buffers and counts.
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // rumqttc's own request channel stays unused (and tiny): the connection task writes requests
+    // to the socket itself.
+    let mut eventloop = rumqttc::EventLoop::new(options, 1);
     // Small publishes must not wait for Nagle's algorithm and the peer's delayed ACK (up to 40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(settings.tcp_nodelay);
     eventloop.set_network_options(net);
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
-    let (state_tx, _) = watch::channel(ConnectionState { connected: false, generation: 0 });
-    let shared = Arc::new(Shared {
-        subscriptions: Mutex::new(Subscriptions::default()),
-        client: client.clone(),
-        outbound: out_tx,
-        state: state_tx,
-        closing: AtomicBool::new(false),
-        metrics,
-    });
-    tracker.spawn(publisher(shared.clone(), out_rx, cancel.clone()));
-    tracker.spawn(poll_loop(shared.clone(), eventloop, settings.clone(), cancel));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(out_tx, control_tx, metrics);
+    let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
+    tracker.spawn(task.run(cancel));
     Ok(MqttHandle { shared })
 }
 
-async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outbound>, cancel: CancellationToken) {
-    loop {
-        let msg = tokio::select! {
-            biased;
-            m = rx.recv() => m,
-            _ = cancel.cancelled() => None,
-        };
-        let Some(msg) = msg else { break };
-        match msg {
-            Outbound::Publish { topic, payload, qos, retain } => {
-                shared.metrics.publish_queue_depth.dec();
-                // Awaiting here is fine: this task never polls the event loop.
-                match shared.client.publish(topic, qos, retain, payload).await {
-                    Ok(()) => {
-                        shared.metrics.messages_published.inc();
-                    }
-                    Err(e) => {
-                        shared.metrics.publish_dropped.inc();
-                        tracing::debug!(error = %e, "publish refused by the MQTT client");
-                    }
-                }
-            }
-            Outbound::Flush(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with ±25 % jitter so a
-/// fleet of bridges does not hammer a restarted broker in lockstep.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let base = initial.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let jitter = rand::rng().random_range(0.75..1.25);
-    base.mul_f64(jitter)
-}
-
-async fn poll_loop(shared: Arc<Shared>, mut eventloop: EventLoop, settings: MqttSettings, cancel: CancellationToken) {
-    let mut failures: u32 = 0;
-    let mut logged_down = false;
-    loop {
-        let event = tokio::select! {
-            e = eventloop.poll() => e,
-            _ = cancel.cancelled() => {
-                // Give flush_and_disconnect a moment to drive the DISCONNECT through this loop.
-                if shared.closing.load(Ordering::SeqCst) {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), drain(&mut eventloop)).await;
-                    break;
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(3), drain(&mut eventloop)).await;
-                break;
-            }
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
-                logged_down = false;
-                on_connack(&shared, &settings, ack.session_present);
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => dispatch(&shared, p),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                if shared.closing.load(Ordering::SeqCst) {
-                    // Keep the socket open until the broker closes it: a broker that is still
-                    // writing to us (e.g. a flood of device data) would otherwise hit a broken pipe
-                    // and drop what it had not read yet, including our last publishes.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), until_closed(&mut eventloop)).await;
-                    set_connected(&shared, false);
-                    break;
-                }
-                set_connected(&shared, false);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                set_connected(&shared, false);
-                if shared.closing.load(Ordering::SeqCst) || cancel.is_cancelled() {
-                    break;
-                }
-                shared.metrics.mqtt_connection_errors.inc();
-                if !logged_down {
-                    tracing::warn!(host = %settings.host, port = settings.port, error = %describe(&e),
-                        "MQTT connection lost or refused; reconnecting with backoff");
-                    logged_down = true;
-                } else {
-                    tracing::debug!(error = %describe(&e), "MQTT reconnect attempt failed");
-                }
-                let delay = backoff_delay(failures, settings.backoff_initial, settings.backoff_max);
-                failures = failures.saturating_add(1);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => break,
-                }
-            }
-        }
-    }
-    set_connected(&shared, false);
-}
-
-/// Polls until the broker closes the connection (it does after our DISCONNECT).
-async fn until_closed(eventloop: &mut EventLoop) {
-    while eventloop.poll().await.is_ok() {}
-}
-
-/// Lets the event loop write out what is queued (the DISCONNECT after a flush) before exiting.
-async fn drain(eventloop: &mut EventLoop) {
-    loop {
-        match eventloop.poll().await {
-            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
-    }
-}
-
-fn set_connected(shared: &Shared, connected: bool) {
-    shared.metrics.mqtt_connected.set(i64::from(connected));
-    shared.state.send_if_modified(|s| {
-        let changed = s.connected != connected;
-        s.connected = connected;
-        changed
-    });
-}
-
-fn on_connack(shared: &Shared, settings: &MqttSettings, session_present: bool) {
-    shared.metrics.mqtt_connections.inc();
-    tracing::info!(host = %settings.host, port = settings.port, session_present, "MQTT connected");
-    if !session_present {
-        let filters: Vec<SubscribeFilter> = shared
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .list
-            .iter()
-            .map(|s| SubscribeFilter::new(s.filter.clone(), s.qos))
-            .collect();
-        if !filters.is_empty() {
-            // try_: the poll task must never await a request (rumqtt#263).
-            if let Err(e) = shared.client.try_subscribe_many(filters) {
-                tracing::warn!(error = %e, "could not queue the re-subscription; retrying on next reconnect");
-            }
-        }
-    }
-    if let Some((topic, payload)) = &settings.birth {
-        let _ = shared.client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone().into_bytes());
-    }
-    shared.state.send_modify(|s| {
-        s.connected = true;
-        s.generation += 1;
-    });
-    shared.metrics.mqtt_connected.set(1);
-}
-
+/// Hands an incoming publish to every matching subscriber.
 fn dispatch(shared: &Shared, p: rumqttc::Publish) {
-    let subs = shared.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+    let subs = shared.subscriptions();
     let mut first = None;
     let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
     subs.trie.for_each_match(&p.topic, |i| match first {
@@ -594,6 +511,26 @@ fn dispatch(shared: &Shared, p: rumqttc::Publish) {
         subs.list[i].deliver(msg.clone());
     }
     subs.list[first].deliver(msg);
+}
+
+/// At most the first `max` bytes of untrusted text (a topic), cut at a character boundary, for logs.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with ±25 % jitter so a
+/// fleet of bridges does not hammer a restarted broker in lockstep.
+pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let base = initial.saturating_mul(1u32 << attempt.min(16)).min(max);
+    let jitter = rand::rng().random_range(0.75..1.25);
+    base.mul_f64(jitter)
 }
 
 #[cfg(test)]

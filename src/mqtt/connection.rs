@@ -1,0 +1,535 @@
+//! The connection task: connects (through rumqttc's `EventLoop::poll`, which does the TCP/TLS/Unix
+//! connect and the CONNECT/CONNACK exchange), then drives rumqttc's `MqttState` and `Network` itself.
+//!
+//! Why not `EventLoop::poll` for the whole connection: it pulls requests from a bounded channel that
+//! an outage fills with publishes (so a re-subscription queued behind them never went out), and it
+//! flushes the socket after every single request. Here:
+//! - after each ConnAck the SUBSCRIBE packets and the birth message are written first, straight to
+//!   the socket; readiness waits for every SUBACK;
+//! - publishes are taken in batches (the outage buffer first, then the queue) and written with one
+//!   flush per batch, capped in count and bytes so pings and incoming traffic keep their turn;
+//! - a publish over `max_packet_size` is dropped and counted before encoding (the codec would
+//!   otherwise fail and the connection loop forever on a retained one);
+//! - while disconnected the queue keeps draining into the [`Outbox`] (coalesced, bounded), and QoS 1
+//!   publishes unacknowledged when the connection broke are put back at its front.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::mqttbytes::Error as CodecError;
+use rumqttc::{
+    ConnectionError, Disconnect, Event, EventLoop, Packet, PingReq, Publish, Request, StateError, Subscribe,
+    SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbox, Pending, Pushed};
+use super::{Control, MqttSettings, Outbound, QoS, Shared};
+
+/// Publishes written before one flush at most: bounds the time a burst holds the socket.
+const MAX_BATCH: usize = 256;
+/// Bytes encoded before one flush at most.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Filters per SUBSCRIBE packet (keeps each packet far below any broker's limit).
+const FILTERS_PER_SUBSCRIBE: usize = 64;
+/// A connection that lived this long counts as healthy: the backoff starts over after losing it.
+/// A shorter one (e.g. cut by a poisoned retained message) keeps backing off.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How long to wait for the broker to close the socket after our DISCONNECT.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How a connected session ended.
+enum Ended {
+    /// Lost (I/O error, broker gone, protocol error); the text says why.
+    Lost(String),
+    /// Closed on purpose (DISCONNECT sent, or cancelled): the task stops.
+    Closed,
+}
+
+/// The connection task's state (see module docs).
+pub(super) struct Connection {
+    /// What the handles share (subscriptions, state watch, health, metrics).
+    shared: Arc<Shared>,
+    /// rumqttc's connection: connect logic, protocol state and framed socket.
+    eventloop: EventLoop,
+    /// Limits, birth message, backoff.
+    settings: MqttSettings,
+    /// The hot path's bounded queue.
+    outbound: mpsc::Receiver<Outbound>,
+    /// Whether every sender of `outbound` is gone (the bridge is stopping).
+    outbound_closed: bool,
+    /// Subscribe and disconnect requests.
+    control: mpsc::UnboundedReceiver<Control>,
+    /// Publishes waiting for a connection, oldest first.
+    outbox: Outbox,
+    /// Flush requests answered once no QoS 1 publish is left unacknowledged.
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// SUBSCRIBE packet ids of this connection not yet acknowledged, with their filters.
+    pending_subacks: HashMap<u16, Vec<String>>,
+    /// Whether an oversized incoming message was already logged (then only counted).
+    logged_oversized_in: bool,
+    /// Whether an oversized outgoing publish was already logged (then only counted).
+    logged_oversized_out: bool,
+}
+
+impl Connection {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        eventloop: EventLoop,
+        settings: MqttSettings,
+        outbound: mpsc::Receiver<Outbound>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Connection {
+        Connection {
+            outbox: Outbox::new(settings.queue_capacity),
+            shared,
+            eventloop,
+            settings,
+            outbound,
+            outbound_closed: false,
+            control,
+            flush_waiters: Vec::new(),
+            pending_subacks: HashMap::new(),
+            logged_oversized_in: false,
+            logged_oversized_out: false,
+        }
+    }
+
+    /// Connects, serves, reconnects with backoff, until cancelled or disconnected on purpose.
+    pub(super) async fn run(mut self, cancel: CancellationToken) {
+        let mut failures: u32 = 0;
+        let mut logged_down = false;
+        loop {
+            let reason = match self.connect(&cancel).await {
+                None => break,
+                Some(Err(e)) => describe(&e),
+                Some(Ok(())) => {
+                    let since = Instant::now();
+                    logged_down = false;
+                    let ended = match self.start_session().await {
+                        Ok(()) => self.serve(&cancel).await,
+                        Err(e) => Ended::Lost(describe_state(&e, &self.settings)),
+                    };
+                    match ended {
+                        Ended::Closed => break,
+                        Ended::Lost(reason) => {
+                            self.lost();
+                            if since.elapsed() >= HEALTHY_AFTER {
+                                failures = 0;
+                            }
+                            reason
+                        }
+                    }
+                }
+            };
+            if self.shared.closing.load(Ordering::SeqCst) || cancel.is_cancelled() {
+                break;
+            }
+            self.shared.metrics.mqtt_connection_errors.inc();
+            if !logged_down {
+                tracing::warn!(host = %self.settings.host, port = self.settings.port, error = %reason,
+                    "MQTT connection lost or refused; reconnecting with backoff");
+                logged_down = true;
+            } else {
+                tracing::debug!(error = %reason, "MQTT reconnect attempt failed");
+            }
+            self.shared.health().last_error = Some(reason);
+            let delay = super::backoff_delay(failures, self.settings.backoff_initial, self.settings.backoff_max);
+            failures = failures.saturating_add(1);
+            if !self.wait_buffering(delay, &cancel).await {
+                break;
+            }
+        }
+        self.set_disconnected();
+        for w in self.flush_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Connects once; meanwhile keeps the queue draining into the outbox. `None` when stopped.
+    async fn connect(&mut self, cancel: &CancellationToken) -> Option<Result<(), ConnectionError>> {
+        let connect = self.eventloop.poll();
+        tokio::pin!(connect);
+        loop {
+            tokio::select! {
+                r = &mut connect => return Some(match r {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(()),
+                    Ok(_) => Err(ConnectionError::NotConnAck(Packet::PingResp)),
+                    Err(e) => Err(e),
+                }),
+                m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
+                c = self.control.recv() => if let Some(Control::Disconnect) | None = c { return None },
+                _ = cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Sleeps `delay` while buffering the queue. `false` when stopped meanwhile.
+    async fn wait_buffering(&mut self, delay: Duration, cancel: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
+                c = self.control.recv() => if let Some(Control::Disconnect) | None = c { return false },
+                _ = cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    /// After a ConnAck: every registered filter and the birth message go out before any publish.
+    async fn start_session(&mut self) -> Result<(), StateError> {
+        let shared = self.shared.clone();
+        shared.metrics.mqtt_connections.inc();
+        tracing::info!(host = %self.settings.host, port = self.settings.port, "MQTT connected");
+        {
+            let mut health = shared.health();
+            health.last_error = None;
+            health.refused.clear();
+        }
+        self.pending_subacks.clear();
+        // Without a session (clean session), the broker knows none of our filters.
+        let filters: BTreeSet<String> = shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
+        let filters: Vec<String> = filters.into_iter().collect();
+        for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
+            self.write_subscribe(chunk.to_vec()).await?;
+        }
+        if let Some((topic, payload)) = &self.settings.birth {
+            let mut birth = Publish::new(topic.clone(), QoS::AtLeastOnce, payload.clone());
+            birth.retain = true;
+            self.write(Request::Publish(birth)).await?;
+        }
+        self.flush().await?;
+        self.process_events();
+        shared.state.send_modify(|s| {
+            s.connected = true;
+            s.generation += 1;
+            s.subscribed = self.pending_subacks.is_empty();
+        });
+        shared.metrics.mqtt_connected.set(1);
+        Ok(())
+    }
+
+    /// Serves a live connection until it is lost or closed.
+    async fn serve(&mut self, cancel: &CancellationToken) -> Ended {
+        let keep_alive = self.settings.keep_alive.max(Duration::from_secs(1));
+        let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let room = self.room();
+            let step = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ended::Closed,
+                c = self.control.recv() => match c {
+                    Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
+                    Some(Control::Disconnect) | None => return self.disconnect().await,
+                },
+                r = read(&mut self.eventloop) => match r {
+                    Ok(()) => {
+                        self.process_events();
+                        self.flush().await
+                    }
+                    Err(e) => Err(e),
+                },
+                _ = ping.tick() => match self.write(Request::PingReq(PingReq)).await {
+                    Ok(()) => self.flush().await,
+                    Err(StateError::AwaitPingResp) => {
+                        return Ended::Lost("the broker did not answer the keep-alive ping".into());
+                    }
+                    Err(e) => Err(e),
+                },
+                first = next_publish(&mut self.outbox, &mut self.outbound), if room > 0 && !self.outbound_closed => {
+                    match first {
+                        Some(first) => self.write_batch(first, room).await,
+                        None => {
+                            self.outbound_closed = true;
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = step {
+                return Ended::Lost(describe_state(&e, &self.settings));
+            }
+            self.answer_flushes();
+        }
+    }
+
+    /// Publishes that may be written now without overrunning the in-flight window.
+    fn room(&self) -> usize {
+        if self.eventloop.state.collision.is_some() {
+            return 0;
+        }
+        usize::from(self.settings.inflight.clamp(1, 100).saturating_sub(self.eventloop.state.inflight()))
+    }
+
+    /// Writes `first` and whatever else is ready (outbox first, then the queue) with one flush.
+    async fn write_batch(&mut self, first: Outbound, room: usize) -> Result<(), StateError> {
+        let mut next = Some(first);
+        let (mut count, mut bytes) = (0usize, 0usize);
+        while let Some(item) = next {
+            match item {
+                Outbound::Flush(done) => self.flush_waiters.push(done),
+                Outbound::Publish { topic, payload, qos, retain } => {
+                    self.shared.metrics.publish_queue_depth.dec();
+                    let mut publish = Publish::from_bytes(topic, qos, payload.into());
+                    publish.retain = retain;
+                    let size = publish.size();
+                    if size > self.settings.max_packet_size {
+                        self.oversized_out(&publish.topic, size);
+                    } else {
+                        self.write(Request::Publish(publish)).await?;
+                        self.shared.metrics.messages_published.inc();
+                        count += 1;
+                        bytes += size;
+                    }
+                }
+            }
+            if count >= room.min(MAX_BATCH) || bytes >= MAX_BATCH_BYTES || self.eventloop.state.collision.is_some() {
+                break;
+            }
+            next = match self.outbox.pop_front() {
+                Some(p) => {
+                    Some(Outbound::Publish { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain })
+                }
+                None => self.outbound.try_recv().ok(),
+            };
+        }
+        self.flush().await?;
+        self.process_events();
+        Ok(())
+    }
+
+    /// Subscribes filters registered while connected.
+    async fn subscribe_now(&mut self, filters: Vec<String>) -> Result<(), StateError> {
+        for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
+            self.write_subscribe(chunk.to_vec()).await?;
+        }
+        self.shared.state.send_if_modified(|s| std::mem::replace(&mut s.subscribed, false));
+        self.flush().await?;
+        self.process_events();
+        Ok(())
+    }
+
+    async fn write_subscribe(&mut self, filters: Vec<String>) -> Result<(), StateError> {
+        if filters.is_empty() {
+            return Ok(());
+        }
+        let sub = Subscribe::new_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce)));
+        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Subscribe(sub))? {
+            if let Packet::Subscribe(s) = &packet {
+                self.pending_subacks.insert(s.pkid, filters);
+            }
+            encode(&mut self.eventloop, packet).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a request through the protocol state and encodes what it yields (no flush).
+    async fn write(&mut self, request: Request) -> Result<(), StateError> {
+        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(request)? {
+            encode(&mut self.eventloop, packet).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StateError> {
+        let timeout = Duration::from_secs(self.eventloop.network_options.connection_timeout());
+        let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+        match tokio::time::timeout(timeout, network.flush()).await {
+            Ok(r) => r,
+            Err(_) => Err(StateError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the broker did not take our data within the connection timeout",
+            ))),
+        }
+    }
+
+    /// Handles what the protocol state recorded: incoming publishes and SUBACKs; drops the rest
+    /// (outgoing notifications nobody reads), so the event list never grows.
+    fn process_events(&mut self) {
+        while let Some(event) = self.eventloop.state.events.pop_front() {
+            match event {
+                Event::Incoming(Packet::Publish(p)) => self.dispatch(p),
+                Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
+        let Some(filters) = self.pending_subacks.remove(&pkid) else { return };
+        let refused: Vec<String> = filters
+            .into_iter()
+            .zip(codes.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter(|(_, c)| !matches!(c, Some(SubscribeReasonCode::Success(_))))
+            .map(|(f, _)| f)
+            .collect();
+        if !refused.is_empty() {
+            tracing::error!(filters = ?refused, "the broker refused subscriptions (check its ACL for this user)");
+            self.shared.health().refused.extend(refused);
+        }
+        if self.pending_subacks.is_empty() {
+            self.shared.state.send_if_modified(|s| !std::mem::replace(&mut s.subscribed, true));
+        }
+    }
+
+    /// Hands an incoming publish to every matching subscriber; oversized payloads are counted, not
+    /// delivered.
+    fn dispatch(&mut self, p: Publish) {
+        if p.payload.len() > self.settings.max_packet_size {
+            self.shared.metrics.mqtt_oversized("in").inc();
+            if !std::mem::replace(&mut self.logged_oversized_in, true) {
+                tracing::warn!(topic = %super::clip(&p.topic, 200), bytes = p.payload.len(),
+                    limit = self.settings.max_packet_size,
+                    "incoming MQTT message over the size limit dropped (counted in hlbridge_mqtt_oversized_total; logged once)");
+            }
+            return;
+        }
+        super::dispatch(&self.shared, p);
+    }
+
+    fn oversized_out(&mut self, topic: &str, size: usize) {
+        self.shared.metrics.mqtt_oversized("out").inc();
+        if !std::mem::replace(&mut self.logged_oversized_out, true) {
+            tracing::error!(topic = %super::clip(topic, 200), bytes = size, limit = self.settings.max_packet_size,
+                "publish over the MQTT packet limit dropped, not sent (counted in hlbridge_mqtt_oversized_total; logged once)");
+        } else {
+            tracing::debug!(topic = %super::clip(topic, 200), bytes = size, "oversized publish dropped");
+        }
+    }
+
+    /// Answers flush requests once nothing QoS 1 is left unacknowledged.
+    fn answer_flushes(&mut self) {
+        if !self.flush_waiters.is_empty()
+            && self.eventloop.state.inflight() == 0
+            && self.eventloop.state.collision.is_none()
+        {
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and keeps reading until the broker closes the socket, so a broker still
+    /// writing to us does not hit a broken pipe and drop what it had not read yet.
+    async fn disconnect(&mut self) -> Ended {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        if self.write(Request::Disconnect(Disconnect)).await.is_ok() && self.flush().await.is_ok() {
+            let until_closed = async {
+                while read(&mut self.eventloop).await.is_ok() {
+                    self.eventloop.state.events.clear();
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, until_closed).await;
+        }
+        self.eventloop.network = None;
+        self.set_disconnected();
+        Ended::Closed
+    }
+
+    /// After losing the connection: unacknowledged publishes go back to the outbox front.
+    fn lost(&mut self) {
+        let collided = self.eventloop.state.collision.take();
+        self.eventloop.clean();
+        let unacked: Vec<Pending> = self
+            .eventloop
+            .pending
+            .drain(..)
+            .filter_map(|r| match r {
+                Request::Publish(p) => Some(p),
+                _ => None,
+            })
+            .chain(collided)
+            .map(|p| Pending { topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain })
+            .collect();
+        self.shared.metrics.publish_queue_depth.inc_by(unacked.len() as i64);
+        self.outbox.requeue_front(unacked);
+        self.eventloop.state.events.clear();
+        self.pending_subacks.clear();
+        self.set_disconnected();
+    }
+
+    fn set_disconnected(&self) {
+        self.shared.metrics.mqtt_connected.set(0);
+        self.shared.state.send_if_modified(|s| {
+            let changed = s.connected || s.subscribed;
+            s.connected = false;
+            s.subscribed = false;
+            changed
+        });
+    }
+}
+
+/// Reads a bunch of packets into the protocol state (cancel-safe: a partly read packet stays in
+/// the framed buffer).
+async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
+    match eventloop.network.as_mut() {
+        Some(n) => n.readb(&mut eventloop.state).await,
+        None => Err(StateError::ConnectionAborted),
+    }
+}
+
+/// Encodes `packet` into the socket's write buffer (written out by the next flush, or earlier when
+/// the buffer is full).
+async fn encode(eventloop: &mut EventLoop, packet: Packet) -> Result<(), StateError> {
+    match eventloop.network.as_mut() {
+        Some(n) => n.write(packet).await,
+        None => Err(StateError::ConnectionAborted),
+    }
+}
+
+/// The next publish to write: the outbox (older) before the queue. `None` once the queue closed.
+async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
+    match outbox.pop_front() {
+        Some(p) => Some(Outbound::Publish { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain }),
+        None => outbound.recv().await,
+    }
+}
+
+/// Moves one queued item into the outbox while disconnected.
+fn buffer(shared: &Shared, outbox: &mut Outbox, closed: &mut bool, item: Option<Outbound>) {
+    match item {
+        Some(Outbound::Publish { topic, payload, qos, retain }) => {
+            match outbox.push(Pending { topic, payload: payload.into(), qos, retain }) {
+                Pushed::Queued => {}
+                Pushed::Coalesced => {
+                    shared.metrics.publish_queue_depth.dec();
+                }
+                Pushed::DroppedOldest => {
+                    shared.metrics.publish_queue_depth.dec();
+                    shared.metrics.publish_dropped.inc();
+                }
+            }
+        }
+        // Nothing can be flushed while disconnected: do not hold up a shutdown.
+        Some(Outbound::Flush(done)) => {
+            let _ = done.send(());
+        }
+        None => *closed = true,
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
+        ConnectionError::MqttState(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn describe_state(e: &StateError, settings: &MqttSettings) -> String {
+    match e {
+        StateError::Deserialization(CodecError::PayloadSizeLimitExceeded(n)) => format!(
+            "the broker sent a packet of {n} bytes, over mqtt.max_incoming_packet_size ({} bytes); \
+             the connection was reset (a retained message this large keeps resetting it: delete it or raise the limit)",
+            settings.max_incoming_packet_size
+        ),
+        other => other.to_string(),
+    }
+}
