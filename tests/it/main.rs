@@ -7,6 +7,8 @@
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
 //! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
 //! - `mqtt_client`: user name/password against a protected Mosquitto, 200 KiB payloads both ways.
+//! - `mqtt_faults`: broker restart with publishes piled up, oversized packets both ways, outage
+//!   buffering, refused subscriptions in `/readyz`.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
@@ -29,6 +31,7 @@ mod end_to_end;
 mod golden;
 mod http_endpoints;
 mod mqtt_client;
+mod mqtt_faults;
 mod octoprint;
 mod process;
 mod resilience;

@@ -1,0 +1,194 @@
+//! MQTT-core faults from the reliability issue, each once a reproduced defect: a broker restart with
+//! publishes piled up (no re-subscription), packets over the size limit in either direction (a
+//! reconnect loop), events published during an outage (lost), a refused subscription (ready anyway).
+
+use std::time::Duration;
+
+use hlbridge::metrics::Metrics;
+use hlbridge::mqtt::QoS;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::common::{
+    Broker, Lab, TempDir, client_settings, eventually, http_base, http_get, latest_retained, mosquitto_path,
+    sample_value, scrape,
+};
+
+const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
+
+async fn counter(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, samples) = scrape(&lab.bridge).await;
+    sample_value(&samples, name, labels).unwrap_or(0.0)
+}
+
+/// Defect 1: while the broker is down the bridge keeps publishing (here: 2 000 events, far more than
+/// any request channel holds). After the restart it must subscribe again, say `online`, receive the
+/// charger's data and be ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_with_publishes_piled_up_still_resubscribes_and_says_online() {
+    let broker = Broker::start().await;
+    if !broker.can_restart() {
+        eprintln!("note: skipped: the in-process broker cannot be restarted (install mosquitto)");
+        return;
+    }
+    let mut lab = Lab::start_on(broker, CHARGER, "").await;
+
+    lab.broker.stop();
+    eventually("the bridge notices the broker is gone", async || (!lab.bridge.mqtt.state().connected).then_some(()))
+        .await;
+    for i in 0..2_000 {
+        lab.bridge.mqtt.publish("home/pileup/event", format!("{i}"), QoS::AtLeastOnce, false);
+    }
+    let mark = lab.probe.mark();
+    lab.broker.restart().await;
+    let p = &lab.probe;
+    p.wait_for_since(mark, "bridge/status online again", |m| m.topic == "home/bridge/status" && m.payload == "online")
+        .await;
+    // The charger's topics reach the bridge only through a fresh subscription.
+    eventually("a charger value through the restarted broker", async || {
+        p.publish("go-eCharger/012345/amp", "13");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (p.latest("home/garage/current_limit").as_deref() == Some("13")).then_some(())
+    })
+    .await;
+    let base = http_base(&lab.bridge);
+    let ready = eventually("ready again", async || {
+        let r = http_get(&format!("{base}/readyz")).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert!(ready.body.contains("\"subscribed\":true"), "{}", ready.body);
+    // Everything published during the outage came out, in order.
+    let last = p
+        .wait_for_since(mark, "the last piled-up event", |m| m.topic == "home/pileup/event" && m.payload == "1999")
+        .await;
+    let seen: Vec<u32> = p
+        .all("home/pileup/event")
+        .iter()
+        .filter(|m| m.seq > mark && m.seq <= last.seq)
+        .map(|m| m.payload.parse().unwrap())
+        .collect();
+    assert_eq!(seen, (0..2_000).collect::<Vec<_>>(), "events published during the outage, in order, none twice");
+    lab.bridge.shutdown().await;
+}
+
+/// Defect 2 (outgoing): a publish over the packet limit used to break the connection, and a
+/// retained one looped it forever. Now it is dropped and counted, and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_publish_over_the_packet_limit_is_dropped_and_counted_without_a_reconnect() {
+    let lab = Lab::start(CHARGER, "").await;
+    let mark = lab.probe.mark();
+    let huge = "x".repeat(300 * 1024);
+    assert!(lab.bridge.mqtt.publish("home/garage/huge", huge, QoS::AtLeastOnce, true));
+    assert!(lab.bridge.mqtt.publish("home/garage/after", "small", QoS::AtLeastOnce, false));
+    lab.probe.wait_for_since(mark, "the publish after the huge one", |m| m.topic == "home/garage/after").await;
+    assert_eq!(counter(&lab, "hlbridge_mqtt_oversized_total", &[("direction", "out")]).await, 1.0);
+    assert_eq!(counter(&lab, "hlbridge_mqtt_connections_total", &[]).await, 1.0, "no reconnect");
+    assert!(lab.probe.all("home/garage/huge").is_empty(), "never sent");
+    assert!(lab.bridge.mqtt.state().connected);
+    lab.bridge.shutdown().await;
+}
+
+/// Defect 2 (incoming): a retained device message over the limit used to reset the connection on
+/// every re-subscription. Now it is read, dropped and counted, and the device's next message flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_retained_message_over_the_limit_is_counted_not_a_reconnect_loop() {
+    let lab = Lab::start(CHARGER, "").await;
+    // A stranger's client with a larger limit than the bridge's 256 KiB.
+    let mut settings = client_settings(&lab.broker, "stranger");
+    settings.max_packet_size = 1024 * 1024;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let stranger = hlbridge::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).unwrap();
+    eventually("the stranger connects", async || stranger.state().connected.then_some(())).await;
+    let huge = format!("\"{}\"", "y".repeat(400 * 1024));
+    assert!(stranger.publish("go-eCharger/012345/fwv", huge, QoS::AtLeastOnce, true));
+    eventually("the oversized message is counted", async || {
+        (counter(&lab, "hlbridge_mqtt_oversized_total", &[("direction", "in")]).await >= 1.0).then_some(())
+    })
+    .await;
+    let mark = lab.probe.mark();
+    assert!(stranger.publish("go-eCharger/012345/amp", "13", QoS::AtLeastOnce, false));
+    lab.probe
+        .wait_for_since(mark, "the next charger value", |m| m.topic == "home/garage/current_limit" && m.payload == "13")
+        .await;
+    assert_eq!(counter(&lab, "hlbridge_mqtt_connections_total", &[]).await, 1.0, "no reconnect");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    lab.bridge.shutdown().await;
+}
+
+/// Outage buffering: events raised while the broker is unreachable are delivered after the
+/// reconnect, in order, with their original timestamps; retained state is republished once, latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_raised_during_an_outage_arrive_after_the_reconnect_with_their_original_order() {
+    let mut lab = Lab::start(CHARGER, "").await;
+    if !lab.broker.can_restart() {
+        eprintln!("note: skipped: the in-process broker cannot be restarted (install mosquitto)");
+        return;
+    }
+    lab.broker.stop();
+    eventually("the bridge notices the broker is gone", async || (!lab.bridge.mqtt.state().connected).then_some(()))
+        .await;
+    for (i, v) in ["1", "2", "3"].iter().enumerate() {
+        lab.bridge.mqtt.publish("home/garage/event", format!("{{\"n\":{i}}}"), QoS::AtLeastOnce, false);
+        lab.bridge.mqtt.publish("home/garage/coalesced", *v, QoS::AtLeastOnce, true);
+    }
+    let mark = lab.probe.mark();
+    lab.broker.restart().await;
+    let last = lab
+        .probe
+        .wait_for_since(mark, "the last event", |m| m.topic == "home/garage/event" && m.payload == "{\"n\":2}")
+        .await;
+    let events: Vec<String> =
+        lab.probe.all("home/garage/event").iter().filter(|m| m.seq > mark).map(|m| m.payload.clone()).collect();
+    assert_eq!(events, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+    let coalesced: Vec<String> = lab
+        .probe
+        .all("home/garage/coalesced")
+        .iter()
+        .filter(|m| m.seq > mark && m.seq <= last.seq)
+        .map(|m| m.payload.clone())
+        .collect();
+    assert_eq!(coalesced, ["3"], "retained state coalesced to the latest value");
+    assert_eq!(latest_retained(&lab.broker, "home/garage/coalesced").await.as_deref(), Some("3"));
+    lab.bridge.shutdown().await;
+}
+
+/// `/readyz` says why it is not ready: here the broker refuses the connection (no anonymous
+/// clients), and the answer names the broker's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_the_broker_refused_the_connection_as_not_authorized() {
+    let Some(bin) = mosquitto_path() else {
+        eprintln!("note: skipped: needs mosquitto to refuse anonymous clients");
+        return;
+    };
+    let dir = TempDir::new("noanon");
+    let port = crate::common::free_port();
+    let conf = dir.write(
+        "mosquitto.conf",
+        &format!("listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\nlog_dest none\n"),
+    );
+    let mut child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    let broker = Broker::external(port);
+    eventually("the broker listens", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()).await;
+    let bridge = crate::common::start_bridge(&crate::common::bridge_yaml(&broker, CHARGER, "")).await;
+    let base = http_base(&bridge);
+    let body = eventually("readyz names the refusal", async || {
+        let r = http_get(&format!("{base}/readyz")).await;
+        (r.status == 503 && r.body.contains("NotAuthorized")).then_some(r.body)
+    })
+    .await;
+    assert!(body.contains("\"status\":\"not_ready\""), "{body}");
+    bridge.shutdown().await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
