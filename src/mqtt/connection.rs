@@ -21,7 +21,7 @@ use std::time::Duration;
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::{
     ConnectionError, Disconnect, Event, EventLoop, Packet, PingReq, Publish, Request, StateError, Subscribe,
-    SubscribeFilter, SubscribeReasonCode,
+    SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -70,6 +70,8 @@ pub(super) struct Connection {
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// SUBSCRIBE packet ids of this connection not yet acknowledged, with their filters.
     pending_subacks: HashMap<u16, Vec<String>>,
+    /// A subscriber was found gone while dispatching: prune and unsubscribe after this read.
+    prune_due: bool,
     /// Whether an oversized incoming message was already logged (then only counted).
     logged_oversized_in: bool,
     /// Whether an oversized outgoing publish was already logged (then only counted).
@@ -94,6 +96,7 @@ impl Connection {
             control,
             flush_waiters: Vec::new(),
             pending_subacks: HashMap::new(),
+            prune_due: false,
             logged_oversized_in: false,
             logged_oversized_out: false,
         }
@@ -162,7 +165,11 @@ impl Connection {
                     Err(e) => Err(e),
                 }),
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(Control::Disconnect) | None = c { return None },
+                c = self.control.recv() => match c {
+                    Some(Control::Disconnect) | None => return None,
+                    Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
+                    Some(Control::Subscribe(_)) => {}
+                },
                 _ = cancel.cancelled() => return None,
             }
         }
@@ -176,7 +183,11 @@ impl Connection {
             tokio::select! {
                 _ = &mut sleep => return true,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(Control::Disconnect) | None = c { return false },
+                c = self.control.recv() => match c {
+                    Some(Control::Disconnect) | None => return false,
+                    Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
+                    Some(Control::Subscribe(_)) => {}
+                },
                 _ = cancel.cancelled() => return false,
             }
         }
@@ -227,12 +238,16 @@ impl Connection {
                 _ = cancel.cancelled() => return Ended::Closed,
                 c = self.control.recv() => match c {
                     Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
+                    Some(Control::Prune) => self.prune().await,
                     Some(Control::Disconnect) | None => return self.disconnect().await,
                 },
                 r = read(&mut self.eventloop) => match r {
                     Ok(()) => {
                         self.process_events();
-                        self.flush().await
+                        match self.flush().await {
+                            Ok(()) if std::mem::take(&mut self.prune_due) => self.prune().await,
+                            other => other,
+                        }
                     }
                     Err(e) => Err(e),
                 },
@@ -316,6 +331,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Drops gone subscribers and unsubscribes the filters nobody uses any more.
+    async fn prune(&mut self) -> Result<(), StateError> {
+        let unused = self.shared.subscriptions().prune_closed();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(filters = ?unused, "unsubscribing filters of stopped subscribers");
+        for chunk in unused.chunks(FILTERS_PER_SUBSCRIBE) {
+            let unsub = Unsubscribe { pkid: 0, topics: chunk.to_vec() };
+            self.write(Request::Unsubscribe(unsub)).await?;
+        }
+        self.flush().await?;
+        self.process_events();
+        Ok(())
+    }
+
     async fn write_subscribe(&mut self, filters: Vec<String>) -> Result<(), StateError> {
         if filters.is_empty() {
             return Ok(());
@@ -391,7 +422,9 @@ impl Connection {
             }
             return;
         }
-        super::dispatch(&self.shared, p);
+        if !super::dispatch(&self.shared, p) {
+            self.prune_due = true;
+        }
     }
 
     fn oversized_out(&mut self, topic: &str, size: usize) {

@@ -233,6 +233,8 @@ pub enum Outbound {
 enum Control {
     /// Subscribe these (already registered) filters on the live connection.
     Subscribe(Vec<String>),
+    /// Forget subscribers whose receiver was dropped and unsubscribe filters nobody uses.
+    Prune,
     /// Send DISCONNECT and close; answered when the connection is closed.
     Disconnect,
 }
@@ -245,12 +247,18 @@ struct Subscription {
 }
 
 impl Subscription {
-    fn deliver(&self, msg: Message) {
-        if self.tx.try_send(msg).is_err() {
-            if let Some(c) = &self.dropped {
-                c.inc();
+    /// Hands `msg` over; `false` when the subscriber is gone (its receiver was dropped).
+    fn deliver(&self, msg: Message) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(c) = &self.dropped {
+                    c.inc();
+                }
+                tracing::debug!(filter = %self.filter, "subscriber queue full; message dropped");
+                true
             }
-            tracing::debug!(filter = %self.filter, "subscriber queue full; message dropped");
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -268,6 +276,25 @@ impl Subscriptions {
     fn add(&mut self, sub: Subscription) {
         self.trie.insert(&sub.filter, self.list.len());
         self.list.push(sub);
+    }
+
+    /// Forgets subscribers whose receiver was dropped (a stopped device) and returns the filters no
+    /// live subscriber uses any more, to unsubscribe at the broker.
+    fn prune_closed(&mut self) -> Vec<String> {
+        if self.list.iter().all(|s| !s.tx.is_closed()) {
+            return Vec::new();
+        }
+        let (live, gone): (Vec<Subscription>, Vec<Subscription>) =
+            std::mem::take(&mut self.list).into_iter().partition(|s| !s.tx.is_closed());
+        self.trie = topic::FilterTrie::default();
+        for sub in live {
+            self.add(sub);
+        }
+        let mut unused: Vec<String> =
+            gone.into_iter().map(|s| s.filter).filter(|f| !self.list.iter().any(|s| &s.filter == f)).collect();
+        unused.sort();
+        unused.dedup();
+        unused
     }
 }
 
@@ -378,6 +405,13 @@ impl MqttHandle {
         // subscribes them twice, which the broker treats as one subscription.
         let _ = self.shared.control.send(Control::Subscribe(filters.iter().map(|f| (*f).to_owned()).collect()));
         rx
+    }
+
+    /// Unsubscribes, at the broker too, every filter whose only subscribers have dropped their
+    /// receiver (a stopped device). Happens by itself on the next message to such a filter; call
+    /// this to do it at once.
+    pub fn release_unused(&self) {
+        let _ = self.shared.control.send(Control::Prune);
     }
 
     /// The current connection state.
@@ -495,8 +529,9 @@ pub fn spawn(
     Ok(MqttHandle { shared })
 }
 
-/// Hands an incoming publish to every matching subscriber.
-fn dispatch(shared: &Shared, p: rumqttc::Publish) {
+/// Hands an incoming publish to every matching subscriber. `false` when a subscriber turned out to
+/// be gone (then [`Subscriptions::prune_closed`] is due).
+fn dispatch(shared: &Shared, p: rumqttc::Publish) -> bool {
     let subs = shared.subscriptions();
     let mut first = None;
     let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
@@ -504,13 +539,14 @@ fn dispatch(shared: &Shared, p: rumqttc::Publish) {
         None => first = Some(i),
         Some(_) => rest.push(i),
     });
-    let Some(first) = first else { return };
+    let Some(first) = first else { return true };
     let msg = Message { topic: p.topic, payload: p.payload, retain: p.retain };
+    let mut all_live = true;
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {
-        subs.list[i].deliver(msg.clone());
+        all_live &= subs.list[i].deliver(msg.clone());
     }
-    subs.list[first].deliver(msg);
+    all_live & subs.list[first].deliver(msg)
 }
 
 /// At most the first `max` bytes of untrusted text (a topic), cut at a character boundary, for logs.
@@ -563,6 +599,25 @@ mod tests {
         assert!(e.contains("password_file"), "{e}");
         let e = MqttSettings::from_url("mqtt://x:port", "x").unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn pruning_forgets_gone_subscribers_and_returns_only_filters_nobody_uses() {
+        let mut subs = Subscriptions::default();
+        let (live_tx, _live_rx) = mpsc::channel(1);
+        let (gone_tx, gone_rx) = mpsc::channel(1);
+        subs.add(Subscription { filter: "a/#".into(), tx: live_tx.clone(), dropped: None });
+        subs.add(Subscription { filter: "a/#".into(), tx: gone_tx.clone(), dropped: None });
+        subs.add(Subscription { filter: "b/+".into(), tx: gone_tx, dropped: None });
+        assert!(subs.prune_closed().is_empty(), "nobody is gone yet");
+        drop(gone_rx);
+        assert_eq!(subs.prune_closed(), ["b/+"]);
+        assert_eq!(subs.list.len(), 1);
+        let mut hits = Vec::new();
+        subs.trie.for_each_match("a/x", |i| hits.push(i));
+        assert_eq!(hits, [0], "the trie points at the surviving subscriber");
+        subs.trie.for_each_match("b/x", |i| hits.push(i));
+        assert_eq!(hits, [0], "the pruned filter matches nothing");
     }
 
     #[test]
