@@ -36,6 +36,11 @@
 //! watchdog and the single-consumer detection are explicit. The parser handles chunk splits,
 //! CR/LF variants and HTML written into the stream.
 //!
+//! Nothing the gateway sends can grow memory without bound: REST answers are read through the
+//! shared capped reader ([`crate::adapters::http::read_capped`], `body_too_large`), and a stream
+//! line or event over [`sse::MAX_LINE`] (`sse_overflow`) drops the connection at once, takes the
+//! device offline with that reason and reopens the stream with backoff.
+//!
 //! Everything per message goes through [`Ingest`], public so that recorded captures replay through
 //! exactly the code a live gateway goes through.
 
