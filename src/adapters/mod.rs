@@ -4,9 +4,12 @@
 //! Every adapter module offers the same small surface, dispatched here: its config struct (keys
 //! under `devices.<id>` beside the common ones), `validate`, `cadence` (expected time between
 //! readings; freshness defaults to three of them), whether it accepts commands, and `run`.
+//! Adapters that speak HTTP share [`http`]: the LAN client, the size-capped body reader, the error
+//! describer.
 
 pub mod ai_on_the_edge;
 pub mod goe;
+pub mod http;
 pub mod octoprint;
 pub mod whatwatt;
 

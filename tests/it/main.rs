@@ -15,6 +15,9 @@
 //! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
 //!   simulator; Basic/Digest auth, stale nonces, restarts, kicks, fallback, licence, bad payloads.
 //!
+//! - `huge_bodies`: 100 MB answers and an endless SSE line from a misbehaving device server,
+//!   against the `hlbridge` binary: bodies capped, counted, devices offline with the reason,
+//!   peak memory bounded, recovery.
 //! - `ai_on_the_edge`: camera-meter samples and historical formats to golden files; both MQTT
 //!   dialects end to end against the simulated camera; error rounds, the counter guard, a stale
 //!   retained last will, freshness, control topics, several number sequences.
@@ -30,6 +33,7 @@ mod discover;
 mod end_to_end;
 mod golden;
 mod http_endpoints;
+mod huge_bodies;
 mod mqtt_client;
 mod mqtt_faults;
 mod octoprint;

@@ -1,7 +1,9 @@
 //! go-e Charger adapter (API v2): the MQTT transport (the charger's own client publishes one topic
 //! per key under its prefix) and the HTTP transport (polling `/api/status?filter=`), both feeding the
 //! pure [`mapping`]. Writes of `current_limit`, `force_state` and `phase_mode` go to `<key>/set`
-//! (answered on `<key>/result`) or to `/api/set`.
+//! (answered on `<key>/result`) or to `/api/set`. HTTP answers are read through the shared
+//! [`crate::adapters::http`] reader: a body over its cap is refused, counted (`body_too_large`) and
+//! takes the device offline with the reason until the charger answers normally again.
 
 pub mod mapping;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
 use crate::config::{GoeConfig, GoeTransport};
 use crate::model::{Identity, Quantity, Update, Value};
 use crate::mqtt::{Message, QoS};
@@ -282,15 +285,15 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     let base = cfg.url.clone().unwrap_or_default().trim_end_matches('/').to_owned();
     device.set_detail("transport", "http");
     device.set_detail("url", base.clone());
-    let client =
-        match reqwest::Client::builder().timeout(cfg.timeout.0).connect_timeout(cfg.timeout.0).no_proxy().build() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(device = %device.id(), error = %e, "cannot build the HTTP client");
-                device.set_link(Link::Down(format!("HTTP client: {e}")));
-                return;
-            }
-        };
+    // The connect timeout here; the whole request (body included) gets `timeout` per call.
+    let client = match http::client(cfg.timeout.0) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(device = %device.id(), error = %e, "cannot build the HTTP client");
+            device.set_link(Link::Down(format!("HTTP client: {e}")));
+            return;
+        }
+    };
     let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
     let status_url = format!("{base}/api/status?filter={HTTP_FILTER}");
     let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
@@ -301,7 +304,7 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = ticker.tick() => {
-                match poll_status(&client, &status_url, &mut ingest).await {
+                match poll_status(&client, &status_url, cfg.timeout.0, &mut ingest).await {
                     Ok(()) => {
                         if failing {
                             tracing::info!(device = %device.id(), "go-e HTTP API answers again");
@@ -320,7 +323,7 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
             }
             cmd = recv_command(&mut commands) => {
                 let Some(cmd) = cmd else { commands = None; continue };
-                http_write(&client, &base, &device, cmd).await;
+                http_write(&client, &base, cfg.timeout.0, &device, cmd).await;
                 // Show the effect soon rather than one interval later.
                 ticker.reset_after(Duration::from_millis(1200));
             }
@@ -328,10 +331,23 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     }
 }
 
-async fn poll_status(client: &reqwest::Client, url: &str, ingest: &mut Ingest) -> Result<(), String> {
-    let resp = client.get(url).send().await.map_err(|e| describe_reqwest(&e))?;
+async fn poll_status(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    ingest: &mut Ingest,
+) -> Result<(), String> {
+    let resp = client.get(url).timeout(timeout).send().await.map_err(|e| http::describe(&e))?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| describe_reqwest(&e))?;
+    let body = match http::read_capped(resp, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            if e.is_too_large() {
+                ingest.device.counters().parse_error(REASON_BODY_TOO_LARGE);
+            }
+            return Err(format!("/api/status: {e}"));
+        }
+    };
     handle_status_body(ingest, status, &body)
 }
 
@@ -372,33 +388,23 @@ fn handle_status_body(ingest: &mut Ingest, status: u16, body: &[u8]) -> Result<(
     Ok(())
 }
 
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "cannot connect".into()
-    } else {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
-        }
-        s
-    }
-}
-
-async fn http_write(client: &reqwest::Client, base: &str, device: &DeviceHandle, cmd: Command) {
+async fn http_write(client: &reqwest::Client, base: &str, timeout: Duration, device: &DeviceHandle, cmd: Command) {
     let (key, json, value) = match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
         Ok(x) => x,
         Err(e) => return device.command_result(cmd.quantity, Err(e)),
     };
     let url = format!("{base}/api/set?{key}={json}");
     let result = async {
-        let resp = client.get(&url).send().await.map_err(|e| describe_reqwest(&e))?;
+        let resp = client.get(&url).timeout(timeout).send().await.map_err(|e| http::describe(&e))?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.map_err(|_| format!("HTTP {status} without a JSON answer"))?;
+        let body = http::read_capped(resp, MAX_BODY).await.map_err(|e| {
+            if e.is_too_large() {
+                device.counters().parse_error(REASON_BODY_TOO_LARGE);
+            }
+            format!("/api/set: {e}")
+        })?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| format!("HTTP {status} without a JSON answer"))?;
         match body.get(key) {
             Some(serde_json::Value::Bool(true)) => Ok(()),
             Some(serde_json::Value::String(err)) => Err(format!("charger refused: {err}")),

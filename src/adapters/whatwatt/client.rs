@@ -6,6 +6,9 @@
 //! the gateway's default is no protection). A `401` hands its `WWW-Authenticate` challenges to the
 //! state, which picks Digest or Basic, or a fresh nonce after `stale=true`, and the request is sent
 //! once more; a second refusal is a wrong password. The lock is never held across an await.
+//!
+//! The client, the bounded body reader and the error describer are the adapters' shared ones
+//! ([`crate::adapters::http`]): no answer is read beyond [`MAX_BODY`].
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use bytes::Bytes;
 use reqwest::header::{self, HeaderValue};
 
 use super::digest::{AuthAction, AuthFailure, AuthState, new_cnonce};
+use crate::adapters::http::{self, BodyError, MAX_BODY, describe};
 use crate::config::Secret;
 
 /// Why a request to the gateway failed.
@@ -43,6 +47,14 @@ pub enum GatewayError {
         /// Why.
         source: AuthFailure,
     },
+    /// The answer's body was too large (refused or abandoned at [`MAX_BODY`]) or broke off.
+    #[error("{path}: {source}")]
+    Body {
+        /// The request path.
+        path: &'static str,
+        /// Why.
+        source: BodyError,
+    },
     /// Anything else on the wire.
     #[error("{path}: {reason}")]
     Http {
@@ -51,6 +63,13 @@ pub enum GatewayError {
         /// The underlying error.
         reason: String,
     },
+}
+
+impl GatewayError {
+    /// Whether the gateway's answer was refused for its size (counted as `body_too_large`).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, GatewayError::Body { source, .. } if source.is_too_large())
+    }
 }
 
 /// One gateway, as the adapter talks to it.
@@ -86,12 +105,7 @@ impl Gateway {
         password: Option<Secret>,
         timeout: Duration,
     ) -> Result<Gateway, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(timeout)
-            // One idle connection is plenty and spares the gateway's tiny power budget.
-            .pool_max_idle_per_host(1)
-            .build()?;
+        let http = http::client(timeout)?;
         Ok(Gateway {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -112,15 +126,15 @@ impl Gateway {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).name()
     }
 
-    /// GETs `path` and reads the whole answer within the timeout.
+    /// GETs `path` and reads the answer (at most [`MAX_BODY`]) within the timeout.
     pub async fn get(&self, path: &'static str) -> Result<Answer, GatewayError> {
         let resp = self.send(path, false).await?;
         let status = resp.status().as_u16();
-        let content_type = content_type(&resp);
-        let body = tokio::time::timeout(self.timeout, resp.bytes())
+        let content_type = http::content_type(&resp);
+        let body = tokio::time::timeout(self.timeout, http::read_capped(resp, MAX_BODY))
             .await
             .map_err(|_| GatewayError::Timeout { path, secs: self.timeout.as_secs_f64() })?
-            .map_err(|e| GatewayError::Http { path, reason: describe(&e) })?;
+            .map_err(|source| GatewayError::Body { path, source })?;
         Ok(Answer { status, content_type, body })
     }
 
@@ -183,31 +197,4 @@ impl Gateway {
     fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
         self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The lower-cased `Content-Type` of a response.
-pub fn content_type(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default()
-}
-
-/// A reqwest error with its causes, never the request's headers.
-pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
 }

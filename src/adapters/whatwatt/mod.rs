@@ -36,6 +36,11 @@
 //! watchdog and the single-consumer detection are explicit. The parser handles chunk splits,
 //! CR/LF variants and HTML written into the stream.
 //!
+//! Nothing the gateway sends can grow memory without bound: REST answers are read through the
+//! shared capped reader ([`crate::adapters::http::read_capped`], `body_too_large`), and a stream
+//! line or event over [`sse::MAX_LINE`] (`sse_overflow`) drops the connection at once, takes the
+//! device offline with that reason and reopens the stream with backoff.
+//!
 //! Everything per message goes through [`Ingest`], public so that recorded captures replay through
 //! exactly the code a live gateway goes through.
 
@@ -52,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
 use crate::config::{Dur, Secret};
 use crate::model::{Identity, Update};
 use crate::mqtt::Message;
@@ -459,6 +465,9 @@ pub struct Ingest {
     bad_status: Option<String>,
     /// `meter_status: OK` is in `/readyz` already (spares a string per message).
     status_shown: bool,
+    /// The stream sent a line or event over the parser's cap since the last look: its framing is
+    /// lost, so the connection is dropped and reopened (see [`Ingest::sse_overflowed`]).
+    sse_overflowed: bool,
 }
 
 fn looks_html(content_type: &str, body: &[u8]) -> bool {
@@ -503,6 +512,7 @@ impl Ingest {
             meter: None,
             bad_status: None,
             status_shown: false,
+            sse_overflowed: false,
         })
     }
 
@@ -702,6 +712,20 @@ impl Ingest {
     /// Starts a new SSE connection (forgets a partial event of the previous one).
     pub fn sse_reset(&mut self) {
         self.parser.reset();
+        self.sse_overflowed = false;
+    }
+
+    /// Whether the stream sent a line or event over [`sse::MAX_LINE`] since the last call (already
+    /// counted as `sse_overflow`); clears the flag.
+    pub fn sse_overflowed(&mut self) -> bool {
+        std::mem::take(&mut self.sse_overflowed)
+    }
+
+    /// Counts a gateway answer refused for its size (`body_too_large`); logging is the caller's.
+    fn count_transport_error(&self, e: &GatewayError) {
+        if e.is_too_large() {
+            self.device.counters().parse_error(REASON_BODY_TOO_LARGE);
+        }
     }
 
     /// Feeds raw stream bytes; returns how many `live` events were published.
@@ -715,7 +739,10 @@ impl Ingest {
                 }
             }
             SseItem::BadLine(line) => self.parse_error("sse_bad_line", "sse line", line),
-            SseItem::Overflow => self.parse_error("sse_overflow", "sse overflow", "line longer than 64 KiB"),
+            SseItem::Overflow => {
+                self.sse_overflowed = true;
+                self.parse_error("sse_overflow", "sse overflow", "a line or event longer than 64 KiB")
+            }
         });
         self.parser = parser;
         published
@@ -877,7 +904,10 @@ async fn run_mqtt(cfg: WhatwattConfig, gateway: Option<Gateway>, mut ingest: Ing
                 }
                 Err(e) => tracing::warn!(device = %device.id(), error = %e, "whatwatt identity probe failed"),
             },
-            Err(e) => tracing::warn!(device = %device.id(), error = %e, "whatwatt identity probe failed"),
+            Err(e) => {
+                ingest.count_transport_error(&e);
+                tracing::warn!(device = %device.id(), error = %e, "whatwatt identity probe failed")
+            }
         }
     }
     loop {
@@ -900,6 +930,8 @@ enum StreamEnd {
     Silent,
     /// Read error.
     Broken(String),
+    /// A line or event crossed the parser's cap: the stream lost its framing (or is hostile).
+    Oversized,
 }
 
 /// What to do after a transport phase.
@@ -988,7 +1020,10 @@ impl Http {
         };
         let result = match answer {
             Ok(a) => self.ingest.system_body(a.status, &a.content_type, &a.body),
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                self.ingest.count_transport_error(&e);
+                Err(e.to_string())
+            }
         };
         self.device.set_detail("auth", self.gateway.auth_name());
         match result {
@@ -1041,7 +1076,7 @@ impl Http {
                 Err(e) => self.connect_failed(&e),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let ct = client::content_type(&resp);
+                    let ct = http::content_type(&resp);
                     if !ct.is_empty() && !ct.starts_with("text/event-stream") && !ct.contains("html") && status == 200 {
                         // A capture served by a plain file server; parse it anyway, say so once.
                         if self.logged.first("content type", &ct) {
@@ -1050,19 +1085,32 @@ impl Http {
                         }
                     }
                     if status != 200 || ct.contains("html") {
-                        let body = tokio::time::timeout(self.cfg.timeout.0, resp.bytes()).await;
-                        let body = body.ok().and_then(Result::ok).unwrap_or_default();
+                        let body = tokio::time::timeout(self.cfg.timeout.0, http::read_capped(resp, MAX_BODY)).await;
+                        let (body, oversized) = match body {
+                            Ok(Ok(b)) => (b, None),
+                            Ok(Err(e)) if e.is_too_large() => (Default::default(), Some(e)),
+                            _ => (Default::default(), None),
+                        };
                         let html = looks_html(&ct, &body);
                         let reason = format!(
                             "/api/v1/live answered HTTP {status} ({}){}",
                             if ct.is_empty() { "no content type" } else { ct.as_str() },
                             if html { " with an HTML page" } else { "" }
                         );
-                        self.ingest.parse_error(
-                            if html { "html_page" } else { "http_status" },
-                            "live",
-                            &excerpt(&body),
-                        );
+                        let reason = match oversized {
+                            Some(e) => {
+                                self.ingest.parse_error(REASON_BODY_TOO_LARGE, "live error page", &e.to_string());
+                                format!("{reason}: {e}")
+                            }
+                            None => {
+                                self.ingest.parse_error(
+                                    if html { "html_page" } else { "http_status" },
+                                    "live",
+                                    &excerpt(&body),
+                                );
+                                reason
+                            }
+                        };
                         self.device.set_link(Link::Down(reason));
                     } else {
                         self.connects += 1;
@@ -1082,6 +1130,7 @@ impl Http {
                                     tracing::warn!(device = %self.device.id(), error = %e, "whatwatt SSE stream broke; reopening");
                                 }
                             }
+                            StreamEnd::Oversized => self.oversized(),
                         }
                     }
                 }
@@ -1135,6 +1184,15 @@ impl Http {
         }
     }
 
+    fn oversized(&mut self) {
+        // Logged by the parse-error path once; the reason stays in /readyz until events return.
+        self.device.set_link(Link::Down(format!(
+            "/api/v1/live sent a line or event longer than {} KiB (the gateway's are ~600 bytes); \
+             the stream was dropped and is reopened",
+            sse::MAX_LINE / 1024
+        )));
+    }
+
     async fn silent(&mut self) {
         let watchdog = self.cfg.watchdog;
         // Ask the gateway why: a meter problem shows in /api/v1/system.
@@ -1161,6 +1219,10 @@ impl Http {
                 Err(_) => return (StreamEnd::Silent, events),
                 Ok(Ok(Some(bytes))) => {
                     let n = self.ingest.sse_bytes(&bytes);
+                    if self.ingest.sse_overflowed() {
+                        // Dropping `resp` closes the connection: the rest of the line is never read.
+                        return (StreamEnd::Oversized, events + n as u64);
+                    }
                     if n > 0 {
                         events += n as u64;
                         // Only events feed the watchdog: a trickle of junk is no sign of life.
@@ -1168,7 +1230,7 @@ impl Http {
                     }
                 }
                 Ok(Ok(None)) => return (StreamEnd::Closed, events),
-                Ok(Err(e)) => return (StreamEnd::Broken(client::describe(&e)), events),
+                Ok(Err(e)) => return (StreamEnd::Broken(http::describe(&e)), events),
             }
         }
     }
@@ -1196,7 +1258,10 @@ impl Http {
                     ReportError::LicenceRequired => None,
                     ReportError::Bad(m) => Some(m),
                 }),
-                Err(e) => Err(Some(e.to_string())),
+                Err(e) => {
+                    self.ingest.count_transport_error(&e);
+                    Err(Some(e.to_string()))
+                }
             };
             match result {
                 Ok(_) => {

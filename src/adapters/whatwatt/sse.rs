@@ -5,7 +5,10 @@
 //! It handles what a real stream can throw at it: chunks split anywhere (even between `\r` and
 //! `\n`), `\n`, `\r\n` and `\r` line ends, comments, multi-line `data:`, a UTF-8 BOM, and lines that
 //! are not SSE at all (an HTML error page written into the stream is reported per line, not fatal).
-//! Lines and events are capped so a misbehaving server cannot grow memory without bound.
+//! Lines and events are capped so a misbehaving server cannot grow memory without bound: the
+//! moment a line (or an event's joined data) crosses [`MAX_LINE`], the parser reports
+//! [`SseItem::Overflow`] once and discards the rest of it, so even an endless line without a line
+//! end is noticed at once and costs at most [`MAX_LINE`] bytes.
 
 /// Longest line kept (the gateway's events are ~600 bytes).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -22,7 +25,8 @@ pub enum SseItem<'a> {
     },
     /// A line that is not `field: value` of a known field (HTML, garbage).
     BadLine(&'a str),
-    /// A line longer than [`MAX_LINE`] was dropped.
+    /// A line, or an event's data, crossed [`MAX_LINE`]: reported once, the moment it happens;
+    /// the rest of the line is discarded and the event is not dispatched.
     Overflow,
 }
 
@@ -34,9 +38,14 @@ pub struct SseParser {
     after_cr: bool,
     /// Bytes of the current line beyond the cap are discarded.
     overflow: bool,
+    /// The `event:` field of the event being built.
     event: String,
+    /// The joined `data:` lines of the event being built (at most [`MAX_LINE`]).
     data: String,
+    /// A `data:` line arrived (an empty one counts): the event is dispatched.
     has_data: bool,
+    /// The event's data crossed the cap: it is dropped at its blank line, not dispatched truncated.
+    data_overflow: bool,
     /// The BOM check is only for the very first bytes.
     started: bool,
 }
@@ -77,8 +86,10 @@ impl SseParser {
                 _ => {
                     if self.line.len() < MAX_LINE {
                         self.line.push(b);
-                    } else {
+                    } else if !self.overflow {
+                        // Said now, not at a line end that may never come.
                         self.overflow = true;
+                        on(SseItem::Overflow);
                     }
                 }
             }
@@ -98,9 +109,9 @@ impl SseParser {
 
     fn end_line(&mut self, on: &mut dyn FnMut(SseItem<'_>)) {
         if self.overflow {
+            // Already reported when it crossed the cap.
             self.overflow = false;
             self.line.clear();
-            on(SseItem::Overflow);
             return;
         }
         if self.line.is_empty() {
@@ -128,15 +139,21 @@ impl SseParser {
                 self.event.push_str(value);
             }
             "data" => {
+                if self.data_overflow {
+                    return;
+                }
+                // The joining newline counts too: endless empty `data:` lines must not grow it.
+                let joiner = usize::from(self.has_data);
+                if self.data.len() + joiner + value.len() > MAX_LINE {
+                    self.data_overflow = true;
+                    on(SseItem::Overflow);
+                    return;
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
-                if self.data.len() + value.len() <= MAX_LINE {
-                    self.data.push_str(value);
-                    self.has_data = true;
-                } else {
-                    on(SseItem::Overflow);
-                }
+                self.data.push_str(value);
+                self.has_data = true;
             }
             // Valid SSE fields the gateway does not send; harmless.
             "id" | "retry" => {}
@@ -145,13 +162,14 @@ impl SseParser {
     }
 
     fn dispatch(&mut self, on: &mut dyn FnMut(SseItem<'_>)) {
-        if self.has_data {
+        if self.has_data && !self.data_overflow {
             let event = if self.event.is_empty() { "message" } else { self.event.as_str() };
             on(SseItem::Event { event, data: &self.data });
         }
         self.event.clear();
         self.data.clear();
         self.has_data = false;
+        self.data_overflow = false;
     }
 }
 
@@ -219,6 +237,32 @@ mod tests {
         let out = collect(&mut p, &[b"data: ", &long, b"\n\ndata: ok\n\n"]);
         assert_eq!(out, ["overflow", "message=ok"]);
         assert!(p.line.capacity() <= MAX_LINE * 2);
+    }
+
+    #[test]
+    fn an_endless_line_is_reported_once_as_soon_as_it_crosses_the_cap() {
+        let mut p = SseParser::new();
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut seen = Vec::new();
+        for _ in 0..64 {
+            seen.extend(collect(&mut p, &[b"data: ", &chunk]));
+        }
+        assert_eq!(seen, ["overflow"], "one report for 1 MiB without a line end");
+        assert!(p.line.capacity() <= MAX_LINE * 2, "kept: {}", p.line.capacity());
+    }
+
+    #[test]
+    fn endless_data_lines_of_one_event_stay_bounded_and_the_event_is_dropped() {
+        let mut p = SseParser::new();
+        let many = b"data:\n".repeat(200_000);
+        let out = collect(&mut p, &[&many]);
+        assert_eq!(out, ["overflow"]);
+        assert!(p.data.len() <= MAX_LINE, "joined data kept: {}", p.data.len());
+        assert_eq!(
+            collect(&mut p, &[b"\ndata: next\n\n"]),
+            ["message=next"],
+            "the overflowing event is not dispatched"
+        );
     }
 
     #[test]
