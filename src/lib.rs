@@ -26,6 +26,8 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "mdns")]
 pub mod discover;
+#[cfg(test)]
+mod fuzz_support;
 pub mod guard;
 pub mod http;
 pub mod metrics;

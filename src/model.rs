@@ -391,6 +391,10 @@ impl Value {
 /// Rounds to `decimals` places.
 pub fn round_to(n: f64, decimals: u8) -> f64 {
     let p = 10f64.powi(i32::from(decimals));
+    if !(n * p).is_finite() {
+        // Scaling a huge reading overflows to `inf`; a number that large has no decimals anyway.
+        return n;
+    }
     let r = (n * p).round() / p;
     if r == 0.0 { 0.0 } else { r } // no "-0"
 }

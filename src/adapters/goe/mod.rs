@@ -3,6 +3,8 @@
 //! pure [`mapping`]. Writes of `current_limit`, `force_state` and `phase_mode` go to `<key>/set`
 //! (answered on `<key>/result`) or to `/api/set`.
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 
 use std::collections::HashSet;
