@@ -247,12 +247,10 @@ pub fn check_published(captured: &[Captured], input_bytes: usize) -> Result<(), 
     for c in captured {
         let last = c.topic.rsplit('/').next().unwrap_or_default();
         if c.payload.starts_with('{') || matches!(last, "state" | "info" | "event" | "result") {
-            prop_assert!(
-                serde_json::from_str::<serde_json::Value>(&c.payload).is_ok(),
-                "{} is not JSON: {:.200}",
-                c.topic,
-                c.payload
-            );
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&c.payload) {
+                let at = c.payload.char_indices().nth(e.column().saturating_sub(60)).map_or(0, |(i, _)| i);
+                prop_assert!(false, "{} is not JSON ({e}): …{:.120}", c.topic, &c.payload[at..]);
+            }
         } else if !c.payload.is_empty()
             && let Some(q) = crate::model::Quantity::named(last)
             && q.family().kind.is_numeric()

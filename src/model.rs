@@ -408,6 +408,9 @@ pub fn write_number(n: f64, decimals: u8, out: &mut String) {
     let r = round_to(n, decimals);
     if r.fract() == 0.0 && r.abs() < 9.0e15 {
         let _ = write!(out, "{}", r as i64);
+    } else if r.abs() >= 9.0e15 {
+        // `{r}` would print up to 309 digits, which JSON readers (serde_json too) reject as out of range.
+        let _ = write!(out, "{r:e}");
     } else {
         let _ = write!(out, "{r}");
     }

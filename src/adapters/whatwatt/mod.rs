@@ -41,6 +41,8 @@
 
 pub mod client;
 pub mod digest;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 pub mod sse;
 
