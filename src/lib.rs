@@ -33,5 +33,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+#[cfg(test)]
+mod mqtt_topic_fuzz_tests;
 pub mod router;
 pub mod simulate;
