@@ -237,11 +237,7 @@ pub fn router(id: &str, adapter: AdapterKind) -> (Arc<Router>, DeviceHandle, Cap
 /// (count and bytes), every JSON payload parses, and every numeric quantity topic carries a finite
 /// number (never `inf`, `NaN` or `null`).
 pub fn check_published(captured: &[Captured], input_bytes: usize) -> Result<(), TestCaseError> {
-    prop_assert!(
-        captured.len() <= 64 + input_bytes,
-        "{} publishes from {input_bytes} input bytes",
-        captured.len()
-    );
+    prop_assert!(captured.len() <= 64 + input_bytes, "{} publishes from {input_bytes} input bytes", captured.len());
     let bytes: usize = captured.iter().map(|c| c.topic.len() + c.payload.len()).sum();
     prop_assert!(bytes <= 65_536 + 16 * input_bytes, "{bytes} published bytes from {input_bytes} input bytes");
     for c in captured {

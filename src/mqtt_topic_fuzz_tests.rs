@@ -44,13 +44,14 @@ fn topic() -> impl Strategy<Value = String> {
 
 fn filter() -> impl Strategy<Value = String> {
     let lvl = prop_oneof![3 => level(), 1 => Just("+".to_owned())];
-    (proptest::collection::vec(lvl, 1..6), any::<bool>()).prop_map(|(mut l, hash)| {
-        if hash {
-            l.push("#".to_owned());
-        }
-        l.join("/")
-    })
-    .prop_filter("a subscription filter is never empty", |f| valid_filter(f))
+    (proptest::collection::vec(lvl, 1..6), any::<bool>())
+        .prop_map(|(mut l, hash)| {
+            if hash {
+                l.push("#".to_owned());
+            }
+            l.join("/")
+        })
+        .prop_filter("a subscription filter is never empty", |f| valid_filter(f))
 }
 
 proptest! {

@@ -44,9 +44,13 @@ fn payloads() -> &'static [&'static [u8]] {
     static P: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
     P.get_or_init(|| {
         let mut p: Vec<&'static [u8]> = messages().iter().map(|m| m.1).collect();
-        p.push(include_bytes!("../../../adapters/ai_on_the_edge/fixtures/upstream_v16.1.0_main_json_RECONSTRUCTED.txt"));
+        p.push(include_bytes!(
+            "../../../adapters/ai_on_the_edge/fixtures/upstream_v16.1.0_main_json_RECONSTRUCTED.txt"
+        ));
         p.push(include_bytes!("../../../adapters/ai_on_the_edge/fixtures/slfork_v16.2.0_main_json_docs.json"));
-        p.push(include_bytes!("../../../adapters/ai_on_the_edge/fixtures/slfork_v17dev_ha_discovery_actual_value_docs.json"));
+        p.push(include_bytes!(
+            "../../../adapters/ai_on_the_edge/fixtures/slfork_v17dev_ha_discovery_actual_value_docs.json"
+        ));
         p
     })
 }

@@ -21,9 +21,18 @@ const MQTT_LOGS: &[(&str, &str)] = &[
 ];
 
 const GOLDEN: &[(&str, &str)] = &[
-    ("mqtt-capture-053.1.log", include_str!("../../../adapters/goe/fixtures/golden/mqtt-capture-053.1.log.expected.json")),
-    ("mqtt-traffic-055.2.log", include_str!("../../../adapters/goe/fixtures/golden/mqtt-traffic-055.2.log.expected.json")),
-    ("mqtt-traffic-056.9.log", include_str!("../../../adapters/goe/fixtures/golden/mqtt-traffic-056.9.log.expected.json")),
+    (
+        "mqtt-capture-053.1.log",
+        include_str!("../../../adapters/goe/fixtures/golden/mqtt-capture-053.1.log.expected.json"),
+    ),
+    (
+        "mqtt-traffic-055.2.log",
+        include_str!("../../../adapters/goe/fixtures/golden/mqtt-traffic-055.2.log.expected.json"),
+    ),
+    (
+        "mqtt-traffic-056.9.log",
+        include_str!("../../../adapters/goe/fixtures/golden/mqtt-traffic-056.9.log.expected.json"),
+    ),
 ];
 
 const HTTP_BODIES: &str = concat!(
@@ -31,7 +40,8 @@ const HTTP_BODIES: &str = concat!(
     "\n",
     include_str!("../../../adapters/goe/fixtures/http-set-responses.jsonl"),
 );
-const HTTP_SCREENSHOT: &str = include_str!("../../../adapters/goe/fixtures/http-status-filtered-vendor-screenshot.json");
+const HTTP_SCREENSHOT: &str =
+    include_str!("../../../adapters/goe/fixtures/http-status-filtered-vendor-screenshot.json");
 
 /// `(serial, key, payload)` of every state message in a log (`<topic> <json>` lines).
 fn messages(log: &'static str) -> Vec<(&'static str, &'static str, &'static str)> {
@@ -59,7 +69,8 @@ fn payload_seeds() -> &'static [&'static [u8]] {
 fn body_seeds() -> &'static [&'static [u8]] {
     static SEEDS: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
-        let mut seeds: Vec<&'static [u8]> = HTTP_BODIES.lines().filter(|l| l.starts_with('{')).map(str::as_bytes).collect();
+        let mut seeds: Vec<&'static [u8]> =
+            HTTP_BODIES.lines().filter(|l| l.starts_with('{')).map(str::as_bytes).collect();
         seeds.push(HTTP_SCREENSHOT.as_bytes());
         seeds
     })
@@ -201,7 +212,11 @@ fn a_huge_finite_reading_is_published_as_a_finite_number() {
     let (_router, handle, mut captured) = router("charger", AdapterKind::Goe);
     let mut ingest = Ingest::new(handle.clone());
     let payload = "[1e308,230,230,0,1,1,1,0,0,0,0,0,100,100,100,100]";
-    let msg = Message { topic: "go-eCharger/000001/nrg".into(), payload: Bytes::from_static(payload.as_bytes()), retain: false };
+    let msg = Message {
+        topic: "go-eCharger/000001/nrg".into(),
+        payload: Bytes::from_static(payload.as_bytes()),
+        retain: false,
+    };
     ingest.mqtt_message("nrg", &msg);
     handle.flush();
     let published = captured.drain();

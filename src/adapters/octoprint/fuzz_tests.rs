@@ -87,7 +87,8 @@ fn the_mapper_state_stays_bounded_under_endless_new_names() {
         let ts = 1_700_000_000 + i;
         let temperature = format!("{{\"_timestamp\": {ts}, \"actual\": 20.5, \"target\": 0}}");
         let _ = mapper.handle(super::mapping::Topic::Temperature(&key), temperature.as_bytes(), false);
-        let _ = mapper.handle(super::mapping::Topic::Event(&event), format!("{{\"_timestamp\": {ts}}}").as_bytes(), false);
+        let _ =
+            mapper.handle(super::mapping::Topic::Event(&event), format!("{{\"_timestamp\": {ts}}}").as_bytes(), false);
         if i == 1_000 {
             after_warm_up = debug_len(&mapper);
         }
