@@ -26,10 +26,14 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "mdns")]
 pub mod discover;
+#[cfg(test)]
+mod fuzz_support;
 pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+#[cfg(test)]
+mod mqtt_topic_fuzz_tests;
 pub mod router;
 pub mod simulate;

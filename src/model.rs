@@ -391,6 +391,10 @@ impl Value {
 /// Rounds to `decimals` places.
 pub fn round_to(n: f64, decimals: u8) -> f64 {
     let p = 10f64.powi(i32::from(decimals));
+    if !(n * p).is_finite() {
+        // Scaling a huge reading overflows to `inf`; a number that large has no decimals anyway.
+        return n;
+    }
     let r = (n * p).round() / p;
     if r == 0.0 { 0.0 } else { r } // no "-0"
 }
@@ -404,6 +408,9 @@ pub fn write_number(n: f64, decimals: u8, out: &mut String) {
     let r = round_to(n, decimals);
     if r.fract() == 0.0 && r.abs() < 9.0e15 {
         let _ = write!(out, "{}", r as i64);
+    } else if r.abs() >= 9.0e15 {
+        // `{r}` would print up to 309 digits, which JSON readers (serde_json too) reject as out of range.
+        let _ = write!(out, "{r:e}");
     } else {
         let _ = write!(out, "{r}");
     }

@@ -2,6 +2,8 @@
 //! `config/example.yaml`), loading through figment with `HLBRIDGE_A__B` env overrides, and validation
 //! that reports every error at once with its key path and file line.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod load;
 pub mod types;
 

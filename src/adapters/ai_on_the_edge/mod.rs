@@ -21,6 +21,8 @@
 //! device that gets values must be listed there). Without `sequences:` the first sequence seen
 //! (normally `main`) belongs to this device and any other is counted and reported.
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 
 use std::collections::{BTreeMap, HashSet};

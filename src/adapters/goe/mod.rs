@@ -5,6 +5,8 @@
 //! [`crate::adapters::http`] reader: a body over its cap is refused, counted (`body_too_large`) and
 //! takes the device offline with the reason until the charger answers normally again.
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 
 use std::collections::HashSet;

@@ -8,6 +8,8 @@
 //! `disconnected`, also its last will), the printer's connection state inside OctoPrint and the
 //! freshness of its readings (see [`cadence`]).
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 
 use std::collections::HashSet;

@@ -716,7 +716,12 @@ pub fn to_update(r: &Reading<'_>, opts: &Options, update: &mut Update) {
     }
     let qs = quantities();
     let num = |s: Sig| r.num(s);
-    let mut push = |q: Quantity, v: f64| update.push(q, Value::Number(v));
+    // A huge kW reading times 1000 overflows to `inf`: no value rather than a non-number.
+    let mut push = |q: Quantity, v: f64| {
+        if v.is_finite() {
+            update.push(q, Value::Number(v));
+        }
+    };
     let kilo = |v: f64| v * 1000.0;
 
     // Phases: absent when their voltage says nothing is connected there.

@@ -46,6 +46,8 @@
 
 pub mod client;
 pub mod digest;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mapping;
 pub mod sse;
 
