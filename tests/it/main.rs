@@ -8,6 +8,8 @@
 //! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
 //! - `mqtt_client`: user name/password against a protected Mosquitto, 200 KiB payloads both ways.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
+//! - `hostile_input`: oversized device texts, absurd numbers, a bogus counter level and made-up
+//!   command topics against a real broker: cut, rejected, counted, one connection throughout.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
 //! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
@@ -27,6 +29,7 @@ mod config;
 mod discover;
 mod end_to_end;
 mod golden;
+mod hostile_input;
 mod http_endpoints;
 mod mqtt_client;
 mod octoprint;
