@@ -113,7 +113,7 @@ fn draw(
             .iter()
             .filter(|(leaf, _)| !matches!(*leaf, "availability" | "state" | "info" | "event" | "result"))
             .map(|(leaf, seen)| {
-                let unit = Quantity::named(leaf).map(|q| q.family().unit).unwrap_or("");
+                let unit = Quantity::lookup(leaf).map(|q| q.family().unit).unwrap_or("");
                 let fresh = seen.at.elapsed() < std::time::Duration::from_secs(1);
                 let (hl, end) = if fresh { ("\x1b[1;33m", "\x1b[0m") } else { ("", "") };
                 let mut value: String = seen.payload.chars().take(18).collect();

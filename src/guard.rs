@@ -14,6 +14,12 @@
 //!   level; when `confirmations` consecutive readings agree with the candidate (each not lower than
 //!   the previous one and within the rate), the candidate becomes the new baseline: a replaced meter
 //!   or a corrected register is accepted without manual work, a one-off misread never is;
+//! - a new level stays provisional until `confirmations` further readings were accepted on it: a
+//!   reading that continues the series it replaced (not lower, within the rate since) wins back at
+//!   once, so a burst of identical garbage cannot hold a counter that reports rarely (go-e sends
+//!   `eto` only when it changes) until enough good readings have arrived;
+//! - a negative reading is never accepted, not even as the baseline (a lifetime counter starts at 0;
+//!   the router already keeps values outside the quantity's plausible range out);
 //! - an explicit reset (`<prefix>/<device>/<quantity>/reset`) accepts the next reading as is.
 //!
 //! Pure and allocation-free: the router keeps one [`CounterGuard`] per guarded value inside the
@@ -107,7 +113,7 @@ fn max_rates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D
     use serde::de::Error;
     let map = BTreeMap::<String, f64>::deserialize(d)?;
     for (name, rate) in &map {
-        let guarded = Quantity::named(name).is_some_and(|q| q.family().kind == ValueKind::TotalIncreasing);
+        let guarded = Quantity::lookup(name).is_some_and(|q| q.family().kind == ValueKind::TotalIncreasing);
         if !guarded {
             let names: Vec<&str> = guarded_families().collect();
             return Err(D::Error::custom(format!(
@@ -140,6 +146,8 @@ pub enum Rejection {
     Jump,
     /// Not a finite number.
     NotFinite,
+    /// Negative: a lifetime counter never is.
+    Negative,
 }
 
 impl Rejection {
@@ -149,6 +157,7 @@ impl Rejection {
             Rejection::Decrease => "counter_decrease",
             Rejection::Jump => "counter_jump",
             Rejection::NotFinite => "counter_not_finite",
+            Rejection::Negative => "out_of_range",
         }
     }
 }
@@ -229,12 +238,15 @@ pub struct CounterGuard {
     candidate: Option<(Point, u8)>,
     /// Whether the current streak of rejections was logged (one line per streak, not per reading).
     logged: bool,
+    /// While the accepted level is a provisional new level: the reading it replaced, and how many
+    /// readings were accepted on the new level since.
+    superseded: Option<(Point, u8)>,
 }
 
 impl CounterGuard {
     /// A guard with no baseline yet.
     pub fn new(limits: Limits) -> CounterGuard {
-        CounterGuard { limits, accepted: None, candidate: None, logged: false }
+        CounterGuard { limits, accepted: None, candidate: None, logged: false, superseded: None }
     }
 
     /// The limits in force.
@@ -252,6 +264,7 @@ impl CounterGuard {
         self.accepted = None;
         self.candidate = None;
         self.logged = false;
+        self.superseded = None;
     }
 
     /// The last accepted value.
@@ -275,10 +288,19 @@ impl CounterGuard {
                 needed: self.limits.confirmations,
             };
         }
+        if value < 0.0 {
+            return Verdict::Reject {
+                reason: Rejection::Negative,
+                accepted: self.accepted().unwrap_or(f64::NAN),
+                agreeing: 0,
+                needed: self.limits.confirmations,
+            };
+        }
         let point = Point { value, at, source_ts, age_known: live || source_ts.is_some() };
         let Some(base) = self.accepted else {
             self.accepted = Some(point);
             self.candidate = None;
+            self.superseded = None;
             return Verdict::Baseline;
         };
         let Some(reason) = base.admits(value, at, source_ts, &self.limits) else {
@@ -286,8 +308,24 @@ impl CounterGuard {
             self.accepted = Some(if value >= base.value { point } else { Point { value: base.value, ..point } });
             self.candidate = None;
             self.logged = false;
+            if let Some((_, since)) = &mut self.superseded {
+                *since += 1;
+                if *since >= self.limits.confirmations {
+                    self.superseded = None;
+                }
+            }
             return Verdict::Accept;
         };
+        if let Some((old, _)) = self.superseded
+            && old.admits(value, at, source_ts, &self.limits).is_none()
+        {
+            // The provisional level was the odd one out: the old series goes on.
+            self.accepted = Some(point);
+            self.candidate = None;
+            self.superseded = None;
+            self.logged = false;
+            return Verdict::NewLevel { previous: base.value };
+        }
         let agreeing = match self.candidate {
             Some((c, n)) if c.admits(value, at, source_ts, &self.limits).is_none() => n.saturating_add(1),
             _ => 1,
@@ -296,6 +334,7 @@ impl CounterGuard {
             self.accepted = Some(point);
             self.candidate = None;
             self.logged = false;
+            self.superseded = Some((base, 0));
             return Verdict::NewLevel { previous: base.value };
         }
         self.candidate = Some((point, agreeing));
@@ -464,6 +503,52 @@ mod tests {
         g.check(5.0, Instant::now(), None, true);
         assert_eq!(rejected(g.check(f64::NAN, Instant::now(), None, true)), Some(Rejection::NotFinite));
         assert_eq!(g.accepted(), Some(5.0));
+    }
+
+    #[test]
+    fn a_negative_reading_never_becomes_the_baseline() {
+        let t0 = Instant::now();
+        let mut g = CounterGuard::new(limits(20.0));
+        for v in [-1.0, -5e11] {
+            let verdict = g.check(v, t0, None, true);
+            assert_eq!(rejected(verdict), Some(Rejection::Negative), "{v}");
+            assert_eq!(g.accepted(), None);
+        }
+        assert_eq!(Rejection::Negative.reason(), "out_of_range");
+        assert_eq!(g.check(123.45, t0 + mins(1), None, true), Verdict::Baseline);
+        assert_eq!(rejected(g.check(-1.0, t0 + mins(2), None, true)), Some(Rejection::Negative));
+        assert_eq!(g.accepted(), Some(123.45));
+    }
+
+    #[test]
+    fn a_bogus_level_from_identical_readings_is_replaced_by_the_next_good_reading() {
+        let t0 = Instant::now();
+        let mut g = CounterGuard::new(limits(100.0));
+        g.check(12_345.6, t0, None, true);
+        // Three identical garbage readings agree with each other and become a new level ...
+        let secs = |n: u64| t0 + Duration::from_secs(n);
+        assert!(rejected(g.check(9.0e8, secs(1), None, true)).is_some());
+        assert!(rejected(g.check(9.0e8, secs(2), None, true)).is_some());
+        assert_eq!(g.check(9.0e8, secs(3), None, true), Verdict::NewLevel { previous: 12_345.6 });
+        // ... but the first good reading (a counter that reports rarely may send only one) wins back.
+        assert_eq!(g.check(12_345.7, secs(28), None, true), Verdict::NewLevel { previous: 9.0e8 });
+        assert_eq!(g.accepted(), Some(12_345.7));
+        assert_eq!(g.check(12_345.8, secs(40), None, true), Verdict::Accept);
+    }
+
+    #[test]
+    fn a_new_level_confirmed_by_further_readings_is_not_undone_by_the_old_series() {
+        let t0 = Instant::now();
+        let mut g = CounterGuard::new(limits(20.0));
+        g.check(512.3, t0, None, true);
+        // Meter replaced: three agreeing readings from zero, then more on the new meter.
+        for (i, v) in [0.01, 0.02, 0.03, 0.04, 0.05, 0.06].into_iter().enumerate() {
+            g.check(v, t0 + mins(5 * (i as u64 + 1)), None, true);
+        }
+        assert_eq!(g.accepted(), Some(0.06));
+        // A misread that would continue the old meter's series is just a jump now.
+        assert_eq!(rejected(g.check(512.4, t0 + mins(40), None, true)), Some(Rejection::Jump));
+        assert_eq!(g.accepted(), Some(0.06));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
 //! - [`console`]: the live terminal view of the demo.
+//! - [`untrusted`]: bounds for device and broker text (republished values, log lines).
 //! - `broker`: the embedded broker (feature `embedded-broker`).
 //! - `discover`: `hlbridge discover`, whatwatt Go gateways on the LAN by mDNS (feature `mdns`).
 
@@ -37,3 +38,4 @@ pub mod mqtt;
 mod mqtt_topic_fuzz_tests;
 pub mod router;
 pub mod simulate;
+pub mod untrusted;

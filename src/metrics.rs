@@ -170,16 +170,22 @@ impl DeviceCounters {
     /// Counts a parse error with `reason`.
     pub fn parse_error(&self, reason: &str) {
         self.parse_errors
-            .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: reason.to_owned() })
+            .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: label(reason) })
             .inc();
     }
 
     /// Counts a reading rejected as implausible.
     pub fn rejected(&self, reason: &str) {
-        self.rejected
-            .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: reason.to_owned() })
-            .inc();
+        self.rejected.get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: label(reason) }).inc();
     }
+}
+
+/// The most bytes of a `reason` label: reasons are short words the code spells, and a label must
+/// never carry unbounded text even if one day a reason quotes input.
+const MAX_REASON_LABEL: usize = 64;
+
+fn label(reason: &str) -> String {
+    crate::untrusted::truncated(reason, MAX_REASON_LABEL).unwrap_or_else(|| reason.to_owned())
 }
 
 /// Content type of the `/metrics` answer.

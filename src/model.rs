@@ -172,6 +172,58 @@ pub static FAMILIES: &[QuantityFamily] = &[
     family!("uptime", "s", Gauge, Some("duration"), M, "hlbridge_uptime_seconds", 0),
 ];
 
+/// The plausible range of every numeric family, in its canonical unit: readings outside it are
+/// rejected by the router (counted in `hlbridge_readings_rejected_total{reason="out_of_range"}`),
+/// as are NaN and infinities. Generous on purpose: they exist to keep garbage (a register read as
+/// −9.2e18, a ±1e9 °C sensor) out, not to judge a device; every value of every capture in
+/// `shared/samples` lies well inside. Families missing here (enums, booleans, text) have no range.
+pub static PLAUSIBLE_RANGES: &[(&str, f64, f64)] = &[
+    // A home or a small business: 10 MW either way covers any connection a whatwatt Go reads.
+    ("power", -1.0e7, 1.0e7),
+    ("power_import", -1.0e7, 1.0e7),
+    ("power_export", -1.0e7, 1.0e7),
+    ("reactive_power_import", -1.0e7, 1.0e7),
+    ("reactive_power_export", -1.0e7, 1.0e7),
+    ("apparent_power", 0.0, 1.0e7),
+    // RMS voltages of low-voltage grids (and the secondary side of instrument transformers).
+    ("voltage", 0.0, 2000.0),
+    // Some meters sign the current by direction.
+    ("current", -1.0e5, 1.0e5),
+    // A ratio; signed by a few meters for export, with room for rounding.
+    ("power_factor", -1.1, 1.1),
+    // 50 and 60 Hz grids, with a wide margin for islanded or generator supply.
+    ("frequency", 40.0, 70.0),
+    // Lifetime registers: a billion kWh is far beyond any meter a home lab reads; never negative.
+    ("energy_import", 0.0, 1.0e9),
+    ("energy_export", 0.0, 1.0e9),
+    ("reactive_energy_import", 0.0, 1.0e9),
+    ("reactive_energy_export", 0.0, 1.0e9),
+    ("tariff", 0.0, 100.0),
+    ("session_energy", 0.0, 1.0e6),
+    // go-e sets 6..32 A; DC chargers go to a few hundred.
+    ("current_limit", 0.0, 1000.0),
+    ("current_allowed", 0.0, 1000.0),
+    // Outdoor sensors to printer hotends and ovens.
+    ("temperature", -100.0, 1000.0),
+    ("volume", 0.0, 1.0e9),
+    // Camera meters report a negative rate when they misread; the device itself flags those.
+    ("flow_rate", -1.0e6, 1.0e6),
+    ("print_progress", 0.0, 100.0),
+    // About three years.
+    ("print_time_elapsed", 0.0, 1.0e8),
+    ("print_time_left", 0.0, 1.0e8),
+    ("slicing_progress", 0.0, 100.0),
+    // dBm; -127 is what AI-on-the-edge reports without access-point info.
+    ("rssi", -150.0, 0.0),
+    // About 300 years.
+    ("uptime", 0.0, 1.0e10),
+];
+
+/// The plausible range of `family` (see [`PLAUSIBLE_RANGES`]).
+pub fn plausible_range(family: &QuantityFamily) -> Option<(f64, f64)> {
+    PLAUSIBLE_RANGES.iter().find(|(n, _, _)| *n == family.name).map(|(_, lo, hi)| (*lo, *hi))
+}
+
 /// Which label a variant of a family carries in Prometheus instead of a name suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VariantLabel {
@@ -205,6 +257,8 @@ pub struct QuantityDef {
     pub variant: Option<(VariantLabel, &'static str)>,
     /// True for set points (`temperature_bed_target`): exported with `target="true"`.
     pub target: bool,
+    /// The family's plausible range, resolved once here rather than per reading.
+    pub range: Option<(f64, f64)>,
 }
 
 /// A cheap handle to a resolved quantity (a pointer into the interned table).
@@ -236,12 +290,57 @@ impl std::fmt::Display for Quantity {
     }
 }
 
-/// The most distinct quantity names the process interns; bounds memory if a device invents names.
-const MAX_INTERNED: usize = 4096;
+/// The most `temperature_<sensor>` names the process interns. Every other name the grammar accepts
+/// comes from a finite set (families, phases, tariffs, `_target`), but sensor names are open-ended
+/// and come from devices (OctoPrint tool names), so they alone are capped, and only adapters
+/// ([`Quantity::named`]) add them: topics anyone can publish to (`/set`, `/reset`) only look up.
+const MAX_SENSOR_NAMES: usize = 4096;
 
-fn interned() -> &'static Mutex<HashMap<&'static str, &'static QuantityDef>> {
-    static TABLE: OnceLock<Mutex<HashMap<&'static str, &'static QuantityDef>>> = OnceLock::new();
-    TABLE.get_or_init(|| Mutex::new(HashMap::new()))
+/// The interned quantities and how many of them are open-ended sensor names.
+#[derive(Default)]
+struct Interned {
+    /// Full name → leaked definition (lives for the process, so handles are plain pointers).
+    names: HashMap<&'static str, &'static QuantityDef>,
+    /// How many of `names` are `temperature_<sensor>` variants, counted against [`MAX_SENSOR_NAMES`].
+    sensors: usize,
+}
+
+fn interned() -> &'static Mutex<Interned> {
+    static TABLE: OnceLock<Mutex<Interned>> = OnceLock::new();
+    TABLE.get_or_init(|| Mutex::new(Interned::default()))
+}
+
+/// Who asks for a name decides what may be added to the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Intern {
+    /// An adapter: sensor names are added up to [`MAX_SENSOR_NAMES`].
+    Capped,
+    /// Code that spells the name itself: a finite set, always added.
+    Always,
+    /// A topic anyone can publish to: sensor names are never added.
+    NoSensors,
+}
+
+fn intern(name: &str, mode: Intern) -> Option<Quantity> {
+    let mut table = interned().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(def) = table.names.get(name) {
+        return Some(Quantity(def));
+    }
+    let (family, variant, target) = resolve(name)?;
+    let sensor = matches!(variant, Some((VariantLabel::Sensor, _)));
+    if sensor {
+        match mode {
+            Intern::NoSensors => return None,
+            Intern::Capped if table.sensors >= MAX_SENSOR_NAMES => return None,
+            _ => table.sensors += 1,
+        }
+    }
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let variant = variant.map(|(l, v)| (l, &*Box::leak(v.into_boxed_str())));
+    let range = plausible_range(family);
+    let def: &'static QuantityDef = Box::leak(Box::new(QuantityDef { name, family, variant, target, range }));
+    table.names.insert(name, def);
+    Some(Quantity(def))
 }
 
 fn family(name: &str) -> Option<&'static QuantityFamily> {
@@ -293,26 +392,39 @@ fn resolve(name: &str) -> Option<Resolved> {
 
 impl Quantity {
     /// Resolves a canonical name (`power`, `power_l1`, `energy_import_t2`, `temperature_tool0_target`)
-    /// to its quantity; `None` for names outside the contract.
+    /// to its quantity; `None` for names outside the contract, and for new sensor names once
+    /// [`MAX_SENSOR_NAMES`] are interned. For names a device reports.
     pub fn named(name: &str) -> Option<Quantity> {
-        let mut table = interned().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(def) = table.get(name) {
-            return Some(Quantity(def));
-        }
-        if table.len() >= MAX_INTERNED {
-            return None;
-        }
-        let (family, variant, target) = resolve(name)?;
-        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        let variant = variant.map(|(l, v)| (l, &*Box::leak(v.into_boxed_str())));
-        let def: &'static QuantityDef = Box::leak(Box::new(QuantityDef { name, family, variant, target }));
-        table.insert(name, def);
-        Some(Quantity(def))
+        intern(name, Intern::Capped)
     }
 
-    /// Like [`Quantity::named`] for names the code itself spells; panics on a typo, which tests catch.
+    /// Resolves a name that arrived from outside (a `<quantity>/set` or `/reset` topic, a config
+    /// key): like [`Quantity::named`], but never adds a sensor name no device reported, so strangers
+    /// publishing made-up names cannot fill the table.
+    pub fn lookup(name: &str) -> Option<Quantity> {
+        intern(name, Intern::NoSensors)
+    }
+
+    /// Like [`Quantity::named`] for names the code itself spells (a finite set, never capped);
+    /// panics on a typo, which tests catch. Never call it with a name from input.
     pub fn known(name: &str) -> Quantity {
-        Quantity::named(name).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+        intern(name, Intern::Always).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+    }
+
+    /// Whether `value` is a number this quantity can take: finite and inside the family's
+    /// [`PLAUSIBLE_RANGES`] entry (families without one accept any finite number).
+    pub fn plausible(self, value: f64) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        match self.0.range {
+            // A hair of slack for float noise at the edges (100.00000001 %).
+            Some((lo, hi)) => {
+                let slack = |b: f64| 1e-9 * b.abs().max(1.0);
+                value >= lo - slack(lo) && value <= hi + slack(hi)
+            }
+            None => true,
+        }
     }
 
     /// The full canonical name.
@@ -651,6 +763,65 @@ mod tests {
     fn interning_returns_the_same_handle() {
         assert_eq!(Quantity::known("voltage_l1"), Quantity::known("voltage_l1"));
         assert_ne!(Quantity::known("voltage_l1"), Quantity::known("voltage_l2"));
+    }
+
+    #[test]
+    fn every_numeric_family_has_exactly_one_plausible_range_and_nothing_else_has_one() {
+        for f in FAMILIES {
+            let n = PLAUSIBLE_RANGES.iter().filter(|(name, _, _)| *name == f.name).count();
+            assert_eq!(n, usize::from(f.kind.is_numeric()), "{}: {n} ranges", f.name);
+        }
+        for (name, lo, hi) in PLAUSIBLE_RANGES {
+            assert!(FAMILIES.iter().any(|f| f.name == *name), "range for unknown family {name}");
+            assert!(lo < hi, "{name}");
+        }
+    }
+
+    #[test]
+    fn absurd_and_non_finite_values_are_not_plausible() {
+        for (name, bad) in [
+            ("current_limit", -9.2e18),
+            ("frequency", -9.2e18),
+            ("temperature", 1e9),
+            ("temperature_tool0", -1e9),
+            ("volume", -1.0),
+            ("energy_import", -5e11),
+            ("energy_import_t1", 1.8e16),
+            ("power", f64::NAN),
+            ("power_l1", f64::INFINITY),
+            ("rssi", 12.0),
+            ("power_factor_l2", 100.0),
+        ] {
+            assert!(!Quantity::known(name).plausible(bad), "{name} = {bad} must be implausible");
+        }
+        for (name, good) in [
+            ("frequency", 49.944),
+            ("energy_import", 527_952.0),
+            ("power", -700.0),
+            ("print_progress", 100.000_000_01),
+            ("rssi", -127.0),
+            ("temperature_tool0", 214.87),
+            ("power_factor_l1", 1.0),
+        ] {
+            assert!(Quantity::known(name).plausible(good), "{name} = {good} must be plausible");
+        }
+    }
+
+    #[test]
+    fn looking_up_names_from_topics_never_interns_sensor_names() {
+        for i in 0..5000 {
+            let name = format!("temperature_lookup{i}");
+            assert!(Quantity::lookup(&name).is_none());
+        }
+        let table = interned().lock().unwrap();
+        assert!(!table.names.keys().any(|n| n.starts_with("temperature_lookup")));
+        drop(table);
+        // Names a device reported, and every finite name of the grammar, are still found.
+        let reported = Quantity::named("temperature_hotend_lookup").unwrap();
+        assert_eq!(Quantity::lookup("temperature_hotend_lookup"), Some(reported));
+        assert_eq!(Quantity::lookup("current_limit").map(Quantity::name), Some("current_limit"));
+        assert_eq!(Quantity::lookup("energy_import_t3").map(Quantity::name), Some("energy_import_t3"));
+        assert!(Quantity::lookup("watts").is_none());
     }
 
     #[test]

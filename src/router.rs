@@ -20,6 +20,14 @@ use crate::guard::{CounterGuard, GuardConfig, Verdict};
 use crate::metrics::{DeviceCounters, Metrics};
 use crate::model::{self, DeviceKind, Event, Identity, Quantity, Update, Value};
 use crate::mqtt::{MqttHandle, QoS};
+use crate::untrusted::{self, clip};
+
+/// The longest `<quantity>` part of a `/set` or `/reset` topic answered on `<quantity>/result`;
+/// real quantity names are a few dozen bytes, longer ones are only logged (clipped).
+const MAX_ANSWERED_NAME: usize = 128;
+
+/// `parse_errors` reason for a device text cut to [`untrusted::MAX_TEXT_BYTES`].
+const TEXT_TOO_LONG: &str = "text_too_long";
 
 /// Settings the router needs from the config.
 #[derive(Debug, Clone)]
@@ -138,6 +146,12 @@ struct DeviceState {
     guard: GuardConfig,
     /// A longer freshness window the adapter learned from the device (its announced cadence).
     min_freshness: Duration,
+    /// Quantities whose latest reading was implausible (out of range, not finite): the first of a
+    /// streak is logged, the rest only counted. Bounded by the quantities the device has.
+    implausible: Vec<Quantity>,
+    /// Fields (quantity or identity field names) already logged as cut to the text bound: one log
+    /// line per field and run, the counter counts every cut.
+    truncation_logged: Vec<&'static str>,
 }
 
 impl DeviceState {
@@ -235,6 +249,8 @@ impl Router {
                     cleared: Vec::new(),
                     guard: GuardConfig::default(),
                     min_freshness: Duration::ZERO,
+                    implausible: Vec::new(),
+                    truncation_logged: Vec::new(),
                 }),
                 spec,
             })
@@ -385,7 +401,7 @@ impl Router {
             st.reason = None;
         } else {
             let r = reason.unwrap_or_else(|| "stale".into());
-            tracing::warn!(device = %dev.spec.id, reason = %r, "device offline");
+            tracing::warn!(device = %dev.spec.id, reason = %clip(&r), "device offline");
             st.reason = Some(r);
         }
         self.publish(
@@ -396,11 +412,12 @@ impl Router {
         );
     }
 
-    fn apply(&self, idx: usize, update: Update) {
+    fn apply(&self, idx: usize, mut update: Update) {
         let dev = &self.devices[idx];
         let now = Instant::now();
         let mut guard = lock(&dev.state);
         let st = &mut *guard;
+        self.bound_texts(dev, st, &mut update);
         if update.fresh {
             st.last_seen = Some((now, SystemTime::now()));
         }
@@ -425,6 +442,15 @@ impl Router {
                     }
                 }
                 continue;
+            }
+            if let Value::Number(n) = v {
+                if !q.plausible(n) {
+                    self.reject_implausible(dev, st, q, n, update.fresh, ts);
+                    continue;
+                }
+                if let Some(i) = st.implausible.iter().position(|x| *x == q) {
+                    st.implausible.swap_remove(i);
+                }
             }
             if let Some(c) = st.cleared.iter().position(|c| *c == q) {
                 st.cleared.swap_remove(c);
@@ -488,6 +514,82 @@ impl Router {
         } else if update.fresh && st.link == Link::Unknown {
             st.link = Link::Up;
             self.set_online(dev, st, true, None);
+        }
+    }
+
+    /// Cuts every device text of `update` (text values, identity fields, event names and data) to
+    /// [`untrusted::MAX_TEXT_BYTES`], so no value can make a publish exceed the broker's packet
+    /// limit; counts each cut (`parse_errors{reason="text_too_long"}`) and logs the first per field.
+    fn bound_texts(&self, dev: &DeviceEntry, st: &mut DeviceState, update: &mut Update) {
+        let mut cut: Vec<(&'static str, usize)> = Vec::new();
+        for (q, v) in &mut update.readings {
+            if let Value::Text(t) = v {
+                let len = t.len();
+                if untrusted::bound_text(t) {
+                    cut.push((q.name(), len));
+                }
+            }
+        }
+        if let Some(id) = &mut update.identity {
+            for (field, value) in [
+                ("vendor", &mut id.vendor),
+                ("model", &mut id.model),
+                ("serial", &mut id.serial),
+                ("firmware", &mut id.firmware),
+                ("name", &mut id.name),
+            ] {
+                if let Some(v) = value {
+                    let len = v.len();
+                    if untrusted::bound_string(v) {
+                        cut.push((field, len));
+                    }
+                }
+            }
+        }
+        for e in &mut update.events {
+            let len = e.name.len();
+            if untrusted::bound_text(&mut e.name) {
+                cut.push(("event", len));
+            }
+            if untrusted::bound_json_map(&mut e.data) {
+                cut.push(("event_data", 0));
+            }
+        }
+        for (field, len) in cut {
+            dev.counters.parse_error(TEXT_TOO_LONG);
+            if !st.truncation_logged.contains(&field) {
+                st.truncation_logged.push(field);
+                tracing::warn!(device = %dev.spec.id, field, bytes = len, limit = untrusted::MAX_TEXT_BYTES,
+                    "device text longer than the bridge republishes; cut, marked `{}` and counted \
+                     (parse_errors reason {TEXT_TOO_LONG}; logged once per field)", untrusted::TRUNCATED_MARKER);
+            }
+        }
+    }
+
+    /// Keeps an implausible number (outside the quantity's plausible range, or not finite) out:
+    /// counted in `readings_rejected` (`out_of_range`, `not_finite`), logged once per streak, and
+    /// reported as a `reading_rejected` event when live. The last good value stays.
+    fn reject_implausible(
+        &self,
+        dev: &DeviceEntry,
+        st: &mut DeviceState,
+        q: Quantity,
+        value: f64,
+        live: bool,
+        ts: Option<OffsetDateTime>,
+    ) {
+        let reason = if value.is_finite() { "out_of_range" } else { "not_finite" };
+        dev.counters.rejected(reason);
+        if !st.implausible.contains(&q) {
+            st.implausible.push(q);
+            let (lo, hi) = q.def().range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+            tracing::warn!(device = %dev.spec.id, quantity = q.name(), value, min = lo, max = hi, reason,
+                "implausible reading rejected; the last good value stays (logged once until a good reading)");
+        }
+        if live {
+            let event =
+                Event::new("reading_rejected").with("quantity", q.name()).with("value", value).with("reason", reason);
+            self.publish_event(dev, ts.unwrap_or_else(OffsetDateTime::now_utc), &event);
         }
     }
 
@@ -561,12 +663,12 @@ impl Router {
                 .command_result_named(name, Err("retained resets are ignored; publish without the retain flag".into()));
             return;
         }
-        let reset = Quantity::named(name).is_some_and(|q| handle.reset_guard(q));
+        let reset = Quantity::lookup(name).is_some_and(|q| handle.reset_guard(q));
         if reset {
             tracing::info!(device = %handle.id(), quantity = name, "counter guard reset: the next reading is accepted as is");
             handle.command_result_named(name, Ok(serde_json::Value::from("reset")));
         } else {
-            handle.command_result_named(name, Err(format!("`{name}` is not a guarded counter of this device")));
+            handle.command_result_named(name, Err(format!("`{}` is not a guarded counter of this device", clip(name))));
         }
     }
 
@@ -762,7 +864,11 @@ impl DeviceHandle {
     }
 
     /// Reports the transport state; `Down` takes the device offline at once with the reason.
-    pub fn set_link(&self, link: Link) {
+    pub fn set_link(&self, mut link: Link) {
+        if let Link::Down(reason) = &mut link {
+            // The reason may quote the device (an HTTP error body); `/readyz` shows it.
+            untrusted::bound_string(reason);
+        }
         let dev = self.entry();
         let mut st = lock(&dev.state);
         if st.link == link {
@@ -821,7 +927,8 @@ impl DeviceHandle {
 
     /// Records an adapter fact shown in `/readyz` (e.g. `transport`, `dialect`).
     pub fn set_detail(&self, key: &'static str, value: impl Into<String>) {
-        let v = value.into();
+        let mut v = value.into();
+        untrusted::bound_string(&mut v);
         let mut st = lock(&self.entry().state);
         if st.details.get(key) != Some(&v) {
             st.details.insert(key, v);
@@ -859,14 +966,22 @@ impl DeviceHandle {
                     );
                     continue;
                 }
+                if msg.payload.len() > untrusted::MAX_TEXT_BYTES {
+                    this.command_result_named(
+                        name,
+                        Err(format!("payload of {} bytes is too long for a command", msg.payload.len())),
+                    );
+                    continue;
+                }
                 let payload = String::from_utf8_lossy(&msg.payload).trim().to_owned();
-                match Quantity::named(name) {
+                // Look up only: a topic anyone can publish to must not add names to the table.
+                match Quantity::lookup(name) {
                     Some(q) if q.family().kind.is_writable() => {
                         if tx.try_send(Command { quantity: q, payload }).is_err() {
                             this.command_result(q, Err("busy: too many commands waiting".into()));
                         }
                     }
-                    _ => this.command_result_named(name, Err(format!("`{name}` is not writable"))),
+                    _ => this.command_result_named(name, Err(format!("`{}` is not writable", clip(name)))),
                 }
             }
         });
@@ -883,7 +998,7 @@ impl DeviceHandle {
         let (body, outcome) = match result {
             Ok(v) => (serde_json::json!({"ok": true, "value": v}), "ok"),
             Err(e) => {
-                tracing::warn!(device = %dev.spec.id, quantity = name, error = %e, "command failed");
+                tracing::warn!(device = %dev.spec.id, quantity = %clip(name), error = %clip(&e), "command failed");
                 (serde_json::json!({"ok": false, "error": e}), "error")
             }
         };
@@ -892,7 +1007,7 @@ impl DeviceHandle {
             .commands
             .get_or_create(&crate::metrics::DeviceReasonLabel { device: dev.spec.id.clone(), reason: outcome.into() })
             .inc();
-        if crate::mqtt::topic::valid_topic(name) && !name.contains('/') {
+        if name.len() <= MAX_ANSWERED_NAME && crate::mqtt::topic::valid_topic(name) && !name.contains('/') {
             self.router.publish(format!("{}/{name}/result", dev.base), body.to_string(), QoS::AtLeastOnce, false);
         }
     }
@@ -1162,6 +1277,82 @@ mod tests {
         let bad = crate::mqtt::Message { topic: "home/ev/power/reset".into(), ..msg };
         r.on_guard_reset(&bad);
         assert!(rx.drain().iter().any(|c| c.topic == "home/ev/power/result" && c.payload.contains("\"ok\":false")));
+    }
+
+    fn count(
+        family: &prometheus_client::metrics::family::Family<
+            crate::metrics::DeviceReasonLabel,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        reason: &str,
+    ) -> u64 {
+        family.get_or_create(&crate::metrics::DeviceReasonLabel { device: "ev".into(), reason: reason.into() }).get()
+    }
+
+    #[test]
+    fn implausible_numbers_are_rejected_counted_and_the_last_good_value_stays() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        h.apply(update(&[("current_limit", Value::Number(16.0)), ("frequency", Value::Number(50.0))]));
+        rx.drain();
+        h.apply(update(&[
+            ("current_limit", Value::Number(-9.2e18)),
+            ("frequency", Value::Number(-9.2e18)),
+            ("temperature", Value::Number(1e9)),
+            ("energy_import", Value::Number(-5e11)),
+            ("power", Value::Number(f64::NAN)),
+            ("voltage_l1", Value::Number(230.0)),
+        ]));
+        let out = rx.drain();
+        let value_topics: Vec<&str> = out.iter().map(|c| c.topic.as_str()).filter(|t| !t.ends_with("/event")).collect();
+        assert_eq!(value_topics, ["home/ev/voltage_l1"], "only the plausible reading is published");
+        let events = out.iter().filter(|c| c.topic == "home/ev/event" && c.payload.contains("reading_rejected"));
+        assert_eq!(events.count(), 5);
+        assert_eq!(count(&r.metrics.readings_rejected, "out_of_range"), 4);
+        assert_eq!(count(&r.metrics.readings_rejected, "not_finite"), 1);
+        assert_eq!(h.value(Quantity::known("current_limit")), Some(Value::Number(16.0)));
+        assert_eq!(h.value(Quantity::known("energy_import")), None, "no baseline from a negative total");
+        h.apply(update(&[("energy_import", Value::Number(12.5))]));
+        assert_eq!(h.value(Quantity::known("energy_import")), Some(Value::Number(12.5)));
+    }
+
+    #[test]
+    fn oversized_texts_and_identity_fields_are_cut_with_a_marker_and_counted() {
+        let (r, h, mut rx) = setup(spec("ev"));
+        let mut u = update(&[("reading_raw", Value::Text("9".repeat(150 * 1024).into()))]);
+        u.identity = Some(Identity {
+            firmware: Some("f".repeat(100 * 1024)),
+            model: Some("m".repeat(100 * 1024)),
+            name: Some("n".repeat(100 * 1024)),
+            ..Default::default()
+        });
+        u.events.push(Event::new("print_started").with("name", "x".repeat(100 * 1024)));
+        h.apply(u);
+        h.flush();
+        let out = rx.drain();
+        let largest = out.iter().map(|c| c.payload.len()).max().unwrap();
+        assert!(largest < 8 * 1024, "largest publish {largest} bytes");
+        let raw = out.iter().find(|c| c.topic == "home/ev/reading_raw").unwrap();
+        assert!(raw.payload.len() <= crate::untrusted::MAX_TEXT_BYTES);
+        assert!(raw.payload.ends_with(crate::untrusted::TRUNCATED_MARKER));
+        let info = out.iter().find(|c| c.topic == "home/ev/info").unwrap();
+        assert!(info.payload.contains(crate::untrusted::TRUNCATED_MARKER), "{}", info.payload);
+        assert_eq!(count(&r.metrics.parse_errors, "text_too_long"), 5);
+    }
+
+    #[test]
+    fn reset_topics_with_made_up_names_do_not_exhaust_the_quantity_table() {
+        let (r, _h, mut rx) = setup(spec("ev"));
+        for i in 0..5000 {
+            let msg = crate::mqtt::Message {
+                topic: format!("home/ev/temperature_a{i}/reset"),
+                payload: bytes::Bytes::from_static(b"1"),
+                retain: false,
+            };
+            r.on_guard_reset(&msg);
+        }
+        assert!(rx.drain().iter().all(|c| c.payload.contains("\"ok\":false")));
+        let legit = Quantity::named("temperature_reset_test_sensor");
+        assert_eq!(legit.map(Quantity::name), Some("temperature_reset_test_sensor"));
     }
 
     #[test]

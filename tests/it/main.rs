@@ -10,6 +10,8 @@
 //! - `mqtt_faults`: broker restart with publishes piled up, oversized packets both ways, outage
 //!   buffering, refused subscriptions in `/readyz`.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
+//! - `hostile_input`: oversized device texts, absurd numbers, a bogus counter level and made-up
+//!   command topics against a real broker: cut, rejected, counted, one connection throughout.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
 //! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
@@ -32,6 +34,7 @@ mod config;
 mod discover;
 mod end_to_end;
 mod golden;
+mod hostile_input;
 mod http_endpoints;
 mod huge_bodies;
 mod mqtt_client;

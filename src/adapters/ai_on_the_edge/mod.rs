@@ -37,6 +37,7 @@ use crate::config::Dur;
 use crate::model::{Event, Identity, Update, Value};
 use crate::mqtt::Message;
 use crate::router::{DeviceHandle, Link};
+use crate::untrusted::clip;
 
 pub use mapping::Dialect;
 use mapping::{Classified, DeviceRole, FieldRole, Meter, Outcome, Record, Stamp};
@@ -363,7 +364,9 @@ struct LogOnce(HashSet<String>);
 
 impl LogOnce {
     fn first(&mut self, what: &str) -> bool {
-        self.0.len() < 1024 && !self.0.contains(what) && self.0.insert(what.to_owned())
+        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
+        let what = crate::untrusted::truncated(what, 128).unwrap_or_else(|| what.to_owned());
+        self.0.len() < 1024 && !self.0.contains(&what) && self.0.insert(what)
     }
 }
 
@@ -561,7 +564,7 @@ impl Ingest {
         let Ok(text) = std::str::from_utf8(&msg.payload) else {
             self.device.counters().parse_error("not_utf8");
             if self.logged.first(&format!("utf8 {rest}")) {
-                tracing::warn!(device = %self.device.id(), topic = %msg.topic, "camera payload is not UTF-8; skipped");
+                tracing::warn!(device = %self.device.id(), topic = %clip(&msg.topic), "camera payload is not UTF-8; skipped");
             }
             return;
         };
@@ -622,7 +625,7 @@ impl Ingest {
     fn unknown(&mut self, topic: &str) {
         self.device.counters().unknown_keys.inc();
         if self.logged.first(&format!("unknown {topic}")) {
-            tracing::info!(device = %self.device.id(), topic, main_topic = %self.main_topic,
+            tracing::info!(device = %self.device.id(), topic = %clip(topic), main_topic = %self.main_topic,
                 "topic not known for AI-on-the-edge (newer firmware, or a wrong `main_topic`?); counted and ignored");
         }
     }
@@ -632,9 +635,10 @@ impl Ingest {
             self.device.counters().unknown_keys.inc();
             if self.logged.first(&format!("dialect {}", dialect.as_str())) {
                 let msg = format!(
-                    "`dialect: {}` is set but the camera publishes {} topics (e.g. {topic}); set `dialect: {}` or `auto`",
+                    "`dialect: {}` is set but the camera publishes {} topics (e.g. {}); set `dialect: {}` or `auto`",
                     self.dialect.as_str(),
                     dialect.as_str(),
+                    clip(topic),
                     dialect.as_str()
                 );
                 tracing::warn!(device = %self.device.id(), "{msg}");
@@ -697,7 +701,7 @@ impl Ingest {
                     Err(reason) => {
                         self.device.counters().parse_error(reason);
                         if self.logged.first(&format!("{reason} {role:?}")) {
-                            tracing::warn!(device = %self.device.id(), field = ?role, value = text, reason,
+                            tracing::warn!(device = %self.device.id(), field = ?role, value = %clip(text), reason,
                                 "camera value not plausible; skipped");
                         }
                     }
@@ -759,7 +763,7 @@ impl Ingest {
             None => {
                 self.device.counters().parse_error("unknown_connection_state");
                 if self.logged.first(&format!("connection {text}")) {
-                    tracing::warn!(device = %self.device.id(), payload = text, "unknown `connection` payload; ignored");
+                    tracing::warn!(device = %self.device.id(), payload = %clip(text), "unknown `connection` payload; ignored");
                 }
             }
         }
@@ -769,7 +773,7 @@ impl Ingest {
         let Some(minutes) = mapping::parse_decimal(text) else {
             self.device.counters().parse_error("bad_number");
             if self.logged.first("interval bad_number") {
-                tracing::warn!(device = %self.device.id(), payload = text, "camera interval is not a number; skipped");
+                tracing::warn!(device = %self.device.id(), payload = %clip(text), "camera interval is not a number; skipped");
             }
             return;
         };
@@ -820,7 +824,7 @@ impl Ingest {
             Err(reason) => {
                 self.device.counters().parse_error(reason);
                 if self.logged.first(&format!("discovery {}", msg.topic)) {
-                    tracing::warn!(device = %self.device.id(), topic = %msg.topic, "discovery config is not JSON; skipped");
+                    tracing::warn!(device = %self.device.id(), topic = %clip(&msg.topic), "discovery config is not JSON; skipped");
                 }
                 return;
             }
@@ -860,7 +864,7 @@ impl Ingest {
             }
             None => {
                 if self.logged.first("discovery meter") {
-                    tracing::info!(device = %self.device.id(), device_class = ?d.device_class, unit = ?d.unit,
+                    tracing::info!(device = %self.device.id(), device_class = %clip(d.device_class.as_deref().unwrap_or("")), unit = %clip(d.unit.as_deref().unwrap_or("")),
                         "the camera's MeterType is not a water, gas or energy meter the bridge converts; set `meter:`");
                 }
             }
@@ -915,14 +919,14 @@ impl Ingest {
                     self.device.counters().parse_error("malformed_json");
                     if self.logged.first(&format!("malformed {key}")) {
                         tracing::warn!(device = %self.device.id(), sequence = %key,
-                            body = %text.chars().take(160).collect::<String>(),
+                            body = %clip(text),
                             "malformed json from the camera (known in v8.0, v10.0.0-1, v13.0.5 firmware); using the recoverable fields and the single topics");
                     }
                 }
                 for k in &j.unknown_keys {
                     self.device.counters().unknown_keys.inc();
                     if self.logged.first(&format!("json key {k}")) {
-                        tracing::info!(device = %self.device.id(), sequence = %key, key = %k,
+                        tracing::info!(device = %self.device.id(), sequence = %clip(key), key = %clip(k),
                             "unknown key in the camera's json (newer firmware?); counted and ignored");
                     }
                 }
@@ -935,7 +939,7 @@ impl Ingest {
                 self.device.counters().parse_error("invalid_json");
                 if self.logged.first(&format!("invalid {key}")) {
                     tracing::warn!(device = %self.device.id(), sequence = %key,
-                        body = %text.chars().take(160).collect::<String>(),
+                        body = %clip(text),
                         "camera json not understood; using the single topics of the round");
                 }
                 pending.clone()
@@ -988,7 +992,7 @@ impl Ingest {
             match &self.claimed {
                 None => {
                     self.claimed = Some(s.key.clone());
-                    tracing::info!(device = %self.device.id(), sequence = %label, "number sequence read into this device");
+                    tracing::info!(device = %self.device.id(), sequence = %clip(&label), "number sequence read into this device");
                     self.device.set_detail("sequences", format!("{label} → this device"));
                     (Some(0), true)
                 }
@@ -997,9 +1001,11 @@ impl Ingest {
         };
         let mapped = self.configured.iter().any(|(c, _)| *c == label);
         if target.is_none() && settled && !mapped && self.logged.first(&format!("unmapped {label}")) {
-            let taken = self.claimed.as_deref().map(|c| format!(" (this device takes `{c}`)")).unwrap_or_default();
-            tracing::warn!(device = %self.device.id(), sequence = %label,
-                "the camera reads a number sequence that no device takes; map it with `sequences: {{{label}: <device id>}}`{taken}; counted as unknown");
+            let taken =
+                self.claimed.as_deref().map(|c| format!(" (this device takes `{}`)", clip(c))).unwrap_or_default();
+            let shown = clip(&label);
+            tracing::warn!(device = %self.device.id(), sequence = %shown,
+                "the camera reads a number sequence that no device takes; map it with `sequences: {{{shown}: <device id>}}`{taken}; counted as unknown");
             self.device.set_detail("unmapped_sequence", label);
         }
         if settled {
@@ -1045,7 +1051,7 @@ impl Ingest {
         if let Some((reason, field)) = r.bad_field {
             self.device.counters().parse_error(reason);
             if self.logged.first(&format!("{reason} {field}")) {
-                tracing::warn!(device = %self.device.id(), sequence = %self.label(i), field, record = ?rec,
+                tracing::warn!(device = %self.device.id(), sequence = %self.label(i), field, record = %clip(&format!("{rec:?}")),
                     "camera field is not a number; skipped");
             }
         }

@@ -20,6 +20,7 @@ use crate::config::{GoeConfig, GoeTransport};
 use crate::model::{Identity, Quantity, Update, Value};
 use crate::mqtt::{Message, QoS};
 use crate::router::{Command, DeviceHandle, Link};
+use crate::untrusted::{clip, clip_bytes};
 
 use mapping::{KeyOutcome, Mapper};
 
@@ -98,7 +99,9 @@ struct LogOnce(HashSet<String>);
 
 impl LogOnce {
     fn first(&mut self, what: &str) -> bool {
-        self.0.len() < 1024 && self.0.insert(what.to_owned())
+        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
+        let what = crate::untrusted::truncated(what, 128).unwrap_or_else(|| what.to_owned());
+        self.0.len() < 1024 && self.0.insert(what)
     }
 }
 
@@ -148,13 +151,13 @@ impl Ingest {
             KeyOutcome::Unknown => {
                 self.device.counters().unknown_keys.inc();
                 if self.logged.first(&format!("unknown {key}")) {
-                    tracing::info!(device = %self.device.id(), key, "unknown go-e key (newer firmware?); counted and ignored");
+                    tracing::info!(device = %self.device.id(), key = %clip(key), "unknown go-e key (newer firmware?); counted and ignored");
                 }
             }
             KeyOutcome::Invalid(reason) => {
                 self.device.counters().parse_error(reason);
                 if self.logged.first(&format!("{reason} {key}")) {
-                    tracing::warn!(device = %self.device.id(), key, value = %value, reason, "go-e value not understood; skipped");
+                    tracing::warn!(device = %self.device.id(), key = %clip(key), value = %clip(&value.to_string()), reason, "go-e value not understood; skipped");
                 }
             }
         }
@@ -246,8 +249,8 @@ fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
         Err(e) => {
             device.counters().parse_error("invalid_json");
             if ingest.logged.first(&format!("json {key}")) {
-                tracing::warn!(device = %device.id(), topic = %msg.topic, error = %e,
-                    payload = %String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(120)]),
+                tracing::warn!(device = %device.id(), topic = %clip(&msg.topic), error = %e,
+                    payload = %clip_bytes(&msg.payload),
                     "go-e payload is not JSON; skipped");
             }
             return;
@@ -316,7 +319,7 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
                     }
                     Err(reason) => {
                         if !failing {
-                            tracing::warn!(device = %device.id(), url = %status_url, %reason, "go-e HTTP poll failed; retrying every interval");
+                            tracing::warn!(device = %device.id(), url = %status_url, reason = %clip(&reason), "go-e HTTP poll failed; retrying every interval");
                             failing = true;
                         }
                         device.set_link(Link::Down(reason));

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::Message;
 use crate::router::{DeviceHandle, Link};
+use crate::untrusted::{clip, clip_bytes};
 
 use mapping::{Counted, LinkWish, Mapper};
 
@@ -98,6 +99,8 @@ struct LogOnce(HashSet<String>);
 
 impl LogOnce {
     fn first(&mut self, what: String) -> bool {
+        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
+        let what = crate::untrusted::truncated(&what, 128).unwrap_or(what);
         self.0.len() < 1024 && self.0.insert(what)
     }
 }
@@ -167,15 +170,15 @@ impl Ingest {
         let device = self.device.id();
         let what = p.what.as_str();
         match p.counted {
-            Counted::Unknown => tracing::info!(device, what, topic = %msg.topic,
+            Counted::Unknown => tracing::info!(device, what, topic = %clip(&msg.topic),
                 "OctoPrint name not in the adapter's tables (newer OctoPrint or a plugin); passed through and counted"),
-            Counted::Rejected("retained_event") => tracing::info!(device, what, topic = %msg.topic,
+            Counted::Rejected("retained_event") => tracing::info!(device, what, topic = %clip(&msg.topic),
                 "retained OctoPrint event on the broker (left by plugin <= 0.8.13?): history, not replayed; \
                  clear it with `mosquitto_pub -r -n -t <topic>`"),
-            Counted::Rejected(reason) => tracing::info!(device, what, reason, topic = %msg.topic,
+            Counted::Rejected(reason) => tracing::info!(device, what, reason, topic = %clip(&msg.topic),
                 "OctoPrint sample not used (an older sample arrived after a newer one, e.g. queued during an outage); counted"),
-            Counted::ParseError(reason) => tracing::warn!(device, what, reason, topic = %msg.topic,
-                payload = %String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(120)]),
+            Counted::ParseError(reason) => tracing::warn!(device, what, reason, topic = %clip(&msg.topic),
+                payload = %clip_bytes(&msg.payload),
                 "OctoPrint payload not understood; skipped"),
         }
     }

@@ -64,6 +64,7 @@ use crate::config::{Dur, Secret};
 use crate::model::{Identity, Update};
 use crate::mqtt::Message;
 use crate::router::{DeviceHandle, Link};
+use crate::untrusted::clip;
 
 use client::{Gateway, GatewayError};
 use mapping::{FieldMap, Issue, Reading, SystemInfo, Txt, VolumeFrom};
@@ -415,11 +416,13 @@ struct LogOnce(HashMap<&'static str, HashSet<String>>);
 
 impl LogOnce {
     fn first(&mut self, kind: &'static str, key: &str) -> bool {
+        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
+        let key = crate::untrusted::truncated(key, 128).unwrap_or_else(|| key.to_owned());
         let set = self.0.entry(kind).or_default();
-        if set.contains(key) || set.len() >= 256 {
+        if set.contains(&key) || set.len() >= 256 {
             return false;
         }
-        set.insert(key.to_owned());
+        set.insert(key);
         true
     }
 }
@@ -533,14 +536,14 @@ impl Ingest {
                 Issue::Unknown(key) => {
                     device.counters().unknown_keys.inc();
                     if self.logged.first("unknown", &key) {
-                        tracing::info!(device = %device.id(), source, key = %key,
+                        tracing::info!(device = %device.id(), source, key = %clip(&key),
                             "unknown whatwatt key (newer firmware or an unmapped template field); counted and ignored");
                     }
                 }
                 Issue::Invalid { key, reason } => {
                     device.counters().parse_error(reason);
                     if self.logged.first(reason, &key) {
-                        tracing::warn!(device = %device.id(), source, key = %key, reason,
+                        tracing::warn!(device = %device.id(), source, key = %clip(&key), reason,
                             "whatwatt value not understood; skipped");
                     }
                 }
@@ -551,7 +554,7 @@ impl Ingest {
     fn parse_error(&mut self, reason: &'static str, what: &str, detail: &str) {
         self.device.counters().parse_error(reason);
         if self.logged.first(reason, what) {
-            tracing::warn!(device = %self.device.id(), reason, what, detail, "whatwatt payload skipped (counted)");
+            tracing::warn!(device = %self.device.id(), reason, what, detail = %clip(detail), "whatwatt payload skipped (counted)");
         }
     }
 
@@ -561,7 +564,7 @@ impl Ingest {
             Some(s) if !mapping::status_ok(s) => {
                 let reason = format!("meter status {s} (values are only trusted with OK)");
                 if self.bad_status.as_deref() != Some(s) {
-                    tracing::warn!(device = %self.device.id(), status = s, "whatwatt meter status is not OK; device offline");
+                    tracing::warn!(device = %self.device.id(), status = %clip(s), "whatwatt meter status is not OK; device offline");
                     self.bad_status = Some(s.to_owned());
                     self.device.set_detail("meter_status", s);
                 }
@@ -770,7 +773,7 @@ impl Ingest {
         if event != "live" {
             self.device.counters().unknown_keys.inc();
             if self.logged.first("sse event", event) {
-                tracing::info!(device = %self.device.id(), event, "unknown whatwatt SSE event type; ignored");
+                tracing::info!(device = %self.device.id(), event = %clip(event), "unknown whatwatt SSE event type; ignored");
             }
             return false;
         }
@@ -827,7 +830,7 @@ impl Ingest {
         self.issues = issues;
         self.report_issues("mqtt");
         if !r.has_measurements() && self.logged.first("no fields", &msg.topic) {
-            tracing::warn!(device = %self.device.id(), topic = %msg.topic,
+            tracing::warn!(device = %self.device.id(), topic = %clip(&msg.topic),
                 "no field of this whatwatt payload is mapped to a measurement; set `template:` (the gateway's template) or `fields:`");
         }
         if self.meter_status(r.text(Txt::MeterStatus)).is_some() {
@@ -904,11 +907,13 @@ async fn run_mqtt(cfg: WhatwattConfig, gateway: Option<Gateway>, mut ingest: Ing
                             "the gateway's MQTT client is disabled (Web UI: MQTT settings); nothing will arrive on {topic}");
                     }
                 }
-                Err(e) => tracing::warn!(device = %device.id(), error = %e, "whatwatt identity probe failed"),
+                Err(e) => {
+                    tracing::warn!(device = %device.id(), error = %clip(&e.to_string()), "whatwatt identity probe failed")
+                }
             },
             Err(e) => {
                 ingest.count_transport_error(&e);
-                tracing::warn!(device = %device.id(), error = %e, "whatwatt identity probe failed")
+                tracing::warn!(device = %device.id(), error = %clip(&e.to_string()), "whatwatt identity probe failed")
             }
         }
     }
@@ -1038,7 +1043,7 @@ impl Http {
             }
             Err(e) => {
                 if self.logged.first("probe", &e) {
-                    tracing::warn!(device = %self.device.id(), error = %e, "whatwatt identity probe failed");
+                    tracing::warn!(device = %self.device.id(), error = %clip(&e.to_string()), "whatwatt identity probe failed");
                 }
                 None
             }
@@ -1082,7 +1087,7 @@ impl Http {
                     if !ct.is_empty() && !ct.starts_with("text/event-stream") && !ct.contains("html") && status == 200 {
                         // A capture served by a plain file server; parse it anyway, say so once.
                         if self.logged.first("content type", &ct) {
-                            tracing::info!(device = %self.device.id(), content_type = %ct,
+                            tracing::info!(device = %self.device.id(), content_type = %clip(&ct),
                                 "/api/v1/live is not text/event-stream; reading it as an event stream anyway");
                         }
                     }
@@ -1166,9 +1171,9 @@ impl Http {
         let level_error = matches!(e, GatewayError::Auth { .. });
         if self.logged.first("connect", &reason) {
             if level_error {
-                tracing::error!(device = %self.device.id(), error = %reason, "whatwatt authentication failed");
+                tracing::error!(device = %self.device.id(), error = %clip(&reason), "whatwatt authentication failed");
             } else {
-                tracing::warn!(device = %self.device.id(), error = %reason, "cannot open the whatwatt SSE stream; retrying with backoff");
+                tracing::warn!(device = %self.device.id(), error = %clip(&reason), "cannot open the whatwatt SSE stream; retrying with backoff");
             }
         }
         self.device.set_link(Link::Down(reason));
@@ -1281,7 +1286,7 @@ impl Http {
                 }
                 Err(Some(reason)) => {
                     if !failing {
-                        tracing::warn!(device = %self.device.id(), %reason, "whatwatt report poll failed; retrying every interval");
+                        tracing::warn!(device = %self.device.id(), reason = %clip(&reason), "whatwatt report poll failed; retrying every interval");
                         failing = true;
                     }
                     self.device.set_link(Link::Down(reason));
