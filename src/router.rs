@@ -138,6 +138,8 @@ struct DeviceState {
     guard: GuardConfig,
     /// A longer freshness window the adapter learned from the device (its announced cadence).
     min_freshness: Duration,
+    /// `ingest_queue` from the device's config: how many messages may wait for its adapter.
+    ingest_queue: Option<usize>,
 }
 
 impl DeviceState {
@@ -235,6 +237,7 @@ impl Router {
                     cleared: Vec::new(),
                     guard: GuardConfig::default(),
                     min_freshness: Duration::ZERO,
+                    ingest_queue: None,
                 }),
                 spec,
             })
@@ -801,6 +804,16 @@ impl DeviceHandle {
         if window > st.min_freshness {
             st.min_freshness = window;
         }
+    }
+
+    /// Sets the configured `ingest_queue` (the adapter's input queue length); called at start-up.
+    pub fn set_ingest_queue(&self, capacity: Option<usize>) {
+        lock(&self.entry().state).ingest_queue = capacity;
+    }
+
+    /// The configured `ingest_queue`, if any (adapters fall back to their own default).
+    pub fn ingest_queue(&self) -> Option<usize> {
+        lock(&self.entry().state).ingest_queue
     }
 
     /// Forgets the counter guard's baseline of `q`: the next reading is accepted as is (a replaced

@@ -8,6 +8,8 @@
 //! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
 //! - `mqtt_client`: user name/password against a protected Mosquitto, 200 KiB payloads both ways.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
+//! - `ingest_drops`: each MQTT-fed adapter flooded past its input queue counts the drops per device
+//!   and keeps working.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
 //! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
@@ -28,6 +30,7 @@ mod discover;
 mod end_to_end;
 mod golden;
 mod http_endpoints;
+mod ingest_drops;
 mod mqtt_client;
 mod octoprint;
 mod process;

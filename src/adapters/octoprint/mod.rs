@@ -189,13 +189,12 @@ impl Ingest {
 /// Runs the adapter until `cancel`.
 pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: CancellationToken) {
     let filters = filters(&cfg);
-    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
     device.set_detail("commands", "none: OctoPrint-MQTT is publish-only (pause/resume/cancel need the REST API)");
     device.set_detail("availability", "the plugin's `mqtt` status and the printer state (silence is normal)");
     device.extend_freshness(NEVER_STALE);
-    let mut rx = device.mqtt().subscribe_many(&refs, 4096).await;
+    let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
     let mut ingest = Ingest::new(&cfg, device.clone());
     loop {
         tokio::select! {
