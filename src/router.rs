@@ -152,6 +152,8 @@ struct DeviceState {
     /// Fields (quantity or identity field names) already logged as cut to the text bound: one log
     /// line per field and run, the counter counts every cut.
     truncation_logged: Vec<&'static str>,
+    /// `ingest_queue` from the device's config: how many messages may wait for its adapter.
+    ingest_queue: Option<usize>,
 }
 
 impl DeviceState {
@@ -251,6 +253,7 @@ impl Router {
                     min_freshness: Duration::ZERO,
                     implausible: Vec::new(),
                     truncation_logged: Vec::new(),
+                    ingest_queue: None,
                 }),
                 spec,
             })
@@ -907,6 +910,16 @@ impl DeviceHandle {
         if window > st.min_freshness {
             st.min_freshness = window;
         }
+    }
+
+    /// Sets the configured `ingest_queue` (the adapter's input queue length); called at start-up.
+    pub fn set_ingest_queue(&self, capacity: Option<usize>) {
+        lock(&self.entry().state).ingest_queue = capacity;
+    }
+
+    /// The configured `ingest_queue`, if any (adapters fall back to their own default).
+    pub fn ingest_queue(&self) -> Option<usize> {
+        lock(&self.entry().state).ingest_queue
     }
 
     /// Forgets the counter guard's baseline of `q`: the next reading is accepted as is (a replaced

@@ -10,6 +10,7 @@
 pub mod ai_on_the_edge;
 pub mod goe;
 pub mod http;
+pub mod ingest;
 pub mod octoprint;
 pub mod whatwatt;
 
@@ -62,6 +63,7 @@ pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
 
 /// Starts the adapter task for one device.
 pub fn spawn(cfg: &DeviceConfig, device: DeviceHandle, tracker: &TaskTracker, cancel: CancellationToken) {
+    device.set_ingest_queue(cfg.common.ingest_queue);
     match &cfg.adapter {
         AdapterConfig::Goe(c) => {
             tracker.spawn(goe::run(c.clone(), device, cancel));

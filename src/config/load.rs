@@ -411,6 +411,12 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                 errs.push((format!("{path}.{key}"), "must be longer than 0s (leave it out to turn it off)".into()));
             }
         }
+        if d.common.ingest_queue.is_some_and(|n| !(1..=crate::adapters::ingest::MAX_QUEUE).contains(&n)) {
+            errs.push((
+                format!("{path}.ingest_queue"),
+                format!("must be 1 to {} messages", crate::adapters::ingest::MAX_QUEUE),
+            ));
+        }
         errs.extend(crate::adapters::validate(&d.adapter, &path));
         for (p, m) in errs {
             ctx.error(&p, m);
@@ -586,6 +592,14 @@ mod tests {
         assert!(all.contains("did you mean `goe`?"), "{all}");
         assert!(all.contains("device ids are"), "{all}");
         assert!(e.0.len() >= 6, "{all}");
+    }
+
+    #[test]
+    fn an_ingest_queue_of_zero_is_a_config_error_naming_the_key() {
+        let e = load_test("devices:\n  p:\n    adapter: octoprint\n    ingest_queue: 0\n").unwrap_err();
+        assert!(e.to_string().contains("devices.p.ingest_queue: must be 1 to 1000000 messages"), "{e}");
+        let c = load_test("devices:\n  p:\n    adapter: octoprint\n    ingest_queue: 16\n").unwrap();
+        assert_eq!(c.devices["p"].common.ingest_queue, Some(16));
     }
 
     #[test]

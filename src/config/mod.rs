@@ -256,6 +256,11 @@ pub struct DeviceCommon {
     /// Republish unchanged values this often, so consumers can tell "unchanged" from "gone".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Dur>,
+    /// How many incoming MQTT messages may wait for the device's adapter; beyond that they are
+    /// dropped and counted on `hlbridge_ingest_dropped_total{device}` (default: the adapter's own,
+    /// 256 to 4096). Raise it for bursty devices whose drop counter grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_queue: Option<usize>,
     /// Set to false to keep the device in the file but not run it.
     #[serde(default = "yes")]
     pub enabled: bool,

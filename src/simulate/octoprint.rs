@@ -5,6 +5,11 @@
 //! `printer_data` as an option), the start-up resets, retained `temperature/<key>` samples above the
 //! 0.1 °C threshold, queued while the broker is away and flushed on reconnect.
 //!
+//! Observed on a real OctoPrint 1.11.8 + plugin 0.8.16 and reproduced here: temperatures are
+//! change-driven only (a heater at a steady temperature publishes nothing, an idle printer is
+//! silent); after a cancel `progress/printing` carries `printTime`/`printTimeLeft` null; shutdown
+//! is `disconnected`, then the live `Shutdown` event, then the broker's last will.
+//!
 //! It plays an endless cycle: printer off → connect → idle → print started and heat-up → printing
 //! with progress → pause and resume → done or cancelled → cool-down → disconnect.
 //!
@@ -32,6 +37,9 @@ const TOOL_TARGET: f64 = 215.0;
 const BED_TARGET: f64 = 60.0;
 /// The plugin's `temperatureThreshold`.
 const THRESHOLD: f64 = 0.1;
+/// Thermistor noise on each reading (±). Below half the threshold, so a heater holding its
+/// temperature publishes nothing, like a real idle printer (silent for minutes).
+const READING_NOISE: f64 = 0.04;
 /// The simulated job file.
 const FILE_NAME: &str = "benchy.gcode";
 const FILE_PATH: &str = "folder/benchy.gcode";
@@ -211,6 +219,7 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy)]
 struct Heater {
     key: &'static str,
+    /// The heater's true temperature (smooth; readings add [`READING_NOISE`]).
     actual: f64,
     target: f64,
     /// What was last published (actual, target), for the threshold.
@@ -333,18 +342,26 @@ impl PrinterSim {
         self.connected = false;
     }
 
-    /// OctoPrint shuts down: the `Shutdown` event, then the plugin's explicit `disconnected`.
+    /// OctoPrint shuts down, in the order a real OctoPrint 1.11.8 + plugin 0.8.16 does it: the
+    /// plugin's own `disconnected`, then OctoPrint's live `Shutdown` event, then (the socket closes
+    /// without a DISCONNECT) the broker's last will, `disconnected` again. [`run`] ends with a clean
+    /// DISCONNECT, which suppresses the real will, so the will's message is the last publish here:
+    /// subscribers see the same topic, payload and order.
     pub fn shutdown(&mut self, now: i64) -> Vec<SimPublish> {
         let mut out = Vec::new();
-        self.event(&mut out, now, "Shutdown", Vec::new());
-        if self.connected {
-            out.push(SimPublish {
-                topic: format!("{}mqtt", self.base),
-                payload: "disconnected".into(),
-                retain: true,
-                qos1: true,
-            });
+        if !self.connected {
+            return out;
         }
+        let status = SimPublish {
+            topic: format!("{}mqtt", self.base),
+            payload: "disconnected".into(),
+            retain: true,
+            qos1: true,
+        };
+        out.push(status.clone());
+        self.event(&mut out, now, "Shutdown", Vec::new());
+        out.push(status);
+        self.connected = false;
         out
     }
 
@@ -625,13 +642,13 @@ impl PrinterSim {
     fn temperatures(&mut self, out: &mut Vec<SimPublish>, now: i64) {
         let p = self.phases;
         for i in 0..self.heaters.len() {
-            let noise = self.rng.random_range(-0.15..0.15);
+            let noise = self.rng.random_range(-READING_NOISE..READING_NOISE);
             let h = &mut self.heaters[i];
             let (goal, ticks, left) = if h.target > 0.0 { (h.target, p.heat, 0.02) } else { (AMBIENT, p.cool, 0.2) };
-            // Reach `left` of the gap after `ticks` ticks.
+            // Reach `left` of the gap after `ticks` ticks; once there, only the noise moves.
             let k = 1.0 - f64::powf(left, 1.0 / f64::from(ticks.max(1)));
-            h.actual = ((h.actual + (goal - h.actual) * k + noise) * 100.0).round() / 100.0;
-            let (actual, target) = (h.actual, h.target);
+            h.actual += (goal - h.actual) * k;
+            let (actual, target) = (((h.actual + noise) * 100.0).round() / 100.0, h.target);
             let publish = match h.last {
                 None => true,
                 Some((la, lt)) => (actual - la).abs() >= THRESHOLD || (target - lt).abs() >= THRESHOLD || la == 0.0,
@@ -1091,12 +1108,15 @@ mod tests {
             "{\"location\": \"\", \"path\": \"\", \"progress\": 0, \"_timestamp\": 1700000000}"
         );
         assert!(first[1].topic.ends_with("progress/slicing") && first[1].retain);
-        for i in 0..4 {
+        // Into the print, so that the heaters move and temperatures are published.
+        let mut i = 0;
+        while sim.phase() != Phase::Heating {
             sim.step(T0 + i);
+            i += 1;
         }
         sim.on_disconnect();
         let mut dropped = Vec::new();
-        for i in 4..8 {
+        for i in i..i + 4 {
             dropped.extend(sim.step(T0 + i));
         }
         assert!(dropped.is_empty(), "nothing is published while the broker is away: {dropped:?}");
@@ -1104,6 +1124,67 @@ mod tests {
         assert!(!flushed.is_empty());
         assert!(flushed.iter().all(|m| m.topic.contains("/temperature/") && m.retain));
         assert!(flushed.iter().all(|m| m.payload.contains("\"_timestamp\": 170000000")), "original sample times kept");
+    }
+
+    #[test]
+    fn an_idle_printer_at_a_steady_temperature_publishes_nothing() {
+        let o = OctoprintSimOptions { phases: PhaseTicks { idle: 10_000, ..opts().phases }, ..opts() };
+        let mut sim = PrinterSim::new(&o);
+        let mut msgs = run_ticks(&mut sim, 50);
+        assert_eq!(sim.phase(), Phase::Idle);
+        let temps = msgs.iter().filter(|m| m.topic.contains("/temperature/")).count();
+        assert_eq!(temps, 2, "one sample per heater when the printer connects, then silence: {msgs:?}");
+        msgs.clear();
+        for i in 0..1000 {
+            msgs.extend(sim.step(T0 + 100 + i));
+        }
+        assert!(msgs.is_empty(), "{msgs:?}");
+    }
+
+    #[test]
+    fn a_heating_printer_publishes_only_moves_of_at_least_the_threshold() {
+        let o = opts();
+        let mut sim = PrinterSim::new(&o);
+        let msgs = run_ticks(&mut sim, o.phases.cycle());
+        let tool0: Vec<f64> = msgs
+            .iter()
+            .filter(|m| m.topic == "octoPrint/temperature/tool0")
+            .map(|m| serde_json::from_str::<serde_json::Value>(&m.payload).unwrap()["actual"].as_f64().unwrap())
+            .collect();
+        assert!(tool0.len() > 3, "{tool0:?}");
+        // Consecutive samples with the same target differ by the threshold (0.1 °C, to rounding).
+        assert!(tool0.windows(2).all(|w| (w[1] - w[0]).abs() >= THRESHOLD - 1e-9), "{tool0:?}");
+    }
+
+    #[test]
+    fn a_cancel_is_followed_by_progress_with_null_times() {
+        let o = OctoprintSimOptions { printer_data: true, outcome: SimOutcome::Cancelled, ..opts() };
+        let mut sim = PrinterSim::new(&o);
+        let msgs = run_ticks(&mut sim, o.phases.cycle());
+        let after = msgs
+            .iter()
+            .skip_while(|m| !m.topic.ends_with("/PrintCancelled"))
+            .find(|m| m.topic.ends_with("progress/printing"))
+            .expect("progress after the cancel");
+        let v: serde_json::Value = serde_json::from_str(&after.payload).unwrap();
+        let p = &v["printer_data"]["progress"];
+        assert_eq!(v["progress"], 0);
+        assert!(p["printTime"].is_null() && p["printTimeLeft"].is_null() && p["completion"].is_null(), "{p}");
+    }
+
+    #[test]
+    fn shutdown_says_disconnected_then_shutdown_then_the_last_will() {
+        let o = opts();
+        let mut sim = PrinterSim::new(&o);
+        run_ticks(&mut sim, 10);
+        let out = sim.shutdown(T0 + 20);
+        let seq: Vec<(&str, &str)> = out.iter().map(|m| (m.topic.as_str(), m.payload.as_str())).collect();
+        assert_eq!(seq[0], ("octoPrint/mqtt", "disconnected"));
+        assert_eq!(seq[1].0, "octoPrint/event/Shutdown");
+        assert_eq!(seq[2], ("octoPrint/mqtt", "disconnected"));
+        assert_eq!(seq.len(), 3);
+        assert!(out[0].qos1 && out[0].retain && out[2].qos1 && out[2].retain && !out[1].retain);
+        assert!(sim.shutdown(T0 + 21).is_empty(), "nothing more once disconnected");
     }
 
     #[test]

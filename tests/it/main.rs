@@ -12,6 +12,8 @@
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `hostile_input`: oversized device texts, absurd numbers, a bogus counter level and made-up
 //!   command topics against a real broker: cut, rejected, counted, one connection throughout.
+//! - `ingest_drops`: each MQTT-fed adapter flooded past its input queue counts the drops per device
+//!   and keeps working.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
 //!   to end, stale retained events, out-of-order temperatures, availability, several printers.
 //! - `whatwatt`: whatwatt Go samples to golden files; SSE, poll and MQTT end to end against the
@@ -37,6 +39,7 @@ mod golden;
 mod hostile_input;
 mod http_endpoints;
 mod huge_bodies;
+mod ingest_drops;
 mod mqtt_client;
 mod mqtt_faults;
 mod octoprint;

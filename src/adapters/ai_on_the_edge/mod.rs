@@ -1104,10 +1104,9 @@ pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Cancellat
     }
     let mut ingest = Ingest::new(&cfg, device.clone());
     let filters = ingest.filters();
-    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
-    let mut rx = device.mqtt().subscribe_many(&refs, 1024).await;
+    let mut rx = super::ingest::subscribe(&device, &filters, 1024).await;
     let mut idle: Option<Instant> = None;
     loop {
         tokio::select! {

@@ -167,11 +167,9 @@ impl Ingest {
 async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
     let prefixes = topic_prefixes(&cfg);
     let filters: Vec<String> = prefixes.iter().map(|p| format!("{p}#")).collect();
-    let filter_refs: Vec<&str> = filters.iter().map(String::as_str).collect();
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
-    let mut rx =
-        device.mqtt().subscribe_counted(&filter_refs, 4096, Some(device.counters().ingest_dropped.clone())).await;
+    let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
     let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
     if let Some(serial) = &cfg.serial {
         let u = Update {

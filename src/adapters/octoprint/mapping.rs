@@ -32,6 +32,11 @@ const REPEAT_EVENT_SECS: i64 = 60;
 const MAX_UNIX: i64 = 32_503_680_000;
 /// How far ahead of our clock an OctoPrint host's clock may be before its times are not used.
 const MAX_AHEAD_SECS: i64 = 86_400;
+/// After `disconnected`, how long (on the plugin's `_timestamp` clock) live plugin data must keep
+/// coming before it proves a new connection whose `connected` was overtaken by the old session's
+/// late last will. A shutdown publishes at most its `Shutdown` event (same second) after
+/// `disconnected`, then the last will; it never spans this long.
+const RECOVER_AFTER_SECS: i64 = 30;
 
 /// What an event or state says about whether the printer is connected to OctoPrint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,6 +400,12 @@ fn job_running(state: Option<&str>) -> bool {
     matches!(state, Some("printing" | "pausing" | "paused" | "cancelling" | "finishing"))
 }
 
+/// The router's "absent" value: the quantity's retained topic is deleted and it leaves the state
+/// JSON and `/metrics` (an empty text, whatever the quantity's type).
+fn absent() -> Value {
+    Value::Text(Cow::Borrowed(""))
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -413,6 +424,9 @@ pub struct Mapper {
     state_from_event: bool,
     /// The plugin said `disconnected`.
     host_down: bool,
+    /// While `host_down`: the `_timestamp` of the first live plugin message since, from which
+    /// [`RECOVER_AFTER_SECS`] of further live data count as a new connection.
+    live_since_down: Option<i64>,
     /// The printer is not connected to OctoPrint.
     printer_down: bool,
     /// A live (non-retained) message arrived since start-up or since `disconnected`.
@@ -446,6 +460,7 @@ impl Mapper {
             state_ts: None,
             state_from_event: false,
             host_down: false,
+            live_since_down: None,
             printer_down: false,
             live_seen: false,
             temp_ts: HashMap::new(),
@@ -481,12 +496,6 @@ impl Mapper {
     pub fn handle(&mut self, topic: Topic<'_>, payload: &[u8], retained: bool) -> Outcome {
         let mut out = Outcome { update: Update { fresh: !retained, ..Default::default() }, problems: Vec::new() };
         let live = !retained;
-        if live && topic != Topic::Lwt && self.host_down {
-            // Plugin traffic after its `disconnected` comes from a new connection: the broker may
-            // fire the old session's last will long after the plugin reconnected (a new random
-            // client id), or the `connected` may be lost (plugin #72, #77). Data is the proof.
-            self.host_down = false;
-        }
         match topic {
             Topic::Lwt => self.lwt(payload, live, &mut out),
             Topic::Metadata(key) => self.metadata(key, payload, live, &mut out),
@@ -510,6 +519,9 @@ impl Mapper {
                 }
             }
         }
+        if live && topic != Topic::Lwt && self.host_down {
+            self.recover_host(out.update.ts.map(OffsetDateTime::unix_timestamp));
+        }
         if live {
             self.live_seen = true;
         }
@@ -519,6 +531,25 @@ impl Mapper {
             out.update.push(qs().printer_state, Value::Text(Cow::Borrowed("unknown")));
         }
         out
+    }
+
+    /// Live plugin data while the plugin is known to be disconnected. It does not prove a new
+    /// connection by itself: at shutdown the plugin says `disconnected`, then OctoPrint's live
+    /// `Shutdown` event still goes out, then the broker sends the last will (a real OctoPrint
+    /// 1.11.8 + plugin 0.8.16 run). Only the plugin's `connected` does, with one exception: when
+    /// a restarted OctoPrint (a new random client id) said `connected` before the broker gave up on
+    /// the old session, the old session's last will arrives late and no `connected` follows. Live
+    /// data spanning [`RECOVER_AFTER_SECS`] of the plugin's clock is then the proof.
+    fn recover_host(&mut self, ts: Option<i64>) {
+        let Some(t) = ts else { return };
+        match self.live_since_down {
+            None => self.live_since_down = Some(t),
+            Some(first) if t - first >= RECOVER_AFTER_SECS => {
+                self.host_down = false;
+                self.live_since_down = None;
+            }
+            Some(_) => {}
+        }
     }
 
     /// Parses a JSON object payload; an empty payload (a cleared retained topic) yields `None`
@@ -610,6 +641,7 @@ impl Mapper {
             Ok("connected") => {
                 if self.host_down {
                     self.host_down = false;
+                    self.live_since_down = None;
                     if live {
                         // Events are dropped while the plugin is offline: what the printer did
                         // meanwhile is not known.
@@ -623,6 +655,7 @@ impl Mapper {
             }
             Ok("disconnected") => {
                 self.host_down = true;
+                self.live_since_down = None;
                 self.live_seen = false;
                 self.set_state("unknown", LinkEffect::Keep, None, Source::Lwt, live, out);
             }
@@ -757,13 +790,21 @@ impl Mapper {
             None => {}
         }
         if let Some(p) = pd_progress {
-            if let Some(t) = number(p.get("printTime")).filter(|t| *t >= 0.0) {
-                self.have_elapsed = true;
-                out.update.push(qs().print_time_elapsed, Value::Number(t));
-            }
-            if let Some(t) = number(p.get("printTimeLeft")).filter(|t| *t >= 0.0) {
-                self.have_time_left = true;
-                out.update.push(qs().print_time_left, Value::Number(t));
+            // A null time is OctoPrint saying "no job" (after a cancel: completion, printTime and
+            // printTimeLeft all null): the value is absent, not frozen at its last reading.
+            for (key, q, seen) in [
+                ("printTime", qs().print_time_elapsed, &mut self.have_elapsed),
+                ("printTimeLeft", qs().print_time_left, &mut self.have_time_left),
+            ] {
+                match p.get(key) {
+                    Some(Json::Null) => out.update.push(q, absent()),
+                    v => {
+                        if let Some(t) = number(v).filter(|t| *t >= 0.0) {
+                            *seen = true;
+                            out.update.push(q, Value::Number(t));
+                        }
+                    }
+                }
             }
         }
         if let Some(state) = data.and_then(|d| d.get("state")).and_then(Json::as_object) {
@@ -1325,7 +1366,7 @@ mod tests {
     }
 
     #[test]
-    fn live_plugin_traffic_after_a_late_last_will_brings_the_host_back() {
+    fn half_a_minute_of_live_plugin_traffic_after_a_late_last_will_brings_the_host_back() {
         let mut m = Mapper::default();
         live(&mut m, Topic::Lwt, "connected");
         live(&mut m, Topic::Temperature("bed"), r#"{"actual": 50.0, "_timestamp": 100}"#);
@@ -1334,8 +1375,57 @@ mod tests {
         retained(&mut m, Topic::Temperature("bed"), r#"{"actual": 50.2, "_timestamp": 101}"#);
         assert_eq!(m.link(), Some(LinkWish::HostDown), "a retained replay proves nothing");
         live(&mut m, Topic::Temperature("bed"), r#"{"actual": 50.4, "_timestamp": 102}"#);
-        assert_eq!(m.link(), Some(LinkWish::Up));
+        assert_eq!(m.link(), Some(LinkWish::HostDown), "one live message could be a shutdown's last gasp");
+        live(&mut m, Topic::Temperature("bed"), r#"{"actual": 50.6, "_timestamp": 131}"#);
+        assert_eq!(m.link(), Some(LinkWish::HostDown));
+        live(&mut m, Topic::Temperature("bed"), r#"{"actual": 50.8, "_timestamp": 132}"#);
+        assert_eq!(m.link(), Some(LinkWish::Up), "the plugin kept publishing for 30 s: a new connection");
         assert_eq!(m.state(), Some("unknown"));
+    }
+
+    #[test]
+    fn a_shutdown_event_between_disconnected_and_the_last_will_keeps_the_host_down() {
+        // The order a real OctoPrint 1.11.8 + plugin 0.8.16 shutdown produces.
+        let mut m = Mapper::default();
+        live(&mut m, Topic::Lwt, "connected");
+        live(&mut m, Topic::Event("PrinterStateChanged"), r#"{"state_id": "OPERATIONAL", "_timestamp": 100}"#);
+        assert_eq!(m.link(), Some(LinkWish::Up));
+        let mut links = Vec::new();
+        live(&mut m, Topic::Lwt, "disconnected");
+        links.push(m.link());
+        let shutdown = live(&mut m, Topic::Event("Shutdown"), r#"{"_event": "Shutdown", "_timestamp": 101}"#);
+        assert_eq!(shutdown.update.events[0].name, "shutdown", "the event itself is still published");
+        links.push(m.link());
+        live(&mut m, Topic::Lwt, "disconnected");
+        links.push(m.link());
+        assert_eq!(links, [Some(LinkWish::HostDown); 3]);
+        // Only the plugin's own `connected` proves the next connection.
+        live(&mut m, Topic::Lwt, "connected");
+        assert_eq!(m.link(), Some(LinkWish::Up));
+    }
+
+    #[test]
+    fn null_print_times_after_a_cancel_make_the_times_absent() {
+        let mut m = Mapper::default();
+        let running = live(
+            &mut m,
+            Topic::Progress("printing"),
+            r#"{"path": "a.gcode", "progress": 70, "printer_data": {"progress": {"completion": 70.2, "printTime": 4, "printTimeLeft": 34}}, "_timestamp": 100}"#,
+        );
+        assert_eq!(num(&running, "print_time_left"), Some(34.0));
+        let cancelled = live(
+            &mut m,
+            Topic::Progress("printing"),
+            r#"{"path": "a.gcode", "progress": 0, "printer_data": {"progress": {"completion": null, "filepos": null, "printTime": null, "printTimeLeft": null, "printTimeLeftOrigin": null}}, "_timestamp": 101}"#,
+        );
+        assert_eq!(value(&cancelled, "print_time_left"), Some(absent()));
+        assert_eq!(value(&cancelled, "print_time_elapsed"), Some(absent()));
+        assert_eq!(num(&cancelled, "print_progress"), Some(0.0), "the plugin's own progress 0 is a value");
+        assert!(cancelled.problems.is_empty(), "{:?}", cancelled.problems);
+        // Without printer_data (or without the keys) the times are left alone.
+        let plain =
+            live(&mut m, Topic::Progress("printing"), r#"{"path": "a.gcode", "progress": 0, "_timestamp": 102}"#);
+        assert_eq!(value(&plain, "print_time_left"), None);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! OctoPrint instance each, or one instance per printer profile) are several devices.
 //!
 //! The plugin is publish-only: pause, resume and cancel need OctoPrint's REST API and are not
-//! offered here. Availability combines the plugin's own status topic (`mqtt`: `connected` /
-//! `disconnected`, also its last will), the printer's connection state inside OctoPrint and the
-//! freshness of its readings (see [`cadence`]).
+//! offered here. Availability comes from the plugin's own status topic (`mqtt`: `connected` /
+//! `disconnected`, also its last will) and the printer's connection state inside OctoPrint, never
+//! from message cadence: the plugin publishes temperatures only when they move by 0.1 °C, so a
+//! connected printer holding a steady temperature is silent for minutes (see [`cadence`]).
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -74,13 +75,19 @@ pub fn validate(cfg: &OctoprintConfig, path: &str) -> Vec<(String, String)> {
     errs
 }
 
-/// Expected time between readings. An idle printer connected to OctoPrint still publishes a
-/// temperature every 2–12 s (the M105 poll, published when a reading moves by 0.1 °C); 20 s
-/// leaves room for steady readings, so freshness defaults to 60 s. A printer switched off publishes
-/// nothing and goes offline at once through its `Disconnected`/`OFFLINE` events anyway.
+/// Expected time between readings while a job runs (the plugin's 5 s progress timer, temperatures
+/// moving every 2–5 s). It does not decide availability: an idle printer at a steady temperature
+/// publishes nothing at all (73 s of silence seen on a real OctoPrint 1.11.8, printer
+/// `Operational`), so [`run`] lifts the device's freshness window to [`NEVER_STALE`] and the
+/// plugin's `connected`/`disconnected` (its last will) and the printer's state decide. A printer
+/// switched off goes offline at once through its `Disconnected`/`OFFLINE` events.
 pub fn cadence(_cfg: &OctoprintConfig) -> Duration {
     Duration::from_secs(20)
 }
+
+/// The freshness window of an OctoPrint device: silence is normal, so no window at all (about
+/// 136 years; the configured `freshness` is overridden).
+pub const NEVER_STALE: Duration = Duration::from_secs(u32::MAX as u64);
 
 /// The base topics followed for `cfg` (see [`OctoprintConfig::base_topic`]).
 pub fn base_topics(cfg: &OctoprintConfig) -> Vec<String> {
@@ -187,11 +194,12 @@ impl Ingest {
 /// Runs the adapter until `cancel`.
 pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: CancellationToken) {
     let filters = filters(&cfg);
-    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
     device.set_detail("commands", "none: OctoPrint-MQTT is publish-only (pause/resume/cancel need the REST API)");
-    let mut rx = device.mqtt().subscribe_many(&refs, 4096).await;
+    device.set_detail("availability", "the plugin's `mqtt` status and the printer state (silence is normal)");
+    device.extend_freshness(NEVER_STALE);
+    let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
     let mut ingest = Ingest::new(&cfg, device.clone());
     loop {
         tokio::select! {
@@ -245,7 +253,8 @@ mod tests {
     }
 
     #[test]
-    fn freshness_defaults_to_a_minute() {
-        assert_eq!(cadence(&OctoprintConfig::default()) * 3, Duration::from_secs(60));
+    fn silence_never_makes_a_printer_stale() {
+        assert!(NEVER_STALE > Duration::from_secs(100 * 365 * 86_400));
+        assert!(NEVER_STALE > cadence(&OctoprintConfig::default()) * 3);
     }
 }

@@ -889,7 +889,7 @@ async fn run_mqtt(cfg: WhatwattConfig, gateway: Option<Gateway>, mut ingest: Ing
     let topic = cfg.topic.clone().unwrap_or_default();
     device.set_detail("transport", "mqtt");
     device.set_detail("topic", topic.clone());
-    let mut rx = device.mqtt().subscribe(&topic, 256).await;
+    let mut rx = super::ingest::subscribe(&device, &[&topic], 256).await;
     if let Some(g) = &gateway {
         let probe = tokio::select! {
             _ = cancel.cancelled() => return,

@@ -1,0 +1,86 @@
+//! The one way an adapter takes in a device's MQTT messages: a subscription with a bounded queue
+//! whose overflow is counted on the device's `hlbridge_ingest_dropped_total` and logged (once when
+//! it starts, then at most once a minute with the running total). Every MQTT-fed adapter (go-e,
+//! whatwatt in MQTT mode, AI-on-the-edge, OctoPrint) subscribes through [`subscribe`].
+//!
+//! The queue is bounded because a device (or anyone publishing on its topics) must never make the
+//! bridge grow without limit or stall the shared MQTT connection: when the adapter cannot keep up,
+//! new messages are dropped at the door, counted per device, and the adapter carries on.
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use crate::mqtt::Message;
+use crate::router::DeviceHandle;
+
+/// The largest `ingest_queue` a config may ask for (bounds memory: 1 M small messages).
+pub const MAX_QUEUE: usize = 1_000_000;
+
+/// How often, at most, continued drops are logged again.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A device's incoming MQTT messages, in arrival order.
+pub struct Inbox {
+    /// The subscription's queue.
+    rx: mpsc::Receiver<Message>,
+    /// The device's `hlbridge_ingest_dropped_total`, incremented by the MQTT client on overflow.
+    dropped: Counter,
+    /// Device id, for the log line.
+    device: String,
+    /// The queue length, for the log line.
+    capacity: usize,
+    /// Drops already logged, and when: so the log says each new burst once, not each message.
+    logged: u64,
+    /// When drops were last logged.
+    logged_at: Option<Instant>,
+}
+
+impl Inbox {
+    /// The next message (`None` once the MQTT client is gone).
+    pub async fn recv(&mut self) -> Option<Message> {
+        let msg = self.rx.recv().await;
+        self.report_drops();
+        msg
+    }
+
+    /// Whether no message is waiting (the end of a burst: time to publish the state JSON).
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Messages dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    fn report_drops(&mut self) {
+        let total = self.dropped.get();
+        if total == self.logged || self.logged_at.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return;
+        }
+        let first = self.logged == 0;
+        let new = total - self.logged;
+        self.logged = total;
+        self.logged_at = Some(Instant::now());
+        if first {
+            tracing::warn!(device = %self.device, dropped = new, queue = self.capacity,
+                "device messages arrive faster than the adapter handles them; dropping and counting \
+                 them on hlbridge_ingest_dropped_total (raise `ingest_queue` for bursty devices)");
+        } else {
+            tracing::warn!(device = %self.device, dropped = new, total, queue = self.capacity,
+                "still dropping device messages the adapter cannot keep up with");
+        }
+    }
+}
+
+/// Subscribes `filters` for `device` with the configured `ingest_queue` (else `default_capacity`)
+/// and counts what a full queue drops on the device's `hlbridge_ingest_dropped_total`.
+pub async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S], default_capacity: usize) -> Inbox {
+    let capacity = device.ingest_queue().unwrap_or(default_capacity).clamp(1, MAX_QUEUE);
+    let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
+    let dropped = device.counters().ingest_dropped.clone();
+    let rx = device.mqtt().subscribe_counted(&refs, capacity, Some(dropped.clone())).await;
+    Inbox { rx, dropped, device: device.id().to_owned(), capacity, logged: 0, logged_at: None }
+}
