@@ -17,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::config::AdapterKind;
 use crate::model::{Quantity, ValueKind, VariantLabel};
 
 /// Label set of per-device counters.
@@ -121,6 +122,29 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
+    /// Creates every health series of a configured device at 0, before anything happens: the
+    /// per-device counters, the parse-error and rejection reasons its adapter and the counter guard
+    /// can count, and both command outcomes when it accepts commands. A series that appears only
+    /// with its first increment hides that increment from `rate()`/`increase()` and leaves alerts
+    /// without data until then. Reasons outside the catalog still count; they just start on first use.
+    pub fn start_device(&self, device: &str, adapter: AdapterKind, accepts_commands: bool) -> DeviceCounters {
+        let counters = self.device(device);
+        let labelled = |reason: &str| DeviceReasonLabel { device: device.to_owned(), reason: reason.to_owned() };
+        let (parse_errors, rejections) = known_reasons(adapter);
+        for reason in parse_errors {
+            drop(self.parse_errors.get_or_create(&labelled(reason)));
+        }
+        for reason in rejections.iter().chain(GUARD_REJECTIONS) {
+            drop(self.readings_rejected.get_or_create(&labelled(reason)));
+        }
+        if accepts_commands {
+            for outcome in COMMAND_OUTCOMES {
+                drop(self.commands.get_or_create(&labelled(outcome)));
+            }
+        }
+        counters
+    }
+
     /// The per-device counter handles an adapter keeps for its hot path.
     pub fn device(&self, device: &str) -> DeviceCounters {
         let label = DeviceLabel { device: device.to_owned() };
@@ -132,6 +156,51 @@ impl Metrics {
             parse_errors: self.parse_errors.clone(),
             rejected: self.readings_rejected.clone(),
         }
+    }
+}
+
+/// Outcomes of `<quantity>/set` commands (`hlbridge_commands_total{reason}`).
+pub const COMMAND_OUTCOMES: &[&str] = &["ok", "error"];
+
+/// Reasons the counter guard rejects readings with, for every device (`guard::Rejection::reason`).
+const GUARD_REJECTIONS: &[&str] = &["counter_decrease", "counter_jump", "counter_not_finite"];
+
+/// The parse-error and rejection reasons each adapter counts, so their series exist from start-up.
+/// A unit test reads the adapters' sources and fails when one counts a reason missing here.
+fn known_reasons(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'static str]) {
+    match adapter {
+        AdapterKind::Goe => (
+            &[
+                "bad_array_element",
+                "bad_type",
+                "http_status",
+                "implausible_temperature",
+                "invalid_json",
+                "negative_energy",
+            ],
+            &[],
+        ),
+        AdapterKind::Whatwatt => (
+            &[
+                "bad_type",
+                "html_page",
+                "http_status",
+                "invalid_json",
+                "sse_bad_line",
+                "sse_kicked",
+                "sse_overflow",
+                "template_unresolved",
+            ],
+            &[],
+        ),
+        AdapterKind::AiOnTheEdge => (
+            &["bad_number", "invalid_json", "malformed_json", "not_utf8", "unknown_connection_state"],
+            &["device_negative_rate", "device_rate_too_high", "device_unreadable_digits"],
+        ),
+        AdapterKind::Octoprint => (
+            &["bad_sensor_name", "bad_status", "bad_timestamp", "bad_type", "future_timestamp", "invalid_json"],
+            &["out_of_order", "retained_event", "too_many_sensors"],
+        ),
     }
 }
 
@@ -406,6 +475,80 @@ mod tests {
             }
         }
         names
+    }
+
+    /// Reason literals counted in `source` after one of `calls` (`parse_error("bad_type"`).
+    fn reasons_in(source: &str, calls: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for call in calls {
+            for (at, _) in source.match_indices(call) {
+                let rest = &source[at + call.len()..];
+                if let Some(end) = rest.find('"') {
+                    found.push(rest[..end].to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_reason_catalog_covers_every_reason_the_adapters_count() {
+        let sources: [(AdapterKind, &[&str]); 4] = [
+            (AdapterKind::Goe, &[include_str!("adapters/goe/mod.rs"), include_str!("adapters/goe/mapping.rs")]),
+            (
+                AdapterKind::Whatwatt,
+                &[
+                    include_str!("adapters/whatwatt/mod.rs"),
+                    include_str!("adapters/whatwatt/mapping.rs"),
+                    include_str!("adapters/whatwatt/client.rs"),
+                    include_str!("adapters/whatwatt/sse.rs"),
+                ],
+            ),
+            (
+                AdapterKind::AiOnTheEdge,
+                &[include_str!("adapters/ai_on_the_edge/mod.rs"), include_str!("adapters/ai_on_the_edge/mapping.rs")],
+            ),
+            (
+                AdapterKind::Octoprint,
+                &[include_str!("adapters/octoprint/mod.rs"), include_str!("adapters/octoprint/mapping.rs")],
+            ),
+        ];
+        for (adapter, files) in sources {
+            let (parse_errors, rejections) = known_reasons(adapter);
+            for source in files {
+                for reason in reasons_in(source, &["parse_error(\"", "Invalid(\"", "ParseError(\""]) {
+                    assert!(parse_errors.contains(&reason.as_str()), "{adapter:?} counts parse error `{reason}`");
+                }
+                for reason in reasons_in(source, &["Rejected(\"", "rejected(\""]) {
+                    assert!(rejections.contains(&reason.as_str()), "{adapter:?} rejects with `{reason}`");
+                }
+            }
+        }
+        for reason in reasons_in(include_str!("guard.rs"), &[" => \""]) {
+            assert!(GUARD_REJECTIONS.contains(&reason.as_str()), "the guard rejects with `{reason}`");
+        }
+    }
+
+    #[test]
+    fn a_started_device_has_every_health_series_at_zero_before_anything_happens() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.start_device("garage", AdapterKind::Goe, true);
+        metrics.start_device("meter", AdapterKind::Whatwatt, false);
+        let text = render_as(&registry, Format::Classic);
+        for series in [
+            "hlbridge_messages_received_total{device=\"garage\"} 0",
+            "hlbridge_unknown_keys_total{device=\"garage\"} 0",
+            "hlbridge_ingest_dropped_total{device=\"garage\"} 0",
+            "hlbridge_parse_errors_total{device=\"garage\",reason=\"invalid_json\"} 0",
+            "hlbridge_parse_errors_total{device=\"meter\",reason=\"sse_kicked\"} 0",
+            "hlbridge_readings_rejected_total{device=\"meter\",reason=\"counter_decrease\"} 0",
+            "hlbridge_commands_total{device=\"garage\",reason=\"ok\"} 0",
+            "hlbridge_commands_total{device=\"garage\",reason=\"error\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "missing `{series}`:\n{text}");
+        }
+        assert!(!text.contains("hlbridge_commands_total{device=\"meter\""), "the meter takes no commands:\n{text}");
     }
 
     #[test]

@@ -324,3 +324,24 @@ async fn metrics_lint_clean_as_classic_text_and_as_openmetrics() {
     sim.stop().await;
     lab.bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_counters_exist_at_zero_for_every_configured_device_before_any_message() {
+    // No simulator: nothing has been received, parsed, rejected or commanded yet.
+    let lab = Lab::start(CHARGER, "").await;
+    let (body, samples) = scrape(&lab.bridge).await;
+    for (family, labels) in [
+        ("hlbridge_messages_received_total", vec![DEV]),
+        ("hlbridge_unknown_keys_total", vec![DEV]),
+        ("hlbridge_ingest_dropped_total", vec![DEV]),
+        ("hlbridge_parse_errors_total", vec![DEV, ("reason", "invalid_json")]),
+        ("hlbridge_parse_errors_total", vec![DEV, ("reason", "bad_type")]),
+        ("hlbridge_readings_rejected_total", vec![DEV, ("reason", "counter_decrease")]),
+        ("hlbridge_commands_total", vec![DEV, ("reason", "ok")]),
+        ("hlbridge_commands_total", vec![DEV, ("reason", "error")]),
+    ] {
+        assert_eq!(sample_value(&samples, family, &labels), Some(0.0), "{family}{labels:?} at 0 from start:\n{body}");
+    }
+    assert_eq!(sample_value(&samples, "hlbridge_device_up", &[DEV]), Some(0.0));
+    lab.bridge.shutdown().await;
+}
