@@ -1,6 +1,7 @@
-//! The HTTP endpoint: `/metrics` (OpenMetrics or the classic text format, negotiated; contract §6), `/healthz` (process alive) and
-//! `/readyz` (JSON: MQTT state and every device's availability, last-seen and reason). The listener
-//! and the shutdown signal are injected, so tests bind `127.0.0.1:0`.
+//! The HTTP endpoint: `/metrics` (OpenMetrics or the classic text format, negotiated; contract §6),
+//! `/healthz` (process alive) and `/readyz` (JSON: MQTT state and every device's availability,
+//! last-seen and reason). The listener and the shutdown signal are injected, so tests bind
+//! `127.0.0.1:0`.
 
 use std::borrow::Cow;
 use std::sync::Arc;

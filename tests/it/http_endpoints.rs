@@ -261,7 +261,8 @@ fn promtool_check(promtool: &str, exposition: &str) -> (Option<i32>, String) {
 
 /// Whether a promtool report line is its base-unit note on an energy family. Energy stays in kWh
 /// (kvarh) on purpose (contract §6, README "Metrics"): that is what meters, bills and users read, and
-/// Wh-seconds (joules) would only be converted back in every dashboard. Only this exact note is
+/// the base-unit form (joules, or kilowatt-seconds as promtool words it) would only be converted back
+/// in every dashboard. Only this exact note is
 /// accepted, for `*_kilowatt_hours` / `*_kilovar_hours` families; any other finding fails.
 fn is_documented_energy_unit_note(line: &str) -> bool {
     line.strip_suffix(r#" use base unit "seconds" instead of "hours""#).is_some_and(|family| {
