@@ -1,13 +1,15 @@
-//! The HTTP endpoint: `/metrics` (OpenMetrics, contract §6), `/healthz` (process alive) and
-//! `/readyz` (JSON: MQTT state and every device's availability, last-seen and reason). The listener
-//! and the shutdown signal are injected, so tests bind `127.0.0.1:0`.
+//! The HTTP endpoint: `/metrics` (OpenMetrics or the classic text format, negotiated; contract §6),
+//! `/healthz` (process alive) and `/readyz` (JSON: MQTT state and every device's availability,
+//! last-seen and reason). The listener and the shutdown signal are injected, so tests bind
+//! `127.0.0.1:0`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router as Axum;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
@@ -17,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Format, help, value_family};
 use crate::model::{self, Value};
 use crate::mqtt::MqttHandle;
 use crate::router::Router;
@@ -42,8 +45,10 @@ pub async fn serve(listener: TcpListener, state: HttpState, cancel: Cancellation
     axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, crate::metrics::OPENMETRICS_CONTENT_TYPE)], crate::metrics::render(&s.registry))
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    ([(header::CONTENT_TYPE, format.content_type())], crate::metrics::render_as(&s.registry, format))
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -116,7 +121,7 @@ enum Sample {
 impl Collector for DeviceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.snapshot();
-        let mut families: std::collections::BTreeMap<&'static str, (&'static str, Vec<Sample>)> = Default::default();
+        let mut families: std::collections::BTreeMap<Cow<'static, str>, Vec<Sample>> = Default::default();
         let mut up = Vec::new();
         let mut seen = Vec::new();
         for d in &snapshot {
@@ -134,6 +139,7 @@ impl Collector for DeviceCollector {
             }
             for (q, v) in &d.values {
                 let fam = q.family();
+                let Some(name) = value_family(*q) else { continue };
                 let mut labels = base.clone();
                 if let Some((label, value)) = q.def().variant {
                     labels.push((label.name(), value.to_owned()));
@@ -149,11 +155,11 @@ impl Collector for DeviceCollector {
                         Sample::Info(labels)
                     }
                 };
-                let help = fam.name;
-                families.entry(fam.prom_name).or_insert_with(|| (help, Vec::new())).1.push(sample);
+                families.entry(name).or_default().push(sample);
             }
         }
-        for (name, (help, samples)) in &families {
+        for (name, samples) in &families {
+            let help = help(name).unwrap_or(name);
             let is_info = samples.iter().all(|s| matches!(s, Sample::Info(_)));
             if is_info {
                 let stem = name.strip_suffix("_info").unwrap_or(name);

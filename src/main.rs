@@ -1,4 +1,4 @@
-//! The `hlbridge` binary: a thin CLI over the library (run, check-config, simulate).
+//! The `hlbridge` binary: a thin CLI over the library (run, check-config, health, simulate).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,9 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Probe a running bridge's `/healthz`: exit 0 when it answers 200, 1 otherwise (a container
+    /// health check without curl).
+    Health(HealthArgs),
     /// Play a device, for tests and demos.
     #[command(subcommand)]
     Simulate(Simulate),
@@ -44,6 +47,20 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = parse_dur)]
         timeout: Duration,
     },
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    /// Base URL of the bridge's HTTP endpoint, e.g. http://127.0.0.1:9464 (default: from the config's
+    /// `http.listen`).
+    #[arg(long, conflicts_with = "config")]
+    url: Option<String>,
+    /// Configuration file whose `http.listen` to probe.
+    #[arg(long, short, env = "HLBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_dur)]
+    timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +161,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Discover { timeout }) => discover(&runtime, timeout),
+        Some(Command::Health(args)) => runtime.block_on(health(args)),
         Some(Command::Run(args)) => {
             drop(runtime);
             run(args)
@@ -175,6 +193,61 @@ fn discover(runtime: &tokio::runtime::Runtime, timeout: Duration) -> ExitCode {
 fn discover(_runtime: &tokio::runtime::Runtime, _timeout: Duration) -> ExitCode {
     eprintln!("this hlbridge was built without mDNS discovery; rebuild with `cargo build --features mdns`");
     ExitCode::from(2)
+}
+
+/// The `/healthz` URL to probe: `--url`, else the config's `http.listen` (a wildcard listen address
+/// is probed on loopback, where the bridge also answers).
+fn health_url(args: &HealthArgs) -> Result<String, String> {
+    if let Some(url) = &args.url {
+        return Ok(format!("{}/healthz", url.trim_end_matches('/')));
+    }
+    let config = match &args.config {
+        Some(path) => config::load_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => Config::default(),
+    };
+    let Some(mut listen) = config.http.listen else {
+        return Err("the config turns the HTTP endpoint off (`http.listen: null`); nothing to probe".into());
+    };
+    if listen.ip().is_unspecified() {
+        listen.set_ip(if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(format!("http://{listen}/healthz"))
+}
+
+async fn health(args: HealthArgs) -> ExitCode {
+    let url = match health_url(&args) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("hlbridge health: {e}");
+            // Only 0 and 1: Docker reserves health-check status 2.
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match reqwest::Client::builder().no_proxy().timeout(args.timeout).build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hlbridge health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(resp) if resp.status().is_success() => {
+            println!("{url}: {}", resp.status());
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            eprintln!("{url}: {}", resp.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -234,7 +234,7 @@ impl Router {
             .into_iter()
             .map(|spec| DeviceEntry {
                 base: format!("{}/{}", spec.prefix, spec.id),
-                counters: metrics.device(&spec.id),
+                counters: metrics.start_device(&spec.id, spec.adapter, spec.commands),
                 state: Mutex::new(DeviceState {
                     slots: Vec::with_capacity(32),
                     ts: None,

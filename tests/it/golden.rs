@@ -107,7 +107,11 @@ impl Replay {
         for id in &self.device_ids {
             let one = |name: &str| find_samples(&samples, name, &[("device", id)]).iter().map(|s| s.value).sum::<f64>();
             let mut parse_errors = serde_json::Map::new();
-            for s in find_samples(&samples, "hlbridge_parse_errors_total", &[("device", id)]) {
+            // Reasons start at 0 (health series exist from start-up); the golden lists what happened.
+            for s in find_samples(&samples, "hlbridge_parse_errors_total", &[("device", id)])
+                .into_iter()
+                .filter(|s| s.value > 0.0)
+            {
                 let reason = s.labels.iter().find(|(k, _)| k == "reason").unwrap();
                 parse_errors.insert(reason.1.clone(), json!(s.value));
             }

@@ -1,11 +1,11 @@
 //! The `hlbridge` binary as an operator runs it: SIGTERM stops it cleanly within the contract's
 //! 5 s, leaving `offline` retained for the bridge and its devices; a bad config exits before
-//! connecting anywhere.
+//! connecting anywhere; `hlbridge health` probes `/healthz` for container health checks.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, Probe, Sim, TempDir, eventually, latest_retained};
+use crate::common::{Broker, Lab, Probe, Sim, TempDir, eventually, latest_retained};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
@@ -53,4 +53,65 @@ fn a_bad_config_exits_with_status_2_before_connecting() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:6: devices.g.serail: unknown key `serail`; did you mean `serial`?"), "{err}");
+}
+
+/// Runs `hlbridge health <args>` off the async runtime and returns its exit code and output.
+async fn health(args: Vec<String>) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .arg("health")
+            .args(&args)
+            .env_remove("HLBRIDGE_CONFIG")
+            .output()
+            .expect("run hlbridge health");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_subcommand_exits_0_for_a_live_bridge_and_1_otherwise() {
+    let lab = Lab::start("  garage:\n    adapter: goe\n    serial: \"012345\"\n", "").await;
+    let addr = lab.bridge.http_addr.expect("the bridge serves HTTP");
+
+    let (code, out) = health(vec!["--url".into(), format!("http://{addr}")]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("/healthz: 200"), "{out}");
+
+    // From the config: a wildcard listen address is probed on loopback.
+    let dir = TempDir::new("health");
+    let config = dir.write(
+        "hlbridge.yaml",
+        &format!(
+            "mqtt:\n  url: mqtt://127.0.0.1:1\nhttp:\n  listen: 0.0.0.0:{}\n\
+             devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n",
+            addr.port()
+        ),
+    );
+    let (code, out) = health(vec!["--config".into(), config.display().to_string()]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    // An answer other than 200 is unhealthy.
+    let (code, out) = health(vec!["--url".into(), format!("http://{addr}/nothing-here")]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("404"), "{out}");
+
+    // A port that accepts connections but never answers (held by this test): unhealthy after the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let (code, out) = health(vec!["--url".into(), silent_url, "--timeout".into(), "300ms".into()]).await;
+    assert_eq!(code, Some(1), "{out}");
+
+    // A config that turns HTTP off has nothing to probe: unhealthy, never Docker's reserved 2.
+    let off = dir.write(
+        "off.yaml",
+        "mqtt:\n  url: mqtt://127.0.0.1:1\nhttp:\n  listen: null\ndevices:\n  g:\n    adapter: goe\n    serial: \"1\"\n",
+    );
+    let (code, out) = health(vec!["--config".into(), off.display().to_string()]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("http.listen: null"), "{out}");
+    drop(silent);
+    lab.bridge.shutdown().await;
 }

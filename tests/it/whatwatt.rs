@@ -90,7 +90,11 @@ impl Replay {
         let snap = self.router.snapshot().remove(0);
         let samples = parse_samples(&hlbridge::metrics::render(&self.registry));
         let mut parse_errors = serde_json::Map::new();
-        for s in find_samples(&samples, "hlbridge_parse_errors_total", &[("device", "meter")]) {
+        // Reasons start at 0 (health series exist from start-up); the golden lists what happened.
+        for s in find_samples(&samples, "hlbridge_parse_errors_total", &[("device", "meter")])
+            .into_iter()
+            .filter(|s| s.value > 0.0)
+        {
             let reason = &s.labels.iter().find(|(k, _)| k == "reason").unwrap().1;
             parse_errors.insert(reason.clone(), json!(s.value));
         }
