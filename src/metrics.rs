@@ -153,10 +153,10 @@ impl Metrics {
         let counters = self.device(device);
         let labelled = |reason: &str| DeviceReasonLabel { device: device.to_owned(), reason: reason.to_owned() };
         let (parse_errors, rejections) = known_reasons(adapter);
-        for reason in parse_errors {
+        for reason in parse_errors.iter().chain(ROUTER_PARSE_ERRORS) {
             drop(self.parse_errors.get_or_create(&labelled(reason)));
         }
-        for reason in rejections.iter().chain(GUARD_REJECTIONS) {
+        for reason in rejections.iter().chain(GUARD_REJECTIONS).chain(ROUTER_REJECTIONS) {
             drop(self.readings_rejected.get_or_create(&labelled(reason)));
         }
         if accepts_commands {
@@ -185,7 +185,12 @@ impl Metrics {
 pub const COMMAND_OUTCOMES: &[&str] = &["ok", "error"];
 
 /// Reasons the counter guard rejects readings with, for every device (`guard::Rejection::reason`).
-const GUARD_REJECTIONS: &[&str] = &["counter_decrease", "counter_jump", "counter_not_finite"];
+const GUARD_REJECTIONS: &[&str] = &["counter_decrease", "counter_jump", "counter_not_finite", "out_of_range"];
+
+/// Reasons the router itself counts for every device: implausible values (`readings_rejected`) and
+/// device text cut to its bound (`parse_errors`).
+const ROUTER_REJECTIONS: &[&str] = &["not_finite", "out_of_range"];
+const ROUTER_PARSE_ERRORS: &[&str] = &["text_too_long"];
 
 /// The parse-error and rejection reasons each adapter counts, so their series exist from start-up.
 /// A unit test reads the adapters' sources and fails when one counts a reason missing here.
@@ -195,6 +200,7 @@ fn known_reasons(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'
             &[
                 "bad_array_element",
                 "bad_type",
+                "body_too_large",
                 "http_status",
                 "implausible_temperature",
                 "invalid_json",
@@ -205,6 +211,7 @@ fn known_reasons(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'
         AdapterKind::Whatwatt => (
             &[
                 "bad_type",
+                "body_too_large",
                 "html_page",
                 "http_status",
                 "invalid_json",
