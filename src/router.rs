@@ -146,6 +146,10 @@ struct DeviceState {
     guard: GuardConfig,
     /// A longer freshness window the adapter learned from the device (its announced cadence).
     min_freshness: Duration,
+    /// Newest source timestamp that counted as a live sign: a message carrying this timestamp or an
+    /// older one (a device or broker replaying what it queued during an outage) does not make the
+    /// device alive a second time.
+    alive_ts: Option<OffsetDateTime>,
     /// Quantities whose latest reading was implausible (out of range, not finite): the first of a
     /// streak is logged, the rest only counted. Bounded by the quantities the device has.
     implausible: Vec<Quantity>,
@@ -251,6 +255,7 @@ impl Router {
                     cleared: Vec::new(),
                     guard: GuardConfig::default(),
                     min_freshness: Duration::ZERO,
+                    alive_ts: None,
                     implausible: Vec::new(),
                     truncation_logged: Vec::new(),
                     ingest_queue: None,
@@ -421,6 +426,14 @@ impl Router {
         let mut guard = lock(&dev.state);
         let st = &mut *guard;
         self.bound_texts(dev, st, &mut update);
+        if update.fresh
+            && let Some(ts) = update.ts
+        {
+            update.fresh = proves_alive_again(st.alive_ts, ts);
+            if update.fresh {
+                st.alive_ts = Some(ts);
+            }
+        }
         if update.fresh {
             st.last_seen = Some((now, SystemTime::now()));
         }
@@ -817,6 +830,16 @@ impl Router {
     }
 }
 
+/// Whether a live message with source timestamp `ts` is a new sign of life after the newest one
+/// seen (`alive`). A replay of already-handled readings carries their old timestamps; a device clock
+/// set back by more than an hour (NTP after a reboot) is taken as a new start rather than a replay.
+fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool {
+    match alive {
+        None => true,
+        Some(newest) => ts > newest || newest - ts > time::Duration::hours(1),
+    }
+}
+
 /// The next guard reset request (never, once the subscription is gone).
 async fn recv_reset(rx: &mut Option<mpsc::Receiver<crate::mqtt::Message>>) -> Option<crate::mqtt::Message> {
     match rx {
@@ -1187,6 +1210,43 @@ mod tests {
         let snap = &r.snapshot()[0];
         assert!(!snap.online);
         assert!(snap.reason.as_deref().unwrap().starts_with("no reading for"));
+    }
+
+    #[test]
+    fn a_replayed_reading_does_not_make_a_stale_device_alive_a_second_time() {
+        let mut s = spec("ev");
+        s.freshness = Duration::from_millis(20);
+        let (r, h, mut rx) = setup(s);
+        let t1 = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        let at = |ts: OffsetDateTime, w: f64| {
+            let mut u = update(&[("power", Value::Number(w))]);
+            u.ts = Some(ts);
+            u
+        };
+        h.apply(at(t1, 7.0));
+        assert!(r.snapshot()[0].online);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.snapshot()[0].online {
+            r.tick();
+            assert!(Instant::now() < deadline, "never went offline");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rx.drain();
+        // The same reading again (a client replaying its outage queue after a reconnect).
+        h.apply(at(t1, 7.0));
+        assert!(!r.snapshot()[0].online, "a replay is no new sign of life");
+        assert!(!rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online"));
+        h.apply(at(t1 + time::Duration::seconds(1), 8.0));
+        assert!(r.snapshot()[0].online, "a newer reading is");
+    }
+
+    #[test]
+    fn a_device_clock_set_back_by_hours_counts_as_a_new_start_not_a_replay() {
+        let now = OffsetDateTime::now_utc();
+        assert!(proves_alive_again(None, now));
+        assert!(!proves_alive_again(Some(now), now));
+        assert!(!proves_alive_again(Some(now), now - time::Duration::minutes(5)));
+        assert!(proves_alive_again(Some(now), now - time::Duration::hours(2)));
     }
 
     #[test]
