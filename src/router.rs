@@ -8,7 +8,7 @@
 //! published again, because a clean session loses whatever was queued or in flight.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use time::OffsetDateTime;
@@ -171,6 +171,8 @@ impl DeviceState {
 pub struct DeviceEntry {
     /// Fixed facts.
     pub spec: DeviceSpec,
+    /// Cancelled when the device is removed (reload) or the router stops: ends its reset listener.
+    stop: CancellationToken,
     /// `<prefix>/<device>`.
     base: String,
     /// Per-device counters.
@@ -181,7 +183,13 @@ pub struct DeviceEntry {
 /// The router (see module docs).
 pub struct Router {
     settings: RouterSettings,
-    devices: Vec<DeviceEntry>,
+    /// The devices in force. Changed only by live reload, read by the periodic tick, snapshots
+    /// and republishing; never locked on the hot path (handles hold their entry).
+    devices: RwLock<Vec<Arc<DeviceEntry>>>,
+    /// Cancelled when the router stops: ends every device's reset listener.
+    stop: CancellationToken,
+    /// Whether [`Router::run`] started (devices added later start their reset listener at once).
+    running: std::sync::atomic::AtomicBool,
     mqtt: MqttHandle,
     metrics: Arc<Metrics>,
     /// Started at, for `bridge/info`.
@@ -192,7 +200,8 @@ pub struct Router {
 #[derive(Clone)]
 pub struct DeviceHandle {
     router: Arc<Router>,
-    idx: usize,
+    /// The device's entry, held directly: the hot path takes no router-wide lock.
+    entry: Arc<DeviceEntry>,
 }
 
 /// Snapshot of a device for `/readyz`, `/metrics` and the console.
@@ -226,6 +235,37 @@ fn lock(m: &Mutex<DeviceState>) -> MutexGuard<'_, DeviceState> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A device's entry with fresh state.
+fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToken) -> DeviceEntry {
+    DeviceEntry {
+        base: format!("{}/{}", spec.prefix, spec.id),
+        counters: metrics.start_device(&spec.id, spec.adapter, spec.commands),
+        stop: router_stop.child_token(),
+        state: Mutex::new(DeviceState {
+            slots: Vec::with_capacity(32),
+            ts: None,
+            last_seen: None,
+            link: Link::Unknown,
+            online: false,
+            reason: Some("no reading yet".into()),
+            identity: Identity::default(),
+            details: BTreeMap::new(),
+            state_dirty: false,
+            last_state_pub: None,
+            last_heartbeat: Instant::now(),
+            buf: String::with_capacity(1024),
+            cleared: Vec::new(),
+            guard: GuardConfig::default(),
+            min_freshness: Duration::ZERO,
+            alive_ts: None,
+            implausible: Vec::new(),
+            truncation_logged: Vec::new(),
+            ingest_queue: None,
+        }),
+        spec,
+    }
+}
+
 impl Router {
     /// Creates the router for `specs`.
     pub fn new(
@@ -234,42 +274,91 @@ impl Router {
         mqtt: MqttHandle,
         metrics: Arc<Metrics>,
     ) -> Arc<Router> {
-        let devices = specs
-            .into_iter()
-            .map(|spec| DeviceEntry {
-                base: format!("{}/{}", spec.prefix, spec.id),
-                counters: metrics.start_device(&spec.id, spec.adapter, spec.commands),
-                state: Mutex::new(DeviceState {
-                    slots: Vec::with_capacity(32),
-                    ts: None,
-                    last_seen: None,
-                    link: Link::Unknown,
-                    online: false,
-                    reason: Some("no reading yet".into()),
-                    identity: Identity::default(),
-                    details: BTreeMap::new(),
-                    state_dirty: false,
-                    last_state_pub: None,
-                    last_heartbeat: Instant::now(),
-                    buf: String::with_capacity(1024),
-                    cleared: Vec::new(),
-                    guard: GuardConfig::default(),
-                    min_freshness: Duration::ZERO,
-                    alive_ts: None,
-                    implausible: Vec::new(),
-                    truncation_logged: Vec::new(),
-                    ingest_queue: None,
-                }),
-                spec,
-            })
-            .collect();
-        Arc::new(Router { settings, devices, mqtt, metrics, started: SystemTime::now() })
+        let stop = CancellationToken::new();
+        let devices = specs.into_iter().map(|spec| Arc::new(new_entry(spec, &metrics, &stop))).collect();
+        Arc::new(Router {
+            settings,
+            devices: RwLock::new(devices),
+            stop,
+            running: std::sync::atomic::AtomicBool::new(false),
+            mqtt,
+            metrics,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The devices in force (a cheap copy of the list; entries are shared).
+    fn devices(&self) -> Vec<Arc<DeviceEntry>> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The ids of the devices in force.
+    pub fn device_ids(&self) -> Vec<String> {
+        self.devices().iter().map(|d| d.spec.id.clone()).collect()
+    }
+
+    /// Adds a device (live reload): its counters start at 0, its reset listener starts, and
+    /// `bridge/info` lists it. Replaces nothing: remove a device of the same id first.
+    pub fn add_device(self: &Arc<Self>, spec: DeviceSpec) -> DeviceHandle {
+        let entry = Arc::new(new_entry(spec, &self.metrics, &self.stop));
+        self.devices.write().unwrap_or_else(|e| e.into_inner()).push(entry.clone());
+        if self.running.load(std::sync::atomic::Ordering::SeqCst) {
+            self.listen_for_resets(&entry);
+        }
+        self.publish_bridge_info();
+        DeviceHandle { router: self.clone(), entry }
+    }
+
+    /// Removes device `id` (live reload). With `clear_topics`, its retained topics (values, state,
+    /// info, availability) are deleted with empty retained payloads, so nothing stale stays on the
+    /// broker. Returns whether the device existed.
+    pub fn remove_device(&self, id: &str, clear_topics: bool) -> bool {
+        let removed = {
+            let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
+            let Some(i) = devices.iter().position(|d| d.spec.id == id) else { return false };
+            devices.remove(i)
+        };
+        removed.stop.cancel();
+        if clear_topics {
+            let st = lock(&removed.state);
+            let mut topics: Vec<String> = st.slots.iter().map(|s| s.topic.clone()).collect();
+            for suffix in ["state", "info", "availability"] {
+                topics.push(format!("{}/{suffix}", removed.base));
+            }
+            drop(st);
+            for t in topics {
+                self.publish(t, Vec::new(), QoS::AtLeastOnce, true);
+            }
+        }
+        self.publish_bridge_info();
+        true
+    }
+
+    /// Starts the task that handles `<base>/+/reset` for `dev` until the device is removed.
+    fn listen_for_resets(self: &Arc<Self>, dev: &Arc<DeviceEntry>) {
+        let router = self.clone();
+        let dev = dev.clone();
+        tokio::spawn(async move {
+            let mut resets = router.mqtt.subscribe(&format!("{}/+/reset", dev.base), 64).await;
+            loop {
+                tokio::select! {
+                    _ = dev.stop.cancelled() => break,
+                    m = resets.recv() => match m {
+                        Some(m) => router.on_guard_reset(&dev, &m),
+                        None => break,
+                    },
+                }
+            }
+            drop(resets);
+            // Unsubscribe at once rather than on the next message to a removed device.
+            router.mqtt.release_unused();
+        });
     }
 
     /// The handle for device `id`.
     pub fn handle(self: &Arc<Self>, id: &str) -> Option<DeviceHandle> {
-        let idx = self.devices.iter().position(|d| d.spec.id == id)?;
-        Some(DeviceHandle { router: self.clone(), idx })
+        let entry = self.devices().into_iter().find(|d| d.spec.id == id)?;
+        Some(DeviceHandle { router: self.clone(), entry })
     }
 
     /// The MQTT handle (adapters subscribe through it).
@@ -295,7 +384,7 @@ impl Router {
     /// Called after each MQTT (re)connect and at start-up.
     pub fn republish_all(&self) {
         self.publish_bridge_info();
-        for dev in &self.devices {
+        for dev in &self.devices() {
             let mut st = lock(&dev.state);
             let st = &mut *st;
             self.publish(
@@ -317,13 +406,14 @@ impl Router {
     }
 
     fn publish_bridge_info(&self) {
-        let mut adapters: Vec<&str> = self.devices.iter().map(|d| d.spec.adapter.as_str()).collect();
+        let devices = self.devices();
+        let mut adapters: Vec<&str> = devices.iter().map(|d| d.spec.adapter.as_str()).collect();
         adapters.sort_unstable();
         adapters.dedup();
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started": model::ts_string(OffsetDateTime::from(self.started)),
-            "devices": self.devices.iter().map(|d| serde_json::json!({
+            "devices": devices.iter().map(|d| serde_json::json!({
                 "id": d.spec.id, "adapter": d.spec.adapter.as_str(),
                 "kind": d.spec.adapter.device_kind().as_str(), "topic": d.base,
             })).collect::<Vec<_>>(),
@@ -420,8 +510,7 @@ impl Router {
         );
     }
 
-    fn apply(&self, idx: usize, mut update: Update) {
-        let dev = &self.devices[idx];
+    fn apply(&self, dev: &DeviceEntry, mut update: Update) {
         let now = Instant::now();
         let mut guard = lock(&dev.state);
         let st = &mut *guard;
@@ -654,7 +743,7 @@ impl Router {
 
     /// Sets the counter-guard settings of device `id` (from its `guard:` block); called at start-up.
     pub fn configure_guard(&self, id: &str, config: &GuardConfig) {
-        let Some(dev) = self.devices.iter().find(|d| d.spec.id == id) else { return };
+        let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == id) else { return };
         let mut st = lock(&dev.state);
         st.guard = config.clone();
         for slot in &mut st.slots {
@@ -666,14 +755,17 @@ impl Router {
     }
 
     /// Handles `<prefix>/<device>/<quantity>/reset`: the guard accepts the next reading as is.
-    fn on_guard_reset(self: &Arc<Self>, msg: &crate::mqtt::Message) {
-        let Some((idx, name)) = self.devices.iter().enumerate().find_map(|(i, d)| {
-            let rest = msg.topic.strip_prefix(&d.base)?.strip_prefix('/')?.strip_suffix("/reset")?;
-            (!rest.contains('/')).then_some((i, rest))
-        }) else {
+    fn on_guard_reset(self: &Arc<Self>, dev: &Arc<DeviceEntry>, msg: &crate::mqtt::Message) {
+        let Some(name) = msg
+            .topic
+            .strip_prefix(&dev.base)
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/reset"))
+            .filter(|rest| !rest.contains('/'))
+        else {
             return;
         };
-        let handle = DeviceHandle { router: self.clone(), idx };
+        let handle = DeviceHandle { router: self.clone(), entry: dev.clone() };
         if msg.retain {
             handle
                 .command_result_named(name, Err("retained resets are ignored; publish without the retain flag".into()));
@@ -689,8 +781,7 @@ impl Router {
     }
 
     /// Publishes the state JSON if values changed since the last one (and `min_interval` allows).
-    fn flush(&self, idx: usize) {
-        let dev = &self.devices[idx];
+    fn flush(&self, dev: &DeviceEntry) {
         let now = Instant::now();
         let mut guard = lock(&dev.state);
         let st = &mut *guard;
@@ -709,7 +800,7 @@ impl Router {
     /// Periodic work: held-back values, heartbeats, staleness.
     pub fn tick(&self) {
         let now = Instant::now();
-        for dev in &self.devices {
+        for dev in &self.devices() {
             let mut guard = lock(&dev.state);
             let st = &mut *guard;
             // Safety net for adapters that did not flush (and for min_interval holds).
@@ -758,7 +849,7 @@ impl Router {
 
     /// Publishes every device as offline (shutdown).
     pub fn all_offline(&self, reason: &str) {
-        for dev in &self.devices {
+        for dev in &self.devices() {
             let mut st = lock(&dev.state);
             self.set_online(dev, &mut st, false, Some(reason.to_owned()));
         }
@@ -766,7 +857,7 @@ impl Router {
 
     /// Snapshots every device.
     pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
-        self.devices
+        self.devices()
             .iter()
             .map(|d| {
                 let st = lock(&d.state);
@@ -798,9 +889,10 @@ impl Router {
             seen_generation = initial.generation;
             self.republish_all();
         }
-        let reset_filters: Vec<String> = self.devices.iter().map(|d| format!("{}/+/reset", d.base)).collect();
-        let reset_refs: Vec<&str> = reset_filters.iter().map(String::as_str).collect();
-        let mut resets = Some(self.mqtt.subscribe_many(&reset_refs, 64).await);
+        self.running.store(true, std::sync::atomic::Ordering::SeqCst);
+        for dev in &self.devices() {
+            self.listen_for_resets(dev);
+        }
         // A ConnAck that came before this point is no change for `changed()`: catch up on it.
         let state = *conn.borrow_and_update();
         if state.connected {
@@ -813,10 +905,6 @@ impl Router {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => self.tick(),
-                msg = recv_reset(&mut resets) => match msg {
-                    Some(m) => self.on_guard_reset(&m),
-                    None => resets = None,
-                },
                 changed = conn.changed() => {
                     if changed.is_err() { break; }
                     let state = *conn.borrow_and_update();
@@ -827,6 +915,7 @@ impl Router {
                 }
             }
         }
+        self.stop.cancel();
     }
 }
 
@@ -837,14 +926,6 @@ fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool
     match alive {
         None => true,
         Some(newest) => ts > newest || newest - ts > time::Duration::hours(1),
-    }
-}
-
-/// The next guard reset request (never, once the subscription is gone).
-async fn recv_reset(rx: &mut Option<mpsc::Receiver<crate::mqtt::Message>>) -> Option<crate::mqtt::Message> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -864,7 +945,7 @@ impl DeviceHandle {
     }
 
     fn entry(&self) -> &DeviceEntry {
-        &self.router.devices[self.idx]
+        &self.entry
     }
 
     /// The device's counters.
@@ -880,13 +961,13 @@ impl DeviceHandle {
     /// Routes one update: changed values are published at once; the state JSON waits for
     /// [`DeviceHandle::flush`], so a burst of messages yields one snapshot.
     pub fn apply(&self, update: Update) {
-        self.router.apply(self.idx, update);
+        self.router.apply(&self.entry, update);
     }
 
     /// Publishes the state JSON if anything changed. Adapters call it when their input queue is
     /// empty (end of a burst) or after each poll; the router's tick does it otherwise.
     pub fn flush(&self) {
-        self.router.flush(self.idx);
+        self.router.flush(&self.entry);
     }
 
     /// Reports the transport state; `Down` takes the device offline at once with the reason.
@@ -1013,6 +1094,9 @@ impl DeviceHandle {
                 // Look up only: a topic anyone can publish to must not add names to the table.
                 match Quantity::lookup(name) {
                     Some(q) if q.family().kind.is_writable() => {
+                        if tx.is_closed() {
+                            break; // the adapter stopped: drop the subscription with this task
+                        }
                         if tx.try_send(Command { quantity: q, payload }).is_err() {
                             this.command_result(q, Err("busy: too many commands waiting".into()));
                         }
@@ -1341,14 +1425,14 @@ mod tests {
             payload: bytes::Bytes::from_static(b"1"),
             retain: false,
         };
-        r.on_guard_reset(&msg);
+        r.on_guard_reset(&r.devices()[0], &msg);
         h.apply(update(&[("energy_import", Value::Number(3.0))]));
         let out = rx.drain();
         let res = out.iter().find(|c| c.topic == "home/ev/energy_import/result").expect("result");
         assert!(res.payload.contains("\"ok\":true"), "{}", res.payload);
         assert!(out.iter().any(|c| c.topic == "home/ev/energy_import" && c.payload == "3"));
         let bad = crate::mqtt::Message { topic: "home/ev/power/reset".into(), ..msg };
-        r.on_guard_reset(&bad);
+        r.on_guard_reset(&r.devices()[0], &bad);
         assert!(rx.drain().iter().any(|c| c.topic == "home/ev/power/result" && c.payload.contains("\"ok\":false")));
     }
 
@@ -1421,7 +1505,7 @@ mod tests {
                 payload: bytes::Bytes::from_static(b"1"),
                 retain: false,
             };
-            r.on_guard_reset(&msg);
+            r.on_guard_reset(&r.devices()[0], &msg);
         }
         assert!(rx.drain().iter().all(|c| c.payload.contains("\"ok\":false")));
         let legit = Quantity::named("temperature_reset_test_sensor");
@@ -1433,7 +1517,10 @@ mod tests {
         let mut s = spec("ev");
         s.freshness = Duration::from_millis(20);
         let (r, h, _rx) = setup(s);
-        let window = |r: &Router| lock(&r.devices[0].state).freshness(&r.devices[0].spec);
+        let window = |r: &Router| {
+            let d = &r.devices()[0];
+            lock(&d.state).freshness(&d.spec)
+        };
         assert_eq!(window(&r), Duration::from_millis(20));
         h.extend_freshness(Duration::from_secs(60));
         h.extend_freshness(Duration::from_millis(1));
