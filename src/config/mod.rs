@@ -3,6 +3,7 @@
 //! that reports every error at once with its key path and file line.
 
 mod load;
+mod syntax;
 pub mod types;
 
 use std::collections::BTreeMap;
