@@ -431,7 +431,15 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
-    if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
+    if config.mqtt.url.trim().is_empty() {
+        // The container image's config leaves the broker to the environment.
+        ctx.error(
+            "mqtt.url",
+            "no broker given: set it, e.g. `url: mqtt://broker.lan:1883`, or the environment variable \
+             HLBRIDGE_MQTT__URL"
+                .into(),
+        );
+    } else if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
         let msg = e.to_string();
         ctx.error("mqtt.url", msg.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(msg));
     }
