@@ -166,7 +166,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(sims)) => {
             for (id, raw) in sims {
-                if let Some(s) = ctx.parse::<SimulatorConfig>(raw, &format!("simulators.{id}")) {
+                if let Some(s) = ctx.simulator(id, raw) {
                     config.simulators.insert(id.clone(), s);
                 }
             }
@@ -216,6 +216,10 @@ impl Ctx<'_> {
     }
 
     fn error(&mut self, path: &str, message: String) {
+        // The same problem can be found twice (a nested unknown key by serde and by check_keys).
+        if self.errors.iter().any(|e| e.path == path && e.message == message) {
+            return;
+        }
         let origin = self.origin(path);
         self.errors.push(ConfigError { path: path.to_owned(), message, origin });
     }
@@ -312,6 +316,27 @@ impl Ctx<'_> {
             return self.parse_all(&serde_json::Value::Object(known), key).0;
         }
         self.parse(v, key)
+    }
+
+    /// A simulator, parsed as its `type`'s own struct: serde buffers an internally tagged enum,
+    /// which loses the key path of an error and stops at the first one.
+    fn simulator(&mut self, id: &str, raw: &serde_json::Value) -> Option<SimulatorConfig> {
+        let path = format!("simulators.{id}");
+        let kind = raw.get("type").and_then(|t| t.as_str());
+        let (serde_json::Value::Object(map), Some(kind)) = (raw, kind) else {
+            return self.parse::<SimulatorConfig>(raw, &path);
+        };
+        let mut fields = map.clone();
+        fields.remove("type");
+        let fields = serde_json::Value::Object(fields);
+        match kind {
+            "goe" => self.parse(&fields, &path).map(SimulatorConfig::Goe),
+            "whatwatt" => self.parse(&fields, &path).map(SimulatorConfig::Whatwatt),
+            "ai_on_the_edge" => self.parse(&fields, &path).map(SimulatorConfig::AiOnTheEdge),
+            "octoprint" => self.parse(&fields, &path).map(SimulatorConfig::Octoprint),
+            // An unknown type: the enum names the valid ones.
+            _ => self.parse::<SimulatorConfig>(raw, &path),
+        }
     }
 
     fn device(&mut self, id: &str, raw: &serde_json::Value) -> Option<DeviceConfig> {
@@ -607,6 +632,19 @@ fn humanize(msg: &str) -> String {
         let hint = suggest(given, &valid).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
         return format!("unknown value `{given}` (one of {}){hint}", valid.join(", "));
     }
+    // serde names Rust types; say what to write instead.
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.rsplit_once(", expected ")
+    {
+        let expected = match expected {
+            "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
+            "i64" | "i32" | "i16" | "i8" => "a whole number",
+            "f64" | "f32" => "a number",
+            "a boolean" => "true or false",
+            other => other,
+        };
+        return format!("expected {expected}, found {found}");
+    }
     if let Some(field) = msg.strip_prefix("missing field `") {
         return format!("required key `{}` is missing", field.trim_end_matches('`'));
     }
@@ -656,10 +694,24 @@ pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
     None
 }
 
-/// Parses a device config map as the loader would (used by unit tests and `check-config`).
+/// Tests that read `HLBRIDGE_*` variables wait while a test sets some (figment::Jail), so a
+/// variable meant for one test never leaks into another running in parallel.
+#[cfg(test)]
+static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Parses `text` as the loader would, with the environment left alone by other tests.
 #[cfg(test)]
 fn load_test(text: &str) -> Result<Config, ConfigErrors> {
+    let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     load_str(text, "test.yaml", Path::new("."))
+}
+
+/// Runs `f` with environment variables of its own (figment::Jail), other config tests waiting.
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+fn with_env(f: impl FnOnce(&mut figment::Jail) -> figment::error::Result<()>) {
+    let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    figment::Jail::expect_with(f);
 }
 
 #[allow(dead_code)]
@@ -669,6 +721,11 @@ fn _assert_btreemap(_: BTreeMap<String, DeviceConfig>) {}
 #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
 mod tests {
     use super::*;
+
+    /// For use inside [`with_env`], which holds the lock already.
+    fn load_str_unlocked(text: &str) -> Result<Config, ConfigErrors> {
+        load_str(text, "test.yaml", Path::new("."))
+    }
 
     /// The smallest device, for tests about other sections (a file without devices is an error).
     const ONE_DEVICE: &str = "devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n";
@@ -721,20 +778,40 @@ mod tests {
 
     #[test]
     fn several_bad_keys_in_one_device_and_in_nested_sections_are_all_reported() {
-        let text = "mqtt:\n  tls:\n    insecure: sometimes\n    ca_file: 5\ndevices:\n  g:\n    adapter: goe\n    \
-                    serial: \"1\"\n    interval: soon\n    timeout: never\n    commands: perhaps\n    enabled: nah\n";
+        let text = "mqtt:\n  tls:\n    insecure: sometimes\n    ca_file: [a]\n    cafile: y\ndevices:\n  g:\n    \
+                    adapter: goe\n    serial: \"1\"\n    interval: soon\n    timeout: never\n    commands: perhaps\n    \
+                    enabled: nah\n";
         let e = load_test(text).unwrap_err();
         let all = e.to_string();
         for (line, path) in [
             (3, "mqtt.tls.insecure"),
-            (9, "devices.g.interval"),
-            (10, "devices.g.timeout"),
-            (11, "devices.g.commands"),
-            (12, "devices.g.enabled"),
+            (4, "mqtt.tls.ca_file"),
+            (5, "mqtt.tls.cafile"),
+            (10, "devices.g.interval"),
+            (11, "devices.g.timeout"),
+            (12, "devices.g.commands"),
+            (13, "devices.g.enabled"),
         ] {
             let prefix = format!("test.yaml:{line}: {path}: ");
-            assert!(all.contains(&prefix), "missing `{prefix}` in {all}");
+            assert_eq!(all.matches(&prefix).count(), 1, "`{prefix}` once in {all}");
         }
+        assert!(all.contains("did you mean `ca_file`?"), "{all}");
+    }
+
+    #[test]
+    fn several_bad_keys_in_one_simulator_are_all_reported_with_their_paths() {
+        let text =
+            "simulators:\n  s:\n    type: goe\n    serial: \"1\"\n    tick: soon\n    read_only: nah\n    tik: 1s\n";
+        let e = load_test(text).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("test.yaml:5: simulators.s.tick: "), "{all}");
+        assert!(
+            all.contains("test.yaml:6: simulators.s.read_only: expected true or false, found string \"nah\""),
+            "{all}"
+        );
+        assert!(all.contains("test.yaml:7: simulators.s.tik: unknown key `tik`; did you mean `tick`?"), "{all}");
+        let e = load_test("simulators:\n  s:\n    type: goee\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean `goe`?"), "{e}");
     }
 
     #[test]
@@ -843,12 +920,13 @@ mod tests {
 
     #[test]
     fn env_overrides_win_over_the_file() {
-        figment::Jail::expect_with(|jail| {
+        with_env(|jail| {
             jail.set_env("HLBRIDGE_OUTPUT__PREFIX", "lab");
             jail.set_env("HLBRIDGE_DEVICES__GARAGE__INTERVAL", "10s");
             jail.set_env("HLBRIDGE_TEST_BROKER", "mosquitto"); // not a config key: ignored
             let c =
-                load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
+                load_str_unlocked("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n")
+                    .unwrap();
             assert_eq!(c.output.prefix, "lab");
             let AdapterConfig::Goe(g) = &c.devices["garage"].adapter else { panic!("goe") };
             assert_eq!(g.interval, super::super::Dur::secs(10));
@@ -858,9 +936,9 @@ mod tests {
 
     #[test]
     fn errors_from_env_name_the_variable() {
-        figment::Jail::expect_with(|jail| {
+        with_env(|jail| {
             jail.set_env("HLBRIDGE_OUTPUT__QOS", "7");
-            let e = load_test("").unwrap_err();
+            let e = load_str_unlocked("").unwrap_err();
             assert!(e.to_string().contains("env HLBRIDGE_OUTPUT__QOS"), "{e}");
             Ok(())
         });
@@ -871,6 +949,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hlb-pw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
+        let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let c = load_str(&("mqtt:\n  password_file: pw\n".to_owned() + ONE_DEVICE), "t.yaml", &dir).unwrap();
         assert_eq!(c.mqtt.password.unwrap().expose(), "s3cret");
         let e = load_str("mqtt:\n  password_file: missing\n", "t.yaml", &dir).unwrap_err();
