@@ -87,12 +87,15 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
     let mut ctx = Ctx { text, name, errors: Vec::new() };
     // Syntax first: serde_norway knows line and column; nothing else can be checked after one.
     if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
-        let origin = e.location().map(|l| format!("{name}:{}:{}", l.line(), l.column()));
-        let msg = e.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        let problem = super::syntax::explain(text, &e);
+        let origin = match (problem.line, problem.column) {
+            (Some(line), Some(column)) => Some(format!("{name}:{line}:{column}")),
+            (Some(line), None) => Some(format!("{name}:{line}")),
+            _ => Some(name.to_owned()),
+        };
         return Err(ConfigErrors(vec![ConfigError {
             path: String::new(),
-            message: format!("YAML syntax: {msg}"),
+            message: format!("YAML syntax: {}", problem.message),
             origin,
         }]));
     }
@@ -163,7 +166,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(sims)) => {
             for (id, raw) in sims {
-                if let Some(s) = ctx.parse::<SimulatorConfig>(raw, &format!("simulators.{id}")) {
+                if let Some(s) = ctx.simulator(id, raw) {
                     config.simulators.insert(id.clone(), s);
                 }
             }
@@ -172,6 +175,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
     }
 
     validate(&mut ctx, &mut config, base_dir);
+    check_something_runs(&mut ctx, &root, &config);
     if ctx.errors.is_empty() {
         return Ok(config);
     }
@@ -212,6 +216,10 @@ impl Ctx<'_> {
     }
 
     fn error(&mut self, path: &str, message: String) {
+        // The same problem can be found twice (a nested unknown key by serde and by check_keys).
+        if self.errors.iter().any(|e| e.path == path && e.message == message) {
+            return;
+        }
         let origin = self.origin(path);
         self.errors.push(ConfigError { path: path.to_owned(), message, origin });
     }
@@ -226,24 +234,66 @@ impl Ctx<'_> {
         }
     }
 
+    /// Parses `value` as `T`; `None` (with the errors reported) when anything in it is wrong.
     fn parse<T: DeserializeOwned>(&mut self, value: &serde_json::Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let full = match (path.is_empty(), inner.as_str()) {
-                    (_, ".") | (_, "") => path.to_owned(),
-                    (true, p) => p.to_owned(),
-                    (false, p) => format!("{path}.{p}"),
-                };
-                let msg = humanize(&e.into_inner().to_string());
-                // Unknown keys were already reported by check_keys with a suggestion.
-                if !(msg.starts_with("unknown key") && self.errors.iter().any(|x| x.path.starts_with(&full))) {
-                    self.error(&full, msg);
+        match self.parse_all(value, path) {
+            (Some(v), true) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Parses `value` as `T` and reports *every* bad key in it, not only the first: serde stops at
+    /// the first error, so the key at fault is taken out of the tree and the rest parsed again,
+    /// until it parses. Returns what finally parsed (defaults in place of the bad keys, for the
+    /// checks that follow) and whether the value was clean.
+    fn parse_all<T: DeserializeOwned>(&mut self, value: &serde_json::Value, path: &str) -> (Option<T>, bool) {
+        let mut value = value.clone();
+        // Keys taken out so far (as paths inside `value`): a "required key missing" for one of them
+        // is our doing, not the user's.
+        let mut taken_out: Vec<Vec<String>> = Vec::new();
+        // Every attempt takes one key out, so this bounds the loop by the size of the tree.
+        for _ in 0..=count_keys(&value) {
+            let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+                Ok(v) => return (Some(v), taken_out.is_empty()),
+                Err(e) => e,
+            };
+            let mut inner: Vec<String> = Vec::new();
+            for segment in error.path() {
+                match segment {
+                    serde_path_to_error::Segment::Map { key } => inner.push(key.clone()),
+                    serde_path_to_error::Segment::Seq { index } => inner.push(index.to_string()),
+                    // Enum variants and buffered (tagged-enum) content have no key to take out.
+                    _ => break,
                 }
-                None
+            }
+            let raw = error.into_inner().to_string();
+            let msg = humanize(&raw);
+            let missing = raw.strip_prefix("missing field `").map(|f| f.trim_end_matches('`').to_owned());
+            if let Some(field) = &missing {
+                let mut key = inner.clone();
+                key.push(field.clone());
+                if taken_out.contains(&key) {
+                    return (None, false);
+                }
+            }
+            let full = join_path(path, &inner);
+            // Unknown keys were already reported by check_keys with a suggestion.
+            if !(msg.starts_with("unknown key") && self.errors.iter().any(|x| x.path.starts_with(&full))) {
+                self.error(&full, msg);
+            }
+            // What to take out: the unknown key itself, else the key the error is about.
+            let mut target = inner;
+            if let Some(rest) = raw.strip_prefix("unknown field `")
+                && let Some((key, _)) = rest.split_once('`')
+            {
+                target.push(key.to_owned());
+            }
+            match take_out(&mut value, &target) {
+                Some(removed) => taken_out.push(removed),
+                None => return (None, false),
             }
         }
+        (None, false)
     }
 
     fn section<T: DeserializeOwned>(
@@ -261,9 +311,32 @@ impl Ctx<'_> {
             // Parse what is left, so the valid keys beside a typo are still checked.
             let known: serde_json::Map<_, _> =
                 m.iter().filter(|(k, _)| valid.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-            return self.parse(&serde_json::Value::Object(known), key);
+            // What parsed, with defaults for the bad keys: every key of a section has a default
+            // that passes validation, so the good keys beside a bad one are still checked.
+            return self.parse_all(&serde_json::Value::Object(known), key).0;
         }
         self.parse(v, key)
+    }
+
+    /// A simulator, parsed as its `type`'s own struct: serde buffers an internally tagged enum,
+    /// which loses the key path of an error and stops at the first one.
+    fn simulator(&mut self, id: &str, raw: &serde_json::Value) -> Option<SimulatorConfig> {
+        let path = format!("simulators.{id}");
+        let kind = raw.get("type").and_then(|t| t.as_str());
+        let (serde_json::Value::Object(map), Some(kind)) = (raw, kind) else {
+            return self.parse::<SimulatorConfig>(raw, &path);
+        };
+        let mut fields = map.clone();
+        fields.remove("type");
+        let fields = serde_json::Value::Object(fields);
+        match kind {
+            "goe" => self.parse(&fields, &path).map(SimulatorConfig::Goe),
+            "whatwatt" => self.parse(&fields, &path).map(SimulatorConfig::Whatwatt),
+            "ai_on_the_edge" => self.parse(&fields, &path).map(SimulatorConfig::AiOnTheEdge),
+            "octoprint" => self.parse(&fields, &path).map(SimulatorConfig::Octoprint),
+            // An unknown type: the enum names the valid ones.
+            _ => self.parse::<SimulatorConfig>(raw, &path),
+        }
     }
 
     fn device(&mut self, id: &str, raw: &serde_json::Value) -> Option<DeviceConfig> {
@@ -317,6 +390,52 @@ impl Ctx<'_> {
     }
 }
 
+/// `path.inner...`, skipping empty parts.
+fn join_path(path: &str, inner: &[String]) -> String {
+    std::iter::once(path)
+        .chain(inner.iter().map(String::as_str))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// How many keys and items `value` holds, all levels.
+fn count_keys(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(m) => m.values().map(|v| 1 + count_keys(v)).sum(),
+        serde_json::Value::Array(a) => a.iter().map(|v| 1 + count_keys(v)).sum(),
+        _ => 0,
+    }
+}
+
+/// Takes the mapping key at `path` out of `value`, so the keys beside it can still be checked.
+/// A path into a list takes out the key holding the list (removing an item would renumber the
+/// others and misname their errors). Returns the path taken out, `None` when nothing could be.
+fn take_out(value: &mut serde_json::Value, path: &[String]) -> Option<Vec<String>> {
+    // The deepest prefix of `path` that ends on a mapping key reachable through mappings only.
+    let mut node = &*value;
+    let mut depth = 0;
+    for segment in path {
+        match node {
+            serde_json::Value::Object(m) if m.contains_key(segment) => {
+                node = &m[segment];
+                depth += 1;
+            }
+            _ => break,
+        }
+    }
+    if depth == 0 {
+        return None;
+    }
+    let (parents, last) = path[..depth].split_at(depth - 1);
+    let mut node = value;
+    for segment in parents {
+        node = node.get_mut(segment)?;
+    }
+    node.as_object_mut()?.remove(&last[0])?;
+    Some(path[..depth].to_vec())
+}
+
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
@@ -337,7 +456,15 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
-    if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
+    if config.mqtt.url.trim().is_empty() {
+        // The container image's config leaves the broker to the environment.
+        ctx.error(
+            "mqtt.url",
+            "no broker given: set it, e.g. `url: mqtt://broker.lan:1883`, or the environment variable \
+             HLBRIDGE_MQTT__URL"
+                .into(),
+        );
+    } else if let Err(e) = crate::mqtt::MqttSettings::from_url(&config.mqtt.url, &config.mqtt.client_id) {
         let msg = e.to_string();
         ctx.error("mqtt.url", msg.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(msg));
     }
@@ -429,6 +556,28 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     }
 }
 
+/// A file that runs nothing is almost always a mistake (an empty or truncated file, devices
+/// commented out, a wrong path handed to `--config`): say so instead of starting an idle bridge.
+/// A simulators-only file is fine: it plays devices for another bridge.
+fn check_something_runs(ctx: &mut Ctx<'_>, root: &serde_json::Map<String, serde_json::Value>, config: &Config) {
+    let entries = |key: &str| root.get(key).and_then(|v| v.as_object()).map_or(0, |m| m.len());
+    let (devices, simulators) = (entries("devices"), entries("simulators"));
+    if devices == 0 && simulators == 0 {
+        ctx.error(
+            "devices",
+            "no devices configured: the bridge would have nothing to do; add at least one under `devices:` \
+             (see config/example.yaml)"
+                .into(),
+        );
+    } else if simulators == 0 && config.devices.len() == devices && config.devices.values().all(|d| !d.common.enabled) {
+        // Only when every device parsed: a device with errors is missing from `config.devices`.
+        ctx.error(
+            "devices",
+            "every device has `enabled: false`: the bridge would have nothing to do; enable at least one".into(),
+        );
+    }
+}
+
 /// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
 pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{self, Visitor};
@@ -489,6 +638,19 @@ fn humanize(msg: &str) -> String {
         let hint = suggest(given, &valid).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
         return format!("unknown value `{given}` (one of {}){hint}", valid.join(", "));
     }
+    // serde names Rust types; say what to write instead.
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.rsplit_once(", expected ")
+    {
+        let expected = match expected {
+            "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
+            "i64" | "i32" | "i16" | "i8" => "a whole number",
+            "f64" | "f32" => "a number",
+            "a boolean" => "true or false",
+            other => other,
+        };
+        return format!("expected {expected}, found {found}");
+    }
     if let Some(field) = msg.strip_prefix("missing field `") {
         return format!("required key `{}` is missing", field.trim_end_matches('`'));
     }
@@ -538,10 +700,24 @@ pub(crate) fn locate(text: &str, path: &[&str]) -> Option<usize> {
     None
 }
 
-/// Parses a device config map as the loader would (used by unit tests and `check-config`).
+/// Tests that read `HLBRIDGE_*` variables wait while a test sets some (figment::Jail), so a
+/// variable meant for one test never leaks into another running in parallel.
+#[cfg(test)]
+static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Parses `text` as the loader would, with the environment left alone by other tests.
 #[cfg(test)]
 fn load_test(text: &str) -> Result<Config, ConfigErrors> {
+    let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     load_str(text, "test.yaml", Path::new("."))
+}
+
+/// Runs `f` with environment variables of its own (figment::Jail), other config tests waiting.
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+fn with_env(f: impl FnOnce(&mut figment::Jail) -> figment::error::Result<()>) {
+    let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    figment::Jail::expect_with(f);
 }
 
 #[allow(dead_code)]
@@ -552,12 +728,125 @@ fn _assert_btreemap(_: BTreeMap<String, DeviceConfig>) {}
 mod tests {
     use super::*;
 
+    /// For use inside [`with_env`], which holds the lock already.
+    fn load_str_unlocked(text: &str) -> Result<Config, ConfigErrors> {
+        load_str(text, "test.yaml", Path::new("."))
+    }
+
+    /// The smallest device, for tests about other sections (a file without devices is an error).
+    const ONE_DEVICE: &str = "devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n";
+
     #[test]
-    fn an_empty_file_gives_the_defaults() {
-        let c = load_test("").unwrap();
+    fn a_file_with_only_a_device_gives_the_defaults() {
+        let c = load_test(ONE_DEVICE).unwrap();
         assert_eq!(c.output.prefix, "home");
         assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
-        assert!(c.devices.is_empty());
+        assert_eq!(c.devices.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_saying_there_are_no_devices() {
+        for text in ["", "# nothing yet\n", "mqtt:\n  url: mqtt://b:1883\n", "devices: {}\n"] {
+            let e = load_test(text).expect_err("a file that runs nothing is a mistake");
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].path, "devices", "{e}");
+            assert!(e.0[0].message.contains("no devices configured"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_file_whose_devices_are_all_disabled_is_an_error() {
+        let e = load_test("devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n    enabled: false\n").unwrap_err();
+        assert!(e.to_string().contains("every device has `enabled: false`"), "{e}");
+    }
+
+    #[test]
+    fn a_simulators_only_file_is_accepted() {
+        let c = load_test("simulators:\n  c:\n    type: goe\n    serial: \"1\"\n").unwrap();
+        assert!(c.devices.is_empty() && c.simulators.len() == 1);
+    }
+
+    #[test]
+    fn several_type_errors_in_one_section_are_all_reported_with_their_lines() {
+        let text =
+            "mqtt:\n  url: mqtt://127.0.0.1:99999\n  queue_capacity: many\n  keep_alive: fast\n  tcp_nodelay: maybe\n"
+                .to_owned()
+                + ONE_DEVICE;
+        let e = load_test(&text).unwrap_err();
+        let all = e.to_string();
+        for (line, key) in [(2, "url"), (3, "queue_capacity"), (4, "keep_alive"), (5, "tcp_nodelay")] {
+            let prefix = format!("test.yaml:{line}: mqtt.{key}: ");
+            assert!(all.contains(&prefix), "missing `{prefix}` in {all}");
+        }
+        assert_eq!(e.0.len(), 4, "{all}");
+        assert!(all.contains("500ms"), "the duration format is still explained: {all}");
+    }
+
+    #[test]
+    fn several_bad_keys_in_one_device_and_in_nested_sections_are_all_reported() {
+        let text = "mqtt:\n  tls:\n    insecure: sometimes\n    ca_file: [a]\n    cafile: y\ndevices:\n  g:\n    \
+                    adapter: goe\n    serial: \"1\"\n    interval: soon\n    timeout: never\n    commands: perhaps\n    \
+                    enabled: nah\n";
+        let e = load_test(text).unwrap_err();
+        let all = e.to_string();
+        for (line, path) in [
+            (3, "mqtt.tls.insecure"),
+            (4, "mqtt.tls.ca_file"),
+            (5, "mqtt.tls.cafile"),
+            (10, "devices.g.interval"),
+            (11, "devices.g.timeout"),
+            (12, "devices.g.commands"),
+            (13, "devices.g.enabled"),
+        ] {
+            let prefix = format!("test.yaml:{line}: {path}: ");
+            assert_eq!(all.matches(&prefix).count(), 1, "`{prefix}` once in {all}");
+        }
+        assert!(all.contains("did you mean `ca_file`?"), "{all}");
+    }
+
+    #[test]
+    fn several_bad_keys_in_one_simulator_are_all_reported_with_their_paths() {
+        let text =
+            "simulators:\n  s:\n    type: goe\n    serial: \"1\"\n    tick: soon\n    read_only: nah\n    tik: 1s\n";
+        let e = load_test(text).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("test.yaml:5: simulators.s.tick: "), "{all}");
+        assert!(
+            all.contains("test.yaml:6: simulators.s.read_only: expected true or false, found string \"nah\""),
+            "{all}"
+        );
+        assert!(all.contains("test.yaml:7: simulators.s.tik: unknown key `tik`; did you mean `tick`?"), "{all}");
+        let e = load_test("simulators:\n  s:\n    type: goee\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean `goe`?"), "{e}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_at_the_line_where_it_opened() {
+        let text = "mqtt:\n  url: mqtt://b:1883\noutput:\n  prefix: home\ndevices:\n  g:\n    adapter: \"goe\n    serial: \"1\"\n";
+        let e = load_test(text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].origin.as_deref(), Some("test.yaml:7:14"), "{e}");
+        assert!(e.0[0].message.contains("the quote \" opened at 7:14 is not closed"), "{e}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_reported_with_its_name_and_both_lines() {
+        let text = "mqtt:\n  url: mqtt://a:1883\n  client_id: x\n  keep_alive: 5s\n  url: mqtt://b:1883\n".to_owned()
+            + ONE_DEVICE;
+        let e = load_test(&text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].origin.as_deref(), Some("test.yaml:5"), "{e}");
+        let m = &e.0[0].message;
+        assert!(m.contains("duplicate key `mqtt.url`") && m.contains("line 2") && m.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_named_as_a_tab() {
+        let text = "mqtt:\n  url: mqtt://a:1883\n\tclient_id: x\n".to_owned() + ONE_DEVICE;
+        let e = load_test(&text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].origin.as_deref(), Some("test.yaml:3:1"), "{e}");
+        assert!(e.0[0].message.contains("tab character in indentation at 3:1: YAML indents with spaces"), "{e}");
     }
 
     #[test]
@@ -638,19 +927,20 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_the_effective_config() {
-        let c = load_test("mqtt:\n  username: u\n  password: hunter2\n").unwrap();
+        let c = load_test(&("mqtt:\n  username: u\n  password: hunter2\n".to_owned() + ONE_DEVICE)).unwrap();
         let y = c.to_redacted_yaml();
         assert!(!y.contains("hunter2") && y.contains("<redacted>"), "{y}");
     }
 
     #[test]
     fn env_overrides_win_over_the_file() {
-        figment::Jail::expect_with(|jail| {
+        with_env(|jail| {
             jail.set_env("HLBRIDGE_OUTPUT__PREFIX", "lab");
             jail.set_env("HLBRIDGE_DEVICES__GARAGE__INTERVAL", "10s");
             jail.set_env("HLBRIDGE_TEST_BROKER", "mosquitto"); // not a config key: ignored
             let c =
-                load_test("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n").unwrap();
+                load_str_unlocked("devices:\n  garage:\n    adapter: goe\n    transport: http\n    url: http://x\n")
+                    .unwrap();
             assert_eq!(c.output.prefix, "lab");
             let AdapterConfig::Goe(g) = &c.devices["garage"].adapter else { panic!("goe") };
             assert_eq!(g.interval, super::super::Dur::secs(10));
@@ -660,9 +950,9 @@ mod tests {
 
     #[test]
     fn errors_from_env_name_the_variable() {
-        figment::Jail::expect_with(|jail| {
+        with_env(|jail| {
             jail.set_env("HLBRIDGE_OUTPUT__QOS", "7");
-            let e = load_test("").unwrap_err();
+            let e = load_str_unlocked("").unwrap_err();
             assert!(e.to_string().contains("env HLBRIDGE_OUTPUT__QOS"), "{e}");
             Ok(())
         });
@@ -673,7 +963,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hlb-pw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
-        let c = load_str("mqtt:\n  password_file: pw\n", "t.yaml", &dir).unwrap();
+        let _env = ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let c = load_str(&("mqtt:\n  password_file: pw\n".to_owned() + ONE_DEVICE), "t.yaml", &dir).unwrap();
         assert_eq!(c.mqtt.password.unwrap().expose(), "s3cret");
         let e = load_str("mqtt:\n  password_file: missing\n", "t.yaml", &dir).unwrap_err();
         assert!(e.to_string().contains("mqtt.password_file"), "{e}");
@@ -703,7 +994,7 @@ mod tests {
     #[test]
     #[cfg(feature = "embedded-broker")]
     fn embedded_broker_becomes_the_default_url() {
-        let c = load_test("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n").unwrap();
+        let c = load_test(&("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n".to_owned() + ONE_DEVICE)).unwrap();
         assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1884");
     }
 }

@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod fuzz_tests;
 mod load;
+mod syntax;
 pub mod types;
 
 use std::collections::BTreeMap;
