@@ -919,13 +919,16 @@ impl Router {
     }
 }
 
-/// Whether a live message with source timestamp `ts` is a new sign of life after the newest one
-/// seen (`alive`). A replay of already-handled readings carries their old timestamps; a device clock
-/// set back by more than an hour (NTP after a reboot) is taken as a new start rather than a replay.
+/// Whether a live message with source timestamp `ts` is a sign of life, given the newest source
+/// timestamp seen (`alive`). A replay of readings handled before (a client flushing what it queued
+/// during an outage) carries older timestamps than the newest one and proves nothing about now. The
+/// same timestamp again does (a gateway polled again before its meter sent a new telegram answers
+/// with the same reading), and so does a device clock set back by more than an hour (NTP after a
+/// reboot): that is a new start, not a replay.
 fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool {
     match alive {
         None => true,
-        Some(newest) => ts > newest || newest - ts > time::Duration::hours(1),
+        Some(newest) => ts >= newest || newest - ts > time::Duration::hours(1),
     }
 }
 
@@ -1302,12 +1305,14 @@ mod tests {
         s.freshness = Duration::from_millis(20);
         let (r, h, mut rx) = setup(s);
         let t1 = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        let t2 = t1 + time::Duration::seconds(1);
         let at = |ts: OffsetDateTime, w: f64| {
             let mut u = update(&[("power", Value::Number(w))]);
             u.ts = Some(ts);
             u
         };
         h.apply(at(t1, 7.0));
+        h.apply(at(t2, 8.0));
         assert!(r.snapshot()[0].online);
         let deadline = Instant::now() + Duration::from_secs(5);
         while r.snapshot()[0].online {
@@ -1316,19 +1321,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         rx.drain();
-        // The same reading again (a client replaying its outage queue after a reconnect).
+        // An older reading again (a client replaying its outage queue after a reconnect).
         h.apply(at(t1, 7.0));
         assert!(!r.snapshot()[0].online, "a replay is no new sign of life");
         assert!(!rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online"));
-        h.apply(at(t1 + time::Duration::seconds(1), 8.0));
-        assert!(r.snapshot()[0].online, "a newer reading is");
+        h.apply(at(t2, 8.0));
+        assert!(r.snapshot()[0].online, "the newest reading again is (a gateway polled twice per telegram)");
     }
 
     #[test]
     fn a_device_clock_set_back_by_hours_counts_as_a_new_start_not_a_replay() {
         let now = OffsetDateTime::now_utc();
         assert!(proves_alive_again(None, now));
-        assert!(!proves_alive_again(Some(now), now));
+        assert!(proves_alive_again(Some(now), now));
         assert!(!proves_alive_again(Some(now), now - time::Duration::minutes(5)));
         assert!(proves_alive_again(Some(now), now - time::Duration::hours(2)));
     }
