@@ -5,6 +5,7 @@
 //! `offline`, then `bridge/status` `offline`, then the outbound queue is flushed and the client
 //! disconnects cleanly (so the broker does not also fire the last will), all within 5 s.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttSettings, QoS};
+use crate::reload::DeviceChange;
 use crate::router::{DeviceSpec, Router, RouterSettings};
 
 /// Time allowed for a clean stop.
@@ -66,9 +68,194 @@ pub struct Running {
     /// Every other task.
     tracker: TaskTracker,
     status_topic: String,
+    /// The config in force (sections that only apply on restart keep their running values).
+    config: Config,
+    /// Each running adapter: its stop token and task, so reload can stop one device alone.
+    adapters: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The HTTP endpoint's stop token, so reload can move it to a new address.
+    http_stop: Option<CancellationToken>,
+    /// Health metrics plus the device collector, served again after a move.
+    registry: Arc<Registry>,
+}
+
+/// Errors of a reload that was refused (the running config stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file does not load; every error is listed.
+    #[error("{0}")]
+    Invalid(crate::config::ConfigErrors),
+    /// The new `mqtt:` settings cannot be used (bad URL, unreadable TLS files).
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    /// The new `http.listen` address cannot be bound.
+    #[error("http.listen: cannot listen on {addr}: {error}")]
+    Listen {
+        /// The new address.
+        addr: std::net::SocketAddr,
+        /// Why not (in use, no permission).
+        error: std::io::Error,
+    },
 }
 
 impl Running {
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reloads from `path` (SIGHUP, `--watch`): an invalid file is refused with every error and
+    /// the running config stays; otherwise [`Running::reload`]. Counts and logs the outcome.
+    pub async fn reload_file(&mut self, path: &std::path::Path) -> Result<crate::reload::Plan, ReloadError> {
+        let result = match crate::config::load_file(path) {
+            Ok(config) => self.reload(config).await,
+            Err(errors) => Err(ReloadError::Invalid(errors)),
+        };
+        match &result {
+            Ok(_) => {}
+            Err(ReloadError::Invalid(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!("config reload refused: {e}");
+                }
+                tracing::error!(file = %path.display(), errors = errors.0.len(), "config reload refused; the running config stays in force");
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), "config reload refused: {e}; the running config stays in force")
+            }
+        }
+        let m = &self.router.metrics();
+        m.config_reloads(if result.is_ok() { "ok" } else { "error" }).inc();
+        m.config_last_reload_successful.set(i64::from(result.is_ok()));
+        result
+    }
+
+    /// Applies `new` live: removed devices stop and their retained topics are cleared, changed
+    /// devices restart, added devices start, unchanged devices are not touched (no availability
+    /// flap, counters and counter-guard state kept); a changed `mqtt:` reconnects, a changed
+    /// `http.listen` moves the endpoint. Settings that cannot be used are refused before anything
+    /// changes. Sections that only apply on restart keep their running values (logged).
+    pub async fn reload(&mut self, new: Config) -> Result<crate::reload::Plan, ReloadError> {
+        let plan = crate::reload::plan(&self.config, &new);
+        // Everything that can fail comes first, so a refused reload disturbs nothing.
+        let mqtt_settings = if plan.mqtt {
+            let s = mqtt_settings(&new).map_err(|e| ReloadError::Mqtt(format!("{e:#}")))?;
+            Some(s)
+        } else {
+            None
+        };
+        let listener = match (plan.http_listen, new.http.listen) {
+            (true, Some(addr)) => {
+                Some(TcpListener::bind(addr).await.map_err(|error| ReloadError::Listen { addr, error })?)
+            }
+            _ => None,
+        };
+        if let Some(s) = &mqtt_settings {
+            self.mqtt.reconfigure(s).map_err(|e| ReloadError::Mqtt(e.to_string()))?;
+        }
+        if plan.http_listen {
+            if let Some(stop) = self.http_stop.take() {
+                stop.cancel();
+            }
+            self.http_addr = None;
+            if let Some(listener) = listener {
+                self.serve_http(listener);
+            }
+        }
+        let old_config = std::mem::replace(&mut self.config, new);
+        // Stop first: a changed device must be gone before its new self subscribes.
+        for id in plan.ids(DeviceChange::Removed).into_iter().chain(plan.ids(DeviceChange::Changed)) {
+            if let Some((stop, task)) = self.adapters.remove(id) {
+                stop.cancel();
+                if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+                    tracing::warn!(device = %id, "adapter did not stop within 3 s; removed anyway");
+                }
+            }
+            let removed = plan.ids(DeviceChange::Removed).contains(&id);
+            let moved = !removed && self.base_of(&old_config, id) != self.base_of(&self.config, id);
+            self.router.remove_device(id, removed || moved);
+        }
+        self.mqtt.release_unused();
+        for id in plan.ids(DeviceChange::Added).into_iter().chain(plan.ids(DeviceChange::Changed)) {
+            self.start_device(id);
+        }
+        // Keep what only a restart applies, so the config in force says what really runs.
+        for section in &plan.restart_needed {
+            match *section {
+                "output" => self.config.output = old_config.output.clone(),
+                "log" => self.config.log = old_config.log.clone(),
+                "runtime" => self.config.runtime = old_config.runtime.clone(),
+                "simulators" => self.config.simulators = old_config.simulators.clone(),
+                "mqtt.embedded" => self.config.mqtt.embedded = old_config.mqtt.embedded.clone(),
+                "http" => {
+                    let listen = self.config.http.listen;
+                    self.config.http = old_config.http.clone();
+                    self.config.http.listen = listen;
+                }
+                _ => {}
+            }
+            tracing::warn!(section, "config section changed; it takes effect only after a restart");
+        }
+        tracing::info!(
+            added = ?plan.ids(DeviceChange::Added),
+            removed = ?plan.ids(DeviceChange::Removed),
+            restarted = ?plan.ids(DeviceChange::Changed),
+            unchanged = plan.ids(DeviceChange::Unchanged).len(),
+            mqtt_reconnect = plan.mqtt,
+            http_moved = plan.http_listen,
+            "config reloaded"
+        );
+        Ok(plan)
+    }
+
+    fn base_of(&self, config: &Config, id: &str) -> Option<String> {
+        let d = config.devices.get(id)?;
+        DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))
+            .map(|s| format!("{}/{id}", s.prefix))
+    }
+
+    /// Adds device `id` of the config in force to the router and starts its adapter.
+    fn start_device(&mut self, id: &str) {
+        let Some(d) = self.config.devices.get(id).filter(|d| d.common.enabled).cloned() else { return };
+        let Some(spec) = DeviceSpec::from_config(
+            &self.config,
+            id,
+            crate::adapters::cadence(&d),
+            crate::adapters::accepts_commands(&d),
+        ) else {
+            return;
+        };
+        let handle = self.router.add_device(spec);
+        self.router.configure_guard(id, &d.common.guard);
+        self.spawn_adapter(id, &d, handle);
+    }
+
+    fn spawn_adapter(&mut self, id: &str, d: &crate::config::DeviceConfig, handle: crate::router::DeviceHandle) {
+        let stop = self.work.child_token();
+        let task = crate::adapters::spawn(d, handle, &self.devices, stop.clone());
+        tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
+        self.adapters.insert(id.to_owned(), (stop, task));
+    }
+
+    fn serve_http(&mut self, listener: TcpListener) {
+        let addr = listener.local_addr().ok();
+        let state = crate::http::HttpState {
+            registry: self.registry.clone(),
+            router: self.router.clone(),
+            mqtt: self.mqtt.clone(),
+        };
+        let stop = self.work.child_token();
+        let cancel = stop.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state, cancel).await {
+                tracing::error!(error = %e, "HTTP endpoint failed");
+            }
+        });
+        if let Some(a) = addr {
+            tracing::info!(addr = %a, "serving /metrics /healthz /readyz");
+        }
+        self.http_addr = addr;
+        self.http_stop = Some(stop);
+    }
+
     /// Stops everything in order (see module docs) within [`SHUTDOWN_BUDGET`].
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
@@ -129,15 +316,28 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     tracker.spawn(router.clone().run(work.clone()));
 
+    let mut running = Running {
+        router: router.clone(),
+        mqtt: mqtt.clone(),
+        http_addr: None,
+        work: work.clone(),
+        mqtt_cancel,
+        devices,
+        tracker,
+        status_topic: Router::status_topic(&config.output.prefix),
+        config: config.clone(),
+        adapters: BTreeMap::new(),
+        http_stop: None,
+        registry: Arc::new(Registry::default()),
+    };
     for (id, d) in config.enabled_devices() {
         if let Some(handle) = router.handle(id) {
-            crate::adapters::spawn(d, handle, &devices, work.child_token());
-            tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
+            running.spawn_adapter(id, d, handle);
         }
     }
 
     for (name, sim) in &config.simulators {
-        crate::simulate::start(name, sim, config, &devices, work.child_token()).await?;
+        crate::simulate::start(name, sim, config, &running.devices, work.child_token()).await?;
     }
 
     let listener = match http_listener {
@@ -151,30 +351,14 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
             None => None,
         },
     };
-    let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    running.registry = Arc::new(registry);
     if let Some(listener) = listener {
-        let state = crate::http::HttpState { registry: Arc::new(registry), router: router.clone(), mqtt: mqtt.clone() };
-        let cancel = work.clone();
-        tracker.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state, cancel).await {
-                tracing::error!(error = %e, "HTTP endpoint failed");
-            }
-        });
-        tracing::info!(addr = ?http_addr, "serving /metrics /healthz /readyz");
+        running.serve_http(listener);
     }
     if config.output.console {
-        tracker.spawn(crate::console::run(config.clone(), mqtt.clone(), http_addr, work.clone()));
+        running.tracker.spawn(crate::console::run(config.clone(), mqtt.clone(), running.http_addr, work.clone()));
     }
-    Ok(Running {
-        router,
-        mqtt,
-        http_addr,
-        work,
-        mqtt_cancel,
-        devices,
-        tracker,
-        status_topic: Router::status_topic(&config.output.prefix),
-    })
+    Ok(running)
 }
 
 /// Runs the bridge until `shutdown` resolves, then stops it cleanly.

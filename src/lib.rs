@@ -12,6 +12,7 @@
 //!   jumps, confirmation of a new level, explicit reset).
 //! - [`mqtt`]: the only code that touches rumqttc (connection loop, backoff, re-subscribe, queue, TLS).
 //! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
+//! - [`reload`]: live reload's plan: which devices start, stop, restart or stay untouched.
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
 //! - [`console`]: the live terminal view of the demo.
@@ -36,6 +37,7 @@ pub mod model;
 pub mod mqtt;
 #[cfg(test)]
 mod mqtt_topic_fuzz_tests;
+pub mod reload;
 pub mod router;
 pub mod simulate;
 pub mod untrusted;

@@ -43,6 +43,13 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// Label set of the config-reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// The bridge's health metrics. Counters are cheap `Arc` handles; adapters clone the per-device
 /// ones once at start-up.
 #[derive(Debug, Default)]
@@ -73,6 +80,10 @@ pub struct Metrics {
     pub readings_rejected: Family<DeviceReasonLabel, Counter>,
     /// MQTT messages over `max_packet_size`, dropped instead of sent or delivered.
     pub mqtt_oversized: Family<DirectionLabel, Counter>,
+    /// Config reloads (SIGHUP, `--watch`) by outcome.
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// Whether the last reload was applied (1) or refused (0); 1 before any reload.
+    pub config_last_reload_successful: Gauge,
 }
 
 impl Metrics {
@@ -131,7 +142,26 @@ impl Metrics {
         for direction in ["in", "out"] {
             m.mqtt_oversized(direction);
         }
+        registry.register(
+            "hlbridge_config_reloads",
+            "Config reloads (SIGHUP or --watch) by result: ok (applied) or error (refused, old config kept)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "hlbridge_config_last_reload_successful",
+            "Whether the last config reload was applied (1) or refused (0); 1 before any reload",
+            m.config_last_reload_successful.clone(),
+        );
+        for result in ["ok", "error"] {
+            m.config_reloads(result);
+        }
+        m.config_last_reload_successful.set(1);
         Arc::new(m)
+    }
+
+    /// The config-reload counter of `result` (`ok` or `error`).
+    pub fn config_reloads(&self, result: &'static str) -> Counter {
+        self.config_reloads.get_or_create(&ResultLabel { result }).clone()
     }
 
     /// The oversized-message counter of `direction` (`in` or `out`).

@@ -62,20 +62,17 @@ pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
 }
 
 /// Starts the adapter task for one device.
-pub fn spawn(cfg: &DeviceConfig, device: DeviceHandle, tracker: &TaskTracker, cancel: CancellationToken) {
+pub fn spawn(
+    cfg: &DeviceConfig,
+    device: DeviceHandle,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     device.set_ingest_queue(cfg.common.ingest_queue);
     match &cfg.adapter {
-        AdapterConfig::Goe(c) => {
-            tracker.spawn(goe::run(c.clone(), device, cancel));
-        }
-        AdapterConfig::Whatwatt(c) => {
-            tracker.spawn(whatwatt::run(c.clone(), device, cancel));
-        }
-        AdapterConfig::AiOnTheEdge(c) => {
-            tracker.spawn(ai_on_the_edge::run(c.clone(), device, cancel));
-        }
-        AdapterConfig::Octoprint(c) => {
-            tracker.spawn(octoprint::run(c.clone(), device, cancel));
-        }
+        AdapterConfig::Goe(c) => tracker.spawn(goe::run(c.clone(), device, cancel)),
+        AdapterConfig::Whatwatt(c) => tracker.spawn(whatwatt::run(c.clone(), device, cancel)),
+        AdapterConfig::AiOnTheEdge(c) => tracker.spawn(ai_on_the_edge::run(c.clone(), device, cancel)),
+        AdapterConfig::Octoprint(c) => tracker.spawn(octoprint::run(c.clone(), device, cancel)),
     }
 }

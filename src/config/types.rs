@@ -138,8 +138,26 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+thread_local! {
+    /// Set only inside [`with_secrets_revealed`]: secrets then serialise as themselves.
+    static REVEAL_SECRETS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with secrets serialising as their values instead of `<redacted>`: for comparing two
+/// configs in memory (a changed password must count as a change on reload). Never print what `f`
+/// produces.
+pub fn with_secrets_revealed<T>(f: impl FnOnce() -> T) -> T {
+    REVEAL_SECRETS.with(|r| r.set(true));
+    let out = f();
+    REVEAL_SECRETS.with(|r| r.set(false));
+    out
+}
+
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if REVEAL_SECRETS.with(std::cell::Cell::get) {
+            return s.serialize_str(&self.0);
+        }
         s.serialize_str("<redacted>")
     }
 }

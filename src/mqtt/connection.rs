@@ -48,6 +48,20 @@ enum Ended {
     Lost(String),
     /// Closed on purpose (DISCONNECT sent, or cancelled): the task stops.
     Closed,
+    /// Closed to connect again with new settings (live reload of `mqtt:`).
+    Reconfigure,
+}
+
+/// How a connection attempt (or the wait before one) ended.
+enum Attempt {
+    /// ConnAck received.
+    Up,
+    /// The attempt failed; the text says why.
+    Failed(String),
+    /// Stopped (cancelled or disconnect requested).
+    Stopped,
+    /// New settings arrived: start over with them at once.
+    Reconfigure,
 }
 
 /// The connection task's state (see module docs).
@@ -72,6 +86,8 @@ pub(super) struct Connection {
     pending_subacks: HashMap<u16, Vec<String>>,
     /// A subscriber was found gone while dispatching: prune and unsubscribe after this read.
     prune_due: bool,
+    /// New settings waiting to be applied (live reload), with the event loop built from them.
+    reconfigure: Option<Box<super::Reconfigure>>,
     /// Whether an oversized incoming message was already logged (then only counted).
     logged_oversized_in: bool,
     /// Whether an oversized outgoing publish was already logged (then only counted).
@@ -97,6 +113,7 @@ impl Connection {
             flush_waiters: Vec::new(),
             pending_subacks: HashMap::new(),
             prune_due: false,
+            reconfigure: None,
             logged_oversized_in: false,
             logged_oversized_out: false,
         }
@@ -107,10 +124,16 @@ impl Connection {
         let mut failures: u32 = 0;
         let mut logged_down = false;
         loop {
+            if let Some(r) = self.reconfigure.take() {
+                self.apply_settings(*r);
+                failures = 0;
+                logged_down = false;
+            }
             let reason = match self.connect(&cancel).await {
-                None => break,
-                Some(Err(e)) => describe(&e),
-                Some(Ok(())) => {
+                Attempt::Stopped => break,
+                Attempt::Reconfigure => continue,
+                Attempt::Failed(reason) => reason,
+                Attempt::Up => {
                     let since = Instant::now();
                     logged_down = false;
                     let ended = match self.start_session().await {
@@ -119,6 +142,7 @@ impl Connection {
                     };
                     match ended {
                         Ended::Closed => break,
+                        Ended::Reconfigure => continue,
                         Ended::Lost(reason) => {
                             self.lost();
                             if since.elapsed() >= HEALTHY_AFTER {
@@ -143,8 +167,9 @@ impl Connection {
             self.shared.health().last_error = Some(reason);
             let delay = super::backoff_delay(failures, self.settings.backoff_initial, self.settings.backoff_max);
             failures = failures.saturating_add(1);
-            if !self.wait_buffering(delay, &cancel).await {
-                break;
+            match self.wait_buffering(delay, &cancel).await {
+                Attempt::Stopped => break,
+                _ => continue,
             }
         }
         self.set_disconnected();
@@ -154,41 +179,49 @@ impl Connection {
     }
 
     /// Connects once; meanwhile keeps the queue draining into the outbox. `None` when stopped.
-    async fn connect(&mut self, cancel: &CancellationToken) -> Option<Result<(), ConnectionError>> {
+    async fn connect(&mut self, cancel: &CancellationToken) -> Attempt {
         let connect = self.eventloop.poll();
         tokio::pin!(connect);
         loop {
             tokio::select! {
-                r = &mut connect => return Some(match r {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(()),
-                    Ok(_) => Err(ConnectionError::NotConnAck(Packet::PingResp)),
-                    Err(e) => Err(e),
-                }),
+                r = &mut connect => return match r {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => Attempt::Up,
+                    Ok(_) => Attempt::Failed(describe(&ConnectionError::NotConnAck(Packet::PingResp))),
+                    Err(e) => Attempt::Failed(describe(&e)),
+                },
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
                 c = self.control.recv() => match c {
-                    Some(Control::Disconnect) | None => return None,
+                    Some(Control::Disconnect) | None => return Attempt::Stopped,
                     Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
                     Some(Control::Subscribe(_)) => {}
+                    Some(Control::Reconfigure(r)) => {
+                        self.reconfigure = Some(r);
+                        return Attempt::Reconfigure;
+                    }
                 },
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => return Attempt::Stopped,
             }
         }
     }
 
-    /// Sleeps `delay` while buffering the queue. `false` when stopped meanwhile.
-    async fn wait_buffering(&mut self, delay: Duration, cancel: &CancellationToken) -> bool {
+    /// Sleeps `delay` while buffering the queue; ends early when stopped or reconfigured.
+    async fn wait_buffering(&mut self, delay: Duration, cancel: &CancellationToken) -> Attempt {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => return true,
+                _ = &mut sleep => return Attempt::Up,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
                 c = self.control.recv() => match c {
-                    Some(Control::Disconnect) | None => return false,
+                    Some(Control::Disconnect) | None => return Attempt::Stopped,
                     Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
                     Some(Control::Subscribe(_)) => {}
+                    Some(Control::Reconfigure(r)) => {
+                        self.reconfigure = Some(r);
+                        return Attempt::Reconfigure;
+                    }
                 },
-                _ = cancel.cancelled() => return false,
+                _ = cancel.cancelled() => return Attempt::Stopped,
             }
         }
     }
@@ -239,6 +272,10 @@ impl Connection {
                 c = self.control.recv() => match c {
                     Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
                     Some(Control::Prune) => self.prune().await,
+                    Some(Control::Reconfigure(r)) => {
+                        self.reconfigure = Some(r);
+                        return self.close_for_reconfigure().await;
+                    }
                     Some(Control::Disconnect) | None => return self.disconnect().await,
                 },
                 r = read(&mut self.eventloop) => match r {
@@ -464,6 +501,25 @@ impl Connection {
         self.eventloop.network = None;
         self.set_disconnected();
         Ended::Closed
+    }
+
+    /// Leaves the broker cleanly (DISCONNECT: no last will) before connecting with new settings;
+    /// unacknowledged publishes go back to the outbox for the new connection.
+    async fn close_for_reconfigure(&mut self) -> Ended {
+        tracing::info!("MQTT settings changed: reconnecting with the new ones");
+        if self.write(Request::Disconnect(Disconnect)).await.is_ok() {
+            let _ = self.flush().await;
+        }
+        self.lost();
+        Ended::Reconfigure
+    }
+
+    /// Takes new settings and the event loop built from them (the old socket, if any, closes).
+    fn apply_settings(&mut self, r: super::Reconfigure) {
+        self.eventloop.network = None;
+        self.settings = r.settings;
+        self.eventloop = r.eventloop;
+        self.shared.health().last_error = None;
     }
 
     /// After losing the connection: unacknowledged publishes go back to the outbox front.

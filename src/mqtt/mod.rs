@@ -237,6 +237,17 @@ enum Control {
     Prune,
     /// Send DISCONNECT and close; answered when the connection is closed.
     Disconnect,
+    /// Leave the broker cleanly and connect again with these settings (live reload).
+    Reconfigure(Box<Reconfigure>),
+}
+
+/// New connection settings and the rumqttc event loop built from them.
+struct Reconfigure {
+    /// The settings in force from now on.
+    settings: MqttSettings,
+    /// Built (and its TLS material loaded) before it is handed over, so bad settings are refused
+    /// while the old connection keeps running.
+    eventloop: rumqttc::EventLoop,
 }
 
 struct Subscription {
@@ -407,6 +418,18 @@ impl MqttHandle {
         rx
     }
 
+    /// Connects again with `settings` (live reload of `mqtt:`): the current connection is closed
+    /// cleanly (no last will), queued publishes and subscriptions carry over. Settings that cannot
+    /// be used (a bad URL, unreadable TLS files) are refused here and the running connection stays.
+    pub fn reconfigure(&self, settings: &MqttSettings) -> Result<(), MqttError> {
+        let eventloop = event_loop(settings)?;
+        let _ = self
+            .shared
+            .control
+            .send(Control::Reconfigure(Box::new(Reconfigure { settings: settings.clone(), eventloop })));
+        Ok(())
+    }
+
     /// Unsubscribes, at the broker too, every filter whose only subscribers have dropped their
     /// receiver (a stopped device). Happens by itself on the next message to such a filter; call
     /// this to do it at once.
@@ -513,6 +536,17 @@ pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<MqttHandle, MqttError> {
+    let eventloop = event_loop(settings)?;
+    let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(out_tx, control_tx, metrics);
+    let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
+    tracker.spawn(task.run(cancel));
+    Ok(MqttHandle { shared })
+}
+
+/// rumqttc's event loop for `settings` (connects lazily, on the first poll).
+fn event_loop(settings: &MqttSettings) -> Result<rumqttc::EventLoop, MqttError> {
     let options = settings.rumqttc_options()?;
     // rumqttc's own request channel stays unused (and tiny): the connection task writes requests
     // to the socket itself.
@@ -521,12 +555,7 @@ pub fn spawn(
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(settings.tcp_nodelay);
     eventloop.set_network_options(net);
-    let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(out_tx, control_tx, metrics);
-    let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
-    tracker.spawn(task.run(cancel));
-    Ok(MqttHandle { shared })
+    Ok(eventloop)
 }
 
 /// Hands an incoming publish to every matching subscriber. `false` when a subscriber turned out to
