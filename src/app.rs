@@ -66,9 +66,17 @@ pub struct Running {
     /// Every other task.
     tracker: TaskTracker,
     status_topic: String,
+    /// Cancelled when the bridge asks to be stopped from inside (`q` in the console).
+    stop_requested: CancellationToken,
 }
 
 impl Running {
+    /// Resolves when the bridge asks to be stopped from inside (`q` in the console); then call
+    /// [`Running::shutdown`] as for a signal.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.cancelled().await
+    }
+
     /// Stops everything in order (see module docs) within [`SHUTDOWN_BUDGET`].
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
@@ -162,8 +170,16 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         });
         tracing::info!(addr = ?http_addr, "serving /metrics /healthz /readyz");
     }
+    let stop_requested = CancellationToken::new();
     if config.output.console {
-        tracker.spawn(crate::console::run(config.clone(), mqtt.clone(), http_addr, work.clone()));
+        let console = crate::console::ConsoleContext {
+            router: router.clone(),
+            mqtt: mqtt.clone(),
+            broker: config.mqtt.url.clone(),
+            http: http_addr,
+            stop_requested: stop_requested.clone(),
+        };
+        tracker.spawn(crate::console::run(console, work.clone()));
     }
     Ok(Running {
         router,
@@ -174,13 +190,17 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         devices,
         tracker,
         status_topic: Router::status_topic(&config.output.prefix),
+        stop_requested,
     })
 }
 
-/// Runs the bridge until `shutdown` resolves, then stops it cleanly.
+/// Runs the bridge until `shutdown` resolves (or the console's `q`), then stops it cleanly.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(&config, None).await?;
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = running.stop_requested() => {}
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
