@@ -61,8 +61,9 @@ pub struct Running {
     /// Stops the MQTT client tasks, last.
     mqtt_cancel: CancellationToken,
     /// Adapter and simulator tasks: waited for before devices are published offline, so no
-    /// late reading can publish `online` again.
-    devices: TaskTracker,
+    /// late reading can publish `online` again. One tracker per device and simulator, so a slow
+    /// stop names the culprit.
+    devices: Vec<(String, TaskTracker)>,
     /// Every other task.
     tracker: TaskTracker,
     status_topic: String,
@@ -81,11 +82,18 @@ impl Running {
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         self.work.cancel();
-        self.devices.close();
-        if tokio::time::timeout_at(deadline - Duration::from_secs(3), self.devices.wait()).await.is_err() {
-            tracing::warn!("some adapters did not stop in time; publishing offline anyway");
+        let devices_deadline = deadline - Duration::from_secs(3);
+        for (_, tracker) in &self.devices {
+            tracker.close();
         }
-        self.router.all_offline("bridge stopped");
+        for (_, tracker) in &self.devices {
+            let _ = tokio::time::timeout_at(devices_deadline, tracker.wait()).await;
+        }
+        let late: Vec<&str> = self.devices.iter().filter(|(_, t)| !t.is_empty()).map(|(n, _)| n.as_str()).collect();
+        if !late.is_empty() {
+            tracing::warn!(late = %late.join(", "), "some adapters did not stop in time; publishing offline anyway");
+        }
+        self.router.all_offline(crate::router::BRIDGE_STOPPED);
         self.mqtt.publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
         if self.mqtt.state().connected {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -109,7 +117,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let metrics = Metrics::register(&mut registry);
     let settings = mqtt_settings(config)?;
     let tracker = TaskTracker::new();
-    let devices = TaskTracker::new();
+    let mut devices: Vec<(String, TaskTracker)> = Vec::new();
     let work = CancellationToken::new();
     let mqtt_cancel = CancellationToken::new();
     let mqtt = mqtt::spawn(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
@@ -139,13 +147,17 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
 
     for (id, d) in config.enabled_devices() {
         if let Some(handle) = router.handle(id) {
-            crate::adapters::spawn(d, handle, &devices, work.child_token());
-            tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
+            let device_tasks = TaskTracker::new();
+            crate::adapters::spawn(d, handle, &device_tasks, work.child_token());
+            devices.push((id.to_owned(), device_tasks));
+            tracing::info!(device = %id, adapter = %d.common.adapter.as_str(), "adapter started");
         }
     }
 
     for (name, sim) in &config.simulators {
-        crate::simulate::start(name, sim, config, &devices, work.child_token()).await?;
+        let sim_tasks = TaskTracker::new();
+        crate::simulate::start(name, sim, config, &sim_tasks, work.child_token()).await?;
+        devices.push((format!("simulator {name}"), sim_tasks));
     }
 
     let listener = match http_listener {
@@ -168,7 +180,9 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
                 tracing::error!(error = %e, "HTTP endpoint failed");
             }
         });
-        tracing::info!(addr = ?http_addr, "serving /metrics /healthz /readyz");
+        if let Some(addr) = http_addr {
+            tracing::info!(%addr, "serving /metrics /healthz /readyz");
+        }
     }
     let stop_requested = CancellationToken::new();
     if config.output.console {

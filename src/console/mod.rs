@@ -1,8 +1,8 @@
 //! The live view (`output.console: true`, on in the demo). On a terminal it takes the screen
 //! (ratatui on crossterm, alternate screen, raw mode): one compact panel per device, the recent
 //! events, a key help line; `q` or Ctrl-C stops the bridge through the same path as SIGINT. When
-//! stdout is not a terminal it prints plain lines instead: each event as it comes, and one line per
-//! device every [`PLAIN_SUMMARY_EVERY`].
+//! stdout is not a terminal it prints plain lines instead: each event as it comes, a line per
+//! device when its availability changes and for every device every [`PLAIN_SUMMARY_EVERY`].
 //!
 //! The pieces: [`view`] decides what to show from the router snapshot and the event messages,
 //! [`draw`] lays it out; this module owns the terminal, the keys and the loop. While the console
@@ -150,26 +150,42 @@ fn header(ctx: &ConsoleContext, started: Instant) -> Header {
     }
 }
 
-/// Without a terminal: events as they come, a summary line per device every [`PLAIN_SUMMARY_EVERY`].
+/// Without a terminal: events as they come; a line per device when its availability changes
+/// and for every device every [`PLAIN_SUMMARY_EVERY`].
 async fn run_plain(ctx: ConsoleContext, events: mpsc::Receiver<Message>, cancel: CancellationToken) {
     let mut events = Some(events);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + REDRAW_EVERY, PLAIN_SUMMARY_EVERY);
+    let mut ticker = tokio::time::interval(REDRAW_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_summary: Option<Instant> = None;
+    let mut last_online: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let model = Model::default();
     loop {
         let mut lines = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
         tokio::select! {
             _ = cancel.cancelled() => break,
             msg = recv(&mut events) => match msg {
-                Some(m) => lines.push(view::event_line(time::OffsetDateTime::now_utc(), &m.topic, &m.payload)),
+                Some(m) => lines.push(view::event_line(now, &m.topic, &m.payload)),
                 None => events = None,
             },
             _ = ticker.tick() => {
-                let now = time::OffsetDateTime::now_utc();
+                let all = last_summary.is_none_or(|t| t.elapsed() >= PLAIN_SUMMARY_EVERY);
+                if all {
+                    last_summary = Some(Instant::now());
+                }
                 let view = model.view(&ctx.router.snapshot(), header(&ctx, Instant::now()), SystemTime::now());
-                lines.extend(view.devices.iter().map(|p| {
-                    format!("{:02}:{:02}:{:02}Z  {}", now.hour(), now.minute(), now.second(), view::plain_line(p))
-                }));
+                for p in &view.devices {
+                    let changed = last_online.insert(p.id.clone(), p.online) != Some(p.online);
+                    if all || changed {
+                        lines.push(format!(
+                            "{:02}:{:02}:{:02}Z  {}",
+                            now.hour(),
+                            now.minute(),
+                            now.second(),
+                            view::plain_line(p)
+                        ));
+                    }
+                }
             }
         }
         // A closed pipe (`| head`) ends the output, not the bridge.

@@ -652,7 +652,7 @@ impl Ingest {
                 (false, true) => "clusters (detected)",
                 _ => "upstream and clusters both seen (retained topics of an earlier firmware?)",
             };
-            tracing::info!(device = %self.device.id(), dialect = text, "AI-on-the-edge MQTT layout");
+            tracing::info!(device = %self.device.id(), dialect = %text, "AI-on-the-edge MQTT layout");
             self.device.set_detail("dialect", text);
         }
         true
@@ -695,7 +695,7 @@ impl Ingest {
                     Err(reason) => {
                         self.device.counters().parse_error(reason);
                         if self.logged.first(&format!("{reason} {role:?}")) {
-                            tracing::warn!(device = %self.device.id(), field = ?role, value = text, reason,
+                            tracing::warn!(device = %self.device.id(), field = ?role, value = %text, reason,
                                 "camera value not plausible; skipped");
                         }
                     }
@@ -858,7 +858,8 @@ impl Ingest {
             }
             None => {
                 if self.logged.first("discovery meter") {
-                    tracing::info!(device = %self.device.id(), device_class = ?d.device_class, unit = ?d.unit,
+                    tracing::info!(device = %self.device.id(), device_class = %d.device_class.as_deref().unwrap_or(""),
+                        unit = %d.unit.as_deref().unwrap_or(""),
                         "the camera's MeterType is not a water, gas or energy meter the bridge converts; set `meter:`");
                 }
             }
