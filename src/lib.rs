@@ -14,7 +14,7 @@
 //! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
-//! - [`console`]: the live terminal view of the demo.
+//! - [`console`]: the live terminal view of the demo (ratatui), plain lines without a terminal.
 //! - `broker`: the embedded broker (feature `embedded-broker`).
 //! - `discover`: `hlbridge discover`, whatwatt Go gateways on the LAN by mDNS (feature `mdns`).
 

@@ -106,10 +106,14 @@ pub fn draw(frame: &mut Frame, view: &View, ui: &mut UiState) {
     let needed: u16 = panels.iter().map(|l| l.len() as u16).sum::<u16>() + 2;
     // The device list gets what it needs; events take the rest, and keep a few rows when the
     // list has to scroll (they say what just happened).
+    // An expanded device is shown whole if the screen can hold it, at the events' expense.
+    let selected_h = panels.get(ui.selected).map_or(0, |l| l.len() as u16) + 2;
     let events_h = if body.height >= needed + 5 {
         body.height - needed
-    } else if body.height >= 14 {
+    } else if body.height >= 14 && body.height >= selected_h + 5 {
         5
+    } else if body.height >= selected_h + 3 {
+        body.height - selected_h
     } else {
         0
     };

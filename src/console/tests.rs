@@ -250,3 +250,69 @@ fn a_tiny_terminal_draws_without_panicking() {
 fn log_lines_lose_their_colour_codes_when_captured() {
     assert_eq!(super::strip_ansi("\x1b[33m WARN\x1b[0m \x1b[2mhlbridge\x1b[0m: x"), " WARN hlbridge: x");
 }
+
+#[test]
+fn q_and_ctrl_c_quit_and_arrows_enter_and_escape_navigate() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+    let press = |code, modifiers| super::map_key(KeyEvent::new(code, modifiers));
+    assert_eq!(press(KeyCode::Char('q'), KeyModifiers::NONE), Some(Key::Quit));
+    assert_eq!(press(KeyCode::Char('c'), KeyModifiers::CONTROL), Some(Key::Quit), "raw mode turns Ctrl-C into a key");
+    assert_eq!(press(KeyCode::Char('c'), KeyModifiers::NONE), None);
+    assert_eq!(press(KeyCode::Down, KeyModifiers::NONE), Some(Key::Down));
+    assert_eq!(press(KeyCode::Enter, KeyModifiers::NONE), Some(Key::Toggle));
+    assert_eq!(press(KeyCode::Esc, KeyModifiers::NONE), Some(Key::FoldAll));
+    let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+    release.kind = KeyEventKind::Release;
+    assert_eq!(super::map_key(release), None, "a key counts once, when pressed");
+}
+
+#[test]
+fn an_expanded_device_with_many_values_is_shown_whole_at_80x24() {
+    let now = SystemTime::now();
+    let names = [
+        "voltage_l1",
+        "voltage_l2",
+        "voltage_l3",
+        "voltage_n",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+        "power_l1",
+        "power_l2",
+        "power_l3",
+        "power_n",
+        "power_factor_l1",
+        "power_factor_l2",
+        "power_factor_l3",
+        "power_factor_n",
+        "frequency",
+        "temperature",
+        "temperature_pcb",
+        "rssi",
+        "uptime",
+        "current_allowed",
+        "energy_import",
+        "session_energy",
+        "current_limit",
+        "charger_error",
+        "temperature_a",
+        "temperature_b",
+        "temperature_c",
+        "temperature_d",
+        "temperature_e",
+        "temperature_f",
+        "temperature_g",
+    ];
+    // Wide values: two columns, so the panel is taller than the list's share of the screen.
+    let values: Vec<(&str, Value)> = names.iter().map(|n| (*n, Value::Number(12345.678))).collect();
+    let mut snaps = demo(now);
+    snaps[0] = snapshot("garage_charger", AdapterKind::Goe, true, &values, now);
+    let view = view_of(&snaps, now);
+    let mut ui = UiState::default();
+    ui.on_key(Key::Toggle, &view);
+    let rows = render(&view, &mut ui, 80, 24);
+    let screen = rows.join("\n");
+    for name in names {
+        assert!(screen.contains(&format!("{name} ")), "{name} on screen:\n{screen}");
+    }
+}

@@ -16,9 +16,19 @@ use crate::common::{
     Broker, Probe, TempDir, eventually, free_port, latest_retained, manifest_dir, read_file, start_bridge,
 };
 
-/// `config/demo.yaml` with every port moved to a free one. `mqtt` replaces the embedded broker's
-/// block (`None` keeps the embedded broker, on a free port); `console` sets `output.console`.
+/// `config/demo.yaml` with every port moved to a free one. `mqtt_url` replaces the embedded broker
+/// (`None` keeps it, on a free port: see [`demo_yaml_embedded`]); `console` sets `output.console`.
 fn demo_yaml(mqtt_url: Option<&str>, console: bool) -> String {
+    demo_yaml_on(mqtt_url, free_port(), console)
+}
+
+/// The demo with its embedded broker on a free port, and that port.
+fn demo_yaml_embedded(console: bool) -> (String, u16) {
+    let port = free_port();
+    (demo_yaml_on(None, port, console), port)
+}
+
+fn demo_yaml_on(mqtt_url: Option<&str>, embedded_port: u16, console: bool) -> String {
     let demo = read_file(&manifest_dir().join("config/demo.yaml"));
     let charger_http = format!("127.0.0.1:{}", free_port());
     let meter = format!("127.0.0.1:{}", free_port());
@@ -29,7 +39,7 @@ fn demo_yaml(mqtt_url: Option<&str>, console: bool) -> String {
             l if l.starts_with("embedded:") && mqtt_url.is_some() => format!("  url: {}", mqtt_url.unwrap_or("")),
             l if l.starts_with("listen: 127.0.0.1:1884") => match mqtt_url {
                 Some(_) => continue,
-                None => format!("    listen: 127.0.0.1:{}", free_port()),
+                None => format!("    listen: 127.0.0.1:{embedded_port}"),
             },
             l if l.starts_with("client_id:") => format!("  client_id: hlbridge-console-{}", crate::common::unique()),
             l if l.starts_with("console:") => format!("  console: {console}"),
@@ -174,7 +184,8 @@ async fn q_in_the_console_stops_the_bridge_cleanly_and_gives_the_terminal_back()
 async fn without_a_terminal_the_demo_prints_plain_lines_and_json_logs_with_no_error_from_start_to_stop() {
     // The demo as shipped: the embedded broker, every simulator, the console on.
     let dir = TempDir::new("console-plain");
-    let config = dir.write("demo.yaml", &demo_yaml(None, true));
+    let (yaml, broker_port) = demo_yaml_embedded(true);
+    let config = dir.write("demo.yaml", &yaml);
     let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
         .args(["--log-format", "json", "--log-level", "info", "--config"])
         .arg(&config)
@@ -191,6 +202,10 @@ async fn without_a_terminal_the_demo_prints_plain_lines_and_json_logs_with_no_er
         ids.iter().all(|id| out.lines().any(|l| l.contains(&format!("  {id} online")))).then_some(())
     })
     .await;
+    // What `mosquitto_pub` does (the README suggests it): CONNECT, DISCONNECT, close. The embedded
+    // broker used to log that as `ERROR ... no-connection id N is already gone`.
+    connect_and_disconnect(broker_port);
+    connect_and_disconnect(broker_port);
     let kill = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill(1)");
     assert!(kill.success());
     let status = exited(&mut child).await;
@@ -210,6 +225,21 @@ async fn without_a_terminal_the_demo_prints_plain_lines_and_json_logs_with_no_er
     }
     assert!(messages.iter().any(|m| m == "hlbridge starting"), "{err}");
     assert!(messages.iter().any(|m| m == "shutting down"), "{err}");
+}
+
+/// A minimal MQTT 3.1.1 client session on a raw socket: CONNECT, wait for CONNACK, DISCONNECT, close.
+fn connect_and_disconnect(port: u16) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the embedded broker");
+    s.set_read_timeout(Some(crate::common::DEADLINE)).expect("timeout");
+    let id = format!("raw-{}", crate::common::unique());
+    let mut connect =
+        vec![0x10, (12 + id.len()) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, id.len() as u8];
+    connect.extend_from_slice(id.as_bytes());
+    s.write_all(&connect).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "connection accepted");
+    s.write_all(&[0xE0, 0]).expect("DISCONNECT");
 }
 
 /// Runs the binary on a config whose HTTP port is taken, so it logs its start and fails at once.
