@@ -76,6 +76,8 @@ pub struct Running {
     http_stop: Option<CancellationToken>,
     /// Health metrics plus the device collector, served again after a move.
     registry: Arc<Registry>,
+    /// Cancelled when the bridge asks to be stopped from inside (`q` in the console).
+    stop_requested: CancellationToken,
 }
 
 /// Errors of a reload that was refused (the running config stays in force).
@@ -98,6 +100,12 @@ pub enum ReloadError {
 }
 
 impl Running {
+    /// Resolves when the bridge asks to be stopped from inside (`q` in the console); then call
+    /// [`Running::shutdown`] as for a signal.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.cancelled().await
+    }
+
     /// The config in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -231,7 +239,7 @@ impl Running {
     fn spawn_adapter(&mut self, id: &str, d: &crate::config::DeviceConfig, handle: crate::router::DeviceHandle) {
         let stop = self.work.child_token();
         let task = crate::adapters::spawn(d, handle, &self.devices, stop.clone());
-        tracing::info!(device = %id, adapter = d.common.adapter.as_str(), "adapter started");
+        tracing::info!(device = %id, adapter = %d.common.adapter.as_str(), "adapter started");
         self.adapters.insert(id.to_owned(), (stop, task));
     }
 
@@ -262,9 +270,11 @@ impl Running {
         self.work.cancel();
         self.devices.close();
         if tokio::time::timeout_at(deadline - Duration::from_secs(3), self.devices.wait()).await.is_err() {
-            tracing::warn!("some adapters did not stop in time; publishing offline anyway");
+            let late: Vec<&str> =
+                self.adapters.iter().filter(|(_, (_, task))| !task.is_finished()).map(|(id, _)| id.as_str()).collect();
+            tracing::warn!(late = %late.join(", "), "some adapters or simulators did not stop in time; publishing offline anyway");
         }
-        self.router.all_offline("bridge stopped");
+        self.router.all_offline(crate::router::BRIDGE_STOPPED);
         self.mqtt.publish(self.status_topic.clone(), "offline", QoS::AtLeastOnce, true);
         if self.mqtt.state().connected {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -329,6 +339,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         adapters: BTreeMap::new(),
         http_stop: None,
         registry: Arc::new(Registry::default()),
+        stop_requested: CancellationToken::new(),
     };
     for (id, d) in config.enabled_devices() {
         if let Some(handle) = router.handle(id) {
@@ -356,18 +367,97 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         running.serve_http(listener);
     }
     if config.output.console {
-        running.tracker.spawn(crate::console::run(config.clone(), mqtt.clone(), running.http_addr, work.clone()));
+        let console = crate::console::ConsoleContext {
+            router: router.clone(),
+            mqtt: mqtt.clone(),
+            broker: config.mqtt.url.clone(),
+            http: running.http_addr,
+            stop_requested: running.stop_requested.clone(),
+        };
+        running.tracker.spawn(crate::console::run(console, work.clone()));
     }
     Ok(running)
 }
 
 /// Runs the bridge until `shutdown` resolves, then stops it cleanly.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let running = start(&config, None).await?;
-    shutdown.await;
+    run_reloading(config, None, shutdown).await
+}
+
+/// Where a running bridge reloads its config from.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// The config file, read again on SIGHUP.
+    pub path: std::path::PathBuf,
+    /// Also reload when the file's content changes (checked every second).
+    pub watch: bool,
+}
+
+/// Like [`run`], reloading the config live from `reload` on SIGHUP (and on change with `watch`).
+pub async fn run_reloading(
+    config: Config,
+    reload: Option<ReloadSource>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut running = start(&config, None).await?;
+    let mut hangups = hangup_signals();
+    let mut seen = reload.as_ref().and_then(|r| std::fs::read(&r.path).ok());
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watching = reload.as_ref().is_some_and(|r| r.watch);
+    tokio::pin!(shutdown);
+    loop {
+        let why = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = running.stop_requested() => break,
+            Some(()) = next_hangup(&mut hangups) => "SIGHUP",
+            _ = poll.tick(), if watching => {
+                let now = reload.as_ref().and_then(|r| std::fs::read(&r.path).ok());
+                if now.is_none() || now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match &reload {
+            Some(r) => {
+                tracing::info!(file = %r.path.display(), trigger = why, "reloading the config");
+                seen = std::fs::read(&r.path).ok();
+                let _ = running.reload_file(&r.path).await;
+            }
+            None => tracing::warn!(trigger = why, "no config file to reload from (started without --config)"),
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+/// SIGHUP, where there is such a thing (handled, so it no longer kills the process).
+fn hangup_signals() -> Hangups {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(s) = hangups {
+        return s.recv().await;
+    }
+    let _ = hangups;
+    std::future::pending().await
 }
 
 /// The async runtime for `worker_threads` (`runtime.worker_threads`): one thread is a

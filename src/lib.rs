@@ -15,7 +15,7 @@
 //! - [`reload`]: live reload's plan: which devices start, stop, restart or stay untouched.
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
-//! - [`console`]: the live terminal view of the demo.
+//! - [`console`]: the live terminal view of the demo (ratatui), plain lines without a terminal.
 //! - [`untrusted`]: bounds for device and broker text (republished values, log lines).
 //! - `broker`: the embedded broker (feature `embedded-broker`).
 //! - `discover`: `hlbridge discover`, whatwatt Go gateways on the LAN by mDNS (feature `mdns`).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use hlbridge::config::{self, Config, LogFormat};
 
@@ -24,6 +24,56 @@ struct RunArgs {
     /// Configuration file (YAML).
     #[arg(long, short, env = "HLBRIDGE_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Logging flags; they override `log:` in the config, and `RUST_LOG`, when set, overrides them.
+#[derive(Args, Debug, Clone)]
+struct LogArgs {
+    /// More log detail: -v debug, -vv trace (from `log.level`, default info).
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "log_level")]
+    verbose: u8,
+    /// Less log output: -q warnings and errors only, -qq errors only, -qqq nothing.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with_all = ["verbose", "log_level"])]
+    quiet: u8,
+    /// Log filter: a level (error, warn, info, debug, trace, off) or RUST_LOG syntax
+    /// (`info,hlbridge::adapters=debug`).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line) for containers and journald.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format` values.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormatArg {
+    /// Human-readable lines (the config calls it `pretty`).
+    #[value(alias = "pretty")]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The levels `-v` and `-q` step through.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The filter after `-v`/`-q`: the first directive of `base`, when it is a plain level, moves
+/// `verbose - quiet` steps; directives for single targets stay as they are.
+fn shifted_level(base: &str, verbose: u8, quiet: u8) -> String {
+    let (first, rest) = match base.split_once(',') {
+        Some((f, r)) => (f.trim(), Some(r)),
+        None => (base.trim(), None),
+    };
+    let Some(at) = LEVELS.iter().position(|l| l.eq_ignore_ascii_case(first)) else {
+        return base.to_owned();
+    };
+    let at = (at as i32 + i32::from(verbose) - i32::from(quiet)).clamp(0, LEVELS.len() as i32 - 1);
+    match rest {
+        Some(r) => format!("{},{r}", LEVELS[at as usize]),
+        None => LEVELS[at as usize].to_owned(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,13 +157,26 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
     config::types::parse_duration(s)
 }
 
+/// The embedded broker's (rumqttd) noise, appended to every filter but `RUST_LOG`: it logs every
+/// connection at info, our readiness probe as an error, and at each client's normal disconnect
+/// `no-connection id N is already gone` as an error (its router cleaning up a connection twice).
+const QUIET_BROKER: &str = "rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off";
+
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd (embedded broker) logs every connection at info and our readiness probe as an error.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=warn,rumqttd::server::broker=off"))
-        });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // An unusable RUST_LOG is said, not silently replaced: the user set it for a reason.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(&env).unwrap_or_else(|e| {
+            eprintln!("RUST_LOG={env:?} is not a log filter ({e}); using {level:?}");
+            tracing_subscriber::EnvFilter::new(format!("{level},{QUIET_BROKER}"))
+        }),
+        _ => tracing_subscriber::EnvFilter::try_new(format!("{level},{QUIET_BROKER}")).unwrap_or_else(|e| {
+            eprintln!("log level {level:?} is not a log filter ({e}); using info");
+            tracing_subscriber::EnvFilter::new(format!("info,{QUIET_BROKER}"))
+        }),
+    };
+    // Through the console's writer: while the live view owns the terminal, log lines go to its
+    // events panel instead of over the screen.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(hlbridge::console::LogWriter);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -259,13 +322,21 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // The live console owns the terminal; keep log lines to warnings there unless asked.
-    let level = if config.output.console && std::io::stdout().is_terminal() && std::env::var_os("RUST_LOG").is_none() {
-        "warn".to_owned()
-    } else {
-        config.log.level.clone()
+    let log = &args.log;
+    let format = match log.log_format {
+        Some(LogFormatArg::Text) => LogFormat::Pretty,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        None => config.log.format,
     };
-    init_logging(config.log.format, &level);
+    // The live console shows log lines in its events panel: keep them to warnings there unless
+    // asked (`-v` then means info).
+    let console_owns_terminal = config.output.console && std::io::stdout().is_terminal();
+    let level = match &log.log_level {
+        Some(level) => level.clone(),
+        None if console_owns_terminal => shifted_level("warn", log.verbose, log.quiet),
+        None => shifted_level(&config.log.level, log.verbose, log.quiet),
+    };
+    init_logging(format, &level);
     tracing::info!(config = %path.display(), devices = config.devices.len(), "hlbridge starting");
     // The runtime is built from the config (`runtime.worker_threads`).
     let runtime = match hlbridge::app::runtime(config.runtime.worker_threads) {
@@ -275,10 +346,17 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal())) {
+    let outcome = runtime.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
+    // The console gives the terminal back when it stops; this covers every other way out.
+    hlbridge::console::restore_terminal();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once: as a JSON line for log shippers, as plain text for people.
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "hlbridge cannot run");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("hlbridge: {e:#}");
             ExitCode::FAILURE
         }
@@ -323,4 +401,19 @@ async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
         ..Default::default()
     };
     hlbridge::simulate::run_until_signal(|cancel| hlbridge::simulate::goe::run(opts, cancel)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shifted_level;
+
+    #[test]
+    fn verbose_and_quiet_step_through_the_levels_and_keep_target_directives() {
+        assert_eq!(shifted_level("info", 1, 0), "debug");
+        assert_eq!(shifted_level("info", 5, 0), "trace");
+        assert_eq!(shifted_level("info", 0, 1), "warn");
+        assert_eq!(shifted_level("INFO", 0, 9), "off");
+        assert_eq!(shifted_level("warn,hlbridge::adapters=debug", 1, 0), "info,hlbridge::adapters=debug");
+        assert_eq!(shifted_level("hlbridge=debug", 1, 0), "hlbridge=debug", "no global level to move");
+    }
 }

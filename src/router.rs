@@ -94,6 +94,9 @@ impl DeviceSpec {
     }
 }
 
+/// The reason devices go offline when the bridge stops (logged at info: nothing is wrong).
+pub const BRIDGE_STOPPED: &str = "bridge stopped";
+
 /// The device's transport as the adapter sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -499,7 +502,12 @@ impl Router {
             st.reason = None;
         } else {
             let r = reason.unwrap_or_else(|| "stale".into());
-            tracing::warn!(device = %dev.spec.id, reason = %clip(&r), "device offline");
+            if r == BRIDGE_STOPPED {
+                // Going offline because the bridge stops is the plan, not a problem.
+                tracing::info!(device = %dev.spec.id, reason = %r, "device offline");
+            } else {
+                tracing::warn!(device = %dev.spec.id, reason = %clip(&r), "device offline");
+            }
             st.reason = Some(r);
         }
         self.publish(

@@ -1124,14 +1124,15 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
         let addr = listener.local_addr().ok();
         let app = http_router(HttpCtx { state: state.clone(), strict_filter: opts.http_400_on_unknown_filter });
         let shutdown = cancel.clone().cancelled_owned();
-        tracing::info!(serial = %opts.serial, ?addr, "simulated go-e HTTP API v2 listening");
+        tracing::info!(serial = %opts.serial, addr = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            "simulated go-e HTTP API v2 listening");
         tracker.spawn(async move {
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::warn!(error = %e, "simulated go-e HTTP server failed");
             }
         });
     }
-    tracing::info!(serial = %opts.serial, prefix, mqtt = mqtt.is_some(), "simulated go-e charger started");
+    tracing::info!(serial = %opts.serial, prefix = %prefix, mqtt = mqtt.is_some(), "simulated go-e charger started");
 
     let mut io = MqttSide::new(mqtt.clone(), prefix, state.clone());
     // Subscribed before the first ConnAck, so the client sends the filter with the connect.
@@ -1153,7 +1154,7 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
                     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                     let changed = s.tick(&mut rng);
                     if changed.contains(&"car") {
-                        tracing::debug!(car = ?s.get("car"), "simulated car state changed");
+                        tracing::debug!(car = %s.get("car").map(|v| v.to_string()).unwrap_or_default(), "simulated car state changed");
                     }
                     s.take_rebooted()
                 };

@@ -1197,7 +1197,7 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
             .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
             .with_state(shared.clone());
         let shutdown = cancel.clone().cancelled_owned();
-        tracing::info!(?addr, id = %id, auth = ?opts.auth, licence = ?opts.licence, meter = ?opts.meter,
+        tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), id = %id, auth = ?opts.auth, licence = ?opts.licence, meter = ?opts.meter,
             "simulated whatwatt Go listening (REST /api/v1/{{system,report,variables}}, SSE /api/v1/live)");
         tracker.spawn(async move {
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {

@@ -2,6 +2,8 @@
 //!
 //! - `golden`: recorded go-e captures replayed through the real adapter and router (no broker).
 //! - `end_to_end`: simulator → Mosquitto → bridge → probe subscriber.
+//! - `console`: the demo's live view drawn at 160×50 and 80×24, `q` on a pseudo-terminal, plain
+//!   lines without one, `-v`/`-q`/`--log-level`/`--log-format json`.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
@@ -32,6 +34,7 @@
 mod ai_on_the_edge;
 mod common;
 mod config;
+mod console;
 #[cfg(feature = "mdns")]
 mod discover;
 mod end_to_end;

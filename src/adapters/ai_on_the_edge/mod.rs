@@ -658,7 +658,7 @@ impl Ingest {
                 (false, true) => "clusters (detected)",
                 _ => "upstream and clusters both seen (retained topics of an earlier firmware?)",
             };
-            tracing::info!(device = %self.device.id(), dialect = text, "AI-on-the-edge MQTT layout");
+            tracing::info!(device = %self.device.id(), dialect = %text, "AI-on-the-edge MQTT layout");
             self.device.set_detail("dialect", text);
         }
         true

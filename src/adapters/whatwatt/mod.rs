@@ -492,7 +492,7 @@ impl Ingest {
             && let Ok(t) = mapping::fields_from_template(t)
             && !t.mixed.is_empty()
         {
-            tracing::info!(device = %device.id(), fields = ?t.mixed,
+            tracing::info!(device = %device.id(), fields = %t.mixed.join(", "),
                 "template fields mixing text and variables cannot be read back; ignored");
         }
         let fields = if cfg.transport == WhatwattTransport::Mqtt {
