@@ -24,6 +24,9 @@ struct RunArgs {
     /// Configuration file (YAML).
     #[arg(long, short, env = "HLBRIDGE_CONFIG")]
     config: Option<PathBuf>,
+    /// Reload the config when the file changes (it is always reloaded on SIGHUP).
+    #[arg(long)]
+    watch: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -82,8 +85,12 @@ enum Command {
     Run(RunArgs),
     /// Validate a configuration file and print the effective config with secrets redacted.
     CheckConfig {
-        /// The file to check.
+        /// The file to check (with --diff: the running config, OLD).
         file: PathBuf,
+        /// Print what reloading FILE with NEW would do (each device added, removed, changed or
+        /// unchanged; mqtt reconnect; http move), touching nothing.
+        #[arg(long, value_name = "NEW")]
+        diff: Option<PathBuf>,
     },
     /// Probe a running bridge's `/healthz`: exit 0 when it answers 200, 1 otherwise (a container
     /// health check without curl).
@@ -203,7 +210,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::CheckConfig { file }) => match load(&file) {
+        Some(Command::CheckConfig { file, diff: Some(new) }) => match (load(&file), load(&new)) {
+            (Ok(old), Ok(new_config)) => {
+                use std::io::Write as _;
+                let plan = hlbridge::reload::plan(&old, &new_config);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "# reloading {} with {}:", file.display(), new.display());
+                let _ = write!(out, "{plan}");
+                ExitCode::SUCCESS
+            }
+            (Err(code), _) | (_, Err(code)) => code,
+        },
+        Some(Command::CheckConfig { file, diff: None }) => match load(&file) {
             Ok(c) => {
                 use std::io::Write as _;
                 // A closed pipe (`check-config f | head`) is not an error worth a panic.
@@ -346,7 +364,8 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
+    let reload = Some(hlbridge::app::ReloadSource { path: path.clone(), watch: args.watch });
+    let outcome = runtime.block_on(hlbridge::app::run_reloading(config, reload, hlbridge::app::shutdown_signal()));
     // The console gives the terminal back when it stops; this covers every other way out.
     hlbridge::console::restore_terminal();
     match outcome {
