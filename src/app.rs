@@ -130,10 +130,16 @@ impl Running {
                 tracing::error!(file = %path.display(), "config reload refused: {e}; the running config stays in force")
             }
         }
-        let m = &self.router.metrics();
-        m.config_reloads(if result.is_ok() { "ok" } else { "error" }).inc();
-        m.config_last_reload_successful.set(i64::from(result.is_ok()));
+        if matches!(result, Err(ReloadError::Invalid(_))) {
+            self.count_reload(false);
+        }
         result
+    }
+
+    fn count_reload(&self, ok: bool) {
+        let m = self.router.metrics();
+        m.config_reloads(if ok { "ok" } else { "error" }).inc();
+        m.config_last_reload_successful.set(i64::from(ok));
     }
 
     /// Applies `new` live: removed devices stop and their retained topics are cleared, changed
@@ -142,6 +148,12 @@ impl Running {
     /// `http.listen` moves the endpoint. Settings that cannot be used are refused before anything
     /// changes. Sections that only apply on restart keep their running values (logged).
     pub async fn reload(&mut self, new: Config) -> Result<crate::reload::Plan, ReloadError> {
+        let result = self.apply(new).await;
+        self.count_reload(result.is_ok());
+        result
+    }
+
+    async fn apply(&mut self, new: Config) -> Result<crate::reload::Plan, ReloadError> {
         let plan = crate::reload::plan(&self.config, &new);
         // Everything that can fail comes first, so a refused reload disturbs nothing.
         let mqtt_settings = if plan.mqtt {

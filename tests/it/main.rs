@@ -11,6 +11,8 @@
 //! - `mqtt_client`: user name/password against a protected Mosquitto, 200 KiB payloads both ways.
 //! - `mqtt_faults`: broker restart with publishes piled up, oversized packets both ways, outage
 //!   buffering, refused subscriptions in `/readyz`.
+//! - `reload`: live reload under traffic (add/remove/change/unchanged), refused reloads, SIGHUP,
+//!   `--watch`, `check-config --diff`.
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `hostile_input`: oversized device texts, absurd numbers, a bogus counter level and made-up
 //!   command topics against a real broker: cut, rejected, counted, one connection throughout.
@@ -47,6 +49,7 @@ mod mqtt_client;
 mod mqtt_faults;
 mod octoprint;
 mod process;
+mod reload;
 mod resilience;
 mod tls;
 mod whatwatt;
