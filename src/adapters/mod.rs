@@ -1,9 +1,12 @@
 //! Device adapters, one module per device family. Each turns its vendor's dialect into
 //! [`crate::model::Update`]s for the router; vendor tables live as data under `adapters/<vendor>/`.
 //!
-//! Every adapter module offers the same small surface, dispatched here: its config struct (keys
-//! under `devices.<id>` beside the common ones), `validate`, `cadence` (expected time between
-//! readings; freshness defaults to three of them), whether it accepts commands, and `run`.
+//! Every adapter implements one contract, [`Adapter`]: its config type (keys under `devices.<id>`
+//! beside the common ones) and validation, its cadence (expected time between readings; freshness
+//! defaults to three of them), the quantities and commands it may produce (for discovery), and
+//! `run`, which serves one device until its token is cancelled. [`with_adapter!`] and
+//! [`with_kind!`] are the registry: the one place that maps a configured adapter to its type, so
+//! everything else (config loading, app wiring, reload, discovery) dispatches through here.
 //! Adapters that speak HTTP share [`http`]: the LAN client, the size-capped body reader, the error
 //! describer.
 
@@ -14,51 +17,126 @@ pub mod ingest;
 pub mod octoprint;
 pub mod whatwatt;
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AdapterConfig, AdapterKind, DeviceConfig, GoeConfig};
+use crate::config::{AdapterConfig, AdapterKind, DeviceConfig};
 use crate::router::DeviceHandle;
+
+/// The contract every adapter implements (a unit type per vendor, listed in the registry macros).
+pub trait Adapter {
+    /// The adapter's own keys under `devices.<id>`.
+    type Config: serde::de::DeserializeOwned + serde::Serialize + Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// The `adapter:` value that selects it.
+    const KIND: AdapterKind;
+    /// Wraps its config into the config enum (config loading).
+    fn wrap(cfg: Self::Config) -> AdapterConfig;
+    /// Checks beyond the types, as (key path under `path`, message) pairs.
+    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)>;
+    /// Expected time between readings; freshness defaults to three of them.
+    fn cadence(cfg: &Self::Config) -> Duration;
+    /// Whether the configured device accepts `<quantity>/set` commands.
+    fn accepts_commands(_cfg: &Self::Config) -> bool {
+        false
+    }
+    /// Quantity names it may produce; `name_*` stands for a family of variants (sensors, tariffs).
+    /// Discovery announces from this; a test checks every recorded capture stays inside it.
+    const QUANTITIES: &'static [&'static str];
+    /// Writable quantities it can execute.
+    const COMMANDS: &'static [&'static str] = &[];
+    /// Serves one device until `cancel` fires; must return promptly after it does.
+    fn run(
+        cfg: Self::Config,
+        device: DeviceHandle,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Runs `$body` with `$A` bound to the adapter type of `$cfg` (an [`AdapterConfig`]) and `$c` to its
+/// config. The registry: adding an adapter adds one line here and one in [`with_kind!`].
+#[macro_export]
+macro_rules! with_adapter {
+    ($cfg:expr, $A:ident, $c:ident => $body:expr) => {
+        match $cfg {
+            $crate::config::AdapterConfig::Goe($c) => {
+                type $A = $crate::adapters::goe::Goe;
+                $body
+            }
+            $crate::config::AdapterConfig::Whatwatt($c) => {
+                type $A = $crate::adapters::whatwatt::Whatwatt;
+                $body
+            }
+            $crate::config::AdapterConfig::AiOnTheEdge($c) => {
+                type $A = $crate::adapters::ai_on_the_edge::AiOnTheEdge;
+                $body
+            }
+            $crate::config::AdapterConfig::Octoprint($c) => {
+                type $A = $crate::adapters::octoprint::Octoprint;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$A` bound to the adapter type of `$kind` (an [`AdapterKind`]).
+#[macro_export]
+macro_rules! with_kind {
+    ($kind:expr, $A:ident => $body:expr) => {
+        match $kind {
+            $crate::config::AdapterKind::Goe => {
+                type $A = $crate::adapters::goe::Goe;
+                $body
+            }
+            $crate::config::AdapterKind::Whatwatt => {
+                type $A = $crate::adapters::whatwatt::Whatwatt;
+                $body
+            }
+            $crate::config::AdapterKind::AiOnTheEdge => {
+                type $A = $crate::adapters::ai_on_the_edge::AiOnTheEdge;
+                $body
+            }
+            $crate::config::AdapterKind::Octoprint => {
+                type $A = $crate::adapters::octoprint::Octoprint;
+                $body
+            }
+        }
+    };
+}
 
 /// The adapter-specific keys of `adapter` (for unknown-key checks and suggestions).
 pub fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
-    use crate::config::fields_of;
-    match adapter {
-        AdapterKind::Goe => fields_of::<GoeConfig>(),
-        AdapterKind::Whatwatt => fields_of::<whatwatt::WhatwattConfig>(),
-        AdapterKind::AiOnTheEdge => fields_of::<ai_on_the_edge::AiOnTheEdgeConfig>(),
-        AdapterKind::Octoprint => fields_of::<octoprint::OctoprintConfig>(),
-    }
+    with_kind!(adapter, A => crate::config::fields_of::<<A as Adapter>::Config>())
 }
 
 /// Semantic checks of the adapter-specific keys of device `path` (`devices.<id>`).
 pub fn validate(cfg: &AdapterConfig, path: &str) -> Vec<(String, String)> {
-    match cfg {
-        AdapterConfig::Goe(c) => goe::validate(c, path),
-        AdapterConfig::Whatwatt(c) => whatwatt::validate(c, path),
-        AdapterConfig::AiOnTheEdge(c) => ai_on_the_edge::validate(c, path),
-        AdapterConfig::Octoprint(c) => octoprint::validate(c, path),
-    }
+    with_adapter!(cfg, A, c => A::validate(c, path))
 }
 
 /// The adapter's expected time between readings (freshness defaults to three of them).
 pub fn cadence(cfg: &DeviceConfig) -> Duration {
-    match &cfg.adapter {
-        AdapterConfig::Goe(c) => goe::cadence(c),
-        AdapterConfig::Whatwatt(c) => whatwatt::cadence(c),
-        AdapterConfig::AiOnTheEdge(c) => ai_on_the_edge::cadence(c),
-        AdapterConfig::Octoprint(c) => octoprint::cadence(c),
-    }
+    with_adapter!(&cfg.adapter, A, c => A::cadence(c))
 }
 
 /// Whether the device accepts `<quantity>/set` commands.
 pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
-    match &cfg.adapter {
-        AdapterConfig::Goe(c) => c.commands,
-        AdapterConfig::Whatwatt(_) | AdapterConfig::AiOnTheEdge(_) | AdapterConfig::Octoprint(_) => false,
-    }
+    with_adapter!(&cfg.adapter, A, c => A::accepts_commands(c))
+}
+
+/// The quantities (`name_*` = a family of variants) and commands `adapter` may produce.
+pub fn capabilities(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'static str]) {
+    with_kind!(adapter, A => (<A as Adapter>::QUANTITIES, <A as Adapter>::COMMANDS))
+}
+
+/// Whether `quantity` is one `adapter` declares (exactly, or as a variant of a `name_*` entry).
+pub fn declares(adapter: AdapterKind, quantity: &str) -> bool {
+    capabilities(adapter).0.iter().any(|q| match q.strip_suffix('*') {
+        Some(prefix) => quantity.starts_with(prefix) && quantity.len() > prefix.len(),
+        None => *q == quantity,
+    })
 }
 
 /// Starts the adapter task for one device.
@@ -69,10 +147,5 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     device.set_ingest_queue(cfg.common.ingest_queue);
-    match &cfg.adapter {
-        AdapterConfig::Goe(c) => tracker.spawn(goe::run(c.clone(), device, cancel)),
-        AdapterConfig::Whatwatt(c) => tracker.spawn(whatwatt::run(c.clone(), device, cancel)),
-        AdapterConfig::AiOnTheEdge(c) => tracker.spawn(ai_on_the_edge::run(c.clone(), device, cancel)),
-        AdapterConfig::Octoprint(c) => tracker.spawn(octoprint::run(c.clone(), device, cancel)),
-    }
+    with_adapter!(&cfg.adapter, A, c => tracker.spawn(A::run(c.clone(), device, cancel)))
 }

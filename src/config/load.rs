@@ -380,12 +380,10 @@ impl Ctx<'_> {
         }
         let common: Option<DeviceCommon> = self.parse(&serde_json::Value::Object(common), &path);
         let specific = serde_json::Value::Object(specific);
-        let specific = match adapter {
-            AdapterKind::Goe => self.parse(&specific, &path).map(AdapterConfig::Goe),
-            AdapterKind::Whatwatt => self.parse(&specific, &path).map(AdapterConfig::Whatwatt),
-            AdapterKind::AiOnTheEdge => self.parse(&specific, &path).map(AdapterConfig::AiOnTheEdge),
-            AdapterKind::Octoprint => self.parse(&specific, &path).map(AdapterConfig::Octoprint),
-        };
+        let specific = crate::with_kind!(adapter, A => {
+            use crate::adapters::Adapter as _;
+            self.parse::<<A as crate::adapters::Adapter>::Config>(&specific, &path).map(A::wrap)
+        });
         Some(DeviceConfig { common: common?, adapter: specific? })
     }
 }

@@ -4,6 +4,8 @@
 //! - `end_to_end`: simulator → Mosquitto → bridge → probe subscriber.
 //! - `console`: the demo's live view drawn at 160×50 and 80×24, `q` on a pseudo-terminal, plain
 //!   lines without one, `-v`/`-q`/`--log-level`/`--log-format json`.
+//! - `compliance`: the adapter contract checked alike for every adapter of the registry (good and
+//!   malformed input, availability, stop in time) and declared quantities vs. captures.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
@@ -35,6 +37,7 @@
 
 mod ai_on_the_edge;
 mod common;
+mod compliance;
 mod config;
 mod console;
 #[cfg(feature = "mdns")]

@@ -21,6 +21,37 @@
 //! device that gets values must be listed there). Without `sequences:` the first sequence seen
 //! (normally `main`) belongs to this device and any other is counted and reported.
 
+/// The AiOnTheEdge adapter in the registry ([`crate::adapters::Adapter`]).
+pub struct AiOnTheEdge;
+
+impl crate::adapters::Adapter for AiOnTheEdge {
+    type Config = AiOnTheEdgeConfig;
+    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::AiOnTheEdge;
+    const QUANTITIES: &'static [&'static str] =
+        &["flow_rate", "reading_error", "reading_raw", "rssi", "temperature", "uptime", "volume"];
+    const COMMANDS: &'static [&'static str] = &[];
+
+    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
+        crate::config::AdapterConfig::AiOnTheEdge(cfg)
+    }
+
+    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
+        validate(cfg, path)
+    }
+
+    fn cadence(cfg: &Self::Config) -> std::time::Duration {
+        cadence(cfg)
+    }
+
+    fn run(
+        cfg: Self::Config,
+        device: crate::router::DeviceHandle,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        run(cfg, device, cancel)
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;

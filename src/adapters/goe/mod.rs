@@ -5,6 +5,73 @@
 //! [`crate::adapters::http`] reader: a body over its cap is refused, counted (`body_too_large`) and
 //! takes the device offline with the reason until the charger answers normally again.
 
+/// The Goe adapter in the registry ([`crate::adapters::Adapter`]).
+pub struct Goe;
+
+impl crate::adapters::Adapter for Goe {
+    type Config = crate::config::GoeConfig;
+    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Goe;
+    const QUANTITIES: &'static [&'static str] = &[
+        "car_connected",
+        "charge_reason",
+        "charger_error",
+        "charger_state",
+        "charging_allowed",
+        "current_allowed",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+        "current_limit",
+        "energy_import",
+        "force_state",
+        "frequency",
+        "phase_mode",
+        "power",
+        "power_factor_l1",
+        "power_factor_l2",
+        "power_factor_l3",
+        "power_factor_n",
+        "power_l1",
+        "power_l2",
+        "power_l3",
+        "power_n",
+        "rssi",
+        "session_energy",
+        "temperature",
+        "temperature_*",
+        "uptime",
+        "voltage_l1",
+        "voltage_l2",
+        "voltage_l3",
+        "voltage_n",
+    ];
+    const COMMANDS: &'static [&'static str] = &["current_limit", "force_state", "phase_mode"];
+
+    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
+        crate::config::AdapterConfig::Goe(cfg)
+    }
+
+    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
+        validate(cfg, path)
+    }
+
+    fn cadence(cfg: &Self::Config) -> std::time::Duration {
+        cadence(cfg)
+    }
+
+    fn accepts_commands(cfg: &Self::Config) -> bool {
+        cfg.commands
+    }
+
+    fn run(
+        cfg: Self::Config,
+        device: crate::router::DeviceHandle,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        run(cfg, device, cancel)
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;

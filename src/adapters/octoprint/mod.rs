@@ -9,6 +9,44 @@
 //! from message cadence: the plugin publishes temperatures only when they move by 0.1 °C, so a
 //! connected printer holding a steady temperature is silent for minutes (see [`cadence`]).
 
+/// The Octoprint adapter in the registry ([`crate::adapters::Adapter`]).
+pub struct Octoprint;
+
+impl crate::adapters::Adapter for Octoprint {
+    type Config = OctoprintConfig;
+    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Octoprint;
+    const QUANTITIES: &'static [&'static str] = &[
+        "print_file",
+        "print_progress",
+        "print_time_elapsed",
+        "print_time_left",
+        "printer_state",
+        "slicing_progress",
+        "temperature_*",
+    ];
+    const COMMANDS: &'static [&'static str] = &[];
+
+    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
+        crate::config::AdapterConfig::Octoprint(cfg)
+    }
+
+    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
+        validate(cfg, path)
+    }
+
+    fn cadence(cfg: &Self::Config) -> std::time::Duration {
+        cadence(cfg)
+    }
+
+    fn run(
+        cfg: Self::Config,
+        device: crate::router::DeviceHandle,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        run(cfg, device, cancel)
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;

@@ -46,6 +46,64 @@
 
 pub mod client;
 pub mod digest;
+
+/// The Whatwatt adapter in the registry ([`crate::adapters::Adapter`]).
+pub struct Whatwatt;
+
+impl crate::adapters::Adapter for Whatwatt {
+    type Config = WhatwattConfig;
+    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Whatwatt;
+    const QUANTITIES: &'static [&'static str] = &[
+        "apparent_power",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+        "energy_export",
+        "energy_export_t*",
+        "energy_import",
+        "energy_import_t*",
+        "power",
+        "power_export",
+        "power_factor",
+        "power_import",
+        "power_l1",
+        "power_l2",
+        "power_l3",
+        "reactive_energy_export",
+        "reactive_energy_import",
+        "reactive_power_export",
+        "reactive_power_import",
+        "rssi",
+        "tariff",
+        "uptime",
+        "voltage_l1",
+        "voltage_l2",
+        "voltage_l3",
+        "volume",
+    ];
+    const COMMANDS: &'static [&'static str] = &[];
+
+    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
+        crate::config::AdapterConfig::Whatwatt(cfg)
+    }
+
+    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
+        validate(cfg, path)
+    }
+
+    fn cadence(cfg: &Self::Config) -> std::time::Duration {
+        cadence(cfg)
+    }
+
+    fn run(
+        cfg: Self::Config,
+        device: crate::router::DeviceHandle,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        run(cfg, device, cancel)
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
