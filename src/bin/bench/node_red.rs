@@ -9,8 +9,9 @@
 //! 3. feeds real `nrg` samples (adapters/goe/fixtures/nrg-examples.jsonl plus edge cases) to one
 //!    device each and requires both sides' outputs to match value for value, or stops with the
 //!    differences;
-//! 4. drives `nrg` at the fixed rate the main bench uses, interleaved with raw one-hop messages,
-//!    while both subscribe to the same input topic, and reads each process's CPU time from
+//! 4. after one unmeasured second (JIT and caches warm), drives `nrg` at the fixed rate the main
+//!    bench uses (2 000/s to one charger, 10 s or 2 s with `--quick`), interleaved with raw one-hop
+//!    messages, while both subscribe to the same input topic, and reads each process's CPU time from
 //!    `/proc/<pid>/task/*/schedstat`, its RSS, and its added latency on the `power` output;
 //! 5. stops Node-RED and the bridge, prints both figures side by side with the ratio.
 
@@ -446,17 +447,34 @@ pub async fn run(dir: &Path, quick: bool, json_out: Option<&Path>) -> anyhow::Re
             _ => bail!("the bench's own subscription was not confirmed within 10 s"),
         }
     }
-    let bridge_pid = bridge.0.as_ref().map(Bridge::pid).unwrap_or_default();
-    let node_red_pid = node_red.pid();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..1 << 20).map(|_| AtomicU64::new(0)).collect());
     let base = Instant::now();
-    let first = 6_000_000 % sent.len() as u64;
-    let (bridge_cpu0, node_red_cpu0) = (super::cpu_ns(bridge_pid), super::cpu_ns(node_red_pid));
-    let drive = super::drive(&pubr, count, rate, &sent, base, first, |s| {
+    let make = |s: u64| {
         let raw = ("benchraw/seq".to_string(), s.to_string());
         let nrg = ("go-eCharger/000000/nrg".to_string(), super::nrg_payload(s));
+        // Alternate the order so neither path is systematically first.
         if s % 2 == 0 { vec![raw, nrg] } else { vec![nrg, raw] }
-    });
+    };
+    // One unmeasured second first, so Node-RED's JIT and both sides' caches are warm.
+    let warm_first = 7_000_000 % sent.len() as u64;
+    let warm_deadline = Instant::now() + Duration::from_secs(60);
+    let (_, warm) = tokio::join!(
+        super::drive(&pubr, rate, rate, &sent, base, warm_first, make),
+        collect_three(&mut rx, rate, &sent, base, Duration::from_secs(5), warm_deadline)
+    );
+    if warm.bridge.len() as u64 != rate || warm.node_red.len() as u64 != rate {
+        bail!(
+            "warm-up lost outputs: hlbridge {} and Node-RED {} of {rate}:\n{}",
+            warm.bridge.len(),
+            warm.node_red.len(),
+            node_red.log_tail()
+        );
+    }
+    let bridge_pid = bridge.0.as_ref().map(Bridge::pid).unwrap_or_default();
+    let node_red_pid = node_red.pid();
+    let first = 6_000_000 % sent.len() as u64;
+    let (bridge_cpu0, node_red_cpu0) = (super::cpu_ns(bridge_pid), super::cpu_ns(node_red_pid));
+    let drive = super::drive(&pubr, count, rate, &sent, base, first, make);
     // Long enough for a Node-RED that runs at a tenth of the rate to finish; never longer.
     let hard_deadline = Instant::now() + Duration::from_secs(count / rate * 10 + 30);
     let (_, series) =
