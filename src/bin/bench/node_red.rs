@@ -415,7 +415,7 @@ pub async fn run(dir: &Path, quick: bool, json_out: Option<&Path>) -> anyhow::Re
 
     let bridge = BridgeGuard(Some(Bridge::spawn(&bridge_config(port, samples.len()), "vs-node-red")?));
     super::wait_online(&probe, "bench/bridge").await?;
-    let mut devices = vec![format!("000000=ev0"), format!("{PROBE_SERIAL}=probe")];
+    let mut devices = vec!["000000=ev0".to_string(), format!("{PROBE_SERIAL}=probe")];
     devices.extend((0..samples.len()).map(|i| {
         let (id, serial) = check_device(i);
         format!("{serial}={id}")
@@ -453,7 +453,7 @@ pub async fn run(dir: &Path, quick: bool, json_out: Option<&Path>) -> anyhow::Re
         let raw = ("benchraw/seq".to_string(), s.to_string());
         let nrg = ("go-eCharger/000000/nrg".to_string(), super::nrg_payload(s));
         // Alternate the order so neither path is systematically first.
-        if s % 2 == 0 { vec![raw, nrg] } else { vec![nrg, raw] }
+        if s.is_multiple_of(2) { vec![raw, nrg] } else { vec![nrg, raw] }
     };
     // One unmeasured second first, so Node-RED's JIT and both sides' caches are warm.
     let warm_first = 7_000_000 % sent.len() as u64;
