@@ -8,7 +8,8 @@
 //! - start-up time to first publish, and memory with 1, 100 and 1 000 configured devices.
 //!
 //! Run: `cargo run --release --bin hlbridge-bench` (add `-- --quick` for a short run,
-//! `-- --json FILE` to write the JSON report to a file).
+//! `-- --json FILE` to write the JSON report to a file). `-- --compare-node-red DIR` instead runs the
+//! Node-RED comparison (see [`node_red`]) with Node-RED 4 installed in DIR.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -24,22 +25,28 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+#[path = "bench/node_red.rs"]
+mod node_red;
+
 struct Opts {
     quick: bool,
     json_out: Option<PathBuf>,
     child_config: Option<PathBuf>,
+    /// A directory with Node-RED 4 installed: run the Node-RED comparison instead of the bench.
+    compare_node_red: Option<PathBuf>,
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts { quick: false, json_out: None, child_config: None };
+    let mut o = Opts { quick: false, json_out: None, child_config: None, compare_node_red: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--json" => o.json_out = args.next().map(PathBuf::from),
             "--bridge-child" => o.child_config = args.next().map(PathBuf::from),
+            "--compare-node-red" => o.compare_node_red = args.next().map(PathBuf::from),
             "--help" | "-h" => {
-                println!("hlbridge-bench [--quick] [--json FILE]");
+                println!("hlbridge-bench [--quick] [--json FILE] [--compare-node-red NODE_RED_DIR]");
                 std::process::exit(0);
             }
             other => {
@@ -62,6 +69,9 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(dir) = &opts.compare_node_red {
+        return rt.block_on(node_red::run(dir, opts.quick, opts.json_out.as_deref()));
+    }
     rt.block_on(bench(opts))
 }
 
