@@ -14,6 +14,7 @@ pub mod ai_on_the_edge;
 pub mod goe;
 pub mod http;
 pub mod ingest;
+pub mod log_once;
 pub mod octoprint;
 pub mod whatwatt;
 
@@ -54,6 +55,50 @@ pub trait Adapter {
         cancel: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static;
 }
+
+/// Implements [`Adapter`] for `$ty` from its module's `validate`, `cadence` and `run` functions.
+macro_rules! adapter {
+    (
+        $(#[$doc:meta])* $ty:ident, config = $cfg:ty, kind = $kind:ident,
+        quantities = $q:expr, commands = $c:expr $(, accepts_commands = $accepts:expr)? $(,)?
+    ) => {
+        $(#[$doc])*
+        pub struct $ty;
+
+        impl $crate::adapters::Adapter for $ty {
+            type Config = $cfg;
+            const KIND: $crate::config::AdapterKind = $crate::config::AdapterKind::$kind;
+            const QUANTITIES: &'static [&'static str] = $q;
+            const COMMANDS: &'static [&'static str] = $c;
+
+            fn wrap(cfg: Self::Config) -> $crate::config::AdapterConfig {
+                $crate::config::AdapterConfig::$kind(cfg)
+            }
+
+            fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
+                validate(cfg, path)
+            }
+
+            fn cadence(cfg: &Self::Config) -> std::time::Duration {
+                cadence(cfg)
+            }
+
+            $(fn accepts_commands(cfg: &Self::Config) -> bool {
+                let f: fn(&Self::Config) -> bool = $accepts;
+                f(cfg)
+            })?
+
+            fn run(
+                cfg: Self::Config,
+                device: $crate::router::DeviceHandle,
+                cancel: tokio_util::sync::CancellationToken,
+            ) -> impl std::future::Future<Output = ()> + Send + 'static {
+                run(cfg, device, cancel)
+            }
+        }
+    };
+}
+pub(crate) use adapter;
 
 /// Runs `$body` with `$A` bound to the adapter type of `$cfg` (an [`AdapterConfig`]) and `$c` to its
 /// config. The registry: adding an adapter adds one line here and one in [`with_kind!`].

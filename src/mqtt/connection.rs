@@ -190,14 +190,8 @@ impl Connection {
                     Err(e) => Attempt::Failed(describe(&e)),
                 },
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => match c {
-                    Some(Control::Disconnect) | None => return Attempt::Stopped,
-                    Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
-                    Some(Control::Subscribe(_)) => {}
-                    Some(Control::Reconfigure(r)) => {
-                        self.reconfigure = Some(r);
-                        return Attempt::Reconfigure;
-                    }
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, c) {
+                    return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
             }
@@ -212,14 +206,8 @@ impl Connection {
             tokio::select! {
                 _ = &mut sleep => return Attempt::Up,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => match c {
-                    Some(Control::Disconnect) | None => return Attempt::Stopped,
-                    Some(Control::Prune) => { self.shared.subscriptions().prune_closed(); }
-                    Some(Control::Subscribe(_)) => {}
-                    Some(Control::Reconfigure(r)) => {
-                        self.reconfigure = Some(r);
-                        return Attempt::Reconfigure;
-                    }
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, c) {
+                    return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
             }
@@ -453,7 +441,7 @@ impl Connection {
         if p.payload.len() > self.settings.max_packet_size {
             self.shared.metrics.mqtt_oversized("in").inc();
             if !std::mem::replace(&mut self.logged_oversized_in, true) {
-                tracing::warn!(topic = %super::clip(&p.topic, 200), bytes = p.payload.len(),
+                tracing::warn!(topic = %crate::untrusted::clip(&p.topic), bytes = p.payload.len(),
                     limit = self.settings.max_packet_size,
                     "incoming MQTT message over the size limit dropped (counted in hlbridge_mqtt_oversized_total; logged once)");
             }
@@ -467,10 +455,10 @@ impl Connection {
     fn oversized_out(&mut self, topic: &str, size: usize) {
         self.shared.metrics.mqtt_oversized("out").inc();
         if !std::mem::replace(&mut self.logged_oversized_out, true) {
-            tracing::error!(topic = %super::clip(topic, 200), bytes = size, limit = self.settings.max_packet_size,
+            tracing::error!(topic = %crate::untrusted::clip(topic), bytes = size, limit = self.settings.max_packet_size,
                 "publish over the MQTT packet limit dropped, not sent (counted in hlbridge_mqtt_oversized_total; logged once)");
         } else {
-            tracing::debug!(topic = %super::clip(topic, 200), bytes = size, "oversized publish dropped");
+            tracing::debug!(topic = %crate::untrusted::clip(topic), bytes = size, "oversized publish dropped");
         }
     }
 
@@ -578,6 +566,28 @@ async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outboun
     match outbox.pop_front() {
         Some(p) => Some(Outbound::Publish { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain }),
         None => outbound.recv().await,
+    }
+}
+
+/// Handles a control request while there is no connection; `Some` ends the current wait.
+fn control_while_down(
+    shared: &Shared,
+    reconfigure: &mut Option<Box<super::Reconfigure>>,
+    c: Option<Control>,
+) -> Option<Attempt> {
+    match c {
+        Some(Control::Disconnect) | None => Some(Attempt::Stopped),
+        Some(Control::Prune) => {
+            // Nothing to unsubscribe at the broker: the next ConnAck subscribes only live filters.
+            shared.subscriptions().prune_closed();
+            None
+        }
+        // Registered already; the next ConnAck subscribes it.
+        Some(Control::Subscribe(_)) => None,
+        Some(Control::Reconfigure(r)) => {
+            *reconfigure = Some(r);
+            Some(Attempt::Reconfigure)
+        }
     }
 }
 

@@ -578,18 +578,6 @@ fn dispatch(shared: &Shared, p: rumqttc::Publish) -> bool {
     all_live & subs.list[first].deliver(msg)
 }
 
-/// At most the first `max` bytes of untrusted text (a topic), cut at a character boundary, for logs.
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with ±25 % jitter so a
 /// fleet of bridges does not hammer a restarted broker in lockstep.
 pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {

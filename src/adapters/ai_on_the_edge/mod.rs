@@ -21,42 +21,20 @@
 //! device that gets values must be listed there). Without `sequences:` the first sequence seen
 //! (normally `main`) belongs to this device and any other is counted and reported.
 
-/// The AiOnTheEdge adapter in the registry ([`crate::adapters::Adapter`]).
-pub struct AiOnTheEdge;
-
-impl crate::adapters::Adapter for AiOnTheEdge {
-    type Config = AiOnTheEdgeConfig;
-    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::AiOnTheEdge;
-    const QUANTITIES: &'static [&'static str] =
-        &["flow_rate", "reading_error", "reading_raw", "rssi", "temperature", "uptime", "volume"];
-    const COMMANDS: &'static [&'static str] = &[];
-
-    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
-        crate::config::AdapterConfig::AiOnTheEdge(cfg)
-    }
-
-    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
-        validate(cfg, path)
-    }
-
-    fn cadence(cfg: &Self::Config) -> std::time::Duration {
-        cadence(cfg)
-    }
-
-    fn run(
-        cfg: Self::Config,
-        device: crate::router::DeviceHandle,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        run(cfg, device, cancel)
-    }
-}
+crate::adapters::adapter!(
+    /// The AiOnTheEdge adapter in the registry ([`crate::adapters::Adapter`]).
+    AiOnTheEdge,
+    config = AiOnTheEdgeConfig,
+    kind = AiOnTheEdge,
+    quantities = &["flow_rate", "reading_error", "reading_raw", "rssi", "temperature", "uptime", "volume"],
+    commands = &[],
+);
 
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +42,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::log_once::LogOnce;
 use crate::config::Dur;
 use crate::model::{Event, Identity, Update, Value};
 use crate::mqtt::Message;
@@ -387,18 +366,6 @@ pub fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
 /// Expected time between readings: the camera's round interval.
 pub fn cadence(cfg: &AiOnTheEdgeConfig) -> Duration {
     cfg.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL)
-}
-
-/// Logs a problem once per distinct key, then only counts it.
-#[derive(Default)]
-struct LogOnce(HashSet<String>);
-
-impl LogOnce {
-    fn first(&mut self, what: &str) -> bool {
-        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
-        let what = crate::untrusted::truncated(what, 128).unwrap_or_else(|| what.to_owned());
-        self.0.len() < 1024 && !self.0.contains(&what) && self.0.insert(what)
-    }
 }
 
 /// A device that receives values: this device or a `sequence_of` device.
@@ -877,7 +844,7 @@ impl Ingest {
                 if self.meter_discovered != Some(m) {
                     self.meter_discovered = Some(m);
                     if self.meter_config.is_none()
-                        && self.logged.0.contains("assumed meter")
+                        && self.logged.seen("assumed meter")
                         && m.quantity.name() != "volume"
                         && self.logged.first("assumed meter was wrong")
                     {

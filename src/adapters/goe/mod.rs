@@ -5,13 +5,12 @@
 //! [`crate::adapters::http`] reader: a body over its cap is refused, counted (`body_too_large`) and
 //! takes the device offline with the reason until the charger answers normally again.
 
-/// The Goe adapter in the registry ([`crate::adapters::Adapter`]).
-pub struct Goe;
-
-impl crate::adapters::Adapter for Goe {
-    type Config = crate::config::GoeConfig;
-    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Goe;
-    const QUANTITIES: &'static [&'static str] = &[
+crate::adapters::adapter!(
+    /// The Goe adapter in the registry ([`crate::adapters::Adapter`]).
+    Goe,
+    config = crate::config::GoeConfig,
+    kind = Goe,
+    quantities = &[
         "car_connected",
         "charge_reason",
         "charger_error",
@@ -44,45 +43,22 @@ impl crate::adapters::Adapter for Goe {
         "voltage_l2",
         "voltage_l3",
         "voltage_n",
-    ];
-    const COMMANDS: &'static [&'static str] = &["current_limit", "force_state", "phase_mode"];
-
-    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
-        crate::config::AdapterConfig::Goe(cfg)
-    }
-
-    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
-        validate(cfg, path)
-    }
-
-    fn cadence(cfg: &Self::Config) -> std::time::Duration {
-        cadence(cfg)
-    }
-
-    fn accepts_commands(cfg: &Self::Config) -> bool {
-        cfg.commands
-    }
-
-    fn run(
-        cfg: Self::Config,
-        device: crate::router::DeviceHandle,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        run(cfg, device, cancel)
-    }
-}
+    ],
+    commands = &["current_limit", "force_state", "phase_mode"],
+    accepts_commands = |c| c.commands,
+);
 
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
+use crate::adapters::log_once::LogOnce;
 use crate::config::{GoeConfig, GoeTransport};
 use crate::model::{Identity, Quantity, Update, Value};
 use crate::mqtt::{Message, QoS};
@@ -157,18 +133,6 @@ pub fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
         // Firmware ≥ 054.6 drops the leading slash, but upgraded chargers may keep the old one.
         (None, Some(s)) => vec![format!("go-eCharger/{s}/"), format!("/go-eCharger/{s}/")],
         (None, None) => Vec::new(),
-    }
-}
-
-/// Logs a problem once per distinct key, then only counts it.
-#[derive(Default)]
-struct LogOnce(HashSet<String>);
-
-impl LogOnce {
-    fn first(&mut self, what: &str) -> bool {
-        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
-        let what = crate::untrusted::truncated(what, 128).unwrap_or_else(|| what.to_owned());
-        self.0.len() < 1024 && self.0.insert(what)
     }
 }
 

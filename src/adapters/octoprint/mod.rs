@@ -9,13 +9,12 @@
 //! from message cadence: the plugin publishes temperatures only when they move by 0.1 °C, so a
 //! connected printer holding a steady temperature is silent for minutes (see [`cadence`]).
 
-/// The Octoprint adapter in the registry ([`crate::adapters::Adapter`]).
-pub struct Octoprint;
-
-impl crate::adapters::Adapter for Octoprint {
-    type Config = OctoprintConfig;
-    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Octoprint;
-    const QUANTITIES: &'static [&'static str] = &[
+crate::adapters::adapter!(
+    /// The Octoprint adapter in the registry ([`crate::adapters::Adapter`]).
+    Octoprint,
+    config = OctoprintConfig,
+    kind = Octoprint,
+    quantities = &[
         "print_file",
         "print_progress",
         "print_time_elapsed",
@@ -23,40 +22,20 @@ impl crate::adapters::Adapter for Octoprint {
         "printer_state",
         "slicing_progress",
         "temperature_*",
-    ];
-    const COMMANDS: &'static [&'static str] = &[];
-
-    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
-        crate::config::AdapterConfig::Octoprint(cfg)
-    }
-
-    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
-        validate(cfg, path)
-    }
-
-    fn cadence(cfg: &Self::Config) -> std::time::Duration {
-        cadence(cfg)
-    }
-
-    fn run(
-        cfg: Self::Config,
-        device: crate::router::DeviceHandle,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        run(cfg, device, cancel)
-    }
-}
+    ],
+    commands = &[],
+);
 
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::log_once::LogOnce;
 use crate::mqtt::Message;
 use crate::router::{DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};
@@ -138,18 +117,6 @@ pub fn filters(cfg: &OctoprintConfig) -> Vec<String> {
     base_topics(cfg).iter().flat_map(|b| SUBTOPICS.iter().map(move |s| format!("{b}{s}"))).collect()
 }
 
-/// Logs a problem once per distinct key, then only counts it.
-#[derive(Default)]
-struct LogOnce(HashSet<String>);
-
-impl LogOnce {
-    fn first(&mut self, what: String) -> bool {
-        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
-        let what = crate::untrusted::truncated(&what, 128).unwrap_or(what);
-        self.0.len() < 1024 && self.0.insert(what)
-    }
-}
-
 /// Per-message handling, public so that recorded traffic can be replayed through exactly the
 /// code a live printer goes through (golden tests, benchmark).
 pub struct Ingest {
@@ -209,7 +176,7 @@ impl Ingest {
                 ("unknown", "unknown")
             }
         };
-        if !self.logged.first(format!("{kind} {reason} {}", p.what)) {
+        if !self.logged.first(&format!("{kind} {reason} {}", p.what)) {
             return;
         }
         let device = self.device.id();

@@ -47,13 +47,12 @@
 pub mod client;
 pub mod digest;
 
-/// The Whatwatt adapter in the registry ([`crate::adapters::Adapter`]).
-pub struct Whatwatt;
-
-impl crate::adapters::Adapter for Whatwatt {
-    type Config = WhatwattConfig;
-    const KIND: crate::config::AdapterKind = crate::config::AdapterKind::Whatwatt;
-    const QUANTITIES: &'static [&'static str] = &[
+crate::adapters::adapter!(
+    /// The Whatwatt adapter in the registry ([`crate::adapters::Adapter`]).
+    Whatwatt,
+    config = WhatwattConfig,
+    kind = Whatwatt,
+    quantities = &[
         "apparent_power",
         "current_l1",
         "current_l2",
@@ -80,36 +79,16 @@ impl crate::adapters::Adapter for Whatwatt {
         "voltage_l2",
         "voltage_l3",
         "volume",
-    ];
-    const COMMANDS: &'static [&'static str] = &[];
-
-    fn wrap(cfg: Self::Config) -> crate::config::AdapterConfig {
-        crate::config::AdapterConfig::Whatwatt(cfg)
-    }
-
-    fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
-        validate(cfg, path)
-    }
-
-    fn cadence(cfg: &Self::Config) -> std::time::Duration {
-        cadence(cfg)
-    }
-
-    fn run(
-        cfg: Self::Config,
-        device: crate::router::DeviceHandle,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        run(cfg, device, cancel)
-    }
-}
+    ],
+    commands = &[],
+);
 
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
 pub mod sse;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -118,6 +97,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
+use crate::adapters::log_once::LogOnce;
 use crate::config::{Dur, Secret};
 use crate::model::{Identity, Update};
 use crate::mqtt::Message;
@@ -468,23 +448,6 @@ pub fn resolve_password(cfg: &WhatwattConfig, device: &str) -> Result<Option<Sec
     Ok(cfg.password.clone())
 }
 
-/// Logs a problem once per distinct key, then only counts it.
-#[derive(Default)]
-struct LogOnce(HashMap<&'static str, HashSet<String>>);
-
-impl LogOnce {
-    fn first(&mut self, kind: &'static str, key: &str) -> bool {
-        // Keys quote the device; a clipped key keeps the set small whatever the device sends.
-        let key = crate::untrusted::truncated(key, 128).unwrap_or_else(|| key.to_owned());
-        let set = self.0.entry(kind).or_default();
-        if set.contains(&key) || set.len() >= 256 {
-            return false;
-        }
-        set.insert(key);
-        true
-    }
-}
-
 /// A poll's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
@@ -593,14 +556,14 @@ impl Ingest {
             match issue {
                 Issue::Unknown(key) => {
                     device.counters().unknown_keys.inc();
-                    if self.logged.first("unknown", &key) {
+                    if self.logged.first_of("unknown", &key) {
                         tracing::info!(device = %device.id(), source, key = %clip(&key),
                             "unknown whatwatt key (newer firmware or an unmapped template field); counted and ignored");
                     }
                 }
                 Issue::Invalid { key, reason } => {
                     device.counters().parse_error(reason);
-                    if self.logged.first(reason, &key) {
+                    if self.logged.first_of(reason, &key) {
                         tracing::warn!(device = %device.id(), source, key = %clip(&key), reason,
                             "whatwatt value not understood; skipped");
                     }
@@ -611,7 +574,7 @@ impl Ingest {
 
     fn parse_error(&mut self, reason: &'static str, what: &str, detail: &str) {
         self.device.counters().parse_error(reason);
-        if self.logged.first(reason, what) {
+        if self.logged.first_of(reason, what) {
             tracing::warn!(device = %self.device.id(), reason, what, detail = %clip(detail), "whatwatt payload skipped (counted)");
         }
     }
@@ -675,7 +638,7 @@ impl Ingest {
     }
 
     fn note_volume(&mut self, seen: mapping::VolumeSeen) {
-        if seen.with_reading > 1 && self.volume_from == VolumeFrom::Auto && self.logged.first("volume", "several") {
+        if seen.with_reading > 1 && self.volume_from == VolumeFrom::Auto && self.logged.first_of("volume", "several") {
             tracing::info!(device = %self.device.id(), sub_meters = seen.with_reading,
                 "several sub-meters report a reading; set `volume_from` to a bus number or meter id to publish one as `volume`");
             self.device.set_detail("sub_meters", format!("{} with readings; set volume_from", seen.with_reading));
@@ -830,7 +793,7 @@ impl Ingest {
     pub fn sse_event(&mut self, event: &str, data: &str) -> bool {
         if event != "live" {
             self.device.counters().unknown_keys.inc();
-            if self.logged.first("sse event", event) {
+            if self.logged.first_of("sse event", event) {
                 tracing::info!(device = %self.device.id(), event = %clip(event), "unknown whatwatt SSE event type; ignored");
             }
             return false;
@@ -887,7 +850,7 @@ impl Ingest {
         mapping::read_payload(&v, &self.fields, &mut r, &mut issues);
         self.issues = issues;
         self.report_issues("mqtt");
-        if !r.has_measurements() && self.logged.first("no fields", &msg.topic) {
+        if !r.has_measurements() && self.logged.first_of("no fields", &msg.topic) {
             tracing::warn!(device = %self.device.id(), topic = %clip(&msg.topic),
                 "no field of this whatwatt payload is mapped to a measurement; set `template:` (the gateway's template) or `fields:`");
         }
@@ -1070,7 +1033,7 @@ impl Http {
     fn log_licence(&mut self) {
         self.licence_free = true;
         self.device.set_detail("licence", "FREE");
-        if self.logged.first("licence", "") {
+        if self.logged.first_of("licence", "") {
             tracing::warn!(device = %self.device.id(),
                 "the gateway has a FREE licence: /api/v1/report (polling) needs Plus; reading the SSE stream /api/v1/live instead");
         }
@@ -1100,7 +1063,7 @@ impl Http {
                 Some(info)
             }
             Err(e) => {
-                if self.logged.first("probe", &e) {
+                if self.logged.first_of("probe", &e) {
                     tracing::warn!(device = %self.device.id(), error = %clip(&e.to_string()), "whatwatt identity probe failed");
                 }
                 None
@@ -1144,7 +1107,7 @@ impl Http {
                     let ct = http::content_type(&resp);
                     if !ct.is_empty() && !ct.starts_with("text/event-stream") && !ct.contains("html") && status == 200 {
                         // A capture served by a plain file server; parse it anyway, say so once.
-                        if self.logged.first("content type", &ct) {
+                        if self.logged.first_of("content type", &ct) {
                             tracing::info!(device = %self.device.id(), content_type = %clip(&ct),
                                 "/api/v1/live is not text/event-stream; reading it as an event stream anyway");
                         }
@@ -1191,7 +1154,7 @@ impl Http {
                             }
                             StreamEnd::Silent => self.silent().await,
                             StreamEnd::Broken(e) => {
-                                if self.logged.first("broken", &e) {
+                                if self.logged.first_of("broken", &e) {
                                     tracing::warn!(device = %self.device.id(), error = %e, "whatwatt SSE stream broke; reopening");
                                 }
                             }
@@ -1208,7 +1171,7 @@ impl Http {
                         retry_in = %self.cfg.fallback.retry_sse, "the whatwatt SSE stream keeps failing; polling /api/v1/report instead for a while");
                     return Next::Poll { until: Some(Instant::now() + self.cfg.fallback.retry_sse.0) };
                 }
-                if self.logged.first("no fallback", "") {
+                if self.logged.first_of("no fallback", "") {
                     tracing::warn!(device = %self.device.id(),
                         "the whatwatt SSE stream keeps failing and polling needs a Plus licence (this gateway: FREE); staying on SSE");
                 }
@@ -1227,7 +1190,7 @@ impl Http {
     fn connect_failed(&mut self, e: &GatewayError) {
         let reason = e.to_string();
         let level_error = matches!(e, GatewayError::Auth { .. });
-        if self.logged.first("connect", &reason) {
+        if self.logged.first_of("connect", &reason) {
             if level_error {
                 tracing::error!(device = %self.device.id(), error = %clip(&reason), "whatwatt authentication failed");
             } else {
@@ -1241,7 +1204,7 @@ impl Http {
         self.kicked += 1;
         self.device.counters().parse_error("sse_kicked");
         self.device.set_detail("sse_kicked", self.kicked.to_string());
-        if self.logged.first("kicked", "") {
+        if self.logged.first_of("kicked", "") {
             tracing::warn!(device = %self.device.id(), events,
                 "the whatwatt gateway closed the SSE stream: it serves one /api/v1/live stream at a time, so another client \
                  (a second bridge, Homey, the Web UI's live page) probably took it, or the gateway restarted; reopening with \
@@ -1266,7 +1229,7 @@ impl Http {
         if !meter_bad {
             self.device.set_link(Link::Down(format!("no SSE event for {watchdog}")));
         }
-        if self.logged.first("silent", "") {
+        if self.logged.first_of("silent", "") {
             tracing::warn!(device = %self.device.id(), %watchdog, "no whatwatt SSE event within the watchdog; reopening the stream");
         }
     }
