@@ -5,6 +5,8 @@
 //! - `console`: the demo's live view drawn at 160×50 and 80×24, `q` on a pseudo-terminal, plain
 //!   lines without one, `-v`/`-q`/`--log-level`/`--log-format json`.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
+//! - `homeassistant`: Home Assistant discovery: golden device messages per adapter (simulators),
+//!   availability, controls, announcing again on Home Assistant's birth, clearing removed devices.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
 //! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
@@ -41,6 +43,7 @@ mod console;
 mod discover;
 mod end_to_end;
 mod golden;
+mod homeassistant;
 mod hostile_input;
 mod http_endpoints;
 mod huge_bodies;
