@@ -78,6 +78,8 @@ pub struct Running {
     registry: Arc<Registry>,
     /// Cancelled when the bridge asks to be stopped from inside (`q` in the console).
     stop_requested: CancellationToken,
+    /// Home Assistant discovery, when enabled: told about reloaded devices.
+    homeassistant: Option<crate::homeassistant::HomeAssistant>,
 }
 
 /// Errors of a reload that was refused (the running config stays in force).
@@ -205,6 +207,7 @@ impl Running {
                 "runtime" => self.config.runtime = old_config.runtime.clone(),
                 "simulators" => self.config.simulators = old_config.simulators.clone(),
                 "mqtt.embedded" => self.config.mqtt.embedded = old_config.mqtt.embedded.clone(),
+                "homeassistant" => self.config.homeassistant = old_config.homeassistant.clone(),
                 "http" => {
                     let listen = self.config.http.listen;
                     self.config.http = old_config.http.clone();
@@ -213,6 +216,9 @@ impl Running {
                 _ => {}
             }
             tracing::warn!(section, "config section changed; it takes effect only after a restart");
+        }
+        if let Some(ha) = &self.homeassistant {
+            ha.reconfigure(&self.config);
         }
         tracing::info!(
             added = ?plan.ids(DeviceChange::Added),
@@ -352,7 +358,10 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         http_stop: None,
         registry: Arc::new(Registry::default()),
         stop_requested: CancellationToken::new(),
+        homeassistant: None,
     };
+    running.homeassistant =
+        crate::homeassistant::HomeAssistant::start(config, router.clone(), &running.tracker, work.clone());
     for (id, d) in config.enabled_devices() {
         if let Some(handle) = router.handle(id) {
             running.spawn_adapter(id, d, handle);

@@ -31,6 +31,7 @@ pub mod discover;
 #[cfg(test)]
 mod fuzz_support;
 pub mod guard;
+pub mod homeassistant;
 pub mod http;
 pub mod metrics;
 pub mod model;

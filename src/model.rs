@@ -132,7 +132,8 @@ pub static FAMILIES: &[QuantityFamily] = &[
         "reactive_energy_import",
         "kvarh",
         TotalIncreasing,
-        Some("reactive_energy"),
+        // Home Assistant has no device class for kvarh in every version (2025.x refuses it).
+        None,
         TI,
         "hlbridge_reactive_energy_import_kilovar_hours",
         4
@@ -141,13 +142,15 @@ pub static FAMILIES: &[QuantityFamily] = &[
         "reactive_energy_export",
         "kvarh",
         TotalIncreasing,
-        Some("reactive_energy"),
+        // Home Assistant has no device class for kvarh in every version (2025.x refuses it).
+        None,
         TI,
         "hlbridge_reactive_energy_export_kilovar_hours",
         4
     ),
     family!("tariff", "", Integer, None, None, "hlbridge_tariff", 0),
-    family!("session_energy", "kWh", Total, Some("energy"), Some("total"), "hlbridge_session_energy_kilowatt_hours", 4),
+    // total_increasing for Home Assistant: a drop to 0 at the next plug-in is a new session, not negative energy.
+    family!("session_energy", "kWh", Total, Some("energy"), TI, "hlbridge_session_energy_kilowatt_hours", 4),
     family!("charger_state", Enum, "hlbridge_charger_state_info", words = CHARGER_STATES),
     family!("car_connected", "", Bool, None, None, "hlbridge_car_connected", 0),
     family!("charging_allowed", "", Bool, None, None, "hlbridge_charging_allowed", 0),

@@ -120,6 +120,9 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         if json(&old.simulators) != json(&new.simulators) {
             restart_needed.push("simulators");
         }
+        if old.homeassistant != new.homeassistant {
+            restart_needed.push("homeassistant");
+        }
         let mut http_old = json(&old.http);
         let mut http_new = json(&new.http);
         let http_listen = http_old.get("listen") != http_new.get("listen");

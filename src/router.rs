@@ -863,6 +863,13 @@ impl Router {
         }
     }
 
+    /// Each device's spec with the freshness window in force (the configured one, or longer when the
+    /// device announced a slower cadence); Home Assistant discovery derives `expire_after` and controls
+    /// from them.
+    pub fn specs(&self) -> Vec<(DeviceSpec, Duration)> {
+        self.devices().iter().map(|d| (d.spec.clone(), lock(&d.state).freshness(&d.spec))).collect()
+    }
+
     /// Snapshots every device.
     pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
         self.devices()

@@ -16,7 +16,8 @@ use super::{
 };
 
 /// Top-level keys of the file.
-const SECTIONS: &[&str] = &["mqtt", "output", "http", "log", "runtime", "devices", "routes", "simulators"];
+const SECTIONS: &[&str] =
+    &["mqtt", "output", "http", "log", "runtime", "devices", "routes", "simulators", "homeassistant"];
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "HLBRIDGE_";
 
@@ -126,6 +127,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         http: ctx.section::<HttpConfig>(&root, "http").unwrap_or_default(),
         log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
         runtime: ctx.section::<super::RuntimeConfig>(&root, "runtime").unwrap_or_default(),
+        homeassistant: ctx.section::<super::HomeAssistantConfig>(&root, "homeassistant").unwrap_or_default(),
         ..Default::default()
     };
     if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls"))
@@ -454,6 +456,14 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
+    if !valid_prefix(&config.homeassistant.discovery_prefix) {
+        ctx.error(
+            "homeassistant.discovery_prefix",
+            "must be a topic without wildcards and without leading or trailing `/` (Home Assistant's default: \
+             `homeassistant`)"
+                .into(),
+        );
+    }
     if config.mqtt.url.trim().is_empty() {
         // The container image's config leaves the broker to the environment.
         ctx.error(
@@ -541,6 +551,11 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                 format!("{path}.ingest_queue"),
                 format!("must be 1 to {} messages", crate::adapters::ingest::MAX_QUEUE),
             ));
+        }
+        if let Some(name) = &d.common.name
+            && (name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control))
+        {
+            errs.push((format!("{path}.name"), "must be 1 to 64 characters without control characters".into()));
         }
         errs.extend(crate::adapters::validate(&d.adapter, &path));
         for (p, m) in errs {

@@ -38,6 +38,26 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Simulated devices run inside the process (the no-hardware demo).
     pub simulators: BTreeMap<String, SimulatorConfig>,
+    /// Home Assistant MQTT discovery.
+    pub homeassistant: HomeAssistantConfig,
+}
+
+/// `homeassistant:` — Home Assistant MQTT discovery (device-based, Home Assistant 2024.12 or newer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish one retained discovery message per device (and one for the bridge itself), so every
+    /// device shows up in Home Assistant with its entities.
+    pub enabled: bool,
+    /// The topic prefix Home Assistant's MQTT integration listens on for discovery (its
+    /// `discovery_prefix`, `homeassistant` unless changed there).
+    pub discovery_prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig { enabled: true, discovery_prefix: "homeassistant".into() }
+    }
 }
 
 /// `mqtt:` — the broker connection.
@@ -265,6 +285,13 @@ pub struct DeviceCommon {
     /// Set to false to keep the device in the file but not run it.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A readable name for the device (Home Assistant shows it); default: the id made readable
+    /// (`garage_charger` → `Garage charger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Set to false to keep the device out of Home Assistant discovery (its topics stay).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub homeassistant: bool,
     /// The counter guard for the device's lifetime counters (`volume`, `energy_import`, ...): drops
     /// and implausible jumps are rejected until enough readings agree (see `crate::guard`).
     #[serde(default, skip_serializing_if = "crate::guard::GuardConfig::is_default")]
@@ -273,6 +300,10 @@ pub struct DeviceCommon {
 
 fn yes() -> bool {
     true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// One configured device: the common keys plus its adapter's own.

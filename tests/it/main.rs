@@ -7,6 +7,8 @@
 //! - `compliance`: the adapter contract checked alike for every adapter of the registry (good and
 //!   malformed input, availability, stop in time) and declared quantities vs. captures.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
+//! - `homeassistant`: Home Assistant discovery: golden device messages per adapter (simulators),
+//!   availability, controls, announcing again on Home Assistant's birth, clearing removed devices.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
 //! - `process`: the binary under SIGTERM (clean stop within 5 s) and with a bad config (exit 2).
@@ -44,6 +46,7 @@ mod console;
 mod discover;
 mod end_to_end;
 mod golden;
+mod homeassistant;
 mod hostile_input;
 mod http_endpoints;
 mod huge_bodies;
