@@ -38,6 +38,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Simulated devices run inside the process (the no-hardware demo).
     pub simulators: BTreeMap<String, SimulatorConfig>,
+    /// This instance's share of the devices when several bridges split them (`crate::cluster`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `mqtt:` — the broker connection.
@@ -440,6 +442,12 @@ impl Config {
     /// Devices that are enabled.
     pub fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
         self.devices.iter().filter(|(_, d)| d.common.enabled)
+    }
+
+    /// Enabled devices this instance owns (all of them unless `cluster.instances` > 1): the ones
+    /// it starts, subscribes to and polls.
+    pub fn owned_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
+        self.enabled_devices().filter(|(id, _)| self.cluster.owns(id))
     }
 
     /// The effective config as YAML with secrets redacted (`hlbridge check-config`).
