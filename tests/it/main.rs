@@ -4,6 +4,8 @@
 //! - `end_to_end`: simulator → Mosquitto → bridge → probe subscriber.
 //! - `console`: the demo's live view drawn at 160×50 and 80×24, `q` on a pseudo-terminal, plain
 //!   lines without one, `-v`/`-q`/`--log-level`/`--log-format json`.
+//! - `cluster`: two and three instances sharing twelve simulated devices on one Mosquitto: one
+//!   owner each, commands answered once, no SSE kicks, a stopped instance, growing by reload.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `http_endpoints`: `/metrics`, `/healthz`, `/readyz`, staleness.
 //! - `tls`: `mqtts://` against a Mosquitto TLS listener: CA file, wrong CA vs `insecure`, mutual TLS.
@@ -34,6 +36,7 @@
 //! Mosquitto is missing, or when `HLBRIDGE_TEST_BROKER=embedded`).
 
 mod ai_on_the_edge;
+mod cluster;
 mod common;
 mod config;
 mod console;
