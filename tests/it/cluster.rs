@@ -280,3 +280,54 @@ async fn with_three_instances_a_stopped_one_takes_only_its_devices_offline_and_i
     }
     fleet.stop().await;
 }
+
+/// `hlbridge check-config FILE` with only `env` from the `HLBRIDGE_*` / `HOSTNAME` world.
+fn check_config(file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hlbridge"));
+    command.arg("check-config").arg(file).env_remove("RUST_LOG").env_remove("HOSTNAME");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HLBRIDGE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied()).output().expect("run hlbridge check-config")
+}
+
+#[test]
+fn the_statefulset_manifest_wires_the_pod_ordinal_and_matches_replicas_to_instances() {
+    use serde::Deserialize as _;
+    let path = crate::common::manifest_dir().join("deploy/kubernetes/hlbridge-cluster.yaml");
+    let text = std::fs::read_to_string(&path).expect("the StatefulSet variant exists");
+    let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_norway::Value::deserialize(d).expect("YAML"))
+        .collect();
+    let of = |kind: &str| docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("a {kind}"));
+    let (set, service, budget) = (of("StatefulSet"), of("Service"), of("PodDisruptionBudget"));
+    assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"), "the Service is headless");
+    assert_eq!(set["spec"]["serviceName"], service["metadata"]["name"]);
+    assert_eq!(budget["spec"]["maxUnavailable"].as_u64(), Some(1));
+    assert_eq!(budget["spec"]["selector"], set["spec"]["selector"]);
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<&str> = container["env"].as_sequence().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(env.contains(&"HLBRIDGE_MQTT__CLIENT_ID"), "a client id per pod: {env:?}");
+    assert!(container["args"].as_sequence().unwrap().iter().any(|a| a.as_str() == Some("--watch")));
+
+    // One ConfigMap for every pod: each pod's host name gives its instance number.
+    let config = of("ConfigMap")["data"]["config.yaml"].as_str().expect("config.yaml").to_owned();
+    let loaded: serde_norway::Value = serde_norway::from_str(&config).unwrap();
+    let replicas = set["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(loaded["cluster"]["instances"].as_u64(), Some(replicas), "cluster.instances = replicas");
+    let dir = crate::common::TempDir::new("k8s-cluster");
+    let file = dir.write("config.yaml", &config);
+    let url = ("HLBRIDGE_MQTT__URL", "mqtt://mosquitto:1883");
+    for pod in 0..replicas {
+        let host = format!("hlbridge-{pod}");
+        let out = check_config(&file, &[url, ("HOSTNAME", &host), ("HLBRIDGE_MQTT__CLIENT_ID", &host)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{host}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("instance: {pod}")), "{host}: {stdout}");
+    }
+    let out = check_config(&file, &[url, ("HOSTNAME", "laptop")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`laptop` has none"));
+}
