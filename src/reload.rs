@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn a_device_removed_from_the_file_is_removed_not_moved_even_in_a_cluster() {
         let old = cluster_config(0, 1);
-        let new = load(&format!("{BASE}"));
+        let new = load(BASE);
         let p = plan(&old, &new);
         assert_eq!(p.ids(DeviceChange::Removed).len(), 12, "{p}");
         assert!(p.ids(DeviceChange::MovedAway).is_empty());
