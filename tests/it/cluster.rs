@@ -331,3 +331,35 @@ fn the_statefulset_manifest_wires_the_pod_ordinal_and_matches_replicas_to_instan
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`laptop` has none"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_a_single_bridge_into_instance_zero_by_reload_moves_its_bridge_topics_and_clears_the_old_ones() {
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let devices: String = (0..6).map(|i| format!("  ev{i}:\n    adapter: goe\n    serial: \"20000{i}\"\n")).collect();
+    let yaml = |cluster: &str| {
+        format!(
+            "mqtt:\n  url: {}\n  client_id: hlb-single\n  reconnect_max: 1s\nhttp:\n  listen: null\n{cluster}devices:\n{devices}",
+            broker.url()
+        )
+    };
+    let mut bridge = start_instance(&yaml("")).await;
+    probe.wait_value("home/bridge/status", "online").await;
+    assert_eq!(running_ids(&bridge).len(), 6);
+
+    let plan = bridge.reload(load_config(&yaml("cluster:\n  instance: 0\n  instances: 2\n"))).await.expect("reload");
+    assert!(plan.bridge_topics_moved, "{plan}");
+    probe.wait_value("home/bridge/0/status", "online").await;
+    let mine: BTreeSet<String> = (0..6).map(|i| format!("ev{i}")).filter(|id| owner(id, 2) == 0).collect();
+    assert!(!mine.is_empty() && mine.len() < 6, "the hash splits these six: {mine:?}");
+    assert_eq!(running_ids(&bridge), mine);
+    assert_eq!(listed(&probe, 0, mine.len()).await, mine);
+    for old in ["home/bridge/status", "home/bridge/info"] {
+        probe.wait_for(&format!("{old} cleared"), |m| m.topic == old && m.payload.is_empty()).await;
+    }
+    assert_eq!(crate::common::latest_retained(&broker, "home/bridge/status").await, None, "old status cleared");
+    assert_eq!(crate::common::latest_retained(&broker, "home/bridge/info").await, None, "old info cleared");
+
+    bridge.shutdown().await;
+    assert_eq!(crate::common::latest_retained(&broker, "home/bridge/0/status").await.as_deref(), Some("offline"));
+}
