@@ -34,7 +34,7 @@ pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
     s.queue_capacity = config.mqtt.queue_capacity;
     s.backoff_max = config.mqtt.reconnect_max.0;
     s.tcp_nodelay = config.mqtt.tcp_nodelay;
-    let status = Router::status_topic(&config.output.prefix);
+    let status = Router::status_topic(&config.output.prefix, config.cluster.topic_instance());
     s.last_will = Some((status.clone(), "offline".into()));
     s.birth = Some((status, "online".into()));
     if let Some(tls) = &mut s.tls {
@@ -183,20 +183,36 @@ impl Running {
             }
         }
         let old_config = std::mem::replace(&mut self.config, new);
-        // Stop first: a changed device must be gone before its new self subscribes.
-        for id in plan.ids(DeviceChange::Removed).into_iter().chain(plan.ids(DeviceChange::Changed)) {
+        if plan.bridge_topics_moved {
+            // The old status and info topics would say `online` forever: clear them. The new
+            // status topic gets `online` from the reconnect's birth message.
+            let prefix = &old_config.output.prefix;
+            let old = old_config.cluster.topic_instance();
+            self.mqtt.publish(Router::status_topic(prefix, old), Vec::new(), QoS::AtLeastOnce, true);
+            self.mqtt.publish(Router::info_topic(prefix, old), Vec::new(), QoS::AtLeastOnce, true);
+            self.status_topic = Router::status_topic(prefix, self.config.cluster.topic_instance());
+        }
+        self.router.set_cluster(&self.config.cluster);
+        // Stop first: a changed device must be gone before its new self subscribes, and a device
+        // moving to another instance is stopped here before that instance's reload starts it.
+        let stopping = [DeviceChange::Removed, DeviceChange::MovedAway, DeviceChange::Changed];
+        for id in stopping.into_iter().flat_map(|c| plan.ids(c)) {
             if let Some((stop, task)) = self.adapters.remove(id) {
                 stop.cancel();
                 if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
                     tracing::warn!(device = %id, "adapter did not stop within 3 s; removed anyway");
                 }
             }
+            // A device that moves to another instance keeps its retained topics: its new owner
+            // publishes over them, and clearing them could erase what the new owner already sent.
             let removed = plan.ids(DeviceChange::Removed).contains(&id);
-            let moved = !removed && self.base_of(&old_config, id) != self.base_of(&self.config, id);
+            let changed = plan.ids(DeviceChange::Changed).contains(&id);
+            let moved = changed && self.base_of(&old_config, id) != self.base_of(&self.config, id);
             self.router.remove_device(id, removed || moved);
         }
         self.mqtt.release_unused();
-        for id in plan.ids(DeviceChange::Added).into_iter().chain(plan.ids(DeviceChange::Changed)) {
+        let starting = [DeviceChange::Added, DeviceChange::MovedIn, DeviceChange::Changed];
+        for id in starting.into_iter().flat_map(|c| plan.ids(c)) {
             self.start_device(id);
         }
         // Keep what only a restart applies, so the config in force says what really runs.
@@ -224,6 +240,8 @@ impl Running {
             added = ?plan.ids(DeviceChange::Added),
             removed = ?plan.ids(DeviceChange::Removed),
             restarted = ?plan.ids(DeviceChange::Changed),
+            moved_in = ?plan.ids(DeviceChange::MovedIn),
+            moved_away = ?plan.ids(DeviceChange::MovedAway),
             unchanged = plan.ids(DeviceChange::Unchanged).len(),
             mqtt_reconnect = plan.mqtt,
             http_moved = plan.http_listen,
@@ -240,7 +258,8 @@ impl Running {
 
     /// Adds device `id` of the config in force to the router and starts its adapter.
     fn start_device(&mut self, id: &str) {
-        let Some(d) = self.config.devices.get(id).filter(|d| d.common.enabled).cloned() else { return };
+        let owned = |d: &&crate::config::DeviceConfig| d.common.enabled && self.config.cluster.owns(id);
+        let Some(d) = self.config.devices.get(id).filter(owned).cloned() else { return };
         let Some(spec) = DeviceSpec::from_config(
             &self.config,
             id,
@@ -321,8 +340,10 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let mqtt_cancel = CancellationToken::new();
     let mqtt = mqtt::spawn(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
 
+    // Only this instance's share (every device without `cluster:`): the others are not even
+    // subscribed to, so a command reaches the owner alone and a gateway has one client.
     let specs: Vec<DeviceSpec> = config
-        .enabled_devices()
+        .owned_devices()
         .filter_map(|(id, d)| {
             DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))
         })
@@ -338,7 +359,8 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         mqtt.clone(),
         metrics.clone(),
     );
-    for (id, d) in config.enabled_devices() {
+    router.set_cluster(&config.cluster);
+    for (id, d) in config.owned_devices() {
         router.configure_guard(id, &d.common.guard);
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
@@ -352,7 +374,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         mqtt_cancel,
         devices,
         tracker,
-        status_topic: Router::status_topic(&config.output.prefix),
+        status_topic: Router::status_topic(&config.output.prefix, config.cluster.topic_instance()),
         config: config.clone(),
         adapters: BTreeMap::new(),
         http_stop: None,
@@ -362,7 +384,16 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     };
     running.homeassistant =
         crate::homeassistant::HomeAssistant::start(config, router.clone(), &running.tracker, work.clone());
-    for (id, d) in config.enabled_devices() {
+    if config.cluster.is_sharded() {
+        let owned: Vec<&String> = config.owned_devices().map(|(id, _)| id).collect();
+        tracing::info!(
+            instance = config.cluster.number(),
+            instances = config.cluster.instances,
+            devices = ?owned,
+            "cluster member: running only the devices this instance owns"
+        );
+    }
+    for (id, d) in config.owned_devices() {
         if let Some(handle) = router.handle(id) {
             running.spawn_adapter(id, d, handle);
         }

@@ -12,6 +12,7 @@
 //!   jumps, confirmation of a new level, explicit reset).
 //! - [`mqtt`]: the only code that touches rumqttc (connection loop, backoff, re-subscribe, queue, TLS).
 //! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
+//! - [`cluster`]: sharding devices over several instances (rendezvous hashing of device ids).
 //! - [`reload`]: live reload's plan: which devices start, stop, restart or stay untouched.
 //! - [`app`]: wiring, start-up and ordered shutdown.
 //! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
@@ -24,6 +25,7 @@ pub mod adapters;
 pub mod app;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod console;
 #[cfg(feature = "mdns")]

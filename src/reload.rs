@@ -23,6 +23,11 @@ pub enum DeviceChange {
     Changed,
     /// Same effective configuration: keeps running, untouched.
     Unchanged,
+    /// Still configured, but `cluster:` now gives it to another instance: stops here and its
+    /// retained topics stay (the new owner publishes over them).
+    MovedAway,
+    /// Configured before, but `cluster:` now gives it to this instance: starts here.
+    MovedIn,
 }
 
 impl DeviceChange {
@@ -33,6 +38,8 @@ impl DeviceChange {
             DeviceChange::Removed => "removed",
             DeviceChange::Changed => "changed",
             DeviceChange::Unchanged => "unchanged",
+            DeviceChange::MovedAway => "moved to another instance",
+            DeviceChange::MovedIn => "moved to this instance",
         }
     }
 }
@@ -40,10 +47,14 @@ impl DeviceChange {
 /// The difference between two configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Every device of either config, in id order, with what happens to it.
+    /// Every device this instance runs under either config, in id order, with what happens to it.
     pub devices: Vec<(String, DeviceChange)>,
-    /// `mqtt:` differs: the client reconnects with the new settings.
+    /// `mqtt:` differs, or the bridge's own topics do (`cluster:` turned on or off, another instance
+    /// number): the client reconnects with the new settings and last will.
     pub mqtt: bool,
+    /// The bridge's own topics move (`<prefix>/bridge/status` ↔ `<prefix>/bridge/<n>/status`): the
+    /// old ones are cleared.
+    pub bridge_topics_moved: bool,
     /// `http.listen` differs: the endpoint moves to the new address.
     pub http_listen: bool,
     /// Sections that differ but take effect only on restart (`output` beyond device prefixes,
@@ -60,7 +71,10 @@ impl Plan {
 
     /// Whether applying the plan changes nothing.
     pub fn is_noop(&self) -> bool {
-        !self.mqtt && !self.http_listen && self.devices.iter().all(|(_, c)| *c == DeviceChange::Unchanged)
+        !self.mqtt
+            && !self.http_listen
+            && !self.bridge_topics_moved
+            && self.devices.iter().all(|(_, c)| *c == DeviceChange::Unchanged)
     }
 }
 
@@ -70,6 +84,9 @@ impl fmt::Display for Plan {
             writeln!(f, "device {id}: {}", change.as_str())?;
         }
         writeln!(f, "mqtt: {}", if self.mqtt { "reconnect with the new settings" } else { "unchanged" })?;
+        if self.bridge_topics_moved {
+            writeln!(f, "cluster: the bridge's status and info topics move (the old ones are cleared)")?;
+        }
         writeln!(f, "http.listen: {}", if self.http_listen { "move to the new address" } else { "unchanged" })?;
         for section in &self.restart_needed {
             writeln!(f, "{section}: changed; takes effect only after a restart")?;
@@ -81,12 +98,15 @@ impl fmt::Display for Plan {
 /// The plan that turns `old` into `new`.
 pub fn plan(old: &Config, new: &Config) -> Plan {
     crate::config::types::with_secrets_revealed(|| {
-        let ids: BTreeSet<&String> = old.enabled_devices().chain(new.enabled_devices()).map(|(id, _)| id).collect();
+        let ids: BTreeSet<&String> = old.owned_devices().chain(new.owned_devices()).map(|(id, _)| id).collect();
+        let enabled = |config: &Config, id: &str| config.devices.get(id).is_some_and(|d| d.common.enabled);
         let devices = ids
             .into_iter()
             .map(|id| {
                 let change = match (fingerprint(old, id), fingerprint(new, id)) {
+                    (None, Some(_)) if enabled(old, id) => DeviceChange::MovedIn,
                     (None, Some(_)) => DeviceChange::Added,
+                    (Some(_), None) if enabled(new, id) => DeviceChange::MovedAway,
                     (Some(_), None) => DeviceChange::Removed,
                     (Some(a), Some(b)) if a == b => DeviceChange::Unchanged,
                     _ => DeviceChange::Changed,
@@ -134,13 +154,21 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         if http_old != http_new {
             restart_needed.push("http");
         }
-        Plan { devices, mqtt: mqtt_old != mqtt_new, http_listen, restart_needed }
+        let bridge_topics_moved = old.cluster.topic_instance() != new.cluster.topic_instance();
+        Plan {
+            devices,
+            mqtt: mqtt_old != mqtt_new || bridge_topics_moved,
+            http_listen,
+            bridge_topics_moved,
+            restart_needed,
+        }
     })
 }
 
-/// Everything that decides how device `id` runs, or `None` when it is not enabled in `config`.
+/// Everything that decides how device `id` runs, or `None` when it is not enabled in `config` or
+/// another instance owns it.
 fn fingerprint(config: &Config, id: &str) -> Option<(serde_json::Value, String)> {
-    let d = config.devices.get(id).filter(|d| d.common.enabled)?;
+    let d = config.devices.get(id).filter(|d| d.common.enabled && config.cluster.owns(id))?;
     let spec = DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))?;
     Some((json(d), format!("{spec:?}")))
 }
@@ -221,5 +249,54 @@ mod tests {
     fn a_disabled_device_counts_as_removed() {
         let new = load(&BASE.replace("    serial: \"2\"\n", "    serial: \"2\"\n    enabled: false\n"));
         assert_eq!(plan(&load(BASE), &new).ids(DeviceChange::Removed), ["drop"]);
+    }
+
+    /// Twelve devices, `instances` shards, seen from `instance`.
+    fn cluster_config(instance: u32, instances: u32) -> Config {
+        let mut yaml = format!("cluster:\n  instance: {instance}\n  instances: {instances}\n{BASE}");
+        for i in 0..12 {
+            yaml.push_str(&format!("  d{i}:\n    adapter: goe\n    serial: \"{}\"\n", 100 + i));
+        }
+        load(&yaml)
+    }
+
+    #[test]
+    fn growing_the_cluster_moves_only_the_devices_the_hash_gives_to_the_new_instance() {
+        let all: Vec<String> = cluster_config(0, 1).enabled_devices().map(|(id, _)| id.clone()).collect();
+        for me in 0..3 {
+            let p = plan(&cluster_config(me, 3), &cluster_config(me, 4));
+            for id in &all {
+                let (before, after) = (crate::cluster::owner(id, 3), crate::cluster::owner(id, 4));
+                let want = match (before == me, after == me) {
+                    (true, true) => Some(DeviceChange::Unchanged),
+                    (true, false) => Some(DeviceChange::MovedAway),
+                    (false, true) => Some(DeviceChange::MovedIn),
+                    (false, false) => None,
+                };
+                let got = p.devices.iter().find(|(d, _)| d == id).map(|(_, c)| *c);
+                assert_eq!(got, want, "instance {me}, device {id}: owner {before} -> {after}");
+            }
+            assert!(p.ids(DeviceChange::Removed).is_empty() && p.ids(DeviceChange::Added).is_empty(), "{p}");
+            assert!(!p.mqtt && !p.bridge_topics_moved, "same instance number: same bridge topics");
+        }
+        let new_one = plan(&cluster_config(3, 4), &cluster_config(3, 4));
+        assert!(new_one.is_noop());
+    }
+
+    #[test]
+    fn a_device_removed_from_the_file_is_removed_not_moved_even_in_a_cluster() {
+        let old = cluster_config(0, 1);
+        let new = load(BASE);
+        let p = plan(&old, &new);
+        assert_eq!(p.ids(DeviceChange::Removed).len(), 12, "{p}");
+        assert!(p.ids(DeviceChange::MovedAway).is_empty());
+    }
+
+    #[test]
+    fn turning_the_cluster_on_moves_the_bridge_topics_and_reconnects() {
+        let p = plan(&cluster_config(0, 1), &cluster_config(0, 2));
+        assert!(p.bridge_topics_moved && p.mqtt, "{p}");
+        assert!(p.to_string().contains("cluster: the bridge's status and info topics move"), "{p}");
+        assert!(!p.ids(DeviceChange::MovedAway).is_empty(), "about half the devices leave instance 0: {p}");
     }
 }

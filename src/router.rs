@@ -197,6 +197,9 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Started at, for `bridge/info`.
     started: SystemTime,
+    /// This instance's share of a cluster: decides where `bridge/info` goes and what it says.
+    /// Set by the app at start and on reload (constructors elsewhere keep the single instance).
+    cluster: RwLock<crate::cluster::ClusterConfig>,
 }
 
 /// A cheap handle an adapter uses to report one device.
@@ -287,6 +290,7 @@ impl Router {
             mqtt,
             metrics,
             started: SystemTime::now(),
+            cluster: RwLock::new(crate::cluster::ClusterConfig::default()),
         })
     }
 
@@ -374,9 +378,30 @@ impl Router {
         &self.metrics
     }
 
-    /// `<output.prefix>/bridge/status`.
-    pub fn status_topic(prefix: &str) -> String {
-        format!("{prefix}/bridge/status")
+    /// The bridge's status topic (retained `online`/`offline`, also the MQTT last will):
+    /// `<prefix>/bridge/status` for a single instance (`instance` `None`), else
+    /// `<prefix>/bridge/<instance>/status`. A device's availability is only to be trusted while the
+    /// status of the instance that owns it is `online` (`bridge/<instance>/info` lists its devices):
+    /// the one place that names the topic, for the last will, shutdown and discovery.
+    pub fn status_topic(prefix: &str, instance: Option<u32>) -> String {
+        match instance {
+            None => format!("{prefix}/bridge/status"),
+            Some(n) => format!("{prefix}/bridge/{n}/status"),
+        }
+    }
+
+    /// `<prefix>/bridge/info`, or `<prefix>/bridge/<instance>/info` in a cluster.
+    pub fn info_topic(prefix: &str, instance: Option<u32>) -> String {
+        match instance {
+            None => format!("{prefix}/bridge/info"),
+            Some(n) => format!("{prefix}/bridge/{n}/info"),
+        }
+    }
+
+    /// Sets this instance's place in a cluster (start-up, reload) and republishes `bridge/info`.
+    pub fn set_cluster(&self, cluster: &crate::cluster::ClusterConfig) {
+        *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = cluster.clone();
+        self.publish_bridge_info();
     }
 
     fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) {
@@ -413,7 +438,8 @@ impl Router {
         let mut adapters: Vec<&str> = devices.iter().map(|d| d.spec.adapter.as_str()).collect();
         adapters.sort_unstable();
         adapters.dedup();
-        let info = serde_json::json!({
+        let cluster = self.cluster.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started": model::ts_string(OffsetDateTime::from(self.started)),
             "devices": devices.iter().map(|d| serde_json::json!({
@@ -422,7 +448,12 @@ impl Router {
             })).collect::<Vec<_>>(),
             "adapters": adapters,
         });
-        self.publish(format!("{}/bridge/info", self.settings.bridge_prefix), info.to_string(), QoS::AtLeastOnce, true);
+        if let (Some(n), serde_json::Value::Object(m)) = (cluster.topic_instance(), &mut info) {
+            m.insert("instance".into(), n.into());
+            m.insert("instances".into(), cluster.instances.into());
+        }
+        let topic = Self::info_topic(&self.settings.bridge_prefix, cluster.topic_instance());
+        self.publish(topic, info.to_string(), QoS::AtLeastOnce, true);
     }
 
     fn publish_info(&self, dev: &DeviceEntry, st: &DeviceState) {

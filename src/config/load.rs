@@ -17,7 +17,7 @@ use super::{
 
 /// Top-level keys of the file.
 const SECTIONS: &[&str] =
-    &["mqtt", "output", "http", "log", "runtime", "devices", "routes", "simulators", "homeassistant"];
+    &["mqtt", "output", "http", "log", "runtime", "devices", "routes", "simulators", "homeassistant", "cluster"];
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "HLBRIDGE_";
 
@@ -128,6 +128,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         log: ctx.section::<LogConfig>(&root, "log").unwrap_or_default(),
         runtime: ctx.section::<super::RuntimeConfig>(&root, "runtime").unwrap_or_default(),
         homeassistant: ctx.section::<super::HomeAssistantConfig>(&root, "homeassistant").unwrap_or_default(),
+        cluster: ctx.section::<crate::cluster::ClusterConfig>(&root, "cluster").unwrap_or_default(),
         ..Default::default()
     };
     if let Some(v) = root.get("mqtt").and_then(|m| m.get("tls"))
@@ -453,6 +454,7 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
     if !(1..=64).contains(&config.runtime.worker_threads) {
         ctx.error("runtime.worker_threads", "must be from 1 to 64".into());
     }
+    validate_cluster(ctx, &mut config.cluster);
     if config.output.qos > 1 {
         ctx.error("output.qos", "must be 0 or 1".into());
     }
@@ -566,6 +568,41 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         for (p, m) in crate::simulate::validate(sim, &format!("simulators.{name}")) {
             ctx.error(&p, m);
         }
+    }
+}
+
+/// `cluster:`: a sane instance count, `auto` resolved from the host name, the number in range.
+fn validate_cluster(ctx: &mut Ctx<'_>, cluster: &mut crate::cluster::ClusterConfig) {
+    use crate::cluster::{Instance, MAX_INSTANCES};
+    if !(1..=MAX_INSTANCES).contains(&cluster.instances) {
+        ctx.error("cluster.instances", format!("must be from 1 to {MAX_INSTANCES}"));
+        return;
+    }
+    if cluster.instance == Instance::Auto {
+        let resolved = match crate::cluster::hostname() {
+            Some(h) => crate::cluster::ordinal_from_hostname(&h),
+            None => Err(crate::cluster::ClusterError::NoHostname),
+        };
+        match resolved {
+            Ok(n) => cluster.instance = Instance::Number(n),
+            Err(e) => {
+                let msg = e.to_string();
+                let msg = msg.strip_prefix("cluster.instance: ").unwrap_or(&msg).to_owned();
+                ctx.error("cluster.instance", msg);
+                return;
+            }
+        }
+    }
+    let n = cluster.number();
+    if n >= cluster.instances {
+        ctx.error(
+            "cluster.instance",
+            format!(
+                "is {n} but `cluster.instances` is {}: instances are numbered 0 to {}",
+                cluster.instances,
+                cluster.instances - 1
+            ),
+        );
     }
 }
 
@@ -1009,5 +1046,43 @@ mod tests {
     fn embedded_broker_becomes_the_default_url() {
         let c = load_test(&("mqtt:\n  embedded:\n    listen: 127.0.0.1:1884\n".to_owned() + ONE_DEVICE)).unwrap();
         assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1884");
+    }
+
+    #[test]
+    fn the_cluster_section_defaults_to_one_instance_and_checks_its_range() {
+        let c = load_test(ONE_DEVICE).unwrap();
+        assert_eq!((c.cluster.number(), c.cluster.instances, c.cluster.is_sharded()), (0, 1, false));
+        let c = load_test(&format!("cluster:\n  instance: 2\n  instances: 3\n{ONE_DEVICE}")).unwrap();
+        assert_eq!((c.cluster.number(), c.cluster.instances), (2, 3));
+        let e = load_test(&format!("cluster:\n  instance: 3\n  instances: 3\n{ONE_DEVICE}")).unwrap_err();
+        assert!(e.to_string().contains("test.yaml:2: cluster.instance: is 3 but `cluster.instances` is 3"), "{e}");
+        let e = load_test(&format!("cluster:\n  instances: 0\n  instanse: 1\n{ONE_DEVICE}")).unwrap_err();
+        assert!(e.to_string().contains("cluster.instances: must be from 1 to 1024"), "{e}");
+        assert!(e.to_string().contains("did you mean `instance`"), "{e}");
+    }
+
+    #[test]
+    fn the_instance_comes_from_the_environment_or_from_a_statefulset_pod_name() {
+        with_env(|jail| {
+            jail.set_env("HLBRIDGE_CLUSTER__INSTANCE", "1");
+            jail.set_env("HLBRIDGE_CLUSTER__INSTANCES", "2");
+            let c = load_str_unlocked(ONE_DEVICE).unwrap();
+            assert_eq!((c.cluster.number(), c.cluster.instances), (1, 2));
+            Ok(())
+        });
+        with_env(|jail| {
+            jail.set_env("HOSTNAME", "hlbridge-2");
+            let c = load_str_unlocked(&format!("cluster:\n  instance: auto\n  instances: 3\n{ONE_DEVICE}")).unwrap();
+            assert_eq!(c.cluster.number(), 2);
+            jail.set_env("HOSTNAME", "my-laptop");
+            let e =
+                load_str_unlocked(&format!("cluster:\n  instance: auto\n  instances: 3\n{ONE_DEVICE}")).unwrap_err();
+            assert!(e.to_string().contains("`my-laptop` has none"), "{e}");
+            jail.set_env("HLBRIDGE_CLUSTER__INSTANCE", "auto");
+            jail.set_env("HOSTNAME", "hlbridge-1");
+            let c = load_str_unlocked(&format!("cluster:\n  instances: 3\n{ONE_DEVICE}")).unwrap();
+            assert_eq!(c.cluster.number(), 1);
+            Ok(())
+        });
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub simulators: BTreeMap<String, SimulatorConfig>,
     /// Home Assistant MQTT discovery.
     pub homeassistant: HomeAssistantConfig,
+    /// This instance's share of the devices when several bridges split them (`crate::cluster`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `homeassistant:` — Home Assistant MQTT discovery (device-based, Home Assistant 2024.12 or newer).
@@ -471,6 +473,12 @@ impl Config {
     /// Devices that are enabled.
     pub fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
         self.devices.iter().filter(|(_, d)| d.common.enabled)
+    }
+
+    /// Enabled devices this instance owns (all of them unless `cluster.instances` > 1): the ones
+    /// it starts, subscribes to and polls.
+    pub fn owned_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
+        self.enabled_devices().filter(|(id, _)| self.cluster.owns(id))
     }
 
     /// The effective config as YAML with secrets redacted (`hlbridge check-config`).

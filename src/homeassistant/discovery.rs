@@ -54,6 +54,13 @@ impl Naming {
         }
     }
 
+    /// Uses `topic` as the bridge's status (a cluster instance's `<prefix>/bridge/<n>/status`): a
+    /// device's entities are available only while the instance that owns it is.
+    pub fn with_bridge_status(mut self, topic: String) -> Naming {
+        self.bridge_status = topic;
+        self
+    }
+
     /// The node id of device `id` (`hlbridge_garage_charger`).
     pub fn node_id(&self, device: &str) -> String {
         format!("{}_{device}", self.node_prefix)

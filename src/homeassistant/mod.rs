@@ -96,7 +96,11 @@ impl HomeAssistant {
         health.register("hlbridge_messages_received", "", m.messages_received.clone());
         health.register("hlbridge_parse_errors", "", m.parse_errors.clone());
         let shared = Arc::new(Shared {
-            naming: Naming::new(&config.homeassistant.discovery_prefix, &config.mqtt.client_id, &config.output.prefix),
+            naming: Naming::new(&config.homeassistant.discovery_prefix, &config.mqtt.client_id, &config.output.prefix)
+                .with_bridge_status(crate::router::Router::status_topic(
+                    &config.output.prefix,
+                    config.cluster.topic_instance(),
+                )),
             mqtt: router.mqtt().clone(),
             router,
             wanted: Mutex::new(wanted_devices(config)),

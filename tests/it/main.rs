@@ -6,6 +6,8 @@
 //!   lines without one, `-v`/`-q`/`--log-level`/`--log-format json`.
 //! - `compliance`: the adapter contract checked alike for every adapter of the registry (good and
 //!   malformed input, availability, stop in time) and declared quantities vs. captures.
+//! - `cluster`: two and three instances sharing twelve simulated devices on one Mosquitto: one
+//!   owner each, commands answered once, no SSE kicks, a stopped instance, growing by reload.
 //! - `config`: shipped config files, error reporting, `hlbridge check-config`.
 //! - `homeassistant`: Home Assistant discovery: golden device messages per adapter (simulators),
 //!   availability, controls, announcing again on Home Assistant's birth, clearing removed devices.
@@ -38,6 +40,7 @@
 //! Mosquitto is missing, or when `HLBRIDGE_TEST_BROKER=embedded`).
 
 mod ai_on_the_edge;
+mod cluster;
 mod common;
 mod compliance;
 mod config;
