@@ -245,6 +245,7 @@ impl Running {
         };
         let handle = self.router.add_device(spec);
         self.router.configure_guard(id, &d.common.guard);
+        self.router.configure_commands(id, crate::adapters::command_policy(&d));
         self.spawn_adapter(id, &d, handle);
     }
 
@@ -334,6 +335,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     );
     for (id, d) in config.enabled_devices() {
         router.configure_guard(id, &d.common.guard);
+        router.configure_commands(id, crate::adapters::command_policy(d));
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     tracker.spawn(router.clone().run(work.clone()));

@@ -24,6 +24,7 @@ pub mod adapters;
 pub mod app;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod console;
 #[cfg(feature = "mdns")]

@@ -53,12 +53,38 @@ pub fn cadence(cfg: &DeviceConfig) -> Duration {
     }
 }
 
-/// Whether the device accepts `<quantity>/set` commands.
-pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
-    match &cfg.adapter {
-        AdapterConfig::Goe(c) => c.commands,
-        AdapterConfig::Whatwatt(_) | AdapterConfig::AiOnTheEdge(_) | AdapterConfig::Octoprint(_) => false,
+/// The `<name>/set` commands an adapter offers (what `devices.<id>.commands` may list).
+pub fn command_names(adapter: AdapterKind) -> &'static [&'static str] {
+    match adapter {
+        AdapterKind::Goe => goe::COMMANDS,
+        AdapterKind::AiOnTheEdge => ai_on_the_edge::COMMANDS,
+        AdapterKind::Whatwatt | AdapterKind::Octoprint => &[],
     }
+}
+
+/// Whether commands are on when `commands:` is not set: off for devices that act on the physical
+/// world (a charger switching a car's current, a printer), on for meters and cameras.
+pub fn commands_default_on(adapter: AdapterKind) -> bool {
+    match adapter {
+        AdapterKind::Goe | AdapterKind::Octoprint => false,
+        AdapterKind::Whatwatt | AdapterKind::AiOnTheEdge => true,
+    }
+}
+
+/// The command rules of a device (`commands`, `command_rate_limit`).
+pub fn command_policy(cfg: &DeviceConfig) -> crate::commands::Policy {
+    let adapter = cfg.common.adapter;
+    crate::commands::Policy::new(
+        command_names(adapter),
+        cfg.common.commands.as_ref(),
+        commands_default_on(adapter),
+        cfg.common.command_rate_limit.map(|d| d.0).unwrap_or(crate::commands::DEFAULT_RATE_LIMIT),
+    )
+}
+
+/// Whether the device accepts some `<name>/set` command.
+pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
+    command_policy(cfg).accepts_any()
 }
 
 /// Starts the adapter task for one device.

@@ -544,6 +544,16 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
                 format!("must be 1 to {} messages", crate::adapters::ingest::MAX_QUEUE),
             ));
         }
+        if let Some(crate::commands::CommandsSetting::Only(list)) = &d.common.commands {
+            let offered = crate::adapters::command_names(d.common.adapter);
+            for name in list.iter().filter(|n| !offered.contains(&n.as_str())) {
+                let takes = if offered.is_empty() { "none".to_owned() } else { offered.join(", ") };
+                errs.push((
+                    format!("{path}.commands"),
+                    format!("`{name}` is not a command of adapter {} (it takes: {takes})", d.common.adapter.as_str()),
+                ));
+            }
+        }
         errs.extend(crate::adapters::validate(&d.adapter, &path));
         for (p, m) in errs {
             ctx.error(&p, m);
