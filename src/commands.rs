@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 /// How long a command id is remembered to drop second copies of the same command.
 pub const ID_WINDOW: Duration = Duration::from_secs(30);
 /// How close a second identical copy of a command without id must follow the first.
-pub const COPY_WINDOW: Duration = Duration::from_millis(500);
+pub const COPY_WINDOW: Duration = Duration::from_millis(250);
 /// The default `command_rate_limit`: one command per name every 2 s.
 pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(2);
 /// Recent commands remembered for duplicate detection (per device); oldest are forgotten first.
@@ -147,7 +147,12 @@ fn parse_body(payload: &[u8]) -> Result<Body, (Option<String>, String)> {
     }
     let map = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(m)) => m,
-        _ => return Err((None, "a body starting with `{` must be a JSON object like {\"value\": 16, \"id\": \"a1\"}".into())),
+        _ => {
+            return Err((
+                None,
+                "a body starting with `{` must be a JSON object like {\"value\": 16, \"id\": \"a1\"}".into(),
+            ));
+        }
     };
     let id = match map.get("id") {
         None | Some(serde_json::Value::Null) => None,
@@ -381,7 +386,10 @@ mod tests {
         let now = Instant::now();
         assert!(error(g.decide("c", "current_limit", b"{not json", false, now)).contains("JSON object"));
         let d = g.decide("c", "current_limit", br#"{"value": 10, "id": "x", "extra": 1}"#, false, now);
-        assert!(matches!(&d, Decision::Refuse { id: Some(i), error } if i == "x" && error.contains("`extra`")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Refuse { id: Some(i), error } if i == "x" && error.contains("`extra`")),
+            "{d:?}"
+        );
         assert!(error(g.decide("c", "current_limit", br#"{"value": [1]}"#, false, now)).contains("`value`"));
         let long = format!(r#"{{"value": 1, "id": "{}"}}"#, "x".repeat(65));
         assert!(error(g.decide("c", "current_limit", long.as_bytes(), false, now)).contains("`id`"));
@@ -398,7 +406,10 @@ mod tests {
     fn a_retained_command_is_refused_with_its_id() {
         let mut g = gate(Some(CommandsSetting::All(true)), false);
         let d = g.decide("c", "current_limit", br#"{"value": 7, "id": "r"}"#, true, Instant::now());
-        assert!(matches!(&d, Decision::Refuse { id: Some(i), error } if i == "r" && error.contains("retained")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Refuse { id: Some(i), error } if i == "r" && error.contains("retained")),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -929,7 +929,11 @@ impl Router {
             tracing::info!(device = %handle.id(), quantity = name, "counter guard reset: the next reading is accepted as is");
             handle.command_result_named(name, None, Ok(serde_json::Value::from("reset")));
         } else {
-            handle.command_result_named(name, None, Err(format!("`{}` is not a guarded counter of this device", clip(name))));
+            handle.command_result_named(
+                name,
+                None,
+                Err(format!("`{}` is not a guarded counter of this device", clip(name))),
+            );
         }
     }
 

@@ -34,6 +34,7 @@
 //! Mosquitto is missing, or when `HLBRIDGE_TEST_BROKER=embedded`).
 
 mod ai_on_the_edge;
+mod commands;
 mod common;
 mod config;
 mod console;

@@ -1208,7 +1208,8 @@ impl Ingest {
                 let Some(sequence) = self.sequence_of_target(t) else {
                     return handle.command_result(
                         &cmd,
-                        Err("the camera's number sequence for this device is not known yet; wait for its first round".into()),
+                        Err("the camera's number sequence for this device is not known yet; wait for its first round"
+                            .into()),
                     );
                 };
                 let meter = self.meter_for(t);
