@@ -747,6 +747,21 @@ mod tests {
     const ONE_DEVICE: &str = "devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n";
 
     #[test]
+    fn commands_take_a_bool_or_a_list_of_the_adapters_commands() {
+        use crate::commands::CommandsSetting;
+        // The go-e boolean of earlier releases still loads, now as the common key.
+        let c = load_test(&format!("{ONE_DEVICE}    commands: false\n    command_rate_limit: 500ms\n")).unwrap();
+        assert_eq!(c.devices["g"].common.commands, Some(CommandsSetting::All(false)));
+        assert_eq!(c.devices["g"].common.command_rate_limit.map(|d| d.0), Some(std::time::Duration::from_millis(500)));
+        let c = load_test(&format!("{ONE_DEVICE}    commands: [current_limit]\n")).unwrap();
+        let policy = crate::adapters::command_policy(&c.devices["g"]);
+        assert!(policy.accepts_any());
+        assert!(!crate::adapters::command_policy(&load_test(ONE_DEVICE).unwrap().devices["g"]).accepts_any());
+        let e = load_test(&format!("{ONE_DEVICE}    commands: [current_limit, read_now]\n")).unwrap_err().to_string();
+        assert!(e.contains("devices.g.commands") && e.contains("`read_now` is not a command of adapter goe"), "{e}");
+    }
+
+    #[test]
     fn a_file_with_only_a_device_gives_the_defaults() {
         let c = load_test(ONE_DEVICE).unwrap();
         assert_eq!(c.output.prefix, "home");

@@ -340,6 +340,14 @@ pub fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
             message: "must be between 100ms and 24h (the camera's round interval, 5m by default)".into(),
         });
     }
+    if let Some(t) = cfg.command_timeout
+        && (t.0 < Duration::from_millis(100) || t.0 > Duration::from_secs(86_400))
+    {
+        errs.push(ConfigError::Other {
+            path: format!("{path}.command_timeout"),
+            message: "must be between 100ms and 24h (how long read_now waits for its round, 2m by default)".into(),
+        });
+    }
     if let Some(reason) = topic_problem(&cfg.discovery_prefix) {
         errs.push(ConfigError::BadTopic {
             path: format!("{path}.discovery_prefix"),
