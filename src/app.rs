@@ -192,7 +192,7 @@ impl Running {
             self.mqtt.publish(Router::info_topic(prefix, old), Vec::new(), QoS::AtLeastOnce, true);
             self.status_topic = Router::status_topic(prefix, self.config.cluster.topic_instance());
         }
-        self.router.set_cluster(&self.config.cluster);
+        self.router.set_cluster(&self.config.cluster, self.config.enabled_devices().map(|(id, _)| id.clone()));
         // Stop first: a changed device must be gone before its new self subscribes, and a device
         // moving to another instance is stopped here before that instance's reload starts it.
         let stopping = [DeviceChange::Removed, DeviceChange::MovedAway, DeviceChange::Changed];
@@ -270,6 +270,7 @@ impl Running {
         };
         let handle = self.router.add_device(spec);
         self.router.configure_guard(id, &d.common.guard);
+        self.router.configure_commands(id, crate::adapters::command_policy(&d));
         self.spawn_adapter(id, &d, handle);
     }
 
@@ -359,9 +360,10 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         mqtt.clone(),
         metrics.clone(),
     );
-    router.set_cluster(&config.cluster);
+    router.set_cluster(&config.cluster, config.enabled_devices().map(|(id, _)| id.clone()));
     for (id, d) in config.owned_devices() {
         router.configure_guard(id, &d.common.guard);
+        router.configure_commands(id, crate::adapters::command_policy(d));
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     tracker.spawn(router.clone().run(work.clone()));

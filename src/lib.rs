@@ -26,6 +26,7 @@ pub mod app;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod console;
 #[cfg(feature = "mdns")]

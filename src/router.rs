@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{Decision, Gate, Ignored, Policy, StrangerLimit};
 use crate::config::{AdapterKind, Config};
 use crate::guard::{CounterGuard, GuardConfig, Verdict};
 use crate::metrics::{DeviceCounters, Metrics};
@@ -181,6 +182,10 @@ pub struct DeviceEntry {
     /// Per-device counters.
     pub counters: DeviceCounters,
     state: Mutex<DeviceState>,
+    /// The command rules and their state (rate limit, recent commands): see [`crate::commands`].
+    gate: Mutex<Gate>,
+    /// Where accepted commands go; set when the adapter asks for them ([`DeviceHandle::commands`]).
+    port: Mutex<Option<mpsc::Sender<Command>>>,
 }
 
 /// The router (see module docs).
@@ -200,6 +205,13 @@ pub struct Router {
     /// This instance's share of a cluster: decides where `bridge/info` goes and what it says.
     /// Set by the app at start and on reload (constructors elsewhere keep the single instance).
     cluster: RwLock<crate::cluster::ClusterConfig>,
+    /// Every device id configured in the cluster (owned here or by another instance): commands to a
+    /// device another instance owns are left to it; only ids nobody has get a "no device" answer.
+    cluster_devices: RwLock<std::collections::BTreeSet<String>>,
+    /// Prefixes whose `<prefix>/+/+/set` is subscribed (one listener each, bounded by the config).
+    command_prefixes: Mutex<Vec<String>>,
+    /// Answers to commands for device ids that do not exist: globally rate-limited.
+    strangers: Mutex<StrangerLimit>,
 }
 
 /// A cheap handle an adapter uses to report one device.
@@ -237,8 +249,19 @@ pub struct DeviceSnapshot {
     pub base: String,
 }
 
-fn lock(m: &Mutex<DeviceState>) -> MutexGuard<'_, DeviceState> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The command rules a spec implies until [`Router::configure_commands`] sets the configured ones:
+/// every command the adapter offers when `spec.commands`, none otherwise.
+fn default_policy(spec: &DeviceSpec) -> Policy {
+    Policy::new(
+        crate::adapters::command_names(spec.adapter),
+        Some(&crate::commands::CommandsSetting::All(spec.commands)),
+        false,
+        crate::commands::DEFAULT_RATE_LIMIT,
+    )
 }
 
 /// A device's entry with fresh state.
@@ -247,6 +270,8 @@ fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToke
         base: format!("{}/{}", spec.prefix, spec.id),
         counters: metrics.start_device(&spec.id, spec.adapter, spec.commands),
         stop: router_stop.child_token(),
+        gate: Mutex::new(Gate::new(default_policy(&spec))),
+        port: Mutex::new(None),
         state: Mutex::new(DeviceState {
             slots: Vec::with_capacity(32),
             ts: None,
@@ -291,6 +316,9 @@ impl Router {
             metrics,
             started: SystemTime::now(),
             cluster: RwLock::new(crate::cluster::ClusterConfig::default()),
+            cluster_devices: RwLock::new(Default::default()),
+            command_prefixes: Mutex::new(Vec::new()),
+            strangers: Mutex::new(StrangerLimit::new(Instant::now())),
         })
     }
 
@@ -311,6 +339,7 @@ impl Router {
         self.devices.write().unwrap_or_else(|e| e.into_inner()).push(entry.clone());
         if self.running.load(std::sync::atomic::Ordering::SeqCst) {
             self.listen_for_resets(&entry);
+            self.listen_for_commands(&entry.spec.prefix);
         }
         self.publish_bridge_info();
         DeviceHandle { router: self.clone(), entry }
@@ -362,6 +391,133 @@ impl Router {
         });
     }
 
+    /// Starts the task that takes every `<prefix>/+/+/set` (unless one runs for `prefix`): one
+    /// subscription for all devices under the prefix, so commands to ids that do not exist get an
+    /// answer too, and one broker copy reaches one place.
+    fn listen_for_commands(self: &Arc<Self>, prefix: &str) {
+        {
+            let mut prefixes = lock(&self.command_prefixes);
+            if prefixes.iter().any(|p| p == prefix) {
+                return;
+            }
+            prefixes.push(prefix.to_owned());
+        }
+        let router = self.clone();
+        let prefix = prefix.to_owned();
+        tokio::spawn(async move {
+            let mut sub = router.mqtt.subscribe(&format!("{prefix}/+/+/set"), 256).await;
+            loop {
+                tokio::select! {
+                    _ = router.stop.cancelled() => break,
+                    m = sub.recv() => match m {
+                        Some(m) => router.on_command(&prefix, &m),
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+
+    /// Handles one message on `<prefix>/<device>/<name>/set` (see [`crate::commands`]).
+    fn on_command(self: &Arc<Self>, prefix: &str, msg: &crate::mqtt::Message) {
+        let Some((device_id, name)) = msg
+            .topic
+            .strip_prefix(prefix)
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/set"))
+            .and_then(|t| t.split_once('/'))
+            .filter(|(_, name)| !name.contains('/'))
+        else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == device_id && d.spec.prefix == prefix) else {
+            self.answer_stranger(prefix, device_id, name, msg, now);
+            return;
+        };
+        let handle = DeviceHandle { router: self.clone(), entry: dev.clone() };
+        let decision = lock(&dev.gate).decide(device_id, name, &msg.payload, msg.retain, now);
+        match decision {
+            Decision::Ignore(Ignored::Empty) => return,
+            Decision::Ignore(Ignored::Duplicate) => {
+                tracing::debug!(device = %device_id, command = %clip(name), "second copy of a command dropped");
+                self.count_command(&dev.spec.id, "duplicate");
+                return;
+            }
+            Decision::Refuse { id, error } => handle.command_result_named(name, id.as_deref(), Err(error)),
+            Decision::Run(cmd) => {
+                let port = lock(&dev.port).clone();
+                let sent = match port {
+                    None => Err("the device's adapter is not taking commands yet (starting?)"),
+                    Some(tx) => match tx.try_send(cmd.clone()) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(_)) => Err("busy: too many commands waiting"),
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err("the device's adapter has stopped"),
+                    },
+                };
+                if let Err(e) = sent {
+                    handle.command_result(&cmd, Err(e.into()));
+                }
+            }
+        }
+        self.clear_command(msg);
+    }
+
+    /// Deletes a command from the broker's retained store: whether it was published retained cannot
+    /// be seen on the live path in MQTT 3.1.1, so every taken command is cleared (one publish).
+    fn clear_command(&self, msg: &crate::mqtt::Message) {
+        self.publish(msg.topic.clone(), Vec::new(), QoS::AtLeastOnce, true);
+    }
+
+    /// Answers a command to a device id that does not exist under `prefix`, within a global budget.
+    fn answer_stranger(&self, prefix: &str, device_id: &str, name: &str, msg: &crate::mqtt::Message, now: Instant) {
+        if msg.payload.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        {
+            let cluster = self.cluster.read().unwrap_or_else(|e| e.into_inner());
+            if cluster.is_sharded() {
+                // Another instance owns it and answers; an id nobody has is answered once, by instance 0.
+                let configured = self.cluster_devices.read().unwrap_or_else(|e| e.into_inner()).contains(device_id);
+                if configured || cluster.number() != 0 {
+                    return;
+                }
+            }
+        }
+        let admitted = lock(&self.strangers).admit(&msg.topic, &msg.payload, now);
+        if admitted {
+            let plausible_id = (1..=64).contains(&device_id.len())
+                && device_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if plausible_id && name.len() <= MAX_ANSWERED_NAME && crate::mqtt::topic::valid_topic(name) {
+                let body = crate::commands::result_body(
+                    &Err(format!("no device `{device_id}` under `{prefix}`: check the id and the prefix")),
+                    None,
+                );
+                self.publish(format!("{prefix}/{device_id}/{name}/result"), body.to_string(), QoS::AtLeastOnce, false);
+            }
+        } else {
+            tracing::debug!(topic = %clip(&msg.topic), "command to an unknown device not answered (budget spent)");
+        }
+        // A retained replay is cleared whatever the budget: that shrinks the broker's store.
+        if admitted || msg.retain {
+            self.clear_command(msg);
+        }
+    }
+
+    fn count_command(&self, device: &str, outcome: &str) {
+        self.metrics
+            .commands
+            .get_or_create(&crate::metrics::DeviceReasonLabel { device: device.to_owned(), reason: outcome.into() })
+            .inc();
+    }
+
+    /// Sets the command rules of device `id` (its `commands` and `command_rate_limit` keys).
+    pub fn configure_commands(&self, id: &str, policy: Policy) {
+        if let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == id) {
+            *lock(&dev.gate) = Gate::new(policy);
+        }
+    }
+
     /// The handle for device `id`.
     pub fn handle(self: &Arc<Self>, id: &str) -> Option<DeviceHandle> {
         let entry = self.devices().into_iter().find(|d| d.spec.id == id)?;
@@ -399,8 +555,9 @@ impl Router {
     }
 
     /// Sets this instance's place in a cluster (start-up, reload) and republishes `bridge/info`.
-    pub fn set_cluster(&self, cluster: &crate::cluster::ClusterConfig) {
+    pub fn set_cluster(&self, cluster: &crate::cluster::ClusterConfig, configured: impl IntoIterator<Item = String>) {
         *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = cluster.clone();
+        *self.cluster_devices.write().unwrap_or_else(|e| e.into_inner()) = configured.into_iter().collect();
         self.publish_bridge_info();
     }
 
@@ -806,16 +963,23 @@ impl Router {
         };
         let handle = DeviceHandle { router: self.clone(), entry: dev.clone() };
         if msg.retain {
-            handle
-                .command_result_named(name, Err("retained resets are ignored; publish without the retain flag".into()));
+            handle.command_result_named(
+                name,
+                None,
+                Err("retained resets are ignored; publish without the retain flag".into()),
+            );
             return;
         }
         let reset = Quantity::lookup(name).is_some_and(|q| handle.reset_guard(q));
         if reset {
             tracing::info!(device = %handle.id(), quantity = name, "counter guard reset: the next reading is accepted as is");
-            handle.command_result_named(name, Ok(serde_json::Value::from("reset")));
+            handle.command_result_named(name, None, Ok(serde_json::Value::from("reset")));
         } else {
-            handle.command_result_named(name, Err(format!("`{}` is not a guarded counter of this device", clip(name))));
+            handle.command_result_named(
+                name,
+                None,
+                Err(format!("`{}` is not a guarded counter of this device", clip(name))),
+            );
         }
     }
 
@@ -938,6 +1102,7 @@ impl Router {
         self.running.store(true, std::sync::atomic::Ordering::SeqCst);
         for dev in &self.devices() {
             self.listen_for_resets(dev);
+            self.listen_for_commands(&dev.spec.prefix);
         }
         // A ConnAck that came before this point is no change for `changed()`: catch up on it.
         let state = *conn.borrow_and_update();
@@ -978,14 +1143,7 @@ fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool
     }
 }
 
-/// A command received on `<prefix>/<device>/<quantity>/set`.
-#[derive(Debug)]
-pub struct Command {
-    /// The writable quantity.
-    pub quantity: Quantity,
-    /// The payload as sent (plain text such as `16` or `on`).
-    pub payload: String,
-}
+pub use crate::commands::Command;
 
 impl DeviceHandle {
     /// The device id.
@@ -1101,82 +1259,48 @@ impl DeviceHandle {
         }
     }
 
+    /// Whether the device is published `online` (reachable and fresh).
+    pub fn is_online(&self) -> bool {
+        lock(&self.entry().state).online
+    }
+
     /// The latest value of `q`, if any.
     pub fn value(&self, q: Quantity) -> Option<Value> {
         let st = lock(&self.entry().state);
         st.slots.iter().find(|s| s.quantity == q).map(|s| s.value.clone())
     }
 
-    /// Subscribes `<prefix>/<device>/+/set` and yields commands for writable quantities; writes to
-    /// anything else are answered with an error at once.
-    pub async fn commands(&self) -> mpsc::Receiver<Command> {
+    /// The commands for this device that passed the shared checks (allow-list, rate limit,
+    /// retained, duplicates; see [`crate::commands`]); the adapter answers each with
+    /// [`DeviceHandle::command_result`]. Asking again replaces the previous receiver.
+    pub fn commands(&self) -> mpsc::Receiver<Command> {
         let (tx, rx) = mpsc::channel(16);
-        let base = self.entry().base.clone();
-        let mut sub = self.router.mqtt.subscribe(&format!("{base}/+/set"), 64).await;
-        let this = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = sub.recv().await {
-                let Some(name) = msg
-                    .topic
-                    .strip_prefix(&base)
-                    .and_then(|t| t.strip_prefix('/'))
-                    .and_then(|t| t.strip_suffix("/set"))
-                else {
-                    continue;
-                };
-                if msg.retain {
-                    // A retained command is an old order replayed by the broker, not a new one.
-                    this.command_result_named(
-                        name,
-                        Err("retained commands are ignored; publish without the retain flag".into()),
-                    );
-                    continue;
-                }
-                if msg.payload.len() > untrusted::MAX_TEXT_BYTES {
-                    this.command_result_named(
-                        name,
-                        Err(format!("payload of {} bytes is too long for a command", msg.payload.len())),
-                    );
-                    continue;
-                }
-                let payload = String::from_utf8_lossy(&msg.payload).trim().to_owned();
-                // Look up only: a topic anyone can publish to must not add names to the table.
-                match Quantity::lookup(name) {
-                    Some(q) if q.family().kind.is_writable() => {
-                        if tx.is_closed() {
-                            break; // the adapter stopped: drop the subscription with this task
-                        }
-                        if tx.try_send(Command { quantity: q, payload }).is_err() {
-                            this.command_result(q, Err("busy: too many commands waiting".into()));
-                        }
-                    }
-                    _ => this.command_result_named(name, Err(format!("`{}` is not writable", clip(name)))),
-                }
-            }
-        });
+        *lock(&self.entry().port) = Some(tx);
         rx
     }
 
-    /// Publishes the outcome of a command on `<quantity>/result` and counts it.
-    pub fn command_result(&self, q: Quantity, result: Result<Value, String>) {
-        self.command_result_named(q.name(), result.map(|v| v.to_json(q.family().decimals)));
+    /// Publishes the outcome of `cmd` on `<name>/result` (with its `id`) and counts it.
+    pub fn command_result(&self, cmd: &Command, result: Result<serde_json::Value, String>) {
+        self.command_result_named(cmd.name, cmd.id.as_deref(), result);
     }
 
-    fn command_result_named(&self, name: &str, result: Result<serde_json::Value, String>) {
+    /// Like [`DeviceHandle::command_result`] for a value of quantity `q` (printed with its decimals).
+    pub fn command_value_result(&self, cmd: &Command, q: Quantity, result: Result<Value, String>) {
+        self.command_result(cmd, result.map(|v| v.to_json(q.family().decimals)));
+    }
+
+    fn command_result_named(&self, name: &str, id: Option<&str>, result: Result<serde_json::Value, String>) {
         let dev = self.entry();
-        let (body, outcome) = match result {
-            Ok(v) => (serde_json::json!({"ok": true, "value": v}), "ok"),
+        let outcome = match &result {
+            Ok(_) => "ok",
             Err(e) => {
-                tracing::warn!(device = %dev.spec.id, quantity = %clip(name), error = %clip(&e), "command failed");
-                (serde_json::json!({"ok": false, "error": e}), "error")
+                tracing::warn!(device = %dev.spec.id, command = %clip(name), error = %clip(e), "command failed");
+                "error"
             }
         };
-        self.router
-            .metrics
-            .commands
-            .get_or_create(&crate::metrics::DeviceReasonLabel { device: dev.spec.id.clone(), reason: outcome.into() })
-            .inc();
+        self.router.count_command(&dev.spec.id, outcome);
         if name.len() <= MAX_ANSWERED_NAME && crate::mqtt::topic::valid_topic(name) && !name.contains('/') {
+            let body = crate::commands::result_body(&result, id);
             self.router.publish(format!("{}/{name}/result", dev.base), body.to_string(), QoS::AtLeastOnce, false);
         }
     }

@@ -39,10 +39,9 @@ pub trait Adapter {
     fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)>;
     /// Expected time between readings; freshness defaults to three of them.
     fn cadence(cfg: &Self::Config) -> Duration;
-    /// Whether the configured device accepts `<quantity>/set` commands.
-    fn accepts_commands(_cfg: &Self::Config) -> bool {
-        false
-    }
+    /// Whether commands are on when `commands:` is not set: off for devices that act on the
+    /// physical world (a charger switching a car's current, a printer), on for meters and cameras.
+    const COMMANDS_ON_BY_DEFAULT: bool = true;
     /// Quantity names it may produce; `name_*` stands for a family of variants (sensors, tariffs).
     /// Discovery announces from this; a test checks every recorded capture stays inside it.
     const QUANTITIES: &'static [&'static str];
@@ -60,7 +59,7 @@ pub trait Adapter {
 macro_rules! adapter {
     (
         $(#[$doc:meta])* $ty:ident, config = $cfg:ty, kind = $kind:ident,
-        quantities = $q:expr, commands = $c:expr $(, accepts_commands = $accepts:expr)? $(,)?
+        quantities = $q:expr, commands = $c:expr $(, commands_on_by_default = $on:expr)? $(,)?
     ) => {
         $(#[$doc])*
         pub struct $ty;
@@ -83,10 +82,7 @@ macro_rules! adapter {
                 cadence(cfg)
             }
 
-            $(fn accepts_commands(cfg: &Self::Config) -> bool {
-                let f: fn(&Self::Config) -> bool = $accepts;
-                f(cfg)
-            })?
+            $(const COMMANDS_ON_BY_DEFAULT: bool = $on;)?
 
             fn run(
                 cfg: Self::Config,
@@ -166,11 +162,6 @@ pub fn cadence(cfg: &DeviceConfig) -> Duration {
     with_adapter!(&cfg.adapter, A, c => A::cadence(c))
 }
 
-/// Whether the device accepts `<quantity>/set` commands.
-pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
-    with_adapter!(&cfg.adapter, A, c => A::accepts_commands(c))
-}
-
 /// The quantities (`name_*` = a family of variants) and commands `adapter` may produce.
 pub fn capabilities(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'static str]) {
     with_kind!(adapter, A => (<A as Adapter>::QUANTITIES, <A as Adapter>::COMMANDS))
@@ -182,6 +173,33 @@ pub fn declares(adapter: AdapterKind, quantity: &str) -> bool {
         Some(prefix) => quantity.starts_with(prefix) && quantity.len() > prefix.len(),
         None => *q == quantity,
     })
+}
+
+/// The `<name>/set` commands an adapter offers (what `devices.<id>.commands` may list).
+pub fn command_names(adapter: AdapterKind) -> &'static [&'static str] {
+    capabilities(adapter).1
+}
+
+/// Whether commands are on when `commands:` is not set: off for devices that act on the physical
+/// world (a charger switching a car's current, a printer), on for meters and cameras.
+pub fn commands_default_on(adapter: AdapterKind) -> bool {
+    with_kind!(adapter, A => <A as Adapter>::COMMANDS_ON_BY_DEFAULT)
+}
+
+/// The command rules of a device (`commands`, `command_rate_limit`).
+pub fn command_policy(cfg: &DeviceConfig) -> crate::commands::Policy {
+    let adapter = cfg.common.adapter;
+    crate::commands::Policy::new(
+        command_names(adapter),
+        cfg.common.commands.as_ref(),
+        commands_default_on(adapter),
+        cfg.common.command_rate_limit.map(|d| d.0).unwrap_or(crate::commands::DEFAULT_RATE_LIMIT),
+    )
+}
+
+/// Whether the device accepts some `<name>/set` command.
+pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
+    command_policy(cfg).accepts_any()
 }
 
 /// Starts the adapter task for one device.

@@ -559,6 +559,16 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         {
             errs.push((format!("{path}.name"), "must be 1 to 64 characters without control characters".into()));
         }
+        if let Some(crate::commands::CommandsSetting::Only(list)) = &d.common.commands {
+            let offered = crate::adapters::command_names(d.common.adapter);
+            for name in list.iter().filter(|n| !offered.contains(&n.as_str())) {
+                let takes = if offered.is_empty() { "none".to_owned() } else { offered.join(", ") };
+                errs.push((
+                    format!("{path}.commands"),
+                    format!("`{name}` is not a command of adapter {} (it takes: {takes})", d.common.adapter.as_str()),
+                ));
+            }
+        }
         errs.extend(crate::adapters::validate(&d.adapter, &path));
         for (p, m) in errs {
             ctx.error(&p, m);
@@ -785,6 +795,21 @@ mod tests {
 
     /// The smallest device, for tests about other sections (a file without devices is an error).
     const ONE_DEVICE: &str = "devices:\n  g:\n    adapter: goe\n    serial: \"1\"\n";
+
+    #[test]
+    fn commands_take_a_bool_or_a_list_of_the_adapters_commands() {
+        use crate::commands::CommandsSetting;
+        // The go-e boolean of earlier releases still loads, now as the common key.
+        let c = load_test(&format!("{ONE_DEVICE}    commands: false\n    command_rate_limit: 500ms\n")).unwrap();
+        assert_eq!(c.devices["g"].common.commands, Some(CommandsSetting::All(false)));
+        assert_eq!(c.devices["g"].common.command_rate_limit.map(|d| d.0), Some(std::time::Duration::from_millis(500)));
+        let c = load_test(&format!("{ONE_DEVICE}    commands: [current_limit]\n")).unwrap();
+        let policy = crate::adapters::command_policy(&c.devices["g"]);
+        assert!(policy.accepts_any());
+        assert!(!crate::adapters::command_policy(&load_test(ONE_DEVICE).unwrap().devices["g"]).accepts_any());
+        let e = load_test(&format!("{ONE_DEVICE}    commands: [current_limit, read_now]\n")).unwrap_err().to_string();
+        assert!(e.contains("devices.g.commands") && e.contains("`read_now` is not a command of adapter goe"), "{e}");
+    }
 
     #[test]
     fn a_file_with_only_a_device_gives_the_defaults() {

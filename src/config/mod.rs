@@ -298,6 +298,14 @@ pub struct DeviceCommon {
     /// and implausible jumps are rejected until enough readings agree (see `crate::guard`).
     #[serde(default, skip_serializing_if = "crate::guard::GuardConfig::is_default")]
     pub guard: crate::guard::GuardConfig,
+    /// Which `<name>/set` commands the device accepts: `true`, `false` or a list such as
+    /// `[current_limit, force_state]`. Unset: off for devices that act on the physical world
+    /// (charger, printer), on for the others (see `crate::adapters::commands_default_on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<crate::commands::CommandsSetting>,
+    /// At most one run of each command per this long (default 2s; `0s` turns the limit off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_rate_limit: Option<Dur>,
 }
 
 fn yes() -> bool {
@@ -384,9 +392,6 @@ pub struct GoeConfig {
     /// HTTP request timeout.
     #[serde(default = "goe_default_timeout")]
     pub timeout: Dur,
-    /// Accept writes of `current_limit`, `force_state` and `phase_mode` on `<quantity>/set`.
-    #[serde(default = "yes")]
-    pub commands: bool,
 }
 
 fn goe_default_transport() -> GoeTransport {

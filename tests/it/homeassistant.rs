@@ -21,7 +21,8 @@ fn yaml(broker: &Broker, simulators: &str, devices: &str) -> String {
 }
 
 const CHARGER_SIM: &str = "  sim_charger:\n    type: goe\n    serial: \"024680\"\n    tick: 100ms\n";
-const CHARGER: &str = "  garage_charger:\n    adapter: goe\n    serial: \"024680\"\n    name: Wallbox\n";
+const CHARGER: &str =
+    "  garage_charger:\n    adapter: goe\n    serial: \"024680\"\n    name: Wallbox\n    commands: true\n";
 const PRINTER_SIM: &str =
     "  sim_printer:\n    type: octoprint\n    base_topic: haPrint/\n    tick: 50ms\n    printer_data: true\n";
 const PRINTER: &str = "  printer:\n    adapter: octoprint\n    base_topic: haPrint/\n";

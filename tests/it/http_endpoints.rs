@@ -328,8 +328,9 @@ async fn metrics_lint_clean_as_classic_text_and_as_openmetrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_counters_exist_at_zero_for_every_configured_device_before_any_message() {
-    // No simulator: nothing has been received, parsed, rejected or commanded yet.
-    let lab = Lab::start(CHARGER, "").await;
+    // No simulator: nothing has been received, parsed, rejected or commanded yet. Commands on (a
+    // charger's default is off), so their outcomes exist too.
+    let lab = Lab::start(&format!("{CHARGER}    commands: true\n"), "").await;
     let (body, samples) = scrape(&lab.bridge).await;
     for (family, labels) in [
         ("hlbridge_messages_received_total", vec![DEV]),

@@ -41,6 +41,7 @@
 
 mod ai_on_the_edge;
 mod cluster;
+mod commands;
 mod common;
 mod compliance;
 mod config;

@@ -16,6 +16,17 @@
 //! 3 × the round interval (config `interval`, else 5 min, stretched when the camera announces a
 //! longer one).
 //!
+//! Commands (`<prefix>/<device>/<name>/set`, through the router's shared checks): `read_now` publishes
+//! `ctrl/flow_start` (fork clusters: `process/ctrl/cycle_start`) and is answered when the camera's
+//! next round arrives, with that round's reading; `previous_value` (a number in the canonical unit
+//! of the device's total, m³ or kWh) publishes `ctrl/set_prevalue` `{"numbersname": <sequence>,
+//! "value": <in the meter's unit>}` (clusters: `process/ctrl/set_fallbackvalue` `{"sequence": ...}`)
+//! and is answered by the next round: refused when that round reads less than the value set (the
+//! camera did not take it). The firmware never acknowledges either, so silence ends in a timeout
+//! (`command_timeout`); while the camera is offline they are refused at once (it keeps nothing
+//! for a client that is away). Never published retained: a retained `flow_start` would start a
+//! round, and a retained `set_prevalue` reset the meter, at every reconnect of the camera.
+//!
 //! Several number sequences: `sequences:` maps each to a device id — this device's own, or a device
 //! configured with `sequence_of: <this device>` (the router is built from the config, so every
 //! device that gets values must be listed there). Without `sequences:` the first sequence seen
@@ -27,7 +38,7 @@ crate::adapters::adapter!(
     config = AiOnTheEdgeConfig,
     kind = AiOnTheEdge,
     quantities = &["flow_rate", "reading_error", "reading_raw", "rssi", "temperature", "uptime", "volume"],
-    commands = &[],
+    commands = COMMANDS,
 );
 
 #[cfg(test)]
@@ -45,12 +56,17 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::log_once::LogOnce;
 use crate::config::Dur;
 use crate::model::{Event, Identity, Update, Value};
-use crate::mqtt::Message;
-use crate::router::{DeviceHandle, Link};
+use crate::mqtt::{Message, QoS};
+use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::clip;
 
 pub use mapping::Dialect;
 use mapping::{Classified, DeviceRole, FieldRole, Meter, Outcome, Record, Stamp};
+
+/// The commands a camera takes on `<name>/set`.
+pub const COMMANDS: &[&str] = &["read_now", "previous_value"];
+/// How long `read_now` waits for the round it starts (a real round takes under a minute).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The firmware's default round interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
@@ -178,6 +194,10 @@ pub struct AiOnTheEdgeConfig {
     /// The discovery prefix the camera publishes under (upstream firmware: always `homeassistant`).
     #[serde(default = "default_discovery_prefix", skip_serializing_if = "is_default_prefix")]
     pub discovery_prefix: String,
+    /// How long `read_now` waits for the round it starts before answering with a timeout (default
+    /// 2m); `previous_value` waits this plus `interval` (it is confirmed by the next regular round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_timeout: Option<Dur>,
 }
 
 /// Errors in the `ai_on_the_edge` keys of a device, each naming the key.
@@ -330,6 +350,14 @@ pub fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
             message: "must be between 100ms and 24h (the camera's round interval, 5m by default)".into(),
         });
     }
+    if let Some(t) = cfg.command_timeout
+        && (t.0 < Duration::from_millis(100) || t.0 > Duration::from_secs(86_400))
+    {
+        errs.push(ConfigError::Other {
+            path: format!("{path}.command_timeout"),
+            message: "must be between 100ms and 24h (how long read_now waits for its round, 2m by default)".into(),
+        });
+    }
     if let Some(reason) = topic_problem(&cfg.discovery_prefix) {
         errs.push(ConfigError::BadTopic {
             path: format!("{path}.discovery_prefix"),
@@ -435,6 +463,29 @@ pub struct Ingest {
     logged: LogOnce,
     /// Fixed wall clock for replays; `None` = real time.
     clock: Option<OffsetDateTime>,
+    /// Commands waiting for the camera's next round (at most one per name and device).
+    pending: Vec<PendingCommand>,
+}
+
+/// A command sent to the camera, waiting for the round that confirms it.
+struct PendingCommand {
+    /// The command (name, `id`) to answer.
+    cmd: Command,
+    /// The device (target index) it was sent for.
+    target: usize,
+    /// What confirms it.
+    kind: PendingKind,
+    /// When it is answered with a timeout.
+    deadline: Instant,
+}
+
+/// What a pending command waits for.
+#[derive(Debug, Clone, Copy)]
+enum PendingKind {
+    /// Any next round of the target's sequence.
+    ReadNow,
+    /// A next round that does not read less than this (canonical unit).
+    PreviousValue(f64),
 }
 
 impl Ingest {
@@ -460,6 +511,7 @@ impl Ingest {
             firmware_from_topic: false,
             logged: LogOnce::default(),
             clock: None,
+            pending: Vec::new(),
         };
         for (seq, target) in &cfg.sequences {
             let long_meter = match target {
@@ -1083,7 +1135,152 @@ impl Ingest {
             }
             update.events.push(event);
         }
+        if live {
+            let reading = update.readings.iter().find(|(q, _)| *q == meter.quantity).map(|(_, v)| v.clone());
+            self.confirm(t, reading);
+        }
         handle.apply(update);
+    }
+
+    /// The camera device and the devices it feeds (target index → handle), to take their commands.
+    pub fn command_targets(&self) -> Vec<(usize, DeviceHandle)> {
+        self.targets.iter().enumerate().map(|(i, t)| (i, t.handle.clone())).collect()
+    }
+
+    /// Whether the camera publishes the fork's topic clusters (else the flat upstream layout).
+    fn speaks_clusters(&self) -> bool {
+        match self.dialect {
+            Dialect::Clusters => true,
+            Dialect::Upstream => false,
+            Dialect::Auto => self.seen_clusters && !self.seen_upstream,
+        }
+    }
+
+    /// The number sequence whose values go to target `t`, once known.
+    fn sequence_of_target(&self, t: usize) -> Option<String> {
+        if let Some((name, _)) = self.configured.iter().find(|(_, i)| *i == Some(t)) {
+            return Some(name.clone());
+        }
+        if t != 0 {
+            return None;
+        }
+        let claimed = self.claimed.as_deref()?;
+        let s = self.sequences.iter().find(|s| s.key == claimed)?;
+        // A fork sequence is addressed by name; its topic level is only an id.
+        if s.cluster { s.name.clone() } else { Some(s.key.clone()) }
+    }
+
+    /// Takes command `cmd` for target `t`: publishes the camera's control topic and waits for the
+    /// next round, or answers at once when it cannot be sent.
+    pub fn command(&mut self, t: usize, cmd: Command, timeout: Duration, interval: Duration) {
+        let Some(handle) = self.targets.get(t).map(|x| x.handle.clone()) else { return };
+        if !self.device.is_online() {
+            let why = if self.will_down { "its last will says `connection lost`" } else { "no fresh round" };
+            return handle.command_result(
+                &cmd,
+                Err(format!(
+                    "the camera is offline ({why}): it keeps no messages while away, so `{}` would be lost",
+                    cmd.name
+                )),
+            );
+        }
+        if self.pending.iter().any(|p| p.target == t && p.cmd.name == cmd.name) {
+            return handle.command_result(
+                &cmd,
+                Err(format!("busy: a `{}` already waits for the camera's next round", cmd.name)),
+            );
+        }
+        let clusters = self.speaks_clusters();
+        let now = Instant::now();
+        let (topic, body, kind, deadline) = match cmd.name {
+            "read_now" => {
+                let topic = if clusters { "process/ctrl/cycle_start" } else { "ctrl/flow_start" };
+                // The fork wants a payload of length > 0; upstream takes anything.
+                (topic, "1".to_owned(), PendingKind::ReadNow, now + timeout)
+            }
+            "previous_value" => {
+                let value = match cmd.value.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() && v >= 0.0 => v,
+                    _ => {
+                        return handle.command_result(
+                            &cmd,
+                            Err(format!(
+                                "previous_value must be a number ≥ 0 (the meter reading in the unit of the device's total, m³ or kWh), got `{}`",
+                                clip(&cmd.value)
+                            )),
+                        );
+                    }
+                };
+                let Some(sequence) = self.sequence_of_target(t) else {
+                    return handle.command_result(
+                        &cmd,
+                        Err("the camera's number sequence for this device is not known yet; wait for its first round"
+                            .into()),
+                    );
+                };
+                let meter = self.meter_for(t);
+                let device_value = value / meter.factor;
+                let (topic, key) = if clusters {
+                    ("process/ctrl/set_fallbackvalue", "sequence")
+                } else {
+                    ("ctrl/set_prevalue", "numbersname")
+                };
+                let body = serde_json::json!({ key: sequence, "value": device_value }).to_string();
+                (topic, body, PendingKind::PreviousValue(value), now + timeout + interval)
+            }
+            other => return handle.command_result(&cmd, Err(format!("`{other}` is not a camera command"))),
+        };
+        // Never retained: see the module docs.
+        self.device.mqtt().publish(format!("{}/{topic}", self.main_topic), body, QoS::AtLeastOnce, false);
+        self.pending.push(PendingCommand { cmd, target: t, kind, deadline });
+    }
+
+    /// Answers the commands of target `t` that a live round confirms (`reading`: its total, if any).
+    fn confirm(&mut self, t: usize, reading: Option<Value>) {
+        let Some(handle) = self.targets.get(t).map(|x| x.handle.clone()) else { return };
+        let (done, rest): (Vec<PendingCommand>, Vec<PendingCommand>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.target == t);
+        self.pending = rest;
+        let number = |v: &Option<Value>| match v {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        };
+        for p in done {
+            let result = match p.kind {
+                PendingKind::ReadNow => Ok(number(&reading).map_or(serde_json::Value::Null, serde_json::Value::from)),
+                PendingKind::PreviousValue(set) => match number(&reading) {
+                    // Float noise of the camera's 6-decimal round trip, relative to the value.
+                    Some(read) if read < set - 1e-6 * set.abs().max(1.0) => Err(format!(
+                        "the camera's next round read {read}, less than the previous value {set} that was set: it did not take it"
+                    )),
+                    _ => Ok(serde_json::Value::from(set)),
+                },
+            };
+            handle.command_result(&p.cmd, result);
+        }
+    }
+
+    /// When the first waiting command times out.
+    pub fn next_command_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.deadline).min()
+    }
+
+    /// Answers every waiting command whose deadline passed with a timeout.
+    pub fn expire_commands(&mut self, now: Instant) {
+        let (expired, rest): (Vec<PendingCommand>, Vec<PendingCommand>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.deadline <= now);
+        self.pending = rest;
+        for p in expired {
+            if let Some(t) = self.targets.get(p.target) {
+                t.handle.command_result(
+                    &p.cmd,
+                    Err(format!(
+                        "timeout: the camera published no round for this device in time after `{}` (it never acknowledges commands; is its automatic flow on?)",
+                        p.cmd.name
+                    )),
+                );
+            }
+        }
     }
 }
 
@@ -1105,10 +1302,23 @@ pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Cancellat
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
     let mut rx = super::ingest::subscribe(&device, &filters, 1024).await;
+    let mut commands = take_commands(&ingest);
+    let timeout = cfg.command_timeout.map(|d| d.0).unwrap_or(DEFAULT_COMMAND_TIMEOUT);
+    let interval = cadence(&cfg);
     let mut idle: Option<Instant> = None;
     loop {
+        let command_deadline = ingest.next_command_deadline();
         tokio::select! {
             _ = cancel.cancelled() => break,
+            cmd = commands.recv(), if !commands.is_closed() => {
+                match cmd {
+                    Some((t, cmd)) => ingest.command(t, cmd, timeout, interval),
+                    None => commands.close(),
+                }
+            }
+            _ = sleep_until(command_deadline), if command_deadline.is_some() => {
+                ingest.expire_commands(Instant::now());
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 ingest.message(&msg);
@@ -1123,6 +1333,23 @@ pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Cancellat
             }
         }
     }
+}
+
+/// One stream of the commands for the camera and every device it feeds, tagged with the target.
+fn take_commands(ingest: &Ingest) -> tokio::sync::mpsc::Receiver<(usize, Command)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for (t, handle) in ingest.command_targets() {
+        let mut from = handle.commands();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(cmd) = from.recv().await {
+                if tx.send((t, cmd)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -44,8 +44,8 @@ crate::adapters::adapter!(
         "voltage_l3",
         "voltage_n",
     ],
-    commands = &["current_limit", "force_state", "phase_mode"],
-    accepts_commands = |c| c.commands,
+    commands = COMMANDS,
+    commands_on_by_default = false,
 );
 
 #[cfg(test)]
@@ -66,6 +66,9 @@ use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};
 
 use mapping::{KeyOutcome, Mapper};
+
+/// The commands a charger takes on `<name>/set`.
+pub const COMMANDS: &[&str] = &["current_limit", "force_state", "phase_mode"];
 
 /// How long a charger has to answer a write on `<key>/result`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,6 +150,8 @@ pub async fn run(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken
 /// A write waiting for the charger's `/result`.
 struct PendingWrite {
     key: &'static str,
+    /// The command being answered (its name and `id`).
+    cmd: Command,
     quantity: Quantity,
     value: Value,
     deadline: Instant,
@@ -201,7 +206,7 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
     let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
-    let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
+    let mut commands = Some(device.commands());
     if let Some(serial) = &cfg.serial {
         let u = Update {
             identity: Some(Identity {
@@ -247,7 +252,7 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 if let Some(p) = pending.take() {
-                    device.command_result(p.quantity, Err(format!(
+                    device.command_value_result(&p.cmd, p.quantity, Err(format!(
                         "the charger did not answer on {}/result within {}s; MQTT writes need the charger's read-only switch (`mcr`) off",
                         p.key, WRITE_TIMEOUT.as_secs())));
                 }
@@ -293,13 +298,14 @@ fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
 }
 
 fn start_mqtt_write(device: &DeviceHandle, prefix: &str, cmd: Command) -> Option<PendingWrite> {
-    match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
+    match mapping::command_to_key(cmd.name, &cmd.value) {
         Ok((key, json, value)) => {
             device.mqtt().publish(format!("{prefix}{key}/set"), json.to_string(), QoS::AtLeastOnce, false);
-            Some(PendingWrite { key, quantity: cmd.quantity, value, deadline: Instant::now() + WRITE_TIMEOUT })
+            let quantity = Quantity::known(cmd.name);
+            Some(PendingWrite { key, cmd, quantity, value, deadline: Instant::now() + WRITE_TIMEOUT })
         }
         Err(e) => {
-            device.command_result(cmd.quantity, Err(e));
+            device.command_result(&cmd, Err(e));
             None
         }
     }
@@ -309,9 +315,9 @@ fn finish_write(device: &DeviceHandle, p: PendingWrite, msg: &Message) {
     let text = String::from_utf8_lossy(&msg.payload);
     let text = text.trim().trim_matches('"');
     if text == "success" {
-        device.command_result(p.quantity, Ok(p.value));
+        device.command_value_result(&p.cmd, p.quantity, Ok(p.value));
     } else {
-        device.command_result(p.quantity, Err(format!("charger refused: {text}")));
+        device.command_result(&p.cmd, Err(format!("charger refused: {text}")));
     }
 }
 
@@ -328,7 +334,7 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
             return;
         }
     };
-    let mut commands = if cfg.commands { Some(device.commands().await) } else { None };
+    let mut commands = Some(device.commands());
     let status_url = format!("{base}/api/status?filter={HTTP_FILTER}");
     let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
     let mut ticker = tokio::time::interval(cfg.interval.0);
@@ -423,9 +429,9 @@ fn handle_status_body(ingest: &mut Ingest, status: u16, body: &[u8]) -> Result<(
 }
 
 async fn http_write(client: &reqwest::Client, base: &str, timeout: Duration, device: &DeviceHandle, cmd: Command) {
-    let (key, json, value) = match mapping::command_to_key(cmd.quantity.name(), &cmd.payload) {
+    let (key, json, value) = match mapping::command_to_key(cmd.name, &cmd.value) {
         Ok(x) => x,
-        Err(e) => return device.command_result(cmd.quantity, Err(e)),
+        Err(e) => return device.command_result(&cmd, Err(e)),
     };
     let url = format!("{base}/api/set?{key}={json}");
     let result = async {
@@ -446,5 +452,5 @@ async fn http_write(client: &reqwest::Client, base: &str, timeout: Duration, dev
         }
     }
     .await;
-    device.command_result(cmd.quantity, result.map(|()| value));
+    device.command_value_result(&cmd, Quantity::known(cmd.name), result.map(|()| value));
 }

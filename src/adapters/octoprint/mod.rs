@@ -24,6 +24,7 @@ crate::adapters::adapter!(
         "temperature_*",
     ],
     commands = &[],
+    commands_on_by_default = false,
 );
 
 #[cfg(test)]

@@ -1,0 +1,304 @@
+//! The shared command path end to end (simulators → broker → bridge → probe): every command of the
+//! charger and the camera, and every refusal — range, enum, state, rate limit, allow-list, commands
+//! off, read-only, unknown device, retained — plus duplicate delivery and timeouts when the device
+//! stays silent. Runs against Mosquitto or the embedded broker (`HLBRIDGE_TEST_BROKER=embedded`).
+
+use std::time::Duration;
+
+use hlbridge::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Broker, Lab, Probe, Sim, client_settings, latest_retained};
+
+/// A charger that takes commands, without a rate limit (tests of other rules send several).
+const CHARGER: &str =
+    "  garage:\n    adapter: goe\n    serial: \"012345\"\n    commands: true\n    command_rate_limit: 0s\n";
+const BASE: &str = "home/garage";
+
+fn error_of(r: &serde_json::Value) -> &str {
+    assert_eq!(r["ok"], false, "expected a refusal: {r}");
+    r["error"].as_str().unwrap_or_else(|| panic!("no error text: {r}"))
+}
+
+async fn charger_lab(devices: &str) -> (Lab, Sim) {
+    let lab = Lab::start(devices, "").await;
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
+    lab.probe.wait_latest(&format!("{BASE}/current_limit"), |_| true).await;
+    (lab, sim)
+}
+
+/// How many writes reached the charger's own `<key>/set` topic.
+fn charger_writes(probe: &Probe, key: &str) -> usize {
+    probe.all(&format!("go-eCharger/012345/{key}/set")).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_runs_and_its_id_is_echoed() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    let r = lab.command(BASE, "current_limit", r#"{"value": 11, "id": "req-1"}"#).await;
+    assert_eq!(r, json!({"ok": true, "value": 11, "id": "req-1"}));
+    lab.probe.wait_value(&format!("{BASE}/current_limit"), "11").await;
+    let r = lab.command(BASE, "force_state", r#"{"value": "maybe", "id": 42}"#).await;
+    assert!(error_of(&r).contains("maybe"), "{r}");
+    assert_eq!(r["id"], "42", "the id comes back with refusals too");
+    let r = lab.command(BASE, "phase_mode", r#"{"value": "three", "colour": "red"}"#).await;
+    assert!(error_of(&r).contains("`colour`"), "{r}");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_reason_for_range_enum_read_only_and_unknown_names() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    assert!(error_of(&lab.command(BASE, "current_limit", "40").await).contains("6 to 32"));
+    assert!(error_of(&lab.command(BASE, "force_state", "sideways").await).contains("sideways"));
+    let e = lab.command(BASE, "power", "100").await;
+    assert!(error_of(&e).contains("read-only") && error_of(&e).contains("current_limit"), "{e}");
+    assert!(error_of(&lab.command(BASE, "warp_drive", "1").await).contains("not a command"));
+    assert_eq!(charger_writes(&lab.probe, "amp"), 0, "nothing refused reached the charger");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charger_without_commands_key_refuses_them_and_says_how_to_allow() {
+    let (lab, sim) = charger_lab("  garage:\n    adapter: goe\n    serial: \"012345\"\n").await;
+    let r = lab.command(BASE, "current_limit", "10").await;
+    let e = error_of(&r);
+    assert!(e.contains("commands are off") && e.contains("commands: true"), "{r}");
+    assert_eq!(charger_writes(&lab.probe, "amp"), 0);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_admits_its_commands_and_refuses_the_others() {
+    let devices = "  garage:\n    adapter: goe\n    serial: \"012345\"\n    commands: [current_limit]\n";
+    let (lab, sim) = charger_lab(devices).await;
+    assert_eq!(lab.command(BASE, "current_limit", "9").await, json!({"ok": true, "value": 9}));
+    let r = lab.command(BASE, "force_state", "on").await;
+    assert!(error_of(&r).contains("devices.garage.commands ([current_limit])"), "{r}");
+    assert_eq!(charger_writes(&lab.probe, "frc"), 0);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_refuses_a_second_command_within_the_window() {
+    let devices =
+        "  garage:\n    adapter: goe\n    serial: \"012345\"\n    commands: true\n    command_rate_limit: 1h\n";
+    let (lab, sim) = charger_lab(devices).await;
+    assert_eq!(lab.command(BASE, "current_limit", "8").await["ok"], true);
+    let r = lab.command(BASE, "current_limit", "9").await;
+    assert!(error_of(&r).contains("rate limited") && error_of(&r).contains("command_rate_limit"), "{r}");
+    // Each command has its own budget.
+    assert_eq!(lab.command(BASE, "force_state", "off").await["ok"], true);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_id_that_does_not_exist_gets_an_answer() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    let r = lab.command("home", "nosuch/current_limit", "10").await;
+    assert!(error_of(&r).contains("no device `nosuch` under `home`"), "{r}");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_delivered_twice_runs_once_and_is_answered_once() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    let p = &lab.probe;
+    let mark = p.mark();
+    // What the bridge sees when the broker sends one copy per matching subscription (rumqttd):
+    // the same message back to back.
+    for body in [r#"{"value": 12, "id": "twice"}"#, r#"{"value": 12, "id": "twice"}"#, "on", "on"] {
+        let q = if body == "on" { "force_state" } else { "current_limit" };
+        p.publish(&format!("{BASE}/{q}/set"), body);
+    }
+    p.wait_for_since(mark, "the current_limit result", |m| m.topic == format!("{BASE}/current_limit/result")).await;
+    p.wait_for_since(mark, "the force_state result", |m| m.topic == format!("{BASE}/force_state/result")).await;
+    // Commands are handled in order: once the next one is answered, no second answer can follow.
+    let fence = lab.command(BASE, "phase_mode", "auto").await;
+    assert_eq!(fence["ok"], true, "{fence}");
+    let results = |q: &str| p.all(&format!("{BASE}/{q}/result")).into_iter().filter(|m| m.seq >= mark).count();
+    assert_eq!((results("current_limit"), results("force_state")), (1, 1));
+    assert_eq!((charger_writes(p, "amp"), charger_writes(p, "frc")), (1, 1), "each command wrote the charger once");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_subscriptions_of_the_bridge_do_not_run_a_command_twice() {
+    // A camera whose MainTopic is the bridge's prefix makes the bridge subscribe `home/#` besides
+    // `home/+/+/set`: the embedded broker (rumqttd) then delivers every command twice.
+    let devices = format!("{CHARGER}  odd_camera:\n    adapter: ai_on_the_edge\n    main_topic: home\n");
+    let (lab, sim) = charger_lab(&devices).await;
+    let r = lab.command(BASE, "current_limit", "13").await;
+    assert_eq!(r, json!({"ok": true, "value": 13}));
+    let fence = lab.command(BASE, "phase_mode", "auto").await;
+    assert_eq!(fence["ok"], true, "{fence}");
+    assert_eq!(lab.probe.all(&format!("{BASE}/current_limit/result")).len(), 1);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_is_cleared_from_the_broker_and_never_runs_again() {
+    let broker = Broker::start().await;
+    // A stale retained order on the broker: replayed when the bridge subscribes, refused, cleared.
+    let old = Probe::start(&broker).await;
+    old.publish_retained(&format!("{BASE}/current_limit/set"), "6");
+    old.wait_for("the stale order is stored", |m| m.topic == format!("{BASE}/current_limit/set")).await;
+    drop(old);
+    let lab = Lab::start_on(broker, CHARGER, "").await;
+    let r = lab.probe.next_on(0, &format!("{BASE}/current_limit/result")).await.json();
+    assert!(error_of(&r).contains("retained"), "{r}");
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
+    // The clear is on the wire: an empty retained payload, which the bridge ignores (no answer).
+    lab.probe.wait_for("the clear", |m| m.topic == format!("{BASE}/current_limit/set") && m.payload.is_empty()).await;
+    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
+
+    // Published retained while the bridge listens: MQTT 3.1.1 delivers it with RETAIN=0, so it runs
+    // once, and is cleared at once so that no reconnect or restart replays it.
+    let mark = lab.probe.mark();
+    lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), "7");
+    let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
+    assert_eq!(r, json!({"ok": true, "value": 7}));
+    lab.probe
+        .wait_for_since(mark, "the clear", |m| m.topic == format!("{BASE}/current_limit/set") && m.payload.is_empty())
+        .await;
+    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
+    let fence = lab.command(BASE, "phase_mode", "auto").await;
+    assert_eq!(fence["ok"], true, "{fence}");
+    let answers = lab.probe.all(&format!("{BASE}/current_limit/result")).len();
+    assert_eq!(answers, 2, "the clears themselves got no answer");
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_charger_times_out() {
+    let lab = Lab::start(CHARGER, "").await;
+    let r = lab.command(BASE, "current_limit", "10").await;
+    assert!(error_of(&r).contains("did not answer"), "{r}");
+    lab.bridge.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The camera
+// ---------------------------------------------------------------------------------------------
+
+const WATER: &str = "home/water";
+
+/// A camera that runs one round when it connects and then only when told (interval 1 h).
+async fn camera(
+    broker: &Broker,
+    dialect: SimDialect,
+) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    crate::common::init();
+    let spec = CameraSpec {
+        dialect,
+        interval: Duration::from_secs(3600),
+        pattern: vec![RoundKind::Good],
+        error_rate: 0.0,
+        ..Default::default()
+    };
+    let id = format!("aioted-cmd-{}", crate::common::unique());
+    let opts = AiOnTheEdgeSimOptions { broker: client_settings(broker, &id), camera: spec };
+    let cancel = CancellationToken::new();
+    let join = tokio::spawn(hlbridge::simulate::ai_on_the_edge::run(opts, cancel.clone()));
+    (cancel, join)
+}
+
+const CAMERA: &str = "  water:\n    adapter: ai_on_the_edge\n    main_topic: watermeter\n    meter: water\n    \
+                      interval: 1h\n    command_rate_limit: 0s\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_now_starts_a_round_and_is_answered_with_its_reading() {
+    let lab = Lab::start(CAMERA, "").await;
+    let (cancel, _join) = camera(&lab.broker, SimDialect::Upstream).await;
+    lab.probe.wait_value(&format!("{WATER}/availability"), "online").await;
+    let first: f64 = lab.probe.wait_latest(&format!("{WATER}/volume"), |_| true).await.parse().unwrap();
+    let r = lab.command(WATER, "read_now", r#"{"id": "r1"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["id"], "r1");
+    let read = r["value"].as_f64().expect("the round's reading");
+    assert!(read >= first, "{first} → {read}");
+    let flow_start = lab.probe.all("watermeter/ctrl/flow_start");
+    assert_eq!(flow_start.len(), 1);
+    assert!(!flow_start[0].retain, "never retained");
+    cancel.cancel();
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_value_is_sent_for_the_sequence_and_confirmed_by_the_next_round() {
+    let lab = Lab::start(CAMERA, "").await;
+    let (cancel, _join) = camera(&lab.broker, SimDialect::Upstream).await;
+    lab.probe.wait_value(&format!("{WATER}/availability"), "online").await;
+    let current: f64 = lab.probe.wait_latest(&format!("{WATER}/volume"), |_| true).await.parse().unwrap();
+    let mark = lab.probe.mark();
+    lab.probe.publish(&format!("{WATER}/previous_value/set"), &format!("{current}"));
+    let sent = lab.probe.next_on(mark, "watermeter/ctrl/set_prevalue").await;
+    assert!(!sent.retain, "never retained");
+    assert_eq!(sent.json(), json!({"numbersname": "main", "value": current}));
+    // No answer before a round: the firmware acknowledges nothing. The next round confirms it.
+    let r = lab.command(WATER, "read_now", "1").await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = lab.probe.next_on(mark, &format!("{WATER}/previous_value/result")).await.json();
+    assert_eq!(r, json!({"ok": true, "value": current}));
+
+    let r = lab.command(WATER, "previous_value", "-3").await;
+    assert!(error_of(&r).contains("≥ 0"), "{r}");
+    let r = lab.command(WATER, "previous_value", "lots").await;
+    assert!(error_of(&r).contains("lots"), "{r}");
+    cancel.cancel();
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fork_camera_gets_cycle_start_and_set_fallbackvalue() {
+    let lab = Lab::start(CAMERA, "").await;
+    let (cancel, _join) = camera(&lab.broker, SimDialect::Clusters).await;
+    lab.probe.wait_value(&format!("{WATER}/availability"), "online").await;
+    let current: f64 = lab.probe.wait_latest(&format!("{WATER}/volume"), |_| true).await.parse().unwrap();
+    let mark = lab.probe.mark();
+    lab.probe.publish(&format!("{WATER}/previous_value/set"), &format!("{current}"));
+    let sent = lab.probe.next_on(mark, "watermeter/process/ctrl/set_fallbackvalue").await.json();
+    assert_eq!(sent, json!({"sequence": "main", "value": current}));
+    let r = lab.command(WATER, "read_now", "1").await;
+    assert!(r["value"].as_f64().is_some(), "{r}");
+    assert_eq!(lab.probe.all("watermeter/process/ctrl/cycle_start").len(), 1);
+    let r = lab.probe.next_on(mark, &format!("{WATER}/previous_value/result")).await.json();
+    assert_eq!(r, json!({"ok": true, "value": current}));
+    cancel.cancel();
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_camera_refuses_commands_and_a_silent_one_times_out() {
+    let devices = format!("{CAMERA}    command_timeout: 1s\n");
+    let lab = Lab::start(&devices, "").await;
+    let r = lab.command(WATER, "read_now", "1").await;
+    assert!(error_of(&r).contains("offline"), "{r}");
+    assert!(lab.probe.all("watermeter/ctrl/flow_start").is_empty(), "nothing sent to a camera that is away");
+    // A camera that published a round and then went quiet (its automatic flow stopped).
+    lab.probe.publish(
+        "watermeter/main/json",
+        r#"{"value": "512.3", "raw": "0512.3000", "pre": "512.3", "error": "no error", "rate": "0.0", "timestamp": "2025-03-22T16:18:58+0100"}"#,
+    );
+    lab.probe.wait_value(&format!("{WATER}/availability"), "online").await;
+    // An `id` makes a repeat of the same body a new command, however soon it follows.
+    let r = lab.command(WATER, "read_now", r#"{"id": "again"}"#).await;
+    assert!(error_of(&r).contains("timeout"), "{r}");
+    assert_eq!(lab.probe.all("watermeter/ctrl/flow_start").len(), 1);
+    lab.bridge.shutdown().await;
+}
