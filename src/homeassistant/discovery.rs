@@ -111,6 +111,9 @@ pub struct DeviceView<'a> {
     pub gas_meter: bool,
     /// The quantities the device has produced, each announced once.
     pub quantities: &'a [Quantity],
+    /// The highest current the charger accepts, when it told us (go-e `ama`); else the 32 A
+    /// hardware maximum bounds the `current_limit` control.
+    pub max_current: Option<u32>,
 }
 
 /// The id made readable: `garage_charger` → `Garage charger`.
@@ -215,7 +218,7 @@ pub fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
             }
             c.insert("unit_of_measurement".into(), f.unit.into());
             let (min, max) = match f.name {
-                "current_limit" => (MIN_CHARGING_CURRENT, GOE_MAX_CURRENT),
+                "current_limit" => (MIN_CHARGING_CURRENT, dev.max_current.unwrap_or(GOE_MAX_CURRENT)),
                 _ => (0, 100),
             };
             c.insert("min".into(), min.into());
@@ -363,6 +366,7 @@ mod tests {
             commands,
             gas_meter: gas,
             quantities,
+            max_current: None,
         }
     }
 
@@ -446,6 +450,17 @@ mod tests {
             assert_eq!(entity_name(Quantity::known(q)), name);
         }
         assert_eq!(readable("garage_charger"), "Garage charger");
+    }
+
+    #[test]
+    fn the_current_limit_control_is_bounded_by_the_chargers_own_maximum() {
+        let identity = Identity::default();
+        let q = [Quantity::known("current_limit")];
+        let mut v = view(&q, &identity, true, false);
+        v.max_current = Some(16);
+        assert_eq!(component(&naming(), &v, q[0])["max"], 16);
+        v.max_current = None;
+        assert_eq!(component(&naming(), &v, q[0])["max"], GOE_MAX_CURRENT);
     }
 
     #[test]

@@ -266,6 +266,7 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
             commands: spec.commands,
             gas_meter: snap.details.get("meter").is_some_and(|m| m.starts_with("gas")),
             quantities: &quantities,
+            max_current: snap.details.get("max_current").and_then(|a| a.parse().ok()),
         };
         let payload = discovery::device_config(naming, &view).to_string();
         if announced.published.get(&snap.id) == Some(&payload) {

@@ -182,6 +182,12 @@ impl Ingest {
     }
 
     fn key(&mut self, key: &str, value: &serde_json::Value, live: bool, update: &mut Update) {
+        // `ama`: the highest current the installer allows; bounds the Home Assistant control.
+        if key == "ama"
+            && let Some(amps) = value.as_u64().filter(|a| (6..=80).contains(a))
+        {
+            self.device.set_detail("max_current", amps.to_string());
+        }
         match self.mapper.map(key, value, live, update) {
             KeyOutcome::Mapped | KeyOutcome::Ignored => {}
             KeyOutcome::Unknown => {
