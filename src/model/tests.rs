@@ -1,0 +1,162 @@
+//! Tests of `model`, kept beside it so the module reads as code.
+
+use super::*;
+
+#[test]
+fn every_contract_quantity_resolves() {
+    for name in [
+        "power",
+        "power_import",
+        "power_export",
+        "power_l1",
+        "power_l3",
+        "voltage_l1",
+        "voltage_n",
+        "current_l2",
+        "power_factor",
+        "power_factor_l3",
+        "frequency",
+        "energy_import",
+        "energy_export_t2",
+        "tariff",
+        "session_energy",
+        "charger_state",
+        "car_connected",
+        "charging_allowed",
+        "current_limit",
+        "force_state",
+        "phase_mode",
+        "temperature",
+        "temperature_pcb",
+        "volume",
+        "flow_rate",
+        "reading_raw",
+        "reading_error",
+        "printer_state",
+        "print_progress",
+        "print_time_elapsed",
+        "print_time_left",
+        "print_file",
+        "temperature_bed",
+        "temperature_tool0_target",
+        "temperature_chamber",
+        "rssi",
+        "uptime",
+    ] {
+        let q = Quantity::named(name).unwrap_or_else(|| panic!("{name} must resolve"));
+        assert_eq!(q.name(), name);
+    }
+}
+
+#[test]
+fn variants_carry_their_label_and_family() {
+    let q = Quantity::known("power_l2");
+    assert_eq!(q.family().name, "power");
+    assert_eq!(q.def().variant, Some((VariantLabel::Phase, "l2")));
+    let t = Quantity::known("temperature_tool1_target");
+    assert!(t.def().target);
+    assert_eq!(t.def().variant, Some((VariantLabel::Sensor, "tool1")));
+    let e = Quantity::known("energy_import_t1");
+    assert_eq!(e.def().variant, Some((VariantLabel::Tariff, "1")));
+}
+
+#[test]
+fn names_outside_the_contract_do_not_resolve() {
+    assert!(Quantity::named("watts").is_none());
+    assert!(Quantity::named("frequency_l1").is_none());
+    assert!(Quantity::named("temperature_Bad Name").is_none());
+}
+
+#[test]
+fn interning_returns_the_same_handle() {
+    assert_eq!(Quantity::known("voltage_l1"), Quantity::known("voltage_l1"));
+    assert_ne!(Quantity::known("voltage_l1"), Quantity::known("voltage_l2"));
+}
+
+#[test]
+fn every_numeric_family_has_exactly_one_plausible_range_and_nothing_else_has_one() {
+    for f in FAMILIES {
+        let n = PLAUSIBLE_RANGES.iter().filter(|(name, _, _)| *name == f.name).count();
+        assert_eq!(n, usize::from(f.kind.is_numeric()), "{}: {n} ranges", f.name);
+    }
+    for (name, lo, hi) in PLAUSIBLE_RANGES {
+        assert!(FAMILIES.iter().any(|f| f.name == *name), "range for unknown family {name}");
+        assert!(lo < hi, "{name}");
+    }
+}
+
+#[test]
+fn absurd_and_non_finite_values_are_not_plausible() {
+    for (name, bad) in [
+        ("current_limit", -9.2e18),
+        ("frequency", -9.2e18),
+        ("temperature", 1e9),
+        ("temperature_tool0", -1e9),
+        ("volume", -1.0),
+        ("energy_import", -5e11),
+        ("energy_import_t1", 1.8e16),
+        ("power", f64::NAN),
+        ("power_l1", f64::INFINITY),
+        ("rssi", 12.0),
+        ("power_factor_l2", 100.0),
+    ] {
+        assert!(!Quantity::known(name).plausible(bad), "{name} = {bad} must be implausible");
+    }
+    for (name, good) in [
+        ("frequency", 49.944),
+        ("energy_import", 527_952.0),
+        ("power", -700.0),
+        ("print_progress", 100.000_000_01),
+        ("rssi", -127.0),
+        ("temperature_tool0", 214.87),
+        ("power_factor_l1", 1.0),
+    ] {
+        assert!(Quantity::known(name).plausible(good), "{name} = {good} must be plausible");
+    }
+}
+
+#[test]
+fn looking_up_names_from_topics_never_interns_sensor_names() {
+    for i in 0..5000 {
+        let name = format!("temperature_lookup{i}");
+        assert!(Quantity::lookup(&name).is_none());
+    }
+    let table = interned().lock().unwrap();
+    assert!(!table.names.keys().any(|n| n.starts_with("temperature_lookup")));
+    drop(table);
+    // Names a device reported, and every finite name of the grammar, are still found.
+    let reported = Quantity::named("temperature_hotend_lookup").unwrap();
+    assert_eq!(Quantity::lookup("temperature_hotend_lookup"), Some(reported));
+    assert_eq!(Quantity::lookup("current_limit").map(Quantity::name), Some("current_limit"));
+    assert_eq!(Quantity::lookup("energy_import_t3").map(Quantity::name), Some("energy_import_t3"));
+    assert!(Quantity::lookup("watts").is_none());
+}
+
+#[test]
+fn numbers_print_without_float_noise() {
+    let mut s = String::new();
+    write_number(49.79999924, 3, &mut s);
+    assert_eq!(s, "49.8");
+    s.clear();
+    write_number(230.100000001, 2, &mut s);
+    assert_eq!(s, "230.1");
+    s.clear();
+    write_number(11040.0, 1, &mut s);
+    assert_eq!(s, "11040");
+    s.clear();
+    write_number(-0.00001, 2, &mut s);
+    assert_eq!(s, "0");
+}
+
+#[test]
+fn json_strings_are_escaped() {
+    let mut s = String::new();
+    write_json_string("a\"b\\c\n", &mut s);
+    assert_eq!(s, r#""a\"b\\c\n""#);
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc_millis() {
+    let ts = time::macros::datetime!(2024-09-18 09:31:23.460 +02:00);
+    assert_eq!(ts_string(ts), "2024-09-18T07:31:23.460Z");
+}
