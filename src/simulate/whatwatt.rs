@@ -911,49 +911,44 @@ impl Shared {
             },
             SimAuth::Digest => {
                 let Some(g) = given else { return Err(Box::new(self.challenge(false))) };
-                let parsed = digest::parse_challenges(g);
-                let Some((scheme, params)) = parsed.first() else { return Err(Box::new(self.challenge(false))) };
-                if !scheme.eq_ignore_ascii_case("digest") {
+                // The crate's parser slices by character index as if it were a byte index
+                // (see `digest.rs`): only ASCII headers reach it, anything else is refused.
+                if !g.is_ascii() {
                     return Err(Box::new(self.challenge(false)));
                 }
-                let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-                let (Some(user), Some(realm), Some(nonce), Some(req_uri), Some(response)) =
-                    (p("username"), p("realm"), p("nonce"), p("uri"), p("response"))
-                else {
+                let Ok(sent) = digest_auth::AuthorizationHeader::parse(g) else {
                     return Err(Box::new(self.challenge(false)));
                 };
                 let path_q = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-                if !user.is_empty() || realm != &*self.realm || req_uri != path_q {
+                let md5_sess = digest::Algorithm::new(digest_auth::AlgorithmType::MD5, true);
+                if !g.trim_start().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("digest"))
+                    || !sent.username.is_empty()
+                    || sent.realm != *self.realm
+                    || sent.uri != path_q
+                    || sent.algorithm != md5_sess
+                    || sent.qop.is_none()
+                    || !g.contains("nc=")
+                {
                     return Err(Box::new(self.challenge(false)));
                 }
-                let qop = match p("qop") {
-                    Some("auth") => digest::Qop::Auth,
-                    Some("auth-int") => digest::Qop::AuthInt,
-                    _ => return Err(Box::new(self.challenge(false))),
-                };
-                let (Some(nc_s), Some(cnonce)) = (p("nc"), p("cnonce")) else {
-                    return Err(Box::new(self.challenge(false)));
-                };
-                let Ok(nc) = u32::from_str_radix(nc_s, 16) else { return Err(Box::new(self.challenge(false))) };
-                if p("opaque") != Some(self.nonces.lock().unwrap_or_else(|e| e.into_inner()).opaque.as_str()) {
+                if sent.opaque.as_deref() != Some(self.nonces.lock().unwrap_or_else(|e| e.into_inner()).opaque.as_str())
+                {
                     return Err(Box::new(self.challenge(false)));
                 }
-                let expected = digest::digest_response(
-                    digest::Algorithm::Md5Sess,
-                    qop,
+                // Replicate the hash server-side (the crate's documented use) and compare.
+                let mut expected = sent.clone();
+                let context = digest_auth::AuthContext::new_with_method(
                     "",
-                    &self.realm,
-                    &self.password,
-                    nonce,
-                    nc_s,
-                    cnonce,
-                    "GET",
-                    req_uri,
-                    b"",
+                    &*self.password,
+                    path_q,
+                    Some(&[][..]),
+                    digest_auth::HttpMethod::GET,
                 );
-                if expected != response {
+                expected.digest(&context);
+                if expected.response != sent.response {
                     return Err(Box::new(self.challenge(false)));
                 }
+                let (nonce, nc) = (sent.nonce.as_str(), sent.nc);
                 let epoch = self.control.0.nonce_epoch.load(Ordering::SeqCst);
                 let mut n = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(entry) = n.issued.get_mut(nonce) else {

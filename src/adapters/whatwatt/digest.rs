@@ -1,52 +1,32 @@
 //! HTTP authentication for the whatwatt Go, as pure functions: parsing `WWW-Authenticate`
-//! challenges, RFC 2617 Digest (`MD5` and `MD5-sess`, `qop=auth`/`auth-int`, nonce counting,
-//! `stale=true`) and Basic. No IO: [`AuthState`] decides which header the next request carries and
-//! what a `401` means; the HTTP code in `client.rs` only moves bytes.
+//! challenges, choosing Digest or Basic, nonce counting and `stale=true`. No IO: [`AuthState`]
+//! decides which header the next request carries and what a `401` means; the HTTP code in
+//! `client.rs` only moves bytes.
 //!
-//! Why our own code: `reqwest` has no Digest, and the crates that add it (`diqwest`, `digest_auth`)
-//! were not verified for MD5-sess (protocol notes §2). This module is checked against the RFC 2617
-//! §3.5 example and MD5-sess vectors computed with an independent implementation (Python
-//! `hashlib`), and the simulator's verifier is cross-checked against curl in the integration tests.
+//! The Digest arithmetic and the `Authorization` header itself come from the `digest_auth` crate
+//! (RFC 2069/2617/7616: `MD5`, `MD5-sess`, `SHA-256`, `SHA-512-256`, `qop=auth`/`auth-int`); the
+//! tests below pin it to the RFC 2617 §3.5 example and to MD5-sess vectors computed with an
+//! independent implementation (Python `hashlib`), and the simulator's verifier (which uses the
+//! crate's server-side `AuthorizationHeader::digest`) is cross-checked against curl in the
+//! integration tests.
+//!
+//! The challenge *parsing* stays here, because the crate's `WwwAuthenticateHeader::parse` reads
+//! one challenge per header (`Digest …, Basic realm="x"` comes out as one garbled Digest), matches
+//! `algorithm` and `qop` case-sensitively, and slices the header by character index as if it were
+//! a byte index, so a non-ASCII byte in a gateway's header shifts every later name or panics
+//! (`the_crates_own_parser_is_not_used_on_gateway_headers` shows it). Our parser splits the
+//! challenges and fills the crate's [`WwwAuthenticateHeader`] fields directly.
 //!
 //! The gateway's user name is empty and its password is the Web UI password (0..31 characters).
 //! Passwords and computed headers are never logged; [`AuthState`] prints without them.
 
-use std::fmt::Write as _;
+use base64::Engine as _;
+use digest_auth::{AlgorithmType, AuthContext, Charset, HttpMethod, WwwAuthenticateHeader};
 
-use md5::{Digest as _, Md5};
-
-/// Hash algorithm of a Digest challenge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// `MD5`: HA1 = MD5(user:realm:password).
-    Md5,
-    /// `MD5-sess`: HA1 = MD5(MD5(user:realm:password):nonce:cnonce), fixed per nonce and cnonce.
-    Md5Sess,
-}
-
-impl Algorithm {
-    /// The token as written in headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Md5 => "MD5",
-            Algorithm::Md5Sess => "MD5-sess",
-        }
-    }
-}
-
-/// Quality of protection a request uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qop {
-    /// RFC 2069 compatibility: no qop, no cnonce, no nc.
-    None,
-    /// `auth`: method and URI are protected.
-    Auth,
-    /// `auth-int`: also the body (GET bodies are empty).
-    AuthInt,
-}
+pub use digest_auth::{Algorithm, Qop};
 
 /// One parsed `WWW-Authenticate` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Challenge {
     /// `Basic realm="..."`.
     Basic {
@@ -60,7 +40,7 @@ pub enum Challenge {
 }
 
 /// The parameters of a Digest challenge the client needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DigestChallenge {
     /// Protection space; the gateway's host name (`whatwatt-<id>`).
     pub realm: String,
@@ -70,24 +50,23 @@ pub struct DigestChallenge {
     pub opaque: Option<String>,
     /// `MD5` when absent.
     pub algorithm: Algorithm,
-    /// The qop the client picks from the offered list (`auth` preferred).
-    pub qop: Qop,
+    /// The qop the client picks from the offered list (`auth` preferred); `None` is RFC 2069 mode.
+    pub qop: Option<Qop>,
     /// `stale=true`: the password was right but the nonce expired; retry with the new nonce.
     pub stale: bool,
 }
 
-/// Lower-case hex of an MD5 digest.
-pub fn md5_hex(parts: &[&[u8]]) -> String {
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p);
-    }
-    let out = h.finalize();
-    let mut s = String::with_capacity(32);
-    for b in out {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+/// The algorithm tokens the crate knows, matched case-insensitively (RFC 7616 §3.3).
+fn algorithm_from_token(token: &str) -> Option<Algorithm> {
+    const NAMES: [(&str, AlgorithmType, bool); 6] = [
+        ("MD5", AlgorithmType::MD5, false),
+        ("MD5-sess", AlgorithmType::MD5, true),
+        ("SHA-256", AlgorithmType::SHA2_256, false),
+        ("SHA-256-sess", AlgorithmType::SHA2_256, true),
+        ("SHA-512-256", AlgorithmType::SHA2_512_256, false),
+        ("SHA-512-256-sess", AlgorithmType::SHA2_512_256, true),
+    ];
+    NAMES.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(token)).map(|&(_, algo, sess)| Algorithm::new(algo, sess))
 }
 
 /// Splits a header value into `(scheme, params)` challenges. Handles several challenges in one
@@ -187,24 +166,19 @@ pub fn challenges(header: &str) -> Vec<Challenge> {
                 Challenge::Basic { realm: get("realm").unwrap_or_default() }
             } else if scheme.eq_ignore_ascii_case("digest") {
                 let algorithm = match get("algorithm") {
-                    Some(a) if a.eq_ignore_ascii_case("md5-sess") => Some(Algorithm::Md5Sess),
-                    Some(a) if a.eq_ignore_ascii_case("md5") => Some(Algorithm::Md5),
-                    None => Some(Algorithm::Md5),
-                    Some(_) => None,
+                    Some(a) => algorithm_from_token(&a),
+                    None => Some(Algorithm::default()),
                 };
-                let qop = match get("qop") {
-                    None => Qop::None,
-                    Some(list) => {
-                        let offered: Vec<&str> = list.split(',').map(str::trim).collect();
-                        if offered.iter().any(|q| q.eq_ignore_ascii_case("auth")) {
-                            Qop::Auth
-                        } else if offered.iter().any(|q| q.eq_ignore_ascii_case("auth-int")) {
-                            Qop::AuthInt
-                        } else {
-                            Qop::None
-                        }
+                let qop = get("qop").and_then(|list| {
+                    let offered: Vec<&str> = list.split(',').map(str::trim).collect();
+                    if offered.iter().any(|q| q.eq_ignore_ascii_case("auth")) {
+                        Some(Qop::AUTH)
+                    } else if offered.iter().any(|q| q.eq_ignore_ascii_case("auth-int")) {
+                        Some(Qop::AUTH_INT)
+                    } else {
+                        None
                     }
-                };
+                });
                 match (algorithm, get("nonce")) {
                     (Some(algorithm), Some(nonce)) => Challenge::Digest(DigestChallenge {
                         realm: get("realm").unwrap_or_default(),
@@ -225,144 +199,55 @@ pub fn challenges(header: &str) -> Vec<Challenge> {
         .collect()
 }
 
-/// The `response` value of RFC 2617 §3.2.2.1.
-#[allow(clippy::too_many_arguments)] // the RFC's own parameter list
-pub fn digest_response(
-    algorithm: Algorithm,
-    qop: Qop,
-    username: &str,
-    realm: &str,
-    password: &str,
-    nonce: &str,
-    nc: &str,
-    cnonce: &str,
-    method: &str,
-    uri: &str,
-    body: &[u8],
-) -> String {
-    let mut ha1 = md5_hex(&[username.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()]);
-    if algorithm == Algorithm::Md5Sess {
-        ha1 = md5_hex(&[ha1.as_bytes(), b":", nonce.as_bytes(), b":", cnonce.as_bytes()]);
-    }
-    let ha2 = match qop {
-        Qop::AuthInt => md5_hex(&[method.as_bytes(), b":", uri.as_bytes(), b":", md5_hex(&[body]).as_bytes()]),
-        _ => md5_hex(&[method.as_bytes(), b":", uri.as_bytes()]),
-    };
-    match qop {
-        Qop::None => md5_hex(&[ha1.as_bytes(), b":", nonce.as_bytes(), b":", ha2.as_bytes()]),
-        Qop::Auth | Qop::AuthInt => {
-            let q: &[u8] = if qop == Qop::Auth { b"auth" } else { b"auth-int" };
-            md5_hex(&[
-                ha1.as_bytes(),
-                b":",
-                nonce.as_bytes(),
-                b":",
-                nc.as_bytes(),
-                b":",
-                cnonce.as_bytes(),
-                b":",
-                q,
-                b":",
-                ha2.as_bytes(),
-            ])
-        }
-    }
-}
-
-/// Escapes a value for a quoted-string.
-fn quoted(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-}
-
 /// A Digest session: one server nonce, our cnonce, and the request counter.
 #[derive(Clone)]
 pub struct DigestSession {
-    /// The challenge the nonce came from.
-    pub challenge: DigestChallenge,
     /// Client nonce, fixed for this server nonce (MD5-sess binds HA1 to it).
     pub cnonce: String,
-    /// Requests sent with this nonce so far; the next one carries `nc = count + 1`.
-    pub count: u32,
+    /// The challenge the nonce came from, in the crate's form; its `nc` is the number of requests
+    /// sent with this nonce.
+    prompt: WwwAuthenticateHeader,
 }
 
 impl DigestSession {
     /// A session for a fresh challenge: new cnonce, `nc` restarts at `00000001`.
     pub fn new(challenge: DigestChallenge, cnonce: String) -> DigestSession {
-        DigestSession { challenge, cnonce, count: 0 }
+        let prompt = WwwAuthenticateHeader {
+            domain: None,
+            realm: challenge.realm,
+            nonce: challenge.nonce,
+            opaque: challenge.opaque,
+            stale: false,
+            algorithm: challenge.algorithm,
+            // Only the qop we chose: the crate would otherwise prefer `auth-int` over `auth`.
+            qop: challenge.qop.map(|q| vec![q]),
+            userhash: false,
+            charset: Charset::ASCII,
+            nc: 0,
+        };
+        DigestSession { cnonce, prompt }
     }
 
     /// The `Authorization` value for the next request (counts it).
-    pub fn authorization(&mut self, username: &str, password: &str, method: &str, uri: &str) -> String {
-        self.count = self.count.wrapping_add(1);
-        let nc = format!("{:08x}", self.count);
-        let c = &self.challenge;
-        let response = digest_response(
-            c.algorithm,
-            c.qop,
-            username,
-            &c.realm,
-            password,
-            &c.nonce,
-            &nc,
-            &self.cnonce,
-            method,
-            uri,
-            b"",
-        );
-        let mut h = String::with_capacity(256);
-        h.push_str("Digest username=");
-        quoted(username, &mut h);
-        h.push_str(", realm=");
-        quoted(&c.realm, &mut h);
-        h.push_str(", nonce=");
-        quoted(&c.nonce, &mut h);
-        h.push_str(", uri=");
-        quoted(uri, &mut h);
-        let _ = write!(h, ", algorithm={}", c.algorithm.as_str());
-        h.push_str(", response=");
-        quoted(&response, &mut h);
-        if let Some(o) = &c.opaque {
-            h.push_str(", opaque=");
-            quoted(o, &mut h);
+    /// `None` only if the crate refused the challenge, which our single chosen qop rules out.
+    pub fn authorization(&mut self, username: &str, password: &str, method: &str, uri: &str) -> Option<String> {
+        // An empty body: our requests are GETs, and `auth-int` then hashes the empty body (without
+        // a body the crate would silently answer `auth-int` challenges with `qop=auth`).
+        let mut context =
+            AuthContext::new_with_method(username, password, uri, Some(&[][..]), HttpMethod(method.into()));
+        context.set_custom_cnonce(self.cnonce.as_str());
+        // Wrap rather than overflow: the crate adds 1 unchecked, and a gateway nonce never lives
+        // for 2^32 requests anyway.
+        if self.prompt.nc == u32::MAX {
+            self.prompt.nc = 0;
         }
-        match c.qop {
-            Qop::None => {}
-            Qop::Auth | Qop::AuthInt => {
-                let q = if c.qop == Qop::Auth { "auth" } else { "auth-int" };
-                let _ = write!(h, ", qop={q}, nc={nc}, cnonce=");
-                quoted(&self.cnonce, &mut h);
-            }
-        }
-        h
+        self.prompt.respond(&context).ok().map(|header| header.to_string())
     }
 }
 
 /// Standard base64 (RFC 4648 §4) with padding, for Basic credentials.
 pub fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let n = match chunk.len() {
-            1 => u32::from(chunk[0]) << 16,
-            2 => (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8),
-            _ => (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]),
-        };
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 /// `Basic base64(user:password)`.
@@ -379,7 +264,7 @@ pub enum Scheme {
     /// Firmware < 1.10: Basic.
     Basic,
     /// Firmware ≥ 1.10: Digest with the current session.
-    Digest(DigestSession),
+    Digest(Box<DigestSession>),
 }
 
 /// What to do after a `401`.
@@ -435,8 +320,14 @@ impl AuthState {
         match &self.scheme {
             Scheme::None => "none",
             Scheme::Basic => "basic",
-            Scheme::Digest(d) if d.challenge.algorithm == Algorithm::Md5Sess => "digest (MD5-sess)",
-            Scheme::Digest(_) => "digest (MD5)",
+            Scheme::Digest(d) => match (d.prompt.algorithm.algo, d.prompt.algorithm.sess) {
+                (AlgorithmType::MD5, false) => "digest (MD5)",
+                (AlgorithmType::MD5, true) => "digest (MD5-sess)",
+                (AlgorithmType::SHA2_256, false) => "digest (SHA-256)",
+                (AlgorithmType::SHA2_256, true) => "digest (SHA-256-sess)",
+                (AlgorithmType::SHA2_512_256, false) => "digest (SHA-512-256)",
+                (AlgorithmType::SHA2_512_256, true) => "digest (SHA-512-256-sess)",
+            },
         }
     }
 
@@ -446,7 +337,7 @@ impl AuthState {
         match &mut self.scheme {
             Scheme::None => None,
             Scheme::Basic => Some(basic_authorization(username, password)),
-            Scheme::Digest(s) => Some(s.authorization(username, password, method, uri)),
+            Scheme::Digest(s) => s.authorization(username, password, method, uri),
         }
     }
 
@@ -473,7 +364,7 @@ impl AuthState {
                 return AuthAction::Fail(AuthFailure::Refused { scheme: "Digest" });
             }
             // Unsent, a scheme switch, or stale=true: a new session with nc=00000001.
-            self.scheme = Scheme::Digest(DigestSession::new(d, cnonce()));
+            self.scheme = Scheme::Digest(Box::new(DigestSession::new(d, cnonce())));
             return AuthAction::Retry;
         }
         if all.iter().any(|c| matches!(c, Challenge::Basic { .. })) {
@@ -507,21 +398,44 @@ pub fn new_cnonce() -> String {
 mod tests {
     use super::*;
 
+    const MD5: Algorithm = Algorithm { algo: AlgorithmType::MD5, sess: false };
+    const MD5_SESS: Algorithm = Algorithm { algo: AlgorithmType::MD5, sess: true };
+
+    /// The `response` our session sends for request number `nc` of a nonce.
+    #[allow(clippy::too_many_arguments)] // the RFC's own parameter list
+    fn response(
+        algorithm: Algorithm,
+        qop: Option<Qop>,
+        username: &str,
+        realm: &str,
+        password: &str,
+        nonce: &str,
+        nc: u32,
+        cnonce: &str,
+        uri: &str,
+    ) -> String {
+        let challenge =
+            DigestChallenge { realm: realm.into(), nonce: nonce.into(), opaque: None, algorithm, qop, stale: false };
+        let mut session = DigestSession::new(challenge, cnonce.into());
+        session.prompt.nc = nc - 1;
+        let header = session.authorization(username, password, "GET", uri).expect("a header");
+        let (_, rest) = header.split_once("response=\"").expect("a response");
+        rest[..rest.find('"').expect("closing quote")].to_owned()
+    }
+
     #[test]
     fn the_rfc_2617_example_gives_the_published_response() {
         // RFC 2617 §3.5.
-        let r = digest_response(
-            Algorithm::Md5,
-            Qop::Auth,
+        let r = response(
+            MD5,
+            Some(Qop::AUTH),
             "Mufasa",
             "testrealm@host.com",
             "Circle Of Life",
             "dcd98b7102dd2f0e8b11d0f600bfb0c093",
-            "00000001",
+            1,
             "0a4f113b",
-            "GET",
             "/dir/index.html",
-            b"",
         );
         assert_eq!(r, "6629fae49393a05397450978507c4ef1");
     }
@@ -529,52 +443,91 @@ mod tests {
     #[test]
     fn md5_sess_matches_an_independent_implementation() {
         // Expected values computed with Python's hashlib from the RFC 2617 formulas.
-        let r = digest_response(
-            Algorithm::Md5Sess,
-            Qop::Auth,
+        let r = response(
+            MD5_SESS,
+            Some(Qop::AUTH),
             "Mufasa",
             "testrealm@host.com",
             "Circle Of Life",
             "dcd98b7102dd2f0e8b11d0f600bfb0c093",
-            "00000001",
+            1,
             "0a4f113b",
-            "GET",
             "/dir/index.html",
-            b"",
         );
         assert_eq!(r, "8e3825c57e897f5a0dec6c2d4e5059d0");
-        let r = digest_response(
-            Algorithm::Md5Sess,
-            Qop::Auth,
+        let r = response(
+            MD5_SESS,
+            Some(Qop::AUTH),
             "",
             "whatwatt-ECC9FF5C7F14",
             "s3cret",
             "5d41402abc4b2a76b9719d911017c592",
-            "00000002",
+            2,
             "deadbeefcafebabe",
-            "GET",
             "/api/v1/live",
-            b"",
         );
         assert_eq!(r, "fefd3c2c77f28e0579a4f2804e06841a");
     }
 
     #[test]
     fn auth_int_hashes_the_empty_body() {
-        let r = digest_response(
-            Algorithm::Md5Sess,
-            Qop::AuthInt,
+        let r = response(
+            MD5_SESS,
+            Some(Qop::AUTH_INT),
             "",
             "whatwatt-ECC9FF5C7F14",
             "s3cret",
             "5d41402abc4b2a76b9719d911017c592",
-            "00000001",
+            1,
             "deadbeefcafebabe",
-            "GET",
             "/api/v1/report",
-            b"",
         );
         assert_eq!(r, "958a113f0d8440d65493e99913feee80");
+    }
+
+    #[test]
+    fn an_auth_int_only_challenge_is_answered_with_auth_int() {
+        let mut s = AuthState::default();
+        let hdr = r#"Digest realm="r", nonce="n1", qop="auth-int", algorithm=MD5-sess"#;
+        assert_eq!(s.unauthorized([hdr], false, true, || "c1".into()), AuthAction::Retry);
+        let a = s.authorization("", Some("pw"), "GET", "/api/v1/report").unwrap();
+        assert!(a.contains("qop=auth-int"), "{a}");
+    }
+
+    #[test]
+    fn sha_256_challenges_are_answered_too() {
+        // RFC 7616 §3.9.1 (SHA-256, user Mufasa, password "Circle of Life").
+        let r = response(
+            Algorithm::new(AlgorithmType::SHA2_256, false),
+            Some(Qop::AUTH),
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+            "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            1,
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+            "/dir/index.html",
+        );
+        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+        let c = challenges(r#"Digest realm="r", nonce="n", algorithm=sha-256, qop=auth"#);
+        let Challenge::Digest(d) = &c[0] else { panic!("{c:?}") };
+        assert_eq!(d.algorithm, Algorithm::new(AlgorithmType::SHA2_256, false));
+    }
+
+    #[test]
+    fn the_crates_own_parser_is_not_used_on_gateway_headers() {
+        // Why `challenges` exists. The crate reads one challenge per header: with Basic first it
+        // finds no realm. It matches the algorithm case-sensitively. And it slices by character
+        // index as if it were a byte index: non-ASCII before a parameter panics.
+        let two = r#"Basic realm="b", Digest realm="a", nonce="n", qop=auth"#;
+        assert!(digest_auth::parse(two).is_err());
+        assert!(digest_auth::parse(r#"Digest realm="a", nonce="n", algorithm=md5-sess"#).is_err());
+        let non_ascii = r#"Digest opaque="€€€€"nonce="n", realm="a""#;
+        assert!(std::panic::catch_unwind(|| digest_auth::parse(non_ascii)).is_err(), "the crate panics");
+        let ours = challenges(two);
+        assert_eq!(ours[0], Challenge::Basic { realm: "b".into() });
+        assert!(matches!(&ours[1], Challenge::Digest(d) if d.realm == "a" && d.qop == Some(Qop::AUTH)), "{ours:?}");
+        assert!(matches!(&challenges(non_ascii)[0], Challenge::Digest(d) if d.opaque.as_deref() == Some("€€€€")));
     }
 
     #[test]
@@ -584,8 +537,8 @@ mod tests {
         );
         let Challenge::Digest(d) = &c[0] else { panic!("{c:?}") };
         assert_eq!(d.realm, "whatwatt-ECC9FF5C7F14");
-        assert_eq!(d.algorithm, Algorithm::Md5Sess);
-        assert_eq!(d.qop, Qop::Auth);
+        assert_eq!(d.algorithm, MD5_SESS);
+        assert_eq!(d.qop, Some(Qop::AUTH));
         assert_eq!(d.nonce, "abc");
         assert_eq!(d.opaque.as_deref(), Some("xyz"));
         assert!(!d.stale);
@@ -599,7 +552,7 @@ mod tests {
         assert_eq!(d.realm, "a, b");
         assert_eq!(d.nonce, "n\"1");
         assert!(d.stale);
-        assert_eq!(d.algorithm, Algorithm::Md5);
+        assert_eq!(d.algorithm, MD5);
         assert_eq!(c[1], Challenge::Basic { realm: "x".into() });
     }
 

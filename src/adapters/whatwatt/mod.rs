@@ -23,16 +23,15 @@
 //! a meter status other than `OK` takes the device offline with the status as the reason.
 //!
 //! Why the stream is parsed here ([`sse`]) over a `reqwest` body instead of with eventsource-client
-//! 0.18: Digest needs a *new* `Authorization` header for every connection (the nonce counter moves,
-//! nonces expire with `stale=true`, and the challenge arrives in a `401` the client must read), but
-//! eventsource-client fixes its headers when the client is built and replays them on its own
-//! reconnects; its `401` error does carry the headers, but then every reconnect means rebuilding the
-//! client anyway. It also brings a second HTTP stack (its hyper transport lives in
-//! `launchdarkly-sdk-transport`, which it does not re-export) next to the `reqwest` client that the
-//! REST calls and their auth state already use. So the adapter owns the whole connection loop, as
-//! the stack notes require of eventsource-client users anyway ("the client owns reconnection"): the
-//! first connection is retried like any other (the `retry_initial` behaviour), no proxy is used
-//! for the LAN gateway (`no_proxy`, the `disable_proxy` behaviour), and backoff, the silence
+//! 0.18 (dropped from the dependencies): its parser has no size bound. A line without a line end
+//! grows `incomplete_line` for as long as the gateway keeps sending, and `data:` lines are joined
+//! into the event without limit, so one misbehaving gateway could take all of the bridge's memory;
+//! our framer stops at [`sse::MAX_LINE`]. Its `HttpTransport` hook (0.18's
+//! `ClientBuilder::build_with_transport`) would have allowed a fresh Digest `Authorization` per
+//! connection over our `reqwest` client, so auth was not the blocker; the unbounded buffer is, and
+//! capping it from outside would mean scanning every body chunk for line and event boundaries in
+//! the transport, i.e. a second SSE framer in front of the crate's. So the adapter owns the whole connection loop: the first connection is retried
+//! like any other, no proxy is used for the LAN gateway, and backoff, the silence
 //! watchdog and the single-consumer detection are explicit. The parser handles chunk splits,
 //! CR/LF variants and HTML written into the stream.
 //!
