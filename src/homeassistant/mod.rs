@@ -126,8 +126,8 @@ impl HomeAssistant {
 
 /// An announcement waiting to settle.
 struct Pending {
-    /// The newest payload.
-    payload: String,
+    /// Signature of the newest announcement ([`signature`]).
+    signature: u64,
     /// When the device first differed from what was announced.
     first: Instant,
     /// When the payload last changed.
@@ -137,8 +137,9 @@ struct Pending {
 /// What the task announced, and what waits.
 #[derive(Default)]
 struct Announced {
-    /// Device id → the payload on the broker.
-    published: BTreeMap<String, String>,
+    /// Device id → signature of the announcement on the broker: the 3–17 KB payload itself is
+    /// built only when what it is made of changed, not every check (1 000 devices twice a second).
+    published: BTreeMap<String, u64>,
     /// Device id → a newer payload waiting to settle.
     pending: BTreeMap<String, Pending>,
     /// The bridge's own message is on the broker (for this connection).
@@ -268,19 +269,19 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
             quantities: &quantities,
             max_current: snap.details.get("max_current").and_then(|a| a.parse().ok()),
         };
-        let payload = discovery::device_config(naming, &view).to_string();
-        if announced.published.get(&snap.id) == Some(&payload) {
+        let sig = signature(naming, &view);
+        if announced.published.get(&snap.id) == Some(&sig) {
             announced.pending.remove(&snap.id);
             continue;
         }
         let due = force || {
             let p = announced.pending.entry(snap.id.clone()).or_insert_with(|| Pending {
-                payload: payload.clone(),
+                signature: sig,
                 first: now,
                 changed: now,
             });
-            if p.payload != payload {
-                p.payload.clone_from(&payload);
+            if p.signature != sig {
+                p.signature = sig;
                 p.changed = now;
             }
             now.duration_since(p.changed) >= QUIET_FOR || now.duration_since(p.first) >= AT_MOST_AFTER
@@ -288,8 +289,9 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
         if due {
             announced.pending.remove(&snap.id);
             tracing::debug!(device = %snap.id, components = quantities.len(), "announcing the device to Home Assistant");
-            shared.mqtt.publish(naming.device_topic(&snap.id), payload.clone(), QoS::AtLeastOnce, true);
-            announced.published.insert(snap.id.clone(), payload);
+            let payload = discovery::device_config(naming, &view).to_string();
+            shared.mqtt.publish(naming.device_topic(&snap.id), payload, QoS::AtLeastOnce, true);
+            announced.published.insert(snap.id.clone(), sig);
         }
     }
 }
@@ -316,4 +318,25 @@ fn publish_health(shared: &Shared, announced: &mut Announced, now: Instant) {
     shared.mqtt.publish(format!("{base}/messages_received"), totals.0.to_string(), QoS::AtLeastOnce, true);
     shared.mqtt.publish(format!("{base}/parse_errors"), totals.1.to_string(), QoS::AtLeastOnce, true);
     announced.health = Some((totals, now));
+}
+
+/// Everything a device's announcement is made of, hashed: equal signatures mean equal payloads
+/// (within this process; never stored or compared across runs).
+fn signature(naming: &Naming, view: &DeviceView<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    naming.device_topic(view.id).hash(&mut h);
+    view.base.hash(&mut h);
+    view.name.hash(&mut h);
+    view.adapter.as_str().hash(&mut h);
+    format!("{:?}", view.identity).hash(&mut h);
+    view.freshness.hash(&mut h);
+    view.heartbeat.hash(&mut h);
+    view.commands.hash(&mut h);
+    view.gas_meter.hash(&mut h);
+    view.max_current.hash(&mut h);
+    for q in view.quantities {
+        q.name().hash(&mut h);
+    }
+    h.finish()
 }
