@@ -221,3 +221,46 @@ fn check_config_never_prints_the_api_key() {
     assert!(text.contains("devices.b.url"), "{text}");
     assert!(!text.contains(KEY), "check-config printed the key:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_never_logs_the_api_key_even_at_debug_level() {
+    let broker = Broker::start().await;
+    let probe = crate::common::Probe::start(&broker).await;
+    let (listener, url) = RestPrinter::bind().await;
+    let dir = TempDir::new("octo-log");
+    dir.write("octoprint.key", &format!("{KEY}\n"));
+    let config = dir.write(
+        "hlbridge.yaml",
+        &format!(
+            "mqtt:\n  url: {}\n  client_id: hlbridge-octo-log-{}\noutput:\n  prefix: home\nhttp:\n  listen: null\n\
+             devices:\n  printer:\n    adapter: octoprint\n    url: {url}\n    api_key_file: octoprint.key\n    \
+             commands: true\n",
+            broker.url(),
+            unique()
+        ),
+    );
+    let log_path = dir.write("stderr.log", "");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn hlbridge");
+    probe.wait_value("home/bridge/status", "online").await;
+    // A printer expecting another key: the 403 is logged as a failed command.
+    let _printer = RestPrinter::start(&broker, listener, "another-key", false, false);
+    probe.wait_value(&format!("{BASE}/printer_state"), "printing").await;
+    let mark = probe.mark();
+    probe.publish(&format!("{BASE}/print_control/set"), "pause");
+    let result = probe.next_on(mark, &format!("{BASE}/print_control/result")).await.json();
+    assert_refused(&result, "refused the API key");
+    let kill = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(kill.success());
+    crate::common::eventually("hlbridge to exit", async || child.try_wait().expect("wait")).await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("command failed"), "the failure was logged:\n{text}");
+    assert!(!text.contains(KEY), "the key is in the log:\n{text}");
+}
