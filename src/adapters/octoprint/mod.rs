@@ -422,6 +422,29 @@ mod tests {
     }
 
     #[test]
+    fn commands_need_a_url_and_exactly_one_key_and_the_key_is_never_serialised() {
+        let key = Some(Secret::new("k3y-value"));
+        let url = Some("http://octopi.local".to_owned());
+        let keys = |c: &OctoprintConfig| validate(c, "devices.p").into_iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(keys(&OctoprintConfig { url: url.clone(), ..Default::default() }), ["devices.p.api_key_file"]);
+        assert_eq!(keys(&OctoprintConfig { api_key: key.clone(), ..Default::default() }), ["devices.p.url"]);
+        let both = OctoprintConfig {
+            url: url.clone(),
+            api_key: key.clone(),
+            api_key_file: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        assert_eq!(keys(&both), ["devices.p.api_key_file"]);
+        let in_url =
+            OctoprintConfig { url: Some("http://k3y@octopi".into()), api_key: key.clone(), ..Default::default() };
+        assert_eq!(keys(&in_url), ["devices.p.url"]);
+        let good = OctoprintConfig { url, api_key: key, ..Default::default() };
+        assert!(keys(&good).is_empty());
+        let shown = serde_json::to_string(&good).unwrap();
+        assert!(!shown.contains("k3y-value") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
     fn silence_never_makes_a_printer_stale() {
         assert!(NEVER_STALE > Duration::from_secs(100 * 365 * 86_400));
         assert!(NEVER_STALE > cadence(&OctoprintConfig::default()) * 3);
