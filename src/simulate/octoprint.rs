@@ -1086,6 +1086,12 @@ pub struct CliArgs {
     /// Retain every event, like plugin <= 0.8.13.
     #[arg(long)]
     pub legacy_retained_events: bool,
+    /// Also serve OctoPrint's REST API for commands here (e.g. 127.0.0.1:5000).
+    #[arg(long)]
+    pub rest_listen: Option<std::net::SocketAddr>,
+    /// The API key the REST API expects in `X-Api-Key`.
+    #[arg(long, default_value = "simulated-octoprint-key")]
+    pub api_key: String,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -1151,7 +1157,17 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         legacy_retained_events: args.legacy_retained_events,
         ..OctoprintSimOptions::new(broker)
     };
-    super::run_until_signal(|cancel| run(opts, cancel)).await
+    let rest = match args.rest_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(RestSim { listener, api_key: args.api_key, silent: false }),
+            Err(e) => {
+                eprintln!("--rest-listen {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    super::run_until_signal(|cancel| run_with_rest(opts, rest, cancel)).await
 }
 
 #[cfg(test)]
