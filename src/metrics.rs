@@ -506,6 +506,11 @@ static HELP: &[(&str, &str)] = &[
     ("hlbridge_current_allowed_amperes", "Charging current the charger currently offers the car"),
     ("hlbridge_force_state_info", "Charger force state (neutral, off, on) in label value"),
     ("hlbridge_phase_mode_info", "Charger phase switching mode (auto, single, three) in label value"),
+    ("hlbridge_print_control_info", "Last OctoPrint job command confirmed (pause, resume, cancel) in label value"),
+    (
+        "hlbridge_printer_connection_info",
+        "Last OctoPrint connection command confirmed (connect, disconnect) in label value",
+    ),
     ("hlbridge_charger_error_info", "Charger error from the go-e error table in label value"),
     ("hlbridge_charge_reason_info", "Why the charger charges or not, from the go-e status table, in label value"),
     ("hlbridge_temperature_celsius", "Temperature; label sensor names extra sensors, target=true marks a set point"),

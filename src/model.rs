@@ -106,6 +106,10 @@ pub const CHARGER_STATES: &[&str] = &["idle", "charging", "waiting_for_car", "co
 /// Printer states (contract §2).
 pub const PRINTER_STATES: &[&str] =
     &["offline", "operational", "printing", "pausing", "paused", "cancelling", "finishing", "error", "unknown"];
+/// OctoPrint job commands (`print_control/set`, sent over its REST API).
+pub const PRINT_CONTROLS: &[&str] = &["pause", "resume", "cancel"];
+/// OctoPrint printer connection commands (`printer_connection/set`).
+pub const PRINTER_CONNECTIONS: &[&str] = &["connect", "disconnect"];
 /// go-e `frc` words.
 pub const FORCE_STATES: &[&str] = &["neutral", "off", "on"];
 /// go-e `psm` words.
@@ -166,6 +170,8 @@ pub static FAMILIES: &[QuantityFamily] = &[
     family!("reading_raw", "", Text, None, None, "hlbridge_reading_raw_info", 0),
     family!("reading_error", "", Text, None, None, "hlbridge_reading_error_info", 0),
     family!("printer_state", Enum, "hlbridge_printer_state_info", words = PRINTER_STATES),
+    family!("print_control", EnumSetting, "hlbridge_print_control_info", words = PRINT_CONTROLS),
+    family!("printer_connection", EnumSetting, "hlbridge_printer_connection_info", words = PRINTER_CONNECTIONS),
     family!("print_progress", "%", Gauge, None, M, "hlbridge_print_progress_percent", 2),
     family!("print_time_elapsed", "s", Gauge, Some("duration"), M, "hlbridge_print_time_elapsed_seconds", 0),
     family!("print_time_left", "s", Gauge, Some("duration"), M, "hlbridge_print_time_left_seconds", 0),

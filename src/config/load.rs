@@ -526,6 +526,13 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
         {
             w.password_file = Some(base_dir.join(f));
         }
+        if let Some(d) = config.devices.get_mut(id)
+            && let AdapterConfig::Octoprint(o) = &mut d.adapter
+            && let Some(f) = &o.api_key_file
+            && f.is_relative()
+        {
+            o.api_key_file = Some(base_dir.join(f));
+        }
     }
     for id in ids {
         let d = &config.devices[&id];

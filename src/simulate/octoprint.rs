@@ -14,9 +14,14 @@
 //! with progress → pause and resume → done or cancelled → cool-down → disconnect.
 //!
 //! Split like the go-e simulator: [`PrinterSim`] is the pure device (given the time, it says what
-//! the plugin would publish) and [`run`] wires it to a broker.
+//! the plugin would publish) and [`run`] wires it to a broker. [`run_with_rest`] also serves the
+//! REST endpoints the bridge's commands use (`POST /api/job`, `/api/printer/tool|bed|chamber`,
+//! `/api/connection`), checking `X-Api-Key` and answering 409 where OctoPrint does (a job command
+//! while neither printing nor paused, a heater command while the printer is not operational, a
+//! chamber the printer profile lacks).
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -260,6 +265,9 @@ pub struct PrinterSim {
     queue: Vec<SimPublish>,
     connected: bool,
     connected_once: bool,
+    /// Set by the first REST command that acts: from then on the printer only does what it is
+    /// told (a real printer does not run the demo cycle), so tests and users see their effect.
+    manual: bool,
 }
 
 impl PrinterSim {
@@ -289,6 +297,7 @@ impl PrinterSim {
             queue: Vec::new(),
             connected: false,
             connected_once: false,
+            manual: false,
         }
     }
 
@@ -371,6 +380,8 @@ impl PrinterSim {
         self.in_phase += 1;
         let p = self.phases;
         match self.phase {
+            Phase::Printing if self.manual => self.advance_job(0.0),
+            _ if self.manual => {}
             Phase::Off if self.in_phase >= p.off.max(1) => self.connect(&mut out, now),
             Phase::Idle if self.in_phase >= p.idle.max(1) => self.start_job(&mut out, now),
             Phase::Heating => {
@@ -389,6 +400,93 @@ impl PrinterSim {
         }
         self.progress_timer(&mut out, now);
         out
+    }
+
+    /// `POST /api/job` like OctoPrint's `api/job.py`: `pause` (action `pause`, `resume`, `toggle`)
+    /// and `cancel` need a job printing or paused (409 otherwise); a pause of a paused job or a
+    /// resume of a printing one changes nothing.
+    pub fn rest_job(&mut self, json: &serde_json::Value, now: i64) -> Result<Vec<SimPublish>, RestAnswer> {
+        use axum::http::StatusCode;
+        let command = json.get("command").and_then(|c| c.as_str()).unwrap_or_default();
+        let active = matches!(self.phase, Phase::Heating | Phase::Printing | Phase::Paused);
+        let mut out = Vec::new();
+        match command {
+            "pause" | "cancel" if !active => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!("Printer is neither printing nor paused, '{command}' command cannot be performed"),
+                ));
+            }
+            "pause" => {
+                let action = json.get("action").and_then(|a| a.as_str()).unwrap_or("toggle");
+                let paused = self.phase == Phase::Paused;
+                match action {
+                    "pause" | "toggle" if !paused => self.pause(&mut out, now),
+                    "resume" | "toggle" if paused => self.resume(&mut out, now),
+                    "pause" | "resume" | "toggle" => {}
+                    _ => return Err((StatusCode::BAD_REQUEST, format!("Unknown action: {action}"))),
+                }
+            }
+            "cancel" => self.cancel(&mut out, now),
+            _ => return Err((StatusCode::BAD_REQUEST, "Unknown command".into())),
+        }
+        Ok(out)
+    }
+
+    /// `POST /api/printer/tool|bed|chamber` with `command: target`: 409 while the printer is not
+    /// operational or for a chamber the profile lacks. The new target is published with the next
+    /// temperature sample, as the plugin does.
+    pub fn rest_heater(&mut self, which: &str, json: &serde_json::Value) -> Result<Vec<SimPublish>, RestAnswer> {
+        use axum::http::StatusCode;
+        if self.phase == Phase::Off {
+            return Err((StatusCode::CONFLICT, "Printer is not operational".into()));
+        }
+        if which == "chamber" {
+            return Err((StatusCode::CONFLICT, "Printer does not have a heated chamber".into()));
+        }
+        if json.get("command").and_then(|c| c.as_str()) != Some("target") {
+            return Err((StatusCode::BAD_REQUEST, "Unknown command".into()));
+        }
+        let targets: Vec<(String, f64)> = if which == "bed" {
+            let t = json.get("target").and_then(serde_json::Value::as_f64);
+            vec![("bed".into(), t.ok_or((StatusCode::BAD_REQUEST, "Not a number".to_owned()))?)]
+        } else {
+            let Some(map) = json.get("targets").and_then(|t| t.as_object()) else {
+                return Err((StatusCode::BAD_REQUEST, "Invalid targets".into()));
+            };
+            let mut v = Vec::new();
+            for (k, t) in map {
+                let t = t.as_f64().ok_or((StatusCode::BAD_REQUEST, format!("Not a number for {k}")))?;
+                v.push((k.clone(), t));
+            }
+            v
+        };
+        for (key, t) in targets {
+            let Some(h) = self.heaters.iter_mut().find(|h| h.key == key) else {
+                return Err((StatusCode::BAD_REQUEST, format!("Invalid target for setting temperature: {key}")));
+            };
+            h.target = t;
+        }
+        Ok(Vec::new())
+    }
+
+    /// `POST /api/connection`: `connect` (re-connects a connected printer) and `disconnect`.
+    pub fn rest_connection(&mut self, json: &serde_json::Value, now: i64) -> Result<Vec<SimPublish>, RestAnswer> {
+        let mut out = Vec::new();
+        match json.get("command").and_then(|c| c.as_str()) {
+            Some("connect") => {
+                if self.phase == Phase::Off {
+                    self.connect(&mut out, now);
+                }
+            }
+            Some("disconnect") => {
+                if self.phase != Phase::Off {
+                    self.disconnect(&mut out, now);
+                }
+            }
+            _ => return Err((axum::http::StatusCode::BAD_REQUEST, "Unknown command".into())),
+        }
+        Ok(out)
     }
 
     fn enter(&mut self, phase: Phase) {
@@ -780,8 +878,98 @@ fn send(mqtt: &MqttHandle, msgs: Vec<SimPublish>) {
     }
 }
 
+/// The REST side of the simulated OctoPrint (see [`run_with_rest`]).
+pub struct RestSim {
+    /// Where the REST API listens (bound by the caller, so tests own their port).
+    pub listener: tokio::net::TcpListener,
+    /// The API key OctoPrint expects in `X-Api-Key`; anything else gets 403.
+    pub api_key: String,
+    /// Accept commands (204) but never act on them: a printer that stays silent, for timeouts.
+    pub silent: bool,
+}
+
 /// Runs the simulated OctoPrint until `cancel` fires, then shuts it down like OctoPrint does.
 pub async fn run(opts: OctoprintSimOptions, cancel: CancellationToken) -> anyhow::Result<()> {
+    run_with_rest(opts, None, cancel).await
+}
+
+/// Shared between the tick loop and the REST handlers.
+#[derive(Clone)]
+struct RestCtx {
+    /// The printer both sides act on.
+    sim: Arc<Mutex<PrinterSim>>,
+    /// Where the effects of a command are published.
+    mqtt: MqttHandle,
+    /// The expected `X-Api-Key`.
+    api_key: Arc<str>,
+    /// See [`RestSim::silent`].
+    silent: bool,
+}
+
+fn lock_sim(sim: &Mutex<PrinterSim>) -> std::sync::MutexGuard<'_, PrinterSim> {
+    sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type RestAnswer = (axum::http::StatusCode, String);
+
+/// Parses a REST body and checks the key like OctoPrint: 403 for a wrong key, 400 for bad JSON.
+fn rest_prelude(ctx: &RestCtx, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<serde_json::Value, RestAnswer> {
+    use axum::http::StatusCode;
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if key != &*ctx.api_key {
+        return Err((StatusCode::FORBIDDEN, "You don't have the permission to access the requested resource.".into()));
+    }
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, "Malformed JSON body in request".into()))
+}
+
+/// Applies one REST command to the printer and publishes its effects.
+fn rest_apply(
+    ctx: &RestCtx,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    act: impl FnOnce(&mut PrinterSim, &serde_json::Value, i64) -> Result<Vec<SimPublish>, RestAnswer>,
+) -> RestAnswer {
+    let json = match rest_prelude(ctx, headers, body) {
+        Ok(j) => j,
+        Err(e) => return e,
+    };
+    let mut sim = lock_sim(&ctx.sim);
+    if ctx.silent {
+        return (axum::http::StatusCode::NO_CONTENT, String::new());
+    }
+    match act(&mut sim, &json, unix_now()) {
+        Ok(out) => {
+            sim.manual = true;
+            send(&ctx.mqtt, out);
+            (axum::http::StatusCode::NO_CONTENT, String::new())
+        }
+        Err(e) => e,
+    }
+}
+
+fn rest_router(ctx: RestCtx) -> axum::Router {
+    use axum::extract::State;
+    use axum::routing::post;
+    let route = |f: fn(&mut PrinterSim, &serde_json::Value, i64) -> Result<Vec<SimPublish>, RestAnswer>| {
+        post(move |State(ctx): State<RestCtx>, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+            rest_apply(&ctx, &headers, &body, f)
+        })
+    };
+    axum::Router::new()
+        .route("/api/job", route(PrinterSim::rest_job))
+        .route("/api/printer/tool", route(|s, j, _| s.rest_heater("tool", j)))
+        .route("/api/printer/bed", route(|s, j, _| s.rest_heater("bed", j)))
+        .route("/api/printer/chamber", route(|s, j, _| s.rest_heater("chamber", j)))
+        .route("/api/connection", route(PrinterSim::rest_connection))
+        .with_state(ctx)
+}
+
+/// Like [`run`], also serving the REST API on `rest` when given.
+pub async fn run_with_rest(
+    opts: OctoprintSimOptions,
+    rest: Option<RestSim>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut settings = opts.broker.clone();
     let status = format!("{}mqtt", opts.base_topic);
     // The plugin's status topic: `connected` (QoS 1, retained) after every connect, and
@@ -794,7 +982,16 @@ pub async fn run(opts: OctoprintSimOptions, cancel: CancellationToken) -> anyhow
     let mqtt_cancel = CancellationToken::new();
     let mqtt = crate::mqtt::spawn(&settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?;
     let mut watch = mqtt.watch();
-    let mut sim = PrinterSim::new(&opts);
+    let sim = Arc::new(Mutex::new(PrinterSim::new(&opts)));
+    if let Some(rest) = rest {
+        let ctx = RestCtx { sim: sim.clone(), mqtt: mqtt.clone(), api_key: rest.api_key.into(), silent: rest.silent };
+        let shutdown = cancel.clone().cancelled_owned();
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(rest.listener, rest_router(ctx)).with_graceful_shutdown(shutdown).await {
+                tracing::warn!(error = %e, "simulated OctoPrint REST server failed");
+            }
+        });
+    }
     let mut interval = tokio::time::interval(opts.tick.max(Duration::from_millis(1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut generation = 0;
@@ -802,7 +999,7 @@ pub async fn run(opts: OctoprintSimOptions, cancel: CancellationToken) -> anyhow
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = interval.tick() => send(&mqtt, sim.step(unix_now())),
+            _ = interval.tick() => send(&mqtt, lock_sim(&sim).step(unix_now())),
             changed = watch.changed() => {
                 if changed.is_err() {
                     break;
@@ -810,14 +1007,15 @@ pub async fn run(opts: OctoprintSimOptions, cancel: CancellationToken) -> anyhow
                 let s = *watch.borrow_and_update();
                 if s.connected && s.generation != generation {
                     generation = s.generation;
-                    send(&mqtt, sim.on_connect(unix_now()));
+                    send(&mqtt, lock_sim(&sim).on_connect(unix_now()));
                 } else if !s.connected {
-                    sim.on_disconnect();
+                    lock_sim(&sim).on_disconnect();
                 }
             }
         }
     }
-    send(&mqtt, sim.shutdown(unix_now()));
+    let last = lock_sim(&sim).shutdown(unix_now());
+    send(&mqtt, last);
     mqtt.flush_and_disconnect(Duration::from_secs(1)).await;
     mqtt_cancel.cancel();
     tracker.close();
@@ -888,6 +1086,12 @@ pub struct CliArgs {
     /// Retain every event, like plugin <= 0.8.13.
     #[arg(long)]
     pub legacy_retained_events: bool,
+    /// Also serve OctoPrint's REST API for commands here (e.g. 127.0.0.1:5000).
+    #[arg(long)]
+    pub rest_listen: Option<std::net::SocketAddr>,
+    /// The API key the REST API expects in `X-Api-Key`.
+    #[arg(long, default_value = "simulated-octoprint-key")]
+    pub api_key: String,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -953,7 +1157,17 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         legacy_retained_events: args.legacy_retained_events,
         ..OctoprintSimOptions::new(broker)
     };
-    super::run_until_signal(|cancel| run(opts, cancel)).await
+    let rest = match args.rest_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(RestSim { listener, api_key: args.api_key, silent: false }),
+            Err(e) => {
+                eprintln!("--rest-listen {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    super::run_until_signal(|cancel| run_with_rest(opts, rest, cancel)).await
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ mod ingest_drops;
 mod mqtt_client;
 mod mqtt_faults;
 mod octoprint;
+mod octoprint_commands;
 mod process;
 mod reload;
 mod resilience;

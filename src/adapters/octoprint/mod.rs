@@ -3,8 +3,10 @@
 //! and feeds them to the pure [`mapping`]. One device per base topic, so several printers (one
 //! OctoPrint instance each, or one instance per printer profile) are several devices.
 //!
-//! The plugin is publish-only: pause, resume and cancel need OctoPrint's REST API and are not
-//! offered here. Availability comes from the plugin's own status topic (`mqtt`: `connected` /
+//! The plugin is publish-only, so commands (pause/resume/cancel, heater set points, connect and
+//! disconnect) go to OctoPrint's REST API ([`rest`]) when `url` and an API key are configured;
+//! each is confirmed by the state the plugin then reports, or fails after `command_timeout`.
+//! Availability comes from the plugin's own status topic (`mqtt`: `connected` /
 //! `disconnected`, also its last will) and the printer's connection state inside OctoPrint, never
 //! from message cadence: the plugin publishes temperatures only when they move by 0.1 °C, so a
 //! connected printer holding a steady temperature is silent for minutes (see [`cadence`]).
@@ -23,22 +25,27 @@ crate::adapters::adapter!(
         "slicing_progress",
         "temperature_*",
     ],
-    commands = &[],
+    commands = rest::COMMANDS,
     commands_on_by_default = false,
 );
 
 #[cfg(test)]
 mod fuzz_tests;
 pub mod mapping;
+pub mod rest;
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::log_once::LogOnce;
+use crate::config::{Dur, Secret};
 use crate::mqtt::Message;
-use crate::router::{DeviceHandle, Link};
+use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};
 
 use mapping::{Counted, LinkWish, Mapper};
@@ -59,6 +66,33 @@ pub struct OctoprintConfig {
     /// The plugin's `timestamp_fieldname`: the payload field holding the sample time (unix seconds).
     #[serde(default = "default_timestamp_field")]
     pub timestamp_field: String,
+    /// OctoPrint's web address (`http://octopi.local`) for commands over its REST API; without
+    /// it (and a key) the printer takes no commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The API key sent as `X-Api-Key` (prefer `api_key_file`); never logged or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// File holding the API key (trailing newline ignored), relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// How long a command waits for OctoPrint's answer and then for the plugin to report its
+    /// effect (`paused`, the new set point) before it fails.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Dur,
+}
+
+fn default_command_timeout() -> Dur {
+    Dur::secs(15)
+}
+
+/// The API key from `api_key` or `api_key_file`.
+pub fn resolve_api_key(cfg: &OctoprintConfig) -> Result<Option<Secret>, String> {
+    if let Some(f) = &cfg.api_key_file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        return Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))));
+    }
+    Ok(cfg.api_key.clone())
 }
 
 fn default_base_topic() -> String {
@@ -71,7 +105,14 @@ fn default_timestamp_field() -> String {
 
 impl Default for OctoprintConfig {
     fn default() -> Self {
-        OctoprintConfig { base_topic: default_base_topic(), timestamp_field: default_timestamp_field() }
+        OctoprintConfig {
+            base_topic: default_base_topic(),
+            timestamp_field: default_timestamp_field(),
+            url: None,
+            api_key: None,
+            api_key_file: None,
+            command_timeout: default_command_timeout(),
+        }
     }
 }
 
@@ -89,6 +130,29 @@ pub fn validate(cfg: &OctoprintConfig, path: &str) -> Vec<(String, String)> {
             format!("{path}.timestamp_field"),
             "must not be empty (the plugin's default is `_timestamp`)".into(),
         ));
+    }
+    let has_key = cfg.api_key.is_some() || cfg.api_key_file.is_some();
+    match &cfg.url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            errs.push((format!("{path}.url"), format!("`{}` must start with http:// or https://", clip(u))));
+        }
+        Some(u) if u.contains('@') => {
+            errs.push((format!("{path}.url"), "put the key in `api_key` / `api_key_file`, not in the URL".into()));
+        }
+        Some(_) if !has_key => errs
+            .push((format!("{path}.api_key_file"), "`url` needs an API key: set `api_key_file` or `api_key`".into())),
+        None if has_key => errs.push((format!("{path}.url"), "the API key needs OctoPrint's `url`".into())),
+        _ => {}
+    }
+    if cfg.api_key.is_some() && cfg.api_key_file.is_some() {
+        errs.push((format!("{path}.api_key_file"), "set either `api_key` or `api_key_file`, not both".into()));
+    } else if cfg.api_key_file.is_some()
+        && let Err(e) = resolve_api_key(cfg)
+    {
+        errs.push((format!("{path}.api_key_file"), e));
+    }
+    if cfg.command_timeout.0.is_zero() {
+        errs.push((format!("{path}.command_timeout"), "must be longer than 0s".into()));
     }
     errs
 }
@@ -197,17 +261,30 @@ impl Ingest {
     }
 }
 
+/// A command sent to OctoPrint, waiting for the plugin to report its effect.
+struct Pending {
+    /// The command being answered (its name and `id`).
+    cmd: Command,
+    /// What confirms it.
+    plan: rest::Plan,
+    /// When it fails.
+    deadline: Instant,
+}
+
 /// Runs the adapter until `cancel`.
 pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: CancellationToken) {
     let filters = filters(&cfg);
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
-    device.set_detail("commands", "none: OctoPrint-MQTT is publish-only (pause/resume/cancel need the REST API)");
+    let rest = start_rest(&cfg, &device);
     device.set_detail("availability", "the plugin's `mqtt` status and the printer state (silence is normal)");
     device.extend_freshness(NEVER_STALE);
     let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
+    let mut commands = Some(device.commands());
     let mut ingest = Ingest::new(&cfg, device.clone());
+    let mut pending: Option<Pending> = None;
     loop {
+        let deadline = pending.as_ref().map(|p| p.deadline);
         tokio::select! {
             _ = cancel.cancelled() => break,
             msg = rx.recv() => {
@@ -216,8 +293,94 @@ pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: Cancellatio
                 if rx.is_empty() {
                     device.flush();
                 }
+                confirm(&device, &mut pending);
+            }
+            cmd = recv_command(&mut commands), if pending.is_none() => {
+                let Some(cmd) = cmd else { commands = None; continue };
+                pending = start_command(&rest, &device, cmd, cfg.command_timeout.0).await;
+                confirm(&device, &mut pending);
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Some(p) = pending.take() {
+                    device.command_result(&p.cmd, Err(format!(
+                        "OctoPrint accepted it but the plugin did not report the change within {}",
+                        crate::config::types::format_duration(cfg.command_timeout.0))));
+                }
             }
         }
+    }
+}
+
+/// The REST client when `url` and a key are configured; `Err` says why commands are off.
+fn start_rest(cfg: &OctoprintConfig, device: &DeviceHandle) -> Result<rest::Rest, String> {
+    let url = cfg.url.as_deref();
+    let key = resolve_api_key(cfg);
+    let made = match (url, key) {
+        (Some(url), Ok(Some(key))) => rest::Rest::new(url, key, cfg.command_timeout.0),
+        (_, Err(e)) => Err(format!("no commands: api_key_file: {e}")),
+        _ => Err("no commands: set `url` and `api_key_file` (OctoPrint's REST API; the MQTT plugin is publish-only)"
+            .to_owned()),
+    };
+    match &made {
+        Ok(_) => {
+            device.set_detail("commands", "OctoPrint REST API");
+            device.set_detail("url", url.unwrap_or_default().to_owned());
+        }
+        Err(e) => device.set_detail("commands", e.clone()),
+    }
+    made
+}
+
+/// Plans and sends `cmd`; returns what to wait for, or answers at once when it cannot run.
+async fn start_command(
+    rest: &Result<rest::Rest, String>,
+    device: &DeviceHandle,
+    cmd: Command,
+    timeout: Duration,
+) -> Option<Pending> {
+    let rest = match rest {
+        Ok(r) => r,
+        Err(e) => {
+            device.command_result(&cmd, Err(format!("device `{}` has {e}", device.id())));
+            return None;
+        }
+    };
+    let state = match device.value(crate::model::Quantity::known("printer_state")) {
+        Some(crate::model::Value::Text(s)) if s != "unknown" => Some(s),
+        _ => None,
+    };
+    let plan = match rest::plan(cmd.name, &cmd.value, state.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            device.command_result(&cmd, Err(e));
+            return None;
+        }
+    };
+    if let Err(e) = rest.send(&plan).await {
+        device.command_result(&cmd, Err(e));
+        return None;
+    }
+    Some(Pending { cmd, plan, deadline: Instant::now() + timeout })
+}
+
+/// Answers the pending command once the plugin reports what it expects.
+fn confirm(device: &DeviceHandle, pending: &mut Option<Pending>) {
+    if let Some(p) = pending.take_if(|p| p.plan.expect.met(|q| device.value(q))) {
+        device.command_result(&p.cmd, Ok(p.plan.answer));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_command(commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -250,12 +413,35 @@ mod tests {
 
     #[test]
     fn wildcards_and_an_empty_timestamp_field_are_config_errors() {
-        let c = OctoprintConfig { base_topic: "octo/+/".into(), timestamp_field: String::new() };
+        let c = OctoprintConfig { base_topic: "octo/+/".into(), timestamp_field: String::new(), ..Default::default() };
         let errs = validate(&c, "devices.p");
         assert_eq!(errs.len(), 2);
         assert_eq!(errs[0].0, "devices.p.base_topic");
         assert_eq!(errs[1].0, "devices.p.timestamp_field");
         assert!(validate(&OctoprintConfig::default(), "devices.p").is_empty());
+    }
+
+    #[test]
+    fn commands_need_a_url_and_exactly_one_key_and_the_key_is_never_serialised() {
+        let key = Some(Secret::new("k3y-value"));
+        let url = Some("http://octopi.local".to_owned());
+        let keys = |c: &OctoprintConfig| validate(c, "devices.p").into_iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(keys(&OctoprintConfig { url: url.clone(), ..Default::default() }), ["devices.p.api_key_file"]);
+        assert_eq!(keys(&OctoprintConfig { api_key: key.clone(), ..Default::default() }), ["devices.p.url"]);
+        let both = OctoprintConfig {
+            url: url.clone(),
+            api_key: key.clone(),
+            api_key_file: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        assert_eq!(keys(&both), ["devices.p.api_key_file"]);
+        let in_url =
+            OctoprintConfig { url: Some("http://k3y@octopi".into()), api_key: key.clone(), ..Default::default() };
+        assert_eq!(keys(&in_url), ["devices.p.url"]);
+        let good = OctoprintConfig { url, api_key: key, ..Default::default() };
+        assert!(keys(&good).is_empty());
+        let shown = serde_json::to_string(&good).unwrap();
+        assert!(!shown.contains("k3y-value") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

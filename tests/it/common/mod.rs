@@ -374,6 +374,11 @@ impl Probe {
         self.log.lock().unwrap().iter().filter(|m| m.topic == topic).cloned().collect()
     }
 
+    /// Every message seen so far, on any topic.
+    pub fn everything(&self) -> Vec<Msg> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// The newest payload seen on `topic` (live or retained replay).
     pub fn latest(&self, topic: &str) -> Option<String> {
         self.log.lock().unwrap().iter().rev().find(|m| m.topic == topic).map(|m| m.payload.clone())

@@ -1,0 +1,216 @@
+//! OctoPrint commands over the REST API (the MQTT plugin is publish-only): [`plan`] turns a
+//! command into one `POST` and the state the plugin must then report, refusing values out of range
+//! and orders the printer's state does not allow; [`Rest`] sends it with `X-Api-Key`. The key is
+//! a [`Secret`]: it goes into the header and nowhere else (not in URLs, errors or `/readyz`).
+
+use std::time::Duration;
+
+use crate::adapters::http::{self, MAX_BODY};
+use crate::config::Secret;
+use crate::model::{Quantity, Value};
+use crate::untrusted::clip;
+
+/// The commands a printer takes on `<name>/set` (the tool set points cover four extruders, the
+/// most printer profiles have).
+pub const COMMANDS: &[&str] = &[
+    "print_control",
+    "printer_connection",
+    "temperature_bed_target",
+    "temperature_chamber_target",
+    "temperature_tool0_target",
+    "temperature_tool1_target",
+    "temperature_tool2_target",
+    "temperature_tool3_target",
+];
+
+/// What the plugin must report for a command to count as done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// `printer_state` becomes one of these words.
+    State(&'static [&'static str]),
+    /// The set point quantity reads this value.
+    Target(Quantity, f64),
+}
+
+/// One planned REST call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Path below the base URL (`/api/job`).
+    pub path: &'static str,
+    /// The JSON body.
+    pub body: serde_json::Value,
+    /// What confirms it.
+    pub expect: Expect,
+    /// The value echoed in the result once confirmed.
+    pub answer: serde_json::Value,
+}
+
+/// Highest set point per heater (°C): the bounds Home Assistant's OctoPrint integration uses for
+/// tools, and common bed and chamber heaters.
+const TOOL_MAX: f64 = 300.0;
+const BED_MAX: f64 = 150.0;
+const CHAMBER_MAX: f64 = 100.0;
+
+/// Plans command `name` = `value` given the printer's current `state` (`None`: not known yet,
+/// OctoPrint then decides and answers 409 itself).
+pub fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan, String> {
+    let word = value.trim().to_ascii_lowercase();
+    match name {
+        "print_control" => {
+            let (allowed, body, expect): (&[&str], _, &'static [&'static str]) = match word.as_str() {
+                "pause" => (&["printing"], serde_json::json!({"command": "pause", "action": "pause"}), &["paused"]),
+                "resume" => (&["paused"], serde_json::json!({"command": "pause", "action": "resume"}), &["printing"]),
+                "cancel" => (
+                    &["printing", "pausing", "paused"],
+                    serde_json::json!({"command": "cancel"}),
+                    &["cancelling", "operational"],
+                ),
+                _ => {
+                    return Err(format!("`{}` is not a print_control value; use pause, resume or cancel", clip(value)));
+                }
+            };
+            if let Some(s) = state
+                && !allowed.contains(&s)
+            {
+                return Err(format!("cannot {word}: the printer is {s} (needs {})", allowed.join(" or ")));
+            }
+            Ok(Plan { path: "/api/job", body, expect: Expect::State(expect), answer: word.into() })
+        }
+        "printer_connection" => {
+            let (body, expect): (_, &'static [&'static str]) = match word.as_str() {
+                "connect" => (serde_json::json!({"command": "connect"}), &["operational"]),
+                "disconnect" => (serde_json::json!({"command": "disconnect"}), &["offline"]),
+                _ => {
+                    return Err(format!(
+                        "`{}` is not a printer_connection value; use connect or disconnect",
+                        clip(value)
+                    ));
+                }
+            };
+            Ok(Plan { path: "/api/connection", body, expect: Expect::State(expect), answer: word.into() })
+        }
+        _ => {
+            let Some(heater) = name.strip_prefix("temperature_").and_then(|n| n.strip_suffix("_target")) else {
+                return Err(format!("`{}` is not an OctoPrint command", clip(name)));
+            };
+            let (path, max) = match heater {
+                "bed" => ("/api/printer/bed", BED_MAX),
+                "chamber" => ("/api/printer/chamber", CHAMBER_MAX),
+                t if t.strip_prefix("tool").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) => {
+                    ("/api/printer/tool", TOOL_MAX)
+                }
+                _ => return Err(format!("`{}` is not an OctoPrint heater", clip(name))),
+            };
+            let target: f64 = word
+                .parse()
+                .ok()
+                .filter(|t: &f64| t.is_finite())
+                .ok_or_else(|| format!("`{}` is not a temperature in °C", clip(value)))?;
+            if !(0.0..=max).contains(&target) {
+                return Err(format!("{target} °C is out of range for {name}: 0 to {max} °C (0 turns the heater off)"));
+            }
+            let body = if path == "/api/printer/tool" {
+                serde_json::json!({"command": "target", "targets": {heater: target}})
+            } else {
+                serde_json::json!({"command": "target", "target": target})
+            };
+            let q = Quantity::known(name);
+            Ok(Plan { path, body, expect: Expect::Target(q, target), answer: target.into() })
+        }
+    }
+}
+
+impl Expect {
+    /// Whether `read` (the device's latest value of what this expects) confirms it.
+    pub fn met(&self, read: impl Fn(Quantity) -> Option<Value>) -> bool {
+        match self {
+            Expect::State(words) => {
+                matches!(read(Quantity::known("printer_state")), Some(Value::Text(s)) if words.contains(&s.as_ref()))
+            }
+            Expect::Target(q, t) => read(*q).and_then(|v| v.as_f64()).is_some_and(|v| (v - t).abs() < 0.05),
+        }
+    }
+}
+
+/// The REST side of one printer.
+pub struct Rest {
+    /// The shared LAN client.
+    client: reqwest::Client,
+    /// `url` without a trailing `/`.
+    base: String,
+    /// Sent as `X-Api-Key`, never shown.
+    key: Secret,
+    /// Per-request timeout.
+    timeout: Duration,
+}
+
+impl Rest {
+    /// A REST client for `base` with `key`.
+    pub fn new(base: &str, key: Secret, timeout: Duration) -> Result<Rest, String> {
+        let client =
+            http::client(timeout).map_err(|e| format!("cannot build the HTTP client: {}", http::describe(&e)))?;
+        Ok(Rest { client, base: base.trim_end_matches('/').to_owned(), key, timeout })
+    }
+
+    /// Sends `plan`; `Ok` when OctoPrint accepted it (2xx), `Err` with OctoPrint's reason.
+    pub async fn send(&self, plan: &Plan) -> Result<(), String> {
+        let url = format!("{}{}", self.base, plan.path);
+        let resp = self
+            .client
+            .post(&url)
+            .header("X-Api-Key", self.key.expose())
+            .json(&plan.body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| format!("OctoPrint at {} did not answer: {}", self.base, http::describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = http::read_capped(resp, MAX_BODY).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let reason = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| text.trim().to_owned());
+        let reason = clip(&reason);
+        Err(match status.as_u16() {
+            409 => format!("OctoPrint refused it (409, the printer's state does not allow it): {reason}"),
+            401 | 403 => {
+                format!("OctoPrint refused the API key (HTTP {}); check api_key / api_key_file", status.as_u16())
+            }
+            s => format!("OctoPrint answered HTTP {s}: {reason}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_needs_a_printing_printer_and_resume_a_paused_one() {
+        let p = plan("print_control", "pause", Some("printing")).unwrap();
+        assert_eq!(p.path, "/api/job");
+        assert_eq!(p.body, serde_json::json!({"command": "pause", "action": "pause"}));
+        assert_eq!(p.expect, Expect::State(&["paused"]));
+        let e = plan("print_control", "resume", Some("printing")).unwrap_err();
+        assert!(e.contains("cannot resume: the printer is printing"), "{e}");
+        assert!(plan("print_control", "cancel", Some("operational")).is_err());
+        assert!(plan("print_control", "cancel", None).is_ok(), "an unknown state is left to OctoPrint");
+        assert!(plan("print_control", "stop", None).unwrap_err().contains("pause, resume or cancel"));
+    }
+
+    #[test]
+    fn set_points_are_bounded_per_heater() {
+        let p = plan("temperature_tool1_target", "210", None).unwrap();
+        assert_eq!(p.body, serde_json::json!({"command": "target", "targets": {"tool1": 210.0}}));
+        assert!(plan("temperature_tool0_target", "301", None).unwrap_err().contains("0 to 300"));
+        assert!(plan("temperature_bed_target", "151", None).unwrap_err().contains("0 to 150"));
+        assert!(plan("temperature_chamber_target", "101", None).unwrap_err().contains("0 to 100"));
+        assert!(plan("temperature_bed_target", "-1", None).is_err());
+        assert!(plan("temperature_bed_target", "NaN", None).is_err());
+        assert_eq!(plan("temperature_bed_target", "0", None).unwrap().path, "/api/printer/bed");
+    }
+}
