@@ -45,7 +45,9 @@ impl Fleet {
         for i in 0..PER_KIND {
             let serial = format!("10000{i}");
             ids.push(format!("ev{i}"));
-            yaml.push_str(&format!("  ev{i}:\n    adapter: goe\n    serial: \"{serial}\"\n    commands: true\n    command_rate_limit: 0s\n"));
+            yaml.push_str(&format!(
+                "  ev{i}:\n    adapter: goe\n    serial: \"{serial}\"\n    commands: true\n    command_rate_limit: 0s\n"
+            ));
             chargers.push(Sim::start(Some(broker), false, |o| o.serial = serial.clone()).await);
 
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
