@@ -193,11 +193,15 @@ pub fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
     let f = q.family();
     let mut c = Map::new();
     let state_topic = format!("{}/{}", dev.base, q.name());
-    let writable = dev.commands && f.kind.is_writable();
+    // Writable in the model (go-e settings), or a command the adapter executes (OctoPrint's
+    // heater set points are measured values that also take `/set`).
+    let writable =
+        dev.commands && (f.kind.is_writable() || crate::adapters::capabilities(dev.adapter).1.contains(&q.name()));
     let platform = match f.kind {
         ValueKind::Bool => "binary_sensor",
         ValueKind::Setting if writable => "number",
         ValueKind::EnumSetting if writable => "select",
+        kind if writable && kind.is_numeric() => "number",
         _ => "sensor",
     };
     c.insert("p".into(), platform.into());
@@ -217,8 +221,12 @@ pub fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
                 c.insert("device_class".into(), class.into());
             }
             c.insert("unit_of_measurement".into(), f.unit.into());
-            let (min, max) = match f.name {
+            let (min, max) = match q.name() {
                 "current_limit" => (MIN_CHARGING_CURRENT, dev.max_current.unwrap_or(GOE_MAX_CURRENT)),
+                // The bounds the OctoPrint adapter enforces (src/adapters/octoprint/rest.rs).
+                "temperature_bed_target" => (0, 150),
+                "temperature_chamber_target" => (0, 100),
+                n if n.starts_with("temperature_tool") => (0, 300),
                 _ => (0, 100),
             };
             c.insert("min".into(), min.into());
@@ -461,6 +469,20 @@ mod tests {
         assert_eq!(component(&naming(), &v, q[0])["max"], 16);
         v.max_current = None;
         assert_eq!(component(&naming(), &v, q[0])["max"], GOE_MAX_CURRENT);
+    }
+
+    #[test]
+    fn octoprint_heater_set_points_become_bounded_number_controls_when_commands_are_on() {
+        let identity = Identity::default();
+        let q = [Quantity::known("temperature_bed_target"), Quantity::known("temperature_tool0_target")];
+        let mut v = view(&q, &identity, true, false);
+        v.adapter = AdapterKind::Octoprint;
+        let bed = component(&naming(), &v, q[0]);
+        assert_eq!((bed["p"].as_str(), bed["max"].as_u64()), (Some("number"), Some(150)));
+        assert_eq!(bed["command_topic"], "home/dev/temperature_bed_target/set");
+        assert_eq!(component(&naming(), &v, q[1])["max"], 300);
+        v.commands = false;
+        assert_eq!(component(&naming(), &v, q[0])["p"], "sensor");
     }
 
     #[test]
