@@ -273,7 +273,7 @@ fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToke
         gate: Mutex::new(Gate::new(default_policy(&spec))),
         port: Mutex::new(None),
         state: Mutex::new(DeviceState {
-            slots: Vec::with_capacity(32),
+            slots: Vec::new(),
             ts: None,
             last_seen: None,
             link: Link::Unknown,
@@ -284,7 +284,7 @@ fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToke
             state_dirty: false,
             last_state_pub: None,
             last_heartbeat: Instant::now(),
-            buf: String::with_capacity(1024),
+            buf: String::new(),
             cleared: Vec::new(),
             guard: GuardConfig::default(),
             min_freshness: Duration::ZERO,
