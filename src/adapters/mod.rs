@@ -16,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod log_once;
 pub mod octoprint;
+pub mod wait;
 pub mod whatwatt;
 
 use std::future::Future;

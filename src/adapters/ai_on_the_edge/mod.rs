@@ -1316,7 +1316,7 @@ pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Cancellat
                     None => commands.close(),
                 }
             }
-            _ = sleep_until(command_deadline), if command_deadline.is_some() => {
+            _ = crate::adapters::wait::sleep_until(command_deadline), if command_deadline.is_some() => {
                 ingest.expire_commands(Instant::now());
             }
             msg = rx.recv() => {
@@ -1327,7 +1327,7 @@ pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Cancellat
                 }
                 idle = ingest.has_open_rounds().then(|| Instant::now() + ROUND_IDLE);
             }
-            _ = sleep_until(idle), if idle.is_some() => {
+            _ = crate::adapters::wait::sleep_until(idle), if idle.is_some() => {
                 idle = None;
                 ingest.finish();
             }
@@ -1350,13 +1350,6 @@ fn take_commands(ingest: &Ingest) -> tokio::sync::mpsc::Receiver<(usize, Command
         });
     }
     rx
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -252,11 +252,11 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
                     device.flush();
                 }
             }
-            cmd = recv_command(&mut commands), if pending.is_none() => {
+            cmd = crate::adapters::wait::recv(&mut commands), if pending.is_none() => {
                 let Some(cmd) = cmd else { commands = None; continue };
                 pending = start_mqtt_write(&device, &active_prefix, cmd);
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = crate::adapters::wait::sleep_until(deadline), if deadline.is_some() => {
                 if let Some(p) = pending.take() {
                     device.command_value_result(&p.cmd, p.quantity, Err(format!(
                         "the charger did not answer on {}/result within {}s; MQTT writes need the charger's read-only switch (`mcr`) off",
@@ -264,20 +264,6 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_command(commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>) -> Option<Command> {
-    match commands {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -367,7 +353,7 @@ async fn run_http(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
                     }
                 }
             }
-            cmd = recv_command(&mut commands) => {
+            cmd = crate::adapters::wait::recv(&mut commands) => {
                 let Some(cmd) = cmd else { commands = None; continue };
                 http_write(&client, &base, cfg.timeout.0, &device, cmd).await;
                 // Show the effect soon rather than one interval later.

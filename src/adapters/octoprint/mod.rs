@@ -295,12 +295,12 @@ pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: Cancellatio
                 }
                 confirm(&device, &mut pending);
             }
-            cmd = recv_command(&mut commands), if pending.is_none() => {
+            cmd = crate::adapters::wait::recv(&mut commands), if pending.is_none() => {
                 let Some(cmd) = cmd else { commands = None; continue };
                 pending = start_command(&rest, &device, cmd, cfg.command_timeout.0).await;
                 confirm(&device, &mut pending);
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = crate::adapters::wait::sleep_until(deadline), if deadline.is_some() => {
                 if let Some(p) = pending.take() {
                     device.command_result(&p.cmd, Err(format!(
                         "OctoPrint accepted it but the plugin did not report the change within {}",
@@ -367,20 +367,6 @@ async fn start_command(
 fn confirm(device: &DeviceHandle, pending: &mut Option<Pending>) {
     if let Some(p) = pending.take_if(|p| p.plan.expect.met(|q| device.value(q))) {
         device.command_result(&p.cmd, Ok(p.plan.answer));
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_command(commands: &mut Option<tokio::sync::mpsc::Receiver<Command>>) -> Option<Command> {
-    match commands {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
