@@ -23,7 +23,7 @@ use crate::reload::DeviceChange;
 use crate::router::{DeviceSpec, Router, RouterSettings};
 
 /// Time allowed for a clean stop.
-pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 
 /// Builds the broker connection settings from the config.
 pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
@@ -104,13 +104,8 @@ pub enum ReloadError {
 impl Running {
     /// Resolves when the bridge asks to be stopped from inside (`q` in the console); then call
     /// [`Running::shutdown`] as for a signal.
-    pub async fn stop_requested(&self) {
+    pub(crate) async fn stop_requested(&self) {
         self.stop_requested.cancelled().await
-    }
-
-    /// The config in force.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// Reloads from `path` (SIGHUP, `--watch`): an invalid file is refused with every error and

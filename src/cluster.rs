@@ -12,12 +12,12 @@
 use serde::{Deserialize, Serialize};
 
 /// The most instances a cluster may have (a rendezvous lookup costs one hash per instance).
-pub const MAX_INSTANCES: u32 = 1024;
+pub(crate) const MAX_INSTANCES: u32 = 1024;
 
 /// `cluster:` — this bridge's share of the devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// This instance's number, `0` to `instances - 1`, or `auto`: the number at the end of the host
     /// name (`hlbridge-2` → 2), which is the pod ordinal in a Kubernetes StatefulSet.
     pub instance: Instance,
@@ -34,12 +34,12 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// Whether more than one instance shares the devices (the bridge topics then carry the number).
-    pub fn is_sharded(&self) -> bool {
+    pub(crate) fn is_sharded(&self) -> bool {
         self.instances > 1
     }
 
     /// This instance's number (`auto` is resolved while the config loads; 0 if it was not).
-    pub fn number(&self) -> u32 {
+    pub(crate) fn number(&self) -> u32 {
         match self.instance {
             Instance::Number(n) => n,
             Instance::Auto => 0,
@@ -47,19 +47,19 @@ impl ClusterConfig {
     }
 
     /// Whether this instance owns device `id`.
-    pub fn owns(&self, id: &str) -> bool {
+    pub(crate) fn owns(&self, id: &str) -> bool {
         !self.is_sharded() || owner(id, self.instances) == self.number()
     }
 
     /// The instance part of the bridge topics: `None` for a single instance.
-    pub fn topic_instance(&self) -> Option<u32> {
+    pub(crate) fn topic_instance(&self) -> Option<u32> {
         self.is_sharded().then(|| self.number())
     }
 }
 
 /// `cluster.instance`: a number, or `auto` (from the host name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Instance {
+pub(crate) enum Instance {
     /// Given outright (`instance: 2`, `HLBRIDGE_CLUSTER__INSTANCE=2`).
     Number(u32),
     /// Taken from the trailing `-<n>` of the host name when the config loads.
@@ -98,7 +98,7 @@ impl<'de> Deserialize<'de> for Instance {
 
 /// Why `instance: auto` could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClusterError {
+pub(crate) enum ClusterError {
     /// No host name to read the ordinal from.
     #[error("cluster.instance: `auto` needs the host name (HOSTNAME), which is not set; give the number instead")]
     NoHostname,
@@ -114,7 +114,7 @@ pub enum ClusterError {
 }
 
 /// The ordinal at the end of a StatefulSet pod name: `hlbridge-2` → 2.
-pub fn ordinal_from_hostname(hostname: &str) -> Result<u32, ClusterError> {
+pub(crate) fn ordinal_from_hostname(hostname: &str) -> Result<u32, ClusterError> {
     let no_ordinal = || ClusterError::NoOrdinal { hostname: hostname.chars().take(253).collect() };
     let (_, tail) = hostname.trim().rsplit_once('-').ok_or_else(no_ordinal)?;
     if tail.is_empty() || tail.len() > 9 || !tail.bytes().all(|b| b.is_ascii_digit()) {
@@ -124,7 +124,7 @@ pub fn ordinal_from_hostname(hostname: &str) -> Result<u32, ClusterError> {
 }
 
 /// The host name as Kubernetes sets it for a pod (`HOSTNAME`), else the kernel's.
-pub fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.trim().is_empty())

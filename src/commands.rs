@@ -28,22 +28,22 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// How long a command id is remembered to drop second copies of the same command.
-pub const ID_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const ID_WINDOW: Duration = Duration::from_secs(30);
 /// How close a second identical copy of a command without id must follow the first.
-pub const COPY_WINDOW: Duration = Duration::from_millis(250);
+pub(crate) const COPY_WINDOW: Duration = Duration::from_millis(250);
 /// The default `command_rate_limit`: one command per name every 2 s.
-pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(2);
 /// Recent commands remembered for duplicate detection (per device); oldest are forgotten first.
 const RECENT: usize = 32;
 /// Longest `id` echoed back; longer ones are refused.
-pub const MAX_ID_BYTES: usize = 64;
+pub(crate) const MAX_ID_BYTES: usize = 64;
 /// Longest body a command may have.
-pub const MAX_BODY_BYTES: usize = 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024;
 
 /// `devices.<id>.commands`: which commands a device accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, expecting = "true, false, or a list of command names such as [current_limit, force_state]")]
-pub enum CommandsSetting {
+pub(crate) enum CommandsSetting {
     /// `true`: every command the adapter offers; `false`: none.
     All(bool),
     /// Only these names.
@@ -52,7 +52,7 @@ pub enum CommandsSetting {
 
 /// The command rules of one device, fixed at start-up (and at a reload that changes them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Commands the adapter offers (`current_limit`, `read_now`, ...).
     pub offered: &'static [&'static str],
     /// Which of them the config allows: `None` = all offered ones.
@@ -65,7 +65,7 @@ pub struct Policy {
 
 impl Policy {
     /// The policy for `setting` (None: the adapter default `default_on`).
-    pub fn new(
+    pub(crate) fn new(
         offered: &'static [&'static str],
         setting: Option<&CommandsSetting>,
         default_on: bool,
@@ -79,13 +79,8 @@ impl Policy {
         Policy { offered, allowed, off, rate_limit }
     }
 
-    /// A policy that refuses everything (devices built without a config, tests).
-    pub fn none() -> Policy {
-        Policy { offered: &[], allowed: None, off: true, rate_limit: DEFAULT_RATE_LIMIT }
-    }
-
     /// Whether any command can run (decides whether the command metrics are pre-created).
-    pub fn accepts_any(&self) -> bool {
+    pub(crate) fn accepts_any(&self) -> bool {
         !self.off && self.offered.iter().any(|n| self.allows(n))
     }
 
@@ -96,7 +91,7 @@ impl Policy {
 
 /// A command handed to the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
+pub(crate) struct Command {
     /// The command name, one the adapter offers.
     pub name: &'static str,
     /// The value as plain text (`16`, `on`); empty when a JSON body had no `value`.
@@ -107,7 +102,7 @@ pub struct Command {
 
 /// What to do with one message on a `/set` topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Nothing, not even a result: an empty payload (a cleared topic) or a second copy.
     Ignore(Ignored),
     /// Answer `{"ok": false, "error": ...}` on `<name>/result`.
@@ -123,7 +118,7 @@ pub enum Decision {
 
 /// Why a message was ignored silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ignored {
+pub(crate) enum Ignored {
     /// An empty payload: the clear of a retained command (ours or anyone's), never an order.
     Empty,
     /// A second copy of a command already handled.
@@ -181,11 +176,11 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
 
 /// Remembers recent commands to recognise second copies (bounded: [`RECENT`] entries).
 #[derive(Debug, Default)]
-pub struct Recent(VecDeque<(u64, Instant, Duration)>);
+pub(crate) struct Recent(VecDeque<(u64, Instant, Duration)>);
 
 impl Recent {
     /// Whether `key` was seen within its window; remembers it otherwise.
-    pub fn seen(&mut self, key: u64, window: Duration, now: Instant) -> bool {
+    pub(crate) fn seen(&mut self, key: u64, window: Duration, now: Instant) -> bool {
         self.0.retain(|(_, at, w)| now.saturating_duration_since(*at) <= *w);
         if self.0.iter().any(|(k, _, _)| *k == key) {
             return true;
@@ -200,7 +195,7 @@ impl Recent {
 
 /// The per-device state machine (see module docs).
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// The device's rules.
     policy: Policy,
     /// When each offered command last ran, for the rate limit (bounded by the offered names).
@@ -211,17 +206,19 @@ pub struct Gate {
 
 impl Gate {
     /// A gate for `policy`.
-    pub fn new(policy: Policy) -> Gate {
+    pub(crate) fn new(policy: Policy) -> Gate {
         Gate { policy, last_run: Vec::new(), recent: Recent::default() }
     }
 
-    /// The rules in force.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Decides about one message on `<prefix>/<device_id>/<name>/set` arriving at `now`.
-    pub fn decide(&mut self, device_id: &str, name: &str, payload: &[u8], retain: bool, now: Instant) -> Decision {
+    pub(crate) fn decide(
+        &mut self,
+        device_id: &str,
+        name: &str,
+        payload: &[u8],
+        retain: bool,
+        now: Instant,
+    ) -> Decision {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Decision::Ignore(Ignored::Empty);
         }
@@ -298,7 +295,7 @@ impl Gate {
 /// so strangers publishing to made-up ids cannot make the bridge flood the broker, and nothing is
 /// stored per id.
 #[derive(Debug)]
-pub struct StrangerLimit {
+pub(crate) struct StrangerLimit {
     /// Answers left in the bucket.
     tokens: f64,
     /// When the bucket was last refilled.
@@ -313,12 +310,12 @@ const STRANGER_BURST: f64 = 10.0;
 
 impl StrangerLimit {
     /// A full bucket.
-    pub fn new(now: Instant) -> StrangerLimit {
+    pub(crate) fn new(now: Instant) -> StrangerLimit {
         StrangerLimit { tokens: STRANGER_BURST, at: now, recent: Recent::default() }
     }
 
     /// Whether the message on `topic` may be answered (and its topic cleared).
-    pub fn admit(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
         if self.recent.seen(fingerprint(&[topic.as_bytes(), payload]), COPY_WINDOW, now) {
             return false;
         }
@@ -336,7 +333,7 @@ impl StrangerLimit {
 
 /// The result body: `{"ok": true, "value": ...}` or `{"ok": false, "error": ...}`, with `"id"`
 /// when the command had one.
-pub fn result_body(result: &Result<serde_json::Value, String>, id: Option<&str>) -> serde_json::Value {
+pub(crate) fn result_body(result: &Result<serde_json::Value, String>, id: Option<&str>) -> serde_json::Value {
     let mut body = match result {
         Ok(v) => serde_json::json!({"ok": true, "value": v}),
         Err(e) => serde_json::json!({"ok": false, "error": e}),

@@ -17,11 +17,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The DNS-SD service type gateways announce.
-pub const SERVICE: &str = "_http._tcp.local.";
+pub(crate) const SERVICE: &str = "_http._tcp.local.";
 /// The subtype the gateway's Web UI is announced under as well (`_server`).
-pub const SUBTYPE: &str = "_server._sub._http._tcp.local.";
+pub(crate) const SUBTYPE: &str = "_server._sub._http._tcp.local.";
 /// TXT `type` of a whatwatt Go.
-pub const WHATWATT_GO_TYPE: &str = "100";
+pub(crate) const WHATWATT_GO_TYPE: &str = "100";
 
 /// The last six hex digits of a gateway id, as its mDNS names carry them (`9F8124`).
 fn short_id(id: &str) -> &str {
@@ -29,12 +29,12 @@ fn short_id(id: &str) -> &str {
 }
 
 /// The instance name a gateway announces its Web UI under, e.g. `whatwatt Go 9F8124 WebUI`.
-pub fn instance_name(id: &str) -> String {
+pub(crate) fn instance_name(id: &str) -> String {
     format!("whatwatt Go {} WebUI", short_id(id))
 }
 
 /// The mDNS host name of a gateway, e.g. `whatwatt-9F8124.local.` (protocol notes §7).
-pub fn host_name(id: &str) -> String {
+pub(crate) fn host_name(id: &str) -> String {
     format!("whatwatt-{}.local.", short_id(id))
 }
 
@@ -54,7 +54,7 @@ pub struct Found {
 }
 
 /// Builds a [`Found`] from one resolved `_http._tcp` service, or `None` when it is not a whatwatt Go.
-pub fn from_service<'a>(
+pub(crate) fn from_service<'a>(
     instance: &str,
     host: &str,
     port: u16,
@@ -80,7 +80,7 @@ pub fn from_service<'a>(
 }
 
 /// A `devices:` entry for the gateway, ready to paste.
-pub fn snippet(f: &Found) -> String {
+pub(crate) fn snippet(f: &Found) -> String {
     let suffix = &f.id[f.id.len() - 6..];
     let device = format!("whatwatt_{}", suffix.to_ascii_lowercase());
     let port = if f.port == 80 { String::new() } else { format!(":{}", f.port) };
@@ -128,7 +128,7 @@ pub async fn browse(timeout: Duration) -> anyhow::Result<Vec<Found>> {
 /// `_server` subtype) on the HTTP port, instance `whatwatt Go XXXXXX WebUI`, host
 /// `whatwatt-XXXXXX.local.`, TXT `id=<12 hex>` and `type=100`. Registered when made, withdrawn
 /// (goodbye packets) by [`Announcement::stop`]; dropping it only stops the responder.
-pub struct Announcement {
+pub(crate) struct Announcement {
     daemon: mdns_sd::ServiceDaemon,
     fullname: String,
     monitor: Option<tokio::task::JoinHandle<()>>,
@@ -139,7 +139,7 @@ impl Announcement {
     /// Announces gateway `id` serving HTTP on `addr`. A specific address is announced on its own
     /// interface only; an unspecified one (`0.0.0.0`, `::`) on every interface with the addresses
     /// the host has. Must run inside a Tokio runtime (the daemon's events are logged from a task).
-    pub fn whatwatt_go(id: &str, addr: SocketAddr) -> anyhow::Result<Announcement> {
+    pub(crate) fn whatwatt_go(id: &str, addr: SocketAddr) -> anyhow::Result<Announcement> {
         use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
         let properties = [("id", id), ("type", WHATWATT_GO_TYPE)];
         let ip = addr.ip();
@@ -176,7 +176,7 @@ impl Announcement {
     }
 
     /// Withdraws the service (waits up to 2 s for the goodbye to go out) and stops the responder.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         const LIMIT: Duration = Duration::from_secs(2);
         self.stopped = true;
         match self.daemon.unregister(&self.fullname) {

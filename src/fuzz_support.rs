@@ -17,7 +17,7 @@ use crate::router::{DeviceHandle, DeviceSpec, Router, RouterSettings};
 
 /// Number spellings that break naive parsers: out of f64 range, not JSON at all (`NaN`), integers
 /// past i64/u64, denormals, signs and exponents, and other JSON types where a number belongs.
-pub const HOSTILE_NUMBERS: &[&str] = &[
+pub(crate) const HOSTILE_NUMBERS: &[&str] = &[
     "1e308",
     "-1e308",
     "1.7976931348623157e308",
@@ -55,7 +55,7 @@ pub const HOSTILE_NUMBERS: &[&str] = &[
 /// One way of damaging a capture. Positions are fractions (per mille) of the current length so
 /// that shrinking keeps them meaningful.
 #[derive(Debug, Clone)]
-pub enum Mutation {
+pub(crate) enum Mutation {
     /// XOR one byte with a mask.
     FlipByte { at: u16, mask: u8 },
     /// Keep only the first part.
@@ -121,7 +121,7 @@ fn string_contents(s: &[u8]) -> Vec<(usize, usize)> {
 
 impl Mutation {
     /// Applies the mutation to `data`; `seeds` are the captures a splice may take a tail from.
-    pub fn apply(&self, data: &mut Vec<u8>, seeds: &[&[u8]]) {
+    pub(crate) fn apply(&self, data: &mut Vec<u8>, seeds: &[&[u8]]) {
         match self {
             Mutation::FlipByte { at, mask } => {
                 if !data.is_empty() {
@@ -177,7 +177,7 @@ impl Mutation {
 }
 
 /// Any one mutation.
-pub fn mutation() -> impl Strategy<Value = Mutation> {
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
     let at = 0u16..=1000;
     prop_oneof![
         3 => (at.clone(), 1u8..=255).prop_map(|(at, mask)| Mutation::FlipByte { at, mask }),
@@ -193,7 +193,7 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 /// A capture from `seeds` with one to four mutations applied, as bytes.
-pub fn mutated(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn mutated(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
     (0..seeds.len(), proptest::collection::vec(mutation(), 1..=4)).prop_map(move |(i, muts)| {
         let mut data = seeds[i].to_vec();
         for m in &muts {
@@ -204,7 +204,7 @@ pub fn mutated(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>
 }
 
 /// Bytes that are either random or a mutated capture: both halves of every fuzz target's input.
-pub fn hostile(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn hostile(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         1 => proptest::collection::vec(any::<u8>(), 0..512),
         1 => any::<String>().prop_map(String::into_bytes),
@@ -213,7 +213,7 @@ pub fn hostile(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>
 }
 
 /// A router with one device (`id`, prefix `home`) publishing into a capture instead of a broker.
-pub fn router(id: &str, adapter: AdapterKind) -> (Arc<Router>, DeviceHandle, CaptureRx) {
+pub(crate) fn router(id: &str, adapter: AdapterKind) -> (Arc<Router>, DeviceHandle, CaptureRx) {
     let (mqtt, captured) = crate::mqtt::detached(1_000_000);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -236,7 +236,7 @@ pub fn router(id: &str, adapter: AdapterKind) -> (Arc<Router>, DeviceHandle, Cap
 /// What every replay of hostile input must satisfy: the publishes are bounded by the input size
 /// (count and bytes), every JSON payload parses, and every numeric quantity topic carries a finite
 /// number (never `inf`, `NaN` or `null`).
-pub fn check_published(captured: &[Captured], input_bytes: usize) -> Result<(), TestCaseError> {
+pub(crate) fn check_published(captured: &[Captured], input_bytes: usize) -> Result<(), TestCaseError> {
     prop_assert!(captured.len() <= 64 + input_bytes, "{} publishes from {input_bytes} input bytes", captured.len());
     let bytes: usize = captured.iter().map(|c| c.topic.len() + c.payload.len()).sum();
     prop_assert!(bytes <= 65_536 + 16 * input_bytes, "{bytes} published bytes from {input_bytes} input bytes");
@@ -260,6 +260,6 @@ pub fn check_published(captured: &[Captured], input_bytes: usize) -> Result<(), 
 
 /// The `Debug` rendering's length: a stand-in for the heap a state holds, to show it stays
 /// bounded however much input went through (no field of these states is skipped by `Debug`).
-pub fn debug_len(state: &impl std::fmt::Debug) -> usize {
+pub(crate) fn debug_len(state: &impl std::fmt::Debug) -> usize {
     format!("{state:?}").len()
 }

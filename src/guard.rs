@@ -35,15 +35,16 @@ use crate::model::{FAMILIES, Quantity, ValueKind};
 
 /// The shortest time span a rise is judged over: readings that arrive in quick succession (a burst,
 /// a retained replay followed by a live value) may still rise by this much time's worth.
-pub const MIN_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// Rises allowed when nothing is configured, in the quantity's unit per hour. A household water or
 /// gas meter (up to G10) stays below 20 m³/h; 100 kWh/h (100 kW) is above any household connection
 /// and any wallbox. Quantities not listed only get the decrease check.
-pub const DEFAULT_MAX_RATES: &[(&str, f64)] = &[("volume", 20.0), ("energy_import", 100.0), ("energy_export", 100.0)];
+pub(crate) const DEFAULT_MAX_RATES: &[(&str, f64)] =
+    &[("volume", 20.0), ("energy_import", 100.0), ("energy_export", 100.0)];
 
 /// Default number of agreeing readings before a new level is accepted.
-pub const DEFAULT_CONFIRMATIONS: u8 = 3;
+pub(crate) const DEFAULT_CONFIRMATIONS: u8 = 3;
 
 /// `guard:` — the counter guard of one device (keys beside `adapter:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,13 +72,13 @@ impl Default for GuardConfig {
 
 impl GuardConfig {
     /// Whether this is the default (so the effective config need not print it).
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         *self == GuardConfig::default()
     }
 
     /// The limits for `q`, or `None` when `q` is not guarded (not a lifetime counter, or the guard
     /// is off). Resolved once per quantity, not per reading.
-    pub fn limits_for(&self, q: Quantity) -> Option<Limits> {
+    pub(crate) fn limits_for(&self, q: Quantity) -> Option<Limits> {
         if !self.enabled || q.family().kind != ValueKind::TotalIncreasing {
             return None;
         }
@@ -130,7 +131,7 @@ fn max_rates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D
 
 /// The resolved limits of one guarded quantity.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Highest believable rise per hour; `None` checks only for drops.
     pub max_per_hour: Option<f64>,
     /// Agreeing readings needed before a new level is accepted.
@@ -139,7 +140,7 @@ pub struct Limits {
 
 /// Why a reading was rejected; the `reason` label of `hlbridge_readings_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Lower than the last accepted reading.
     Decrease,
     /// Rose faster than `max_rate` allows.
@@ -152,7 +153,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The metric label and event reason.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Rejection::Decrease => "counter_decrease",
             Rejection::Jump => "counter_jump",
@@ -164,7 +165,7 @@ impl Rejection {
 
 /// What the router does with a reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The first reading after start-up or a reset: accepted as the baseline.
     Baseline,
     /// A plausible reading: publish it.
@@ -230,7 +231,7 @@ impl Point {
 
 /// The guard state of one quantity of one device.
 #[derive(Debug, Clone)]
-pub struct CounterGuard {
+pub(crate) struct CounterGuard {
     limits: Limits,
     /// The last accepted reading.
     accepted: Option<Point>,
@@ -245,22 +246,17 @@ pub struct CounterGuard {
 
 impl CounterGuard {
     /// A guard with no baseline yet.
-    pub fn new(limits: Limits) -> CounterGuard {
+    pub(crate) fn new(limits: Limits) -> CounterGuard {
         CounterGuard { limits, accepted: None, candidate: None, logged: false, superseded: None }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Replaces the limits (config reload), keeping the state.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
     /// Forgets the baseline: the next reading is accepted as is.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.accepted = None;
         self.candidate = None;
         self.logged = false;
@@ -268,18 +264,18 @@ impl CounterGuard {
     }
 
     /// The last accepted value.
-    pub fn accepted(&self) -> Option<f64> {
+    pub(crate) fn accepted(&self) -> Option<f64> {
         self.accepted.map(|p| p.value)
     }
 
     /// Returns true once per streak of rejections: the caller logs the first and stays quiet after.
-    pub fn first_of_streak(&mut self) -> bool {
+    pub(crate) fn first_of_streak(&mut self) -> bool {
         !std::mem::replace(&mut self.logged, true)
     }
 
     /// Judges `value`, received at `at` with the device's timestamp `source_ts` (if any); `live` is
     /// false for retained replays.
-    pub fn check(&mut self, value: f64, at: Instant, source_ts: Option<OffsetDateTime>, live: bool) -> Verdict {
+    pub(crate) fn check(&mut self, value: f64, at: Instant, source_ts: Option<OffsetDateTime>, live: bool) -> Verdict {
         if !value.is_finite() {
             return Verdict::Reject {
                 reason: Rejection::NotFinite,

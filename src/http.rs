@@ -26,7 +26,7 @@ use crate::router::Router;
 
 /// What the handlers need.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// Health metrics plus the device collector.
     pub registry: Arc<Registry>,
     /// Device state for `/readyz`.
@@ -36,7 +36,7 @@ pub struct HttpState {
 }
 
 /// Serves until `cancel`.
-pub async fn serve(listener: TcpListener, state: HttpState, cancel: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, state: HttpState, cancel: CancellationToken) -> std::io::Result<()> {
     let app = Axum::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -103,7 +103,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 
 /// Renders device values, `hlbridge_device_up` and `hlbridge_device_last_seen_timestamp_seconds`
 /// from the router at scrape time. Offline devices drop out of the value families.
-pub struct DeviceCollector(pub Arc<Router>);
+pub(crate) struct DeviceCollector(pub Arc<Router>);
 
 impl std::fmt::Debug for DeviceCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -19,29 +19,36 @@
 //! - [`console`]: the live terminal view of the demo (ratatui), plain lines without a terminal.
 //! - [`untrusted`]: bounds for device and broker text (republished values, log lines).
 //! - `broker`: the embedded broker (feature `embedded-broker`).
+//! - [`surface`]: the one public surface, what the binaries and `tests/it` may reach.
 //! - `discover`: `hlbridge discover`, whatwatt Go gateways on the LAN by mDNS (feature `mdns`).
 
-pub mod adapters;
-pub mod app;
+// Every item is `pub(crate)` unless `surface` re-exports it; with `-D warnings` (CI) a stray `pub` or an
+// unused item fails the build instead of hiding.
+#![deny(unreachable_pub)]
+#![warn(dead_code)]
+
+mod adapters;
+mod app;
 #[cfg(feature = "embedded-broker")]
-pub mod broker;
-pub mod cluster;
-pub mod commands;
-pub mod config;
-pub mod console;
+mod broker;
+mod cluster;
+mod commands;
+mod config;
+mod console;
 #[cfg(feature = "mdns")]
-pub mod discover;
+mod discover;
 #[cfg(test)]
 mod fuzz_support;
-pub mod guard;
-pub mod homeassistant;
-pub mod http;
-pub mod metrics;
-pub mod model;
-pub mod mqtt;
+mod guard;
+mod homeassistant;
+mod http;
+mod metrics;
+mod model;
+mod mqtt;
 #[cfg(test)]
 mod mqtt_topic_fuzz_tests;
-pub mod reload;
-pub mod router;
-pub mod simulate;
-pub mod untrusted;
+mod reload;
+mod router;
+mod simulate;
+pub mod surface;
+mod untrusted;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use hlbridge::config::{self, Config, LogFormat};
+use hlbridge::surface::config::{self, Config, LogFormat};
 
 /// One bridge between home-lab devices and MQTT.
 #[derive(Parser, Debug)]
@@ -41,7 +41,7 @@ struct LogArgs {
     #[arg(short, long, action = ArgAction::Count, conflicts_with_all = ["verbose", "log_level"])]
     quiet: u8,
     /// Log filter: a level (error, warn, info, debug, trace, off) or RUST_LOG syntax
-    /// (`info,hlbridge::adapters=debug`).
+    /// (`info,hlbridge::surface::adapters=debug`).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
     /// Log line format: `text` for people, `json` (one object per line) for containers and journald.
@@ -125,11 +125,11 @@ enum Simulate {
     /// A go-e Charger: MQTT API keys and the HTTP API v2.
     Goe(GoeSimArgs),
     /// A whatwatt Go smart-meter gateway: REST, SSE and templated MQTT.
-    Whatwatt(hlbridge::simulate::whatwatt::CliArgs),
+    Whatwatt(hlbridge::surface::simulate::whatwatt::CliArgs),
     /// An AI-on-the-edge-device camera meter (upstream or topic-cluster MQTT dialect).
-    AiOnTheEdge(hlbridge::simulate::ai_on_the_edge::CliArgs),
+    AiOnTheEdge(hlbridge::surface::simulate::ai_on_the_edge::CliArgs),
     /// An OctoPrint printer with the OctoPrint-MQTT plugin.
-    Octoprint(hlbridge::simulate::octoprint::CliArgs),
+    Octoprint(hlbridge::surface::simulate::octoprint::CliArgs),
 }
 
 #[derive(Args, Debug)]
@@ -161,7 +161,7 @@ struct GoeSimArgs {
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
-    config::types::parse_duration(s)
+    s.parse::<config::Dur>().map(|d| d.0)
 }
 
 /// The embedded broker's (rumqttd) noise, appended to every filter but `RUST_LOG`: it logs every
@@ -183,7 +183,7 @@ fn init_logging(format: LogFormat, level: &str) {
     };
     // Through the console's writer: while the live view owns the terminal, log lines go to its
     // events panel instead of over the screen.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(hlbridge::console::LogWriter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(hlbridge::surface::console::LogWriter);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file, diff: Some(new) }) => match (load(&file), load(&new)) {
             (Ok(old), Ok(new_config)) => {
                 use std::io::Write as _;
-                let plan = hlbridge::reload::plan(&old, &new_config);
+                let plan = hlbridge::surface::reload::plan(&old, &new_config);
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "# reloading {} with {}:", file.display(), new.display());
                 let _ = write!(out, "{plan}");
@@ -236,9 +236,11 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Pretty, "info");
             match sim {
                 Simulate::Goe(args) => runtime.block_on(simulate_goe(args)),
-                Simulate::Whatwatt(args) => runtime.block_on(hlbridge::simulate::whatwatt::run_cli(args)),
-                Simulate::AiOnTheEdge(args) => runtime.block_on(hlbridge::simulate::ai_on_the_edge::run_cli(args)),
-                Simulate::Octoprint(args) => runtime.block_on(hlbridge::simulate::octoprint::run_cli(args)),
+                Simulate::Whatwatt(args) => runtime.block_on(hlbridge::surface::simulate::whatwatt::run_cli(args)),
+                Simulate::AiOnTheEdge(args) => {
+                    runtime.block_on(hlbridge::surface::simulate::ai_on_the_edge::run_cli(args))
+                }
+                Simulate::Octoprint(args) => runtime.block_on(hlbridge::surface::simulate::octoprint::run_cli(args)),
             }
         }
         Some(Command::Discover { timeout }) => discover(&runtime, timeout),
@@ -258,9 +260,9 @@ fn main() -> ExitCode {
 fn discover(runtime: &tokio::runtime::Runtime, timeout: Duration) -> ExitCode {
     init_logging(LogFormat::Pretty, "warn");
     eprintln!("listening {}s for whatwatt Go gateways (_http._tcp, TXT type=100)...", timeout.as_secs());
-    match runtime.block_on(hlbridge::discover::browse(timeout)) {
+    match runtime.block_on(hlbridge::surface::discover::browse(timeout)) {
         Ok(found) => {
-            print!("{}", hlbridge::discover::report(&found, timeout));
+            print!("{}", hlbridge::surface::discover::report(&found, timeout));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -357,17 +359,21 @@ fn run(args: RunArgs) -> ExitCode {
     init_logging(format, &level);
     tracing::info!(config = %path.display(), devices = config.devices.len(), "hlbridge starting");
     // The runtime is built from the config (`runtime.worker_threads`).
-    let runtime = match hlbridge::app::runtime(config.runtime.worker_threads) {
+    let runtime = match hlbridge::surface::app::runtime(config.runtime.worker_threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let reload = Some(hlbridge::app::ReloadSource { path: path.clone(), watch: args.watch });
-    let outcome = runtime.block_on(hlbridge::app::run_reloading(config, reload, hlbridge::app::shutdown_signal()));
+    let reload = Some(hlbridge::surface::app::ReloadSource { path: path.clone(), watch: args.watch });
+    let outcome = runtime.block_on(hlbridge::surface::app::run_reloading(
+        config,
+        reload,
+        hlbridge::surface::app::shutdown_signal(),
+    ));
     // The console gives the terminal back when it stops; this covers every other way out.
-    hlbridge::console::restore_terminal();
+    hlbridge::surface::console::restore_terminal();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         // Said once: as a JSON line for log shippers, as plain text for people.
@@ -384,13 +390,15 @@ fn run(args: RunArgs) -> ExitCode {
 
 async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
     let broker = match &args.broker {
-        Some(url) => match hlbridge::mqtt::MqttSettings::from_url(url, &format!("go-echarger_{}", args.serial)) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("--broker: {e}");
-                return ExitCode::from(2);
+        Some(url) => {
+            match hlbridge::surface::mqtt::MqttSettings::from_url(url, &format!("go-echarger_{}", args.serial)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("--broker: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         None => None,
     };
     let http = match args.http {
@@ -409,7 +417,7 @@ async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
     }
     let topic_prefix =
         if args.legacy_prefix { Some(format!("/go-eCharger/{}/", args.serial)) } else { args.topic_prefix };
-    let opts = hlbridge::simulate::goe::GoeSimOptions {
+    let opts = hlbridge::surface::simulate::goe::GoeSimOptions {
         broker,
         serial: args.serial,
         topic_prefix,
@@ -419,7 +427,7 @@ async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
         tick: args.tick,
         ..Default::default()
     };
-    hlbridge::simulate::run_until_signal(|cancel| hlbridge::simulate::goe::run(opts, cancel)).await
+    hlbridge::surface::simulate::run_until_signal(|cancel| hlbridge::surface::simulate::goe::run(opts, cancel)).await
 }
 
 #[cfg(test)]
@@ -432,7 +440,10 @@ mod tests {
         assert_eq!(shifted_level("info", 5, 0), "trace");
         assert_eq!(shifted_level("info", 0, 1), "warn");
         assert_eq!(shifted_level("INFO", 0, 9), "off");
-        assert_eq!(shifted_level("warn,hlbridge::adapters=debug", 1, 0), "info,hlbridge::adapters=debug");
+        assert_eq!(
+            shifted_level("warn,hlbridge::surface::adapters=debug", 1, 0),
+            "info,hlbridge::surface::adapters=debug"
+        );
         assert_eq!(shifted_level("hlbridge=debug", 1, 0), "hlbridge=debug", "no global level to move");
     }
 }

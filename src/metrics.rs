@@ -22,14 +22,14 @@ use crate::model::{Quantity, ValueKind, VariantLabel};
 
 /// Label set of per-device counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceLabel {
+pub(crate) struct DeviceLabel {
     /// The configured device id.
     pub device: String,
 }
 
 /// Label set of parse errors and rejected readings.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceReasonLabel {
+pub(crate) struct DeviceReasonLabel {
     /// The configured device id.
     pub device: String,
     /// A short machine-readable reason (`invalid_json`, `bad_type`, `http_status`).
@@ -38,14 +38,14 @@ pub struct DeviceReasonLabel {
 
 /// Label set of counters that exist per traffic direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabel {
+pub(crate) struct DirectionLabel {
     /// `in` (from the broker) or `out` (to the broker).
     pub direction: &'static str,
 }
 
 /// Label set of the config-reload counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
+pub(crate) struct ResultLabel {
     /// `ok` or `error`.
     pub result: &'static str,
 }
@@ -55,13 +55,13 @@ pub struct ResultLabel {
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Device messages received (MQTT publishes, HTTP responses, SSE events), per device.
-    pub messages_received: Family<DeviceLabel, Counter>,
+    pub(crate) messages_received: Family<DeviceLabel, Counter>,
     /// MQTT publishes handed to the client.
     pub messages_published: Counter,
     /// Payloads that could not be understood, by device and reason.
-    pub parse_errors: Family<DeviceReasonLabel, Counter>,
+    pub(crate) parse_errors: Family<DeviceReasonLabel, Counter>,
     /// Vendor keys the adapter does not know (firmware drift), per device.
-    pub unknown_keys: Family<DeviceLabel, Counter>,
+    pub(crate) unknown_keys: Family<DeviceLabel, Counter>,
     /// Whether the MQTT connection is up (0/1).
     pub mqtt_connected: Gauge,
     /// Successful MQTT (re)connections.
@@ -73,15 +73,15 @@ pub struct Metrics {
     /// Publishes dropped because the outbound queue was full.
     pub publish_dropped: Counter,
     /// Incoming device messages dropped because an adapter could not keep up.
-    pub ingest_dropped: Family<DeviceLabel, Counter>,
+    pub(crate) ingest_dropped: Family<DeviceLabel, Counter>,
     /// Commands received on `<quantity>/set`, by device and outcome.
-    pub commands: Family<DeviceReasonLabel, Counter>,
+    pub(crate) commands: Family<DeviceReasonLabel, Counter>,
     /// Readings the counter guard rejected, by device and reason.
-    pub readings_rejected: Family<DeviceReasonLabel, Counter>,
+    pub(crate) readings_rejected: Family<DeviceReasonLabel, Counter>,
     /// MQTT messages over `max_packet_size`, dropped instead of sent or delivered.
-    pub mqtt_oversized: Family<DirectionLabel, Counter>,
+    pub(crate) mqtt_oversized: Family<DirectionLabel, Counter>,
     /// Config reloads (SIGHUP, `--watch`) by outcome.
-    pub config_reloads: Family<ResultLabel, Counter>,
+    pub(crate) config_reloads: Family<ResultLabel, Counter>,
     /// Whether the last reload was applied (1) or refused (0); 1 before any reload.
     pub config_last_reload_successful: Gauge,
 }
@@ -160,12 +160,12 @@ impl Metrics {
     }
 
     /// The config-reload counter of `result` (`ok` or `error`).
-    pub fn config_reloads(&self, result: &'static str) -> Counter {
+    pub(crate) fn config_reloads(&self, result: &'static str) -> Counter {
         self.config_reloads.get_or_create(&ResultLabel { result }).clone()
     }
 
     /// The oversized-message counter of `direction` (`in` or `out`).
-    pub fn mqtt_oversized(&self, direction: &'static str) -> Counter {
+    pub(crate) fn mqtt_oversized(&self, direction: &'static str) -> Counter {
         self.mqtt_oversized.get_or_create(&DirectionLabel { direction }).clone()
     }
 
@@ -179,7 +179,7 @@ impl Metrics {
     /// can count, and both command outcomes when it accepts commands. A series that appears only
     /// with its first increment hides that increment from `rate()`/`increase()` and leaves alerts
     /// without data until then. Reasons outside the catalog still count; they just start on first use.
-    pub fn start_device(&self, device: &str, adapter: AdapterKind, accepts_commands: bool) -> DeviceCounters {
+    pub(crate) fn start_device(&self, device: &str, adapter: AdapterKind, accepts_commands: bool) -> DeviceCounters {
         let counters = self.device(device);
         let labelled = |reason: &str| DeviceReasonLabel { device: device.to_owned(), reason: reason.to_owned() };
         let (parse_errors, rejections) = known_reasons(adapter);
@@ -198,7 +198,7 @@ impl Metrics {
     }
 
     /// The per-device counter handles an adapter keeps for its hot path.
-    pub fn device(&self, device: &str) -> DeviceCounters {
+    pub(crate) fn device(&self, device: &str) -> DeviceCounters {
         let label = DeviceLabel { device: device.to_owned() };
         DeviceCounters {
             device: device.to_owned(),
@@ -212,7 +212,7 @@ impl Metrics {
 }
 
 /// Outcomes of `<quantity>/set` commands (`hlbridge_commands_total{reason}`).
-pub const COMMAND_OUTCOMES: &[&str] = &["ok", "error"];
+pub(crate) const COMMAND_OUTCOMES: &[&str] = &["ok", "error"];
 
 /// Reasons the counter guard rejects readings with, for every device (`guard::Rejection::reason`).
 const GUARD_REJECTIONS: &[&str] = &["counter_decrease", "counter_jump", "counter_not_finite", "out_of_range"];
@@ -265,7 +265,7 @@ fn known_reasons(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'
 
 /// Counter handles for one device.
 #[derive(Debug, Clone)]
-pub struct DeviceCounters {
+pub(crate) struct DeviceCounters {
     /// Device id, for the labelled families created on first use.
     device: String,
     /// `hlbridge_messages_received_total{device}`.
@@ -282,14 +282,14 @@ pub struct DeviceCounters {
 
 impl DeviceCounters {
     /// Counts a parse error with `reason`.
-    pub fn parse_error(&self, reason: &str) {
+    pub(crate) fn parse_error(&self, reason: &str) {
         self.parse_errors
             .get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: label(reason) })
             .inc();
     }
 
     /// Counts a reading rejected as implausible.
-    pub fn rejected(&self, reason: &str) {
+    pub(crate) fn rejected(&self, reason: &str) {
         self.rejected.get_or_create(&DeviceReasonLabel { device: self.device.clone(), reason: label(reason) }).inc();
     }
 }
@@ -303,15 +303,15 @@ fn label(reason: &str) -> String {
 }
 
 /// Content type of the OpenMetrics answer.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Content type of the classic Prometheus text format, the answer when the scraper does not ask for
 /// OpenMetrics (curl, older scrapers, `promtool check metrics`).
-pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The two exposition formats `/metrics` speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// OpenMetrics 1.0 text (`info` families, `# EOF`).
     OpenMetrics,
     /// The classic text format 0.0.4.
@@ -322,7 +322,7 @@ impl Format {
     /// Picks the format from an `Accept` header the way exporters do: OpenMetrics when the scraper
     /// lists `application/openmetrics-text` with a weight at least that of `text/plain`, the classic
     /// format otherwise (including no header at all).
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
         let Some(accept) = accept else { return Format::Classic };
         let mut openmetrics_q: f32 = 0.0;
         let mut plain_q: f32 = 0.0;
@@ -343,7 +343,7 @@ impl Format {
     }
 
     /// The `Content-Type` of an answer in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
             Format::Classic => CLASSIC_CONTENT_TYPE,
@@ -362,7 +362,7 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Renders the registry in `format`.
-pub fn render_as(registry: &Registry, format: Format) -> String {
+pub(crate) fn render_as(registry: &Registry, format: Format) -> String {
     let openmetrics = render(registry);
     match format {
         Format::OpenMetrics => openmetrics,
@@ -375,7 +375,7 @@ pub fn render_as(registry: &Registry, format: Format) -> String {
 /// `_total` suffix, an `info` family becomes a gauge named `<name>_info` (its samples are already
 /// `<name>_info{...} 1`), `stateset` becomes a gauge and `unknown` `untyped`; `# UNIT`, `# EOF` and
 /// `_created` samples have no classic form and are left out (the bridge records no exemplars).
-pub fn openmetrics_to_classic(openmetrics: &str) -> String {
+pub(crate) fn openmetrics_to_classic(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     // prometheus-client writes HELP before TYPE; the HELP's family name depends on the type.
     let mut pending_help: Option<(&str, &str)> = None;
@@ -435,7 +435,7 @@ const BOUNDED_TEXT: &[&str] = &["charger_error", "charge_reason"];
 /// The Prometheus family of `quantity`'s values, or `None` when it is free text that must not become
 /// a label value. Per-phase and per-tariff variants get a family of their own beside the total,
 /// named by inserting `phase_` / `tariff_` after the `hlbridge_` prefix of the row's name.
-pub fn value_family(quantity: Quantity) -> Option<Cow<'static, str>> {
+pub(crate) fn value_family(quantity: Quantity) -> Option<Cow<'static, str>> {
     let family = quantity.family();
     if family.kind == ValueKind::Text && !BOUNDED_TEXT.contains(&family.name) {
         return None;
@@ -454,7 +454,7 @@ pub fn value_family(quantity: Quantity) -> Option<Cow<'static, str>> {
 
 /// The `# HELP` text of a device value family: what the number means, its sign and its unit where the
 /// name alone leaves doubt.
-pub fn help(family: &str) -> Option<&'static str> {
+pub(crate) fn help(family: &str) -> Option<&'static str> {
     HELP.iter().find(|(name, _)| *name == family).map(|(_, text)| *text)
 }
 

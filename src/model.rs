@@ -45,7 +45,7 @@ impl ValueKind {
     }
 
     /// Whether a user may write the quantity.
-    pub fn is_writable(self) -> bool {
+    pub(crate) fn is_writable(self) -> bool {
         matches!(self, ValueKind::Setting | ValueKind::EnumSetting)
     }
 }
@@ -104,16 +104,16 @@ const TI: Option<&str> = Some("total_increasing");
 /// Charger states (contract §2, go-e `car`).
 pub const CHARGER_STATES: &[&str] = &["idle", "charging", "waiting_for_car", "complete", "error", "unknown"];
 /// Printer states (contract §2).
-pub const PRINTER_STATES: &[&str] =
+pub(crate) const PRINTER_STATES: &[&str] =
     &["offline", "operational", "printing", "pausing", "paused", "cancelling", "finishing", "error", "unknown"];
 /// OctoPrint job commands (`print_control/set`, sent over its REST API).
-pub const PRINT_CONTROLS: &[&str] = &["pause", "resume", "cancel"];
+pub(crate) const PRINT_CONTROLS: &[&str] = &["pause", "resume", "cancel"];
 /// OctoPrint printer connection commands (`printer_connection/set`).
-pub const PRINTER_CONNECTIONS: &[&str] = &["connect", "disconnect"];
+pub(crate) const PRINTER_CONNECTIONS: &[&str] = &["connect", "disconnect"];
 /// go-e `frc` words.
-pub const FORCE_STATES: &[&str] = &["neutral", "off", "on"];
+pub(crate) const FORCE_STATES: &[&str] = &["neutral", "off", "on"];
 /// go-e `psm` words.
-pub const PHASE_MODES: &[&str] = &["auto", "single", "three"];
+pub(crate) const PHASE_MODES: &[&str] = &["auto", "single", "three"];
 
 /// The quantity table: every family the bridge publishes. Per-phase, per-tariff, per-sensor and
 /// set-point variants (`power_l1`, `energy_import_t1`, `temperature_bed`, `temperature_tool0_target`)
@@ -186,7 +186,7 @@ pub static FAMILIES: &[QuantityFamily] = &[
 /// as are NaN and infinities. Generous on purpose: they exist to keep garbage (a register read as
 /// −9.2e18, a ±1e9 °C sensor) out, not to judge a device; every value of every capture in
 /// `shared/samples` lies well inside. Families missing here (enums, booleans, text) have no range.
-pub static PLAUSIBLE_RANGES: &[(&str, f64, f64)] = &[
+pub(crate) static PLAUSIBLE_RANGES: &[(&str, f64, f64)] = &[
     // A home or a small business: 10 MW either way covers any connection a whatwatt Go reads.
     ("power", -1.0e7, 1.0e7),
     ("power_import", -1.0e7, 1.0e7),
@@ -229,13 +229,13 @@ pub static PLAUSIBLE_RANGES: &[(&str, f64, f64)] = &[
 ];
 
 /// The plausible range of `family` (see [`PLAUSIBLE_RANGES`]).
-pub fn plausible_range(family: &QuantityFamily) -> Option<(f64, f64)> {
+pub(crate) fn plausible_range(family: &QuantityFamily) -> Option<(f64, f64)> {
     PLAUSIBLE_RANGES.iter().find(|(n, _, _)| *n == family.name).map(|(_, lo, hi)| (*lo, *hi))
 }
 
 /// Which label a variant of a family carries in Prometheus instead of a name suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VariantLabel {
+pub(crate) enum VariantLabel {
     /// `phase="l1"` for `power_l1`, `voltage_n`.
     Phase,
     /// `tariff="1"` for `energy_import_t1`.
@@ -246,7 +246,7 @@ pub enum VariantLabel {
 
 impl VariantLabel {
     /// The Prometheus label name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             VariantLabel::Phase => "phase",
             VariantLabel::Tariff => "tariff",
@@ -263,7 +263,7 @@ pub struct QuantityDef {
     /// The family row (unit, kind, classes, Prometheus name).
     pub family: &'static QuantityFamily,
     /// The variant label and its value (`phase`, `l1`), if this is a variant.
-    pub variant: Option<(VariantLabel, &'static str)>,
+    pub(crate) variant: Option<(VariantLabel, &'static str)>,
     /// True for set points (`temperature_bed_target`): exported with `target="true"`.
     pub target: bool,
     /// The family's plausible range, resolved once here rather than per reading.
@@ -416,7 +416,7 @@ impl Quantity {
 
     /// Like [`Quantity::named`] for names the code itself spells (a finite set, never capped);
     /// panics on a typo, which tests catch. Never call it with a name from input.
-    pub fn known(name: &str) -> Quantity {
+    pub(crate) fn known(name: &str) -> Quantity {
         intern(name, Intern::Always).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
     }
 
@@ -437,7 +437,7 @@ impl Quantity {
     }
 
     /// The full canonical name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.0.name
     }
 
@@ -465,7 +465,7 @@ pub enum Value {
 
 impl Value {
     /// The number, if this is one.
-    pub fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => Some(*n),
             _ => None,
@@ -474,7 +474,7 @@ impl Value {
 
     /// Writes the value as plain text (the per-quantity topic payload), rounding numbers to the
     /// quantity's precision and printing no needless digits.
-    pub fn write_plain(&self, decimals: u8, out: &mut String) {
+    pub(crate) fn write_plain(&self, decimals: u8, out: &mut String) {
         match self {
             Value::Number(n) => write_number(*n, decimals, out),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -483,7 +483,7 @@ impl Value {
     }
 
     /// Writes the value as JSON.
-    pub fn write_json(&self, decimals: u8, out: &mut String) {
+    pub(crate) fn write_json(&self, decimals: u8, out: &mut String) {
         match self {
             Value::Number(n) if n.is_finite() => write_number(*n, decimals, out),
             Value::Number(_) => out.push_str("null"),
@@ -493,7 +493,7 @@ impl Value {
     }
 
     /// Converts to a serde_json value (for event data and HTTP answers; not the hot path).
-    pub fn to_json(&self, decimals: u8) -> serde_json::Value {
+    pub(crate) fn to_json(&self, decimals: u8) -> serde_json::Value {
         match self {
             Value::Number(n) => {
                 let r = round_to(*n, decimals);
@@ -510,7 +510,7 @@ impl Value {
 }
 
 /// Rounds to `decimals` places.
-pub fn round_to(n: f64, decimals: u8) -> f64 {
+pub(crate) fn round_to(n: f64, decimals: u8) -> f64 {
     let p = 10f64.powi(i32::from(decimals));
     if !(n * p).is_finite() {
         // Scaling a huge reading overflows to `inf`; a number that large has no decimals anyway.
@@ -521,7 +521,7 @@ pub fn round_to(n: f64, decimals: u8) -> f64 {
 }
 
 /// Prints a number rounded to `decimals` places with the shortest representation (`230.1`, `16`).
-pub fn write_number(n: f64, decimals: u8, out: &mut String) {
+pub(crate) fn write_number(n: f64, decimals: u8, out: &mut String) {
     if !n.is_finite() {
         out.push_str("NaN");
         return;
@@ -538,7 +538,7 @@ pub fn write_number(n: f64, decimals: u8, out: &mut String) {
 }
 
 /// Appends `s` as a JSON string literal.
-pub fn write_json_string(s: &str, out: &mut String) {
+pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -558,7 +558,7 @@ pub fn write_json_string(s: &str, out: &mut String) {
 
 /// An event a device reported or the adapter derived (`charging_started`, `print_done`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     /// snake_case event name.
     pub name: Cow<'static, str>,
     /// Normalised event data.
@@ -567,12 +567,12 @@ pub struct Event {
 
 impl Event {
     /// An event without data.
-    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Event { name: name.into(), data: serde_json::Map::new() }
     }
 
     /// Adds one data field.
-    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+    pub(crate) fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.data.insert(key.to_owned(), value.into());
         self
     }
@@ -600,7 +600,7 @@ pub struct Identity {
 
 impl Identity {
     /// Takes every field `other` knows; returns whether anything changed.
-    pub fn merge(&mut self, other: &Identity) -> bool {
+    pub(crate) fn merge(&mut self, other: &Identity) -> bool {
         let mut changed = false;
         for (mine, theirs) in [
             (&mut self.vendor, &other.vendor),
@@ -620,7 +620,7 @@ impl Identity {
 
 /// Everything one device message produced, handed from an adapter to the router.
 #[derive(Debug, Default)]
-pub struct Update {
+pub(crate) struct Update {
     /// Source timestamp of the reading; `None` means "now" (time of receipt).
     pub ts: Option<OffsetDateTime>,
     /// New values, in canonical units.
@@ -635,17 +635,17 @@ pub struct Update {
 
 impl Update {
     /// An empty update that counts as a live sign of the device.
-    pub fn fresh() -> Self {
+    pub(crate) fn fresh() -> Self {
         Update { fresh: true, ..Default::default() }
     }
 
     /// Adds a reading.
-    pub fn push(&mut self, q: Quantity, v: Value) {
+    pub(crate) fn push(&mut self, q: Quantity, v: Value) {
         self.readings.push((q, v));
     }
 
     /// True when there is nothing to route.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.readings.is_empty() && self.events.is_empty() && self.identity.is_none()
     }
 }
@@ -653,7 +653,7 @@ impl Update {
 /// The four device kinds (contract §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
-pub enum DeviceKind {
+pub(crate) enum DeviceKind {
     /// whatwatt Go.
     EnergyMeter,
     /// go-e Charger.
@@ -666,7 +666,7 @@ pub enum DeviceKind {
 
 impl DeviceKind {
     /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeviceKind::EnergyMeter => "energy_meter",
             DeviceKind::EvCharger => "ev_charger",
@@ -677,7 +677,7 @@ impl DeviceKind {
 }
 
 /// Formats a timestamp as RFC 3339 UTC with millisecond precision (`2026-11-22T03:04:05.123Z`).
-pub fn format_ts(ts: OffsetDateTime, out: &mut String) {
+pub(crate) fn format_ts(ts: OffsetDateTime, out: &mut String) {
     let ts = ts.to_offset(time::UtcOffset::UTC);
     let _ = write!(
         out,
@@ -693,7 +693,7 @@ pub fn format_ts(ts: OffsetDateTime, out: &mut String) {
 }
 
 /// [`format_ts`] into a new string.
-pub fn ts_string(ts: OffsetDateTime) -> String {
+pub(crate) fn ts_string(ts: OffsetDateTime) -> String {
     let mut s = String::with_capacity(24);
     format_ts(ts, &mut s);
     s

@@ -32,7 +32,7 @@ pub enum DeviceChange {
 
 impl DeviceChange {
     /// The word printed by `check-config --diff` and logged.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeviceChange::Added => "added",
             DeviceChange::Removed => "removed",
@@ -70,7 +70,8 @@ impl Plan {
     }
 
     /// Whether applying the plan changes nothing.
-    pub fn is_noop(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_noop(&self) -> bool {
         !self.mqtt
             && !self.http_listen
             && !self.bridge_topics_moved

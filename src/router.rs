@@ -96,11 +96,11 @@ impl DeviceSpec {
 }
 
 /// The reason devices go offline when the bridge stops (logged at info: nothing is wrong).
-pub const BRIDGE_STOPPED: &str = "bridge stopped";
+pub(crate) const BRIDGE_STOPPED: &str = "bridge stopped";
 
 /// The device's transport as the adapter sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Link {
+pub(crate) enum Link {
     /// Not known yet (start-up).
     Unknown,
     /// Reachable.
@@ -172,7 +172,7 @@ impl DeviceState {
 }
 
 /// One device inside the router.
-pub struct DeviceEntry {
+pub(crate) struct DeviceEntry {
     /// Fixed facts.
     pub spec: DeviceSpec,
     /// Cancelled when the device is removed (reload) or the router stops: ends its reset listener.
@@ -230,7 +230,7 @@ pub struct DeviceSnapshot {
     /// Adapter.
     pub adapter: AdapterKind,
     /// Kind.
-    pub kind: DeviceKind,
+    pub(crate) kind: DeviceKind,
     /// Published availability.
     pub online: bool,
     /// Why offline.
@@ -512,7 +512,7 @@ impl Router {
     }
 
     /// Sets the command rules of device `id` (its `commands` and `command_rate_limit` keys).
-    pub fn configure_commands(&self, id: &str, policy: Policy) {
+    pub(crate) fn configure_commands(&self, id: &str, policy: Policy) {
         if let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == id) {
             *lock(&dev.gate) = Gate::new(policy);
         }
@@ -525,12 +525,12 @@ impl Router {
     }
 
     /// The MQTT handle (adapters subscribe through it).
-    pub fn mqtt(&self) -> &MqttHandle {
+    pub(crate) fn mqtt(&self) -> &MqttHandle {
         &self.mqtt
     }
 
     /// The metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
@@ -539,7 +539,7 @@ impl Router {
     /// `<prefix>/bridge/<instance>/status`. A device's availability is only to be trusted while the
     /// status of the instance that owns it is `online` (`bridge/<instance>/info` lists its devices):
     /// the one place that names the topic, for the last will, shutdown and discovery.
-    pub fn status_topic(prefix: &str, instance: Option<u32>) -> String {
+    pub(crate) fn status_topic(prefix: &str, instance: Option<u32>) -> String {
         match instance {
             None => format!("{prefix}/bridge/status"),
             Some(n) => format!("{prefix}/bridge/{n}/status"),
@@ -547,7 +547,7 @@ impl Router {
     }
 
     /// `<prefix>/bridge/info`, or `<prefix>/bridge/<instance>/info` in a cluster.
-    pub fn info_topic(prefix: &str, instance: Option<u32>) -> String {
+    pub(crate) fn info_topic(prefix: &str, instance: Option<u32>) -> String {
         match instance {
             None => format!("{prefix}/bridge/info"),
             Some(n) => format!("{prefix}/bridge/{n}/info"),
@@ -555,7 +555,11 @@ impl Router {
     }
 
     /// Sets this instance's place in a cluster (start-up, reload) and republishes `bridge/info`.
-    pub fn set_cluster(&self, cluster: &crate::cluster::ClusterConfig, configured: impl IntoIterator<Item = String>) {
+    pub(crate) fn set_cluster(
+        &self,
+        cluster: &crate::cluster::ClusterConfig,
+        configured: impl IntoIterator<Item = String>,
+    ) {
         *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = cluster.clone();
         *self.cluster_devices.write().unwrap_or_else(|e| e.into_inner()) = configured.into_iter().collect();
         self.publish_bridge_info();
@@ -567,7 +571,7 @@ impl Router {
 
     /// Publishes `bridge/info`, then every device's availability, identity, values and state.
     /// Called after each MQTT (re)connect and at start-up.
-    pub fn republish_all(&self) {
+    pub(crate) fn republish_all(&self) {
         self.publish_bridge_info();
         for dev in &self.devices() {
             let mut st = lock(&dev.state);
@@ -1001,7 +1005,7 @@ impl Router {
     }
 
     /// Periodic work: held-back values, heartbeats, staleness.
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let now = Instant::now();
         for dev in &self.devices() {
             let mut guard = lock(&dev.state);
@@ -1051,7 +1055,7 @@ impl Router {
     }
 
     /// Publishes every device as offline (shutdown).
-    pub fn all_offline(&self, reason: &str) {
+    pub(crate) fn all_offline(&self, reason: &str) {
         for dev in &self.devices() {
             let mut st = lock(&dev.state);
             self.set_online(dev, &mut st, false, Some(reason.to_owned()));
@@ -1061,7 +1065,7 @@ impl Router {
     /// Each device's spec with the freshness window in force (the configured one, or longer when the
     /// device announced a slower cadence); Home Assistant discovery derives `expire_after` and controls
     /// from them.
-    pub fn specs(&self) -> Vec<(DeviceSpec, Duration)> {
+    pub(crate) fn specs(&self) -> Vec<(DeviceSpec, Duration)> {
         self.devices().iter().map(|d| (d.spec.clone(), lock(&d.state).freshness(&d.spec))).collect()
     }
 
@@ -1089,7 +1093,7 @@ impl Router {
     }
 
     /// Runs the periodic tick and the republish-on-reconnect watcher until `cancel`.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         // Watch first: a ConnAck that lands while the reset filters are subscribed must not be missed.
         let mut conn = self.mqtt.watch();
         let mut seen_generation = 0;
@@ -1143,11 +1147,11 @@ fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool
     }
 }
 
-pub use crate::commands::Command;
+pub(crate) use crate::commands::Command;
 
 impl DeviceHandle {
     /// The device id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.entry().spec.id
     }
 
@@ -1156,18 +1160,18 @@ impl DeviceHandle {
     }
 
     /// The device's counters.
-    pub fn counters(&self) -> &DeviceCounters {
+    pub(crate) fn counters(&self) -> &DeviceCounters {
         &self.entry().counters
     }
 
     /// The MQTT handle.
-    pub fn mqtt(&self) -> &MqttHandle {
+    pub(crate) fn mqtt(&self) -> &MqttHandle {
         &self.router.mqtt
     }
 
     /// Routes one update: changed values are published at once; the state JSON waits for
     /// [`DeviceHandle::flush`], so a burst of messages yields one snapshot.
-    pub fn apply(&self, update: Update) {
+    pub(crate) fn apply(&self, update: Update) {
         self.router.apply(&self.entry, update);
     }
 
@@ -1178,7 +1182,7 @@ impl DeviceHandle {
     }
 
     /// Reports the transport state; `Down` takes the device offline at once with the reason.
-    pub fn set_link(&self, mut link: Link) {
+    pub(crate) fn set_link(&self, mut link: Link) {
         if let Link::Down(reason) = &mut link {
             // The reason may quote the device (an HTTP error body); `/readyz` shows it.
             untrusted::bound_string(reason);
@@ -1209,14 +1213,14 @@ impl DeviceHandle {
     /// Another configured device of the same adapter, for an adapter that feeds several configured
     /// devices from one connection (an AI-on-the-edge camera reading several meters); `None` when
     /// `id` is not configured or belongs to another adapter.
-    pub fn sibling(&self, id: &str) -> Option<DeviceHandle> {
+    pub(crate) fn sibling(&self, id: &str) -> Option<DeviceHandle> {
         let h = self.router.handle(id)?;
         (h.entry().spec.adapter == self.entry().spec.adapter).then_some(h)
     }
 
     /// Makes the freshness window at least `window` (never shorter than configured): for devices
     /// that announce a longer cadence than the config assumed.
-    pub fn extend_freshness(&self, window: Duration) {
+    pub(crate) fn extend_freshness(&self, window: Duration) {
         let mut st = lock(&self.entry().state);
         if window > st.min_freshness {
             st.min_freshness = window;
@@ -1224,18 +1228,18 @@ impl DeviceHandle {
     }
 
     /// Sets the configured `ingest_queue` (the adapter's input queue length); called at start-up.
-    pub fn set_ingest_queue(&self, capacity: Option<usize>) {
+    pub(crate) fn set_ingest_queue(&self, capacity: Option<usize>) {
         lock(&self.entry().state).ingest_queue = capacity;
     }
 
     /// The configured `ingest_queue`, if any (adapters fall back to their own default).
-    pub fn ingest_queue(&self) -> Option<usize> {
+    pub(crate) fn ingest_queue(&self) -> Option<usize> {
         lock(&self.entry().state).ingest_queue
     }
 
     /// Forgets the counter guard's baseline of `q`: the next reading is accepted as is (a replaced
     /// meter). Returns false when `q` is not a guarded quantity of this device.
-    pub fn reset_guard(&self, q: Quantity) -> bool {
+    pub(crate) fn reset_guard(&self, q: Quantity) -> bool {
         let dev = self.entry();
         let mut st = lock(&dev.state);
         if st.guard.limits_for(q).is_none() {
@@ -1250,7 +1254,7 @@ impl DeviceHandle {
     }
 
     /// Records an adapter fact shown in `/readyz` (e.g. `transport`, `dialect`).
-    pub fn set_detail(&self, key: &'static str, value: impl Into<String>) {
+    pub(crate) fn set_detail(&self, key: &'static str, value: impl Into<String>) {
         let mut v = value.into();
         untrusted::bound_string(&mut v);
         let mut st = lock(&self.entry().state);
@@ -1260,12 +1264,12 @@ impl DeviceHandle {
     }
 
     /// Whether the device is published `online` (reachable and fresh).
-    pub fn is_online(&self) -> bool {
+    pub(crate) fn is_online(&self) -> bool {
         lock(&self.entry().state).online
     }
 
     /// The latest value of `q`, if any.
-    pub fn value(&self, q: Quantity) -> Option<Value> {
+    pub(crate) fn value(&self, q: Quantity) -> Option<Value> {
         let st = lock(&self.entry().state);
         st.slots.iter().find(|s| s.quantity == q).map(|s| s.value.clone())
     }
@@ -1273,19 +1277,19 @@ impl DeviceHandle {
     /// The commands for this device that passed the shared checks (allow-list, rate limit,
     /// retained, duplicates; see [`crate::commands`]); the adapter answers each with
     /// [`DeviceHandle::command_result`]. Asking again replaces the previous receiver.
-    pub fn commands(&self) -> mpsc::Receiver<Command> {
+    pub(crate) fn commands(&self) -> mpsc::Receiver<Command> {
         let (tx, rx) = mpsc::channel(16);
         *lock(&self.entry().port) = Some(tx);
         rx
     }
 
     /// Publishes the outcome of `cmd` on `<name>/result` (with its `id`) and counts it.
-    pub fn command_result(&self, cmd: &Command, result: Result<serde_json::Value, String>) {
+    pub(crate) fn command_result(&self, cmd: &Command, result: Result<serde_json::Value, String>) {
         self.command_result_named(cmd.name, cmd.id.as_deref(), result);
     }
 
     /// Like [`DeviceHandle::command_result`] for a value of quantity `q` (printed with its decimals).
-    pub fn command_value_result(&self, cmd: &Command, q: Quantity, result: Result<Value, String>) {
+    pub(crate) fn command_value_result(&self, cmd: &Command, q: Quantity, result: Result<Value, String>) {
         self.command_result(cmd, result.map(|v| v.to_json(q.family().decimals)));
     }
 

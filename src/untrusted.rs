@@ -19,13 +19,13 @@ pub const MAX_TEXT_BYTES: usize = 1024;
 pub const TRUNCATED_MARKER: &str = "…[truncated]";
 
 /// The most bytes of one untrusted string a log line carries.
-pub const LOG_CLIP_BYTES: usize = 160;
+pub(crate) const LOG_CLIP_BYTES: usize = 160;
 
 /// Most entries of one JSON object or array kept in event data; the rest is dropped.
-pub const MAX_JSON_ENTRIES: usize = 64;
+pub(crate) const MAX_JSON_ENTRIES: usize = 64;
 
 /// Deepest nesting of event data kept; deeper values become `null`.
-pub const MAX_JSON_DEPTH: usize = 8;
+pub(crate) const MAX_JSON_DEPTH: usize = 8;
 
 /// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
 fn prefix(s: &str, max: usize) -> &str {
@@ -40,7 +40,7 @@ fn prefix(s: &str, max: usize) -> &str {
 }
 
 /// `s` cut to at most `max` bytes, marker included, or `None` when it already fits.
-pub fn truncated(s: &str, max: usize) -> Option<String> {
+pub(crate) fn truncated(s: &str, max: usize) -> Option<String> {
     if s.len() <= max {
         return None;
     }
@@ -52,7 +52,7 @@ pub fn truncated(s: &str, max: usize) -> Option<String> {
 }
 
 /// Cuts `text` to [`MAX_TEXT_BYTES`] with [`TRUNCATED_MARKER`]; returns whether it was cut.
-pub fn bound_text(text: &mut Cow<'static, str>) -> bool {
+pub(crate) fn bound_text(text: &mut Cow<'static, str>) -> bool {
     match truncated(text, MAX_TEXT_BYTES) {
         Some(t) => {
             *text = Cow::Owned(t);
@@ -63,7 +63,7 @@ pub fn bound_text(text: &mut Cow<'static, str>) -> bool {
 }
 
 /// [`bound_text`] for an owned string.
-pub fn bound_string(text: &mut String) -> bool {
+pub(crate) fn bound_string(text: &mut String) -> bool {
     match truncated(text, MAX_TEXT_BYTES) {
         Some(t) => {
             *text = t;
@@ -75,7 +75,8 @@ pub fn bound_string(text: &mut String) -> bool {
 
 /// Bounds JSON event data: strings (and object keys) to [`MAX_TEXT_BYTES`], objects and arrays to
 /// [`MAX_JSON_ENTRIES`] entries, nesting to [`MAX_JSON_DEPTH`]. Returns whether anything was cut.
-pub fn bound_json(value: &mut serde_json::Value) -> bool {
+#[cfg(test)]
+pub(crate) fn bound_json(value: &mut serde_json::Value) -> bool {
     bound_json_at(value, 0)
 }
 
@@ -101,7 +102,7 @@ fn bound_json_at(value: &mut serde_json::Value, depth: usize) -> bool {
 }
 
 /// [`bound_json`] for an object (event data).
-pub fn bound_json_map(map: &mut serde_json::Map<String, serde_json::Value>) -> bool {
+pub(crate) fn bound_json_map(map: &mut serde_json::Map<String, serde_json::Value>) -> bool {
     bound_json_map_at(map, 0)
 }
 
@@ -124,7 +125,7 @@ fn bound_json_map_at(map: &mut serde_json::Map<String, serde_json::Value>, depth
 
 /// An untrusted string for a log line: at most `max` bytes of it, control characters escaped, and
 /// how much was left out. Formatting allocates nothing.
-pub struct Clip<'a> {
+pub(crate) struct Clip<'a> {
     /// The full text.
     text: &'a str,
     /// Bytes of it to show.
@@ -132,12 +133,12 @@ pub struct Clip<'a> {
 }
 
 /// Wraps untrusted text for a log field: `tracing::warn!(topic = %clip(&msg.topic), ...)`.
-pub fn clip(text: &str) -> Clip<'_> {
+pub(crate) fn clip(text: &str) -> Clip<'_> {
     Clip { text, max: LOG_CLIP_BYTES }
 }
 
 /// [`clip`] with another length.
-pub fn clip_to(text: &str, max: usize) -> Clip<'_> {
+pub(crate) fn clip_to(text: &str, max: usize) -> Clip<'_> {
     Clip { text, max }
 }
 
@@ -166,12 +167,12 @@ impl fmt::Debug for Clip<'_> {
 }
 
 /// Untrusted bytes (a payload) for a log line: like [`clip`], invalid UTF-8 shown as `�`.
-pub fn clip_bytes(bytes: &[u8]) -> ClipBytes<'_> {
+pub(crate) fn clip_bytes(bytes: &[u8]) -> ClipBytes<'_> {
     ClipBytes(bytes)
 }
 
 /// See [`clip_bytes`].
-pub struct ClipBytes<'a>(&'a [u8]);
+pub(crate) struct ClipBytes<'a>(&'a [u8]);
 
 impl fmt::Display for ClipBytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

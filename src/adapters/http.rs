@@ -15,14 +15,14 @@ use reqwest::header;
 
 /// The largest response body any adapter reads. A `Content-Length` above it is refused before
 /// reading; a body without one is read chunk by chunk and abandoned as soon as it crosses it.
-pub const MAX_BODY: usize = 512 * 1024;
+pub(crate) const MAX_BODY: usize = 512 * 1024;
 
 /// The parse-error reason (`hlbridge_parse_errors_total{reason=...}`) of a body over the cap.
-pub const REASON_BODY_TOO_LARGE: &str = "body_too_large";
+pub(crate) const REASON_BODY_TOO_LARGE: &str = "body_too_large";
 
 /// Why a response body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// `Content-Length` announced more than the cap; nothing was read.
     #[error("answer of {declared} bytes refused (Content-Length over the {} KiB limit)", cap / 1024)]
     DeclaredTooLarge {
@@ -44,7 +44,7 @@ pub enum BodyError {
 
 impl BodyError {
     /// Whether the body was refused for its size (count it as [`REASON_BODY_TOO_LARGE`]).
-    pub fn is_too_large(&self) -> bool {
+    pub(crate) fn is_too_large(&self) -> bool {
         matches!(self, BodyError::DeclaredTooLarge { .. } | BodyError::TooLarge { .. })
     }
 }
@@ -52,14 +52,14 @@ impl BodyError {
 /// A client for a device on the LAN: no proxy (a system proxy cannot reach `192.168.x.y`), the
 /// connect timeout given, and one idle connection per host (these devices have tiny TCP stacks and
 /// power budgets). Callers add per-request timeouts.
-pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder().no_proxy().connect_timeout(connect_timeout).pool_max_idle_per_host(1).build()
 }
 
 /// Reads `resp`'s body, at most `cap` bytes. Checks `Content-Length` first, then reads chunk by
 /// chunk and stops as soon as the total would cross `cap`; dropping the response then closes the
 /// connection, so the rest is never received. Memory held: at most `cap` plus one chunk.
-pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Bytes, BodyError> {
     let declared = resp.content_length();
     if let Some(declared) = declared
         && declared > cap as u64
@@ -78,7 +78,7 @@ pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Byte
 }
 
 /// The lower-cased `Content-Type` of a response, empty when absent.
-pub fn content_type(resp: &reqwest::Response) -> String {
+pub(crate) fn content_type(resp: &reqwest::Response) -> String {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -87,7 +87,7 @@ pub fn content_type(resp: &reqwest::Response) -> String {
 }
 
 /// A reqwest error with its causes (each once), never the request's headers.
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }

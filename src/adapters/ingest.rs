@@ -16,13 +16,13 @@ use crate::mqtt::Message;
 use crate::router::DeviceHandle;
 
 /// The largest `ingest_queue` a config may ask for (bounds memory: 1 M small messages).
-pub const MAX_QUEUE: usize = 1_000_000;
+pub(crate) const MAX_QUEUE: usize = 1_000_000;
 
 /// How often, at most, continued drops are logged again.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A device's incoming MQTT messages, in arrival order.
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// The subscription's queue.
     rx: mpsc::Receiver<Message>,
     /// The device's `hlbridge_ingest_dropped_total`, incremented by the MQTT client on overflow.
@@ -39,20 +39,15 @@ pub struct Inbox {
 
 impl Inbox {
     /// The next message (`None` once the MQTT client is gone).
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub(crate) async fn recv(&mut self) -> Option<Message> {
         let msg = self.rx.recv().await;
         self.report_drops();
         msg
     }
 
     /// Whether no message is waiting (the end of a burst: time to publish the state JSON).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rx.is_empty()
-    }
-
-    /// Messages dropped so far because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
     }
 
     fn report_drops(&mut self) {
@@ -77,7 +72,7 @@ impl Inbox {
 
 /// Subscribes `filters` for `device` with the configured `ingest_queue` (else `default_capacity`)
 /// and counts what a full queue drops on the device's `hlbridge_ingest_dropped_total`.
-pub async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S], default_capacity: usize) -> Inbox {
+pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S], default_capacity: usize) -> Inbox {
     let capacity = device.ingest_queue().unwrap_or(default_capacity).clamp(1, MAX_QUEUE);
     let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
     let dropped = device.counters().ingest_dropped.clone();

@@ -12,11 +12,11 @@ const MAX_KEY_BYTES: usize = 128;
 
 /// The problems already logged for one device.
 #[derive(Debug, Default)]
-pub struct LogOnce(HashSet<String>);
+pub(crate) struct LogOnce(HashSet<String>);
 
 impl LogOnce {
     /// Whether `key` shows for the first time (then log it); false for a repeat or once full.
-    pub fn first(&mut self, key: &str) -> bool {
+    pub(crate) fn first(&mut self, key: &str) -> bool {
         if self.0.len() >= MAX_KEYS {
             return false;
         }
@@ -25,12 +25,12 @@ impl LogOnce {
     }
 
     /// Whether `key` was logged already.
-    pub fn seen(&self, key: &str) -> bool {
+    pub(crate) fn seen(&self, key: &str) -> bool {
         self.0.contains(key)
     }
 
     /// Like [`LogOnce::first`] for a problem of a kind (`unknown`, `bad_type`) about `key`.
-    pub fn first_of(&mut self, kind: &str, key: &str) -> bool {
+    pub(crate) fn first_of(&mut self, kind: &str, key: &str) -> bool {
         self.first(&format!("{kind} {key}"))
     }
 }

@@ -10,14 +10,14 @@
 //! Adapters that speak HTTP share [`http`]: the LAN client, the size-capped body reader, the error
 //! describer.
 
-pub mod ai_on_the_edge;
-pub mod goe;
-pub mod http;
-pub mod ingest;
-pub mod log_once;
-pub mod octoprint;
-pub mod wait;
-pub mod whatwatt;
+pub(crate) mod ai_on_the_edge;
+pub(crate) mod goe;
+pub(crate) mod http;
+pub(crate) mod ingest;
+pub(crate) mod log_once;
+pub(crate) mod octoprint;
+pub(crate) mod wait;
+pub(crate) mod whatwatt;
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,11 +29,9 @@ use crate::config::{AdapterConfig, AdapterKind, DeviceConfig};
 use crate::router::DeviceHandle;
 
 /// The contract every adapter implements (a unit type per vendor, listed in the registry macros).
-pub trait Adapter {
+pub(crate) trait Adapter {
     /// The adapter's own keys under `devices.<id>`.
     type Config: serde::de::DeserializeOwned + serde::Serialize + Clone + std::fmt::Debug + Send + Sync + 'static;
-    /// The `adapter:` value that selects it.
-    const KIND: AdapterKind;
     /// Wraps its config into the config enum (config loading).
     fn wrap(cfg: Self::Config) -> AdapterConfig;
     /// Checks beyond the types, as (key path under `path`, message) pairs.
@@ -63,11 +61,10 @@ macro_rules! adapter {
         quantities = $q:expr, commands = $c:expr $(, commands_on_by_default = $on:expr)? $(,)?
     ) => {
         $(#[$doc])*
-        pub struct $ty;
+        pub(crate) struct $ty;
 
         impl $crate::adapters::Adapter for $ty {
             type Config = $cfg;
-            const KIND: $crate::config::AdapterKind = $crate::config::AdapterKind::$kind;
             const QUANTITIES: &'static [&'static str] = $q;
             const COMMANDS: &'static [&'static str] = $c;
 
@@ -149,12 +146,12 @@ macro_rules! with_kind {
 }
 
 /// The adapter-specific keys of `adapter` (for unknown-key checks and suggestions).
-pub fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
+pub(crate) fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
     with_kind!(adapter, A => crate::config::fields_of::<<A as Adapter>::Config>())
 }
 
 /// Semantic checks of the adapter-specific keys of device `path` (`devices.<id>`).
-pub fn validate(cfg: &AdapterConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &AdapterConfig, path: &str) -> Vec<(String, String)> {
     with_adapter!(cfg, A, c => A::validate(c, path))
 }
 
@@ -164,7 +161,7 @@ pub fn cadence(cfg: &DeviceConfig) -> Duration {
 }
 
 /// The quantities (`name_*` = a family of variants) and commands `adapter` may produce.
-pub fn capabilities(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'static str]) {
+pub(crate) fn capabilities(adapter: AdapterKind) -> (&'static [&'static str], &'static [&'static str]) {
     with_kind!(adapter, A => (<A as Adapter>::QUANTITIES, <A as Adapter>::COMMANDS))
 }
 
@@ -177,18 +174,18 @@ pub fn declares(adapter: AdapterKind, quantity: &str) -> bool {
 }
 
 /// The `<name>/set` commands an adapter offers (what `devices.<id>.commands` may list).
-pub fn command_names(adapter: AdapterKind) -> &'static [&'static str] {
+pub(crate) fn command_names(adapter: AdapterKind) -> &'static [&'static str] {
     capabilities(adapter).1
 }
 
 /// Whether commands are on when `commands:` is not set: off for devices that act on the physical
 /// world (a charger switching a car's current, a printer), on for meters and cameras.
-pub fn commands_default_on(adapter: AdapterKind) -> bool {
+pub(crate) fn commands_default_on(adapter: AdapterKind) -> bool {
     with_kind!(adapter, A => <A as Adapter>::COMMANDS_ON_BY_DEFAULT)
 }
 
 /// The command rules of a device (`commands`, `command_rate_limit`).
-pub fn command_policy(cfg: &DeviceConfig) -> crate::commands::Policy {
+pub(crate) fn command_policy(cfg: &DeviceConfig) -> crate::commands::Policy {
     let adapter = cfg.common.adapter;
     crate::commands::Policy::new(
         command_names(adapter),

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Resolves at `deadline`, or never when there is none.
-pub async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -14,7 +14,7 @@ pub async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The next item of `rx`, or never when there is no receiver.
-pub async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+pub(crate) async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

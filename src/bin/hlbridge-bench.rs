@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{self, MqttHandle, MqttSettings, QoS};
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{self, MqttHandle, MqttSettings, QoS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,9 +64,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(cfg) = opts.child_config {
         // The bridge under test, in its own process so its CPU and memory can be read from /proc,
         // on the same runtime the binary uses.
-        let config = hlbridge::config::load_file(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let rt = hlbridge::app::runtime(config.runtime.worker_threads)?;
-        return rt.block_on(hlbridge::app::run(config, hlbridge::app::shutdown_signal()));
+        let config = hlbridge::surface::config::load_file(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rt = hlbridge::surface::app::runtime(config.runtime.worker_threads)?;
+        return rt.block_on(hlbridge::surface::app::run(config, hlbridge::surface::app::shutdown_signal()));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(dir) = &opts.compare_node_red {
@@ -166,7 +166,7 @@ async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str, Option
         return Ok((Broker::Mosquitto(child, dir), "mosquitto", sock));
     }
     eprintln!("note: mosquitto not found, using the embedded broker (rumqttd); figures are not comparable");
-    hlbridge::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    hlbridge::surface::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     Ok((Broker::Embedded, "rumqttd (embedded)", None))
 }
 
@@ -670,11 +670,11 @@ fn thread_cpu_ns() -> u64 {
 /// Replays `n` nrg messages through the real adapter and router with a detached MQTT handle and
 /// reports the CPU per message (the queue is drained outside the measured sections).
 fn in_process_hot_path(n: u64) -> serde_json::Value {
-    use hlbridge::router::{DeviceSpec, Router, RouterSettings};
+    use hlbridge::surface::router::{DeviceSpec, Router, RouterSettings};
     let (mqtt, mut captured) = mqtt::detached(1 << 20);
     let spec = DeviceSpec {
         id: "ev".into(),
-        adapter: hlbridge::config::AdapterKind::Goe,
+        adapter: hlbridge::surface::config::AdapterKind::Goe,
         prefix: "bench".into(),
         freshness: Duration::from_secs(60),
         min_interval: None,
@@ -685,7 +685,7 @@ fn in_process_hot_path(n: u64) -> serde_json::Value {
         RouterSettings { bridge_prefix: "bench".into(), quantity_topics: true, state_json: true, qos: QoS::AtMostOnce };
     let router = Router::new(settings, vec![spec], mqtt, Metrics::detached());
     let Some(handle) = router.handle("ev") else { return json!(null) };
-    let mut ingest = hlbridge::adapters::goe::Ingest::new(handle.clone());
+    let mut ingest = hlbridge::surface::adapters::goe::Ingest::new(handle.clone());
     let payloads: Vec<bytes::Bytes> = (0..1000).map(|i| bytes::Bytes::from(nrg_payload(i))).collect();
     let mut spent = 0u64;
     let mut outputs = 0usize;

@@ -646,7 +646,7 @@ fn check_something_runs(ctx: &mut Ctx<'_>, root: &serde_json::Map<String, serde_
 }
 
 /// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
-pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{self, Visitor};
     struct Grab(Option<&'static [&'static str]>);
     impl<'de> de::Deserializer<'de> for &mut Grab {

@@ -6,7 +6,7 @@
 mod fuzz_tests;
 mod load;
 mod syntax;
-pub mod types;
+pub(crate) mod types;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,8 +14,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigErrors, fields_of, load_file, load_str};
-pub use types::{Dur, Secret};
+pub use load::{ConfigError, load_file, load_str};
+pub(crate) use load::{ConfigErrors, fields_of};
+pub use types::Dur;
+pub(crate) use types::Secret;
 
 use crate::model::DeviceKind;
 
@@ -23,7 +25,7 @@ use crate::model::DeviceKind;
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Config {
     /// The MQTT broker the bridge publishes to (and reads MQTT devices from).
-    pub mqtt: MqttConfig,
+    pub(crate) mqtt: MqttConfig,
     /// How unified topics are written.
     pub output: OutputConfig,
     /// The HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
@@ -35,19 +37,19 @@ pub struct Config {
     /// Configured devices, keyed by device id (`[a-z0-9_-]{1,64}`).
     pub devices: BTreeMap<String, DeviceConfig>,
     /// Topic-prefix routes matched by adapter or device kind; the first match wins.
-    pub routes: Vec<RouteConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
     /// Simulated devices run inside the process (the no-hardware demo).
     pub simulators: BTreeMap<String, SimulatorConfig>,
     /// Home Assistant MQTT discovery.
-    pub homeassistant: HomeAssistantConfig,
+    pub(crate) homeassistant: HomeAssistantConfig,
     /// This instance's share of the devices when several bridges split them (`crate::cluster`).
-    pub cluster: crate::cluster::ClusterConfig,
+    pub(crate) cluster: crate::cluster::ClusterConfig,
 }
 
 /// `homeassistant:` — Home Assistant MQTT discovery (device-based, Home Assistant 2024.12 or newer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct HomeAssistantConfig {
+pub(crate) struct HomeAssistantConfig {
     /// Publish one retained discovery message per device (and one for the bridge itself), so every
     /// device shows up in Home Assistant with its entities.
     pub enabled: bool,
@@ -65,7 +67,7 @@ impl Default for HomeAssistantConfig {
 /// `mqtt:` — the broker connection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
+pub(crate) struct MqttConfig {
     /// Broker URL: `mqtt://host:1883` or `mqtts://host:8883` for TLS.
     pub url: String,
     /// MQTT client id; must be unique on the broker.
@@ -113,7 +115,7 @@ impl Default for MqttConfig {
 /// `mqtt.tls:` — TLS for `mqtts://`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM CA file to trust; the operating system's roots when unset.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (mutual TLS).
@@ -127,7 +129,7 @@ pub struct TlsConfig {
 /// `mqtt.embedded:` — an in-process broker for demos and single-box setups.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmbeddedBrokerConfig {
+pub(crate) struct EmbeddedBrokerConfig {
     /// Address the embedded broker listens on.
     pub listen: SocketAddr,
 }
@@ -238,7 +240,7 @@ pub enum AdapterKind {
 
 impl AdapterKind {
     /// Every adapter name, for suggestions.
-    pub const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
+    pub(crate) const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
 
     /// The adapter's config name.
     pub fn as_str(self) -> &'static str {
@@ -251,7 +253,7 @@ impl AdapterKind {
     }
 
     /// The device kind the adapter produces.
-    pub fn device_kind(self) -> DeviceKind {
+    pub(crate) fn device_kind(self) -> DeviceKind {
         match self {
             AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
             AdapterKind::Goe => DeviceKind::EvCharger,
@@ -302,7 +304,7 @@ pub struct DeviceCommon {
     /// `[current_limit, force_state]`. Unset: off for devices that act on the physical world
     /// (charger, printer), on for the others (see `crate::adapters::commands_default_on`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commands: Option<crate::commands::CommandsSetting>,
+    pub(crate) commands: Option<crate::commands::CommandsSetting>,
     /// At most one run of each command per this long (default 2s; `0s` turns the limit off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_rate_limit: Option<Dur>,
@@ -362,7 +364,7 @@ pub enum AdapterConfig {
 /// go-e transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum GoeTransport {
+pub(crate) enum GoeTransport {
     /// The charger's own MQTT client publishes to our broker (push, ~1 s).
     Mqtt,
     /// Poll the local HTTP API v2 (`/api/status`).
@@ -378,7 +380,7 @@ pub struct GoeConfig {
     pub serial: Option<String>,
     /// `mqtt` (default) or `http`.
     #[serde(default = "goe_default_transport")]
-    pub transport: GoeTransport,
+    pub(crate) transport: GoeTransport,
     /// The charger's full topic prefix (`mtp`) when customised, with trailing `/`. Default: both
     /// `go-eCharger/<serial>/` and the pre-054.6 `/go-eCharger/<serial>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,7 +409,7 @@ fn goe_default_timeout() -> Dur {
 /// `routes:` entry: a topic prefix for every device matching `match`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteConfig {
+pub(crate) struct RouteConfig {
     /// What the route applies to; every given field must match.
     #[serde(rename = "match")]
     pub matches: RouteMatch,
@@ -418,7 +420,7 @@ pub struct RouteConfig {
 /// Route conditions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteMatch {
+pub(crate) struct RouteMatch {
     /// Match devices of this adapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterKind>,
@@ -470,19 +472,14 @@ fn one_second() -> Dur {
 }
 
 impl Config {
-    /// The effective broker URL: the embedded broker's address when one runs and no URL was set.
-    pub fn broker_url(&self) -> String {
-        self.mqtt.url.clone()
-    }
-
     /// Devices that are enabled.
-    pub fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
+    pub(crate) fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
         self.devices.iter().filter(|(_, d)| d.common.enabled)
     }
 
     /// Enabled devices this instance owns (all of them unless `cluster.instances` > 1): the ones
     /// it starts, subscribes to and polls.
-    pub fn owned_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
+    pub(crate) fn owned_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
         self.enabled_devices().filter(|(id, _)| self.cluster.owns(id))
     }
 

@@ -12,12 +12,17 @@ pub struct Dur(pub Duration);
 
 impl Dur {
     /// `n` seconds.
-    pub const fn secs(n: u64) -> Dur {
+    pub(crate) const fn secs(n: u64) -> Dur {
         Dur(Duration::from_secs(n))
     }
-    /// `n` milliseconds.
-    pub const fn millis(n: u64) -> Dur {
-        Dur(Duration::from_millis(n))
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+
+    /// `500ms`, `5s`, `1.5s`, `2m`, `1h`, `10` (seconds); the error says what to write instead.
+    fn from_str(s: &str) -> Result<Dur, String> {
+        parse_duration(s).map(Dur)
     }
 }
 
@@ -34,7 +39,7 @@ impl fmt::Display for Dur {
 }
 
 /// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, `10` (seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -56,7 +61,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Prints a duration the way it is written in the config.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
@@ -110,11 +115,11 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Secret {
+    pub(crate) fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
     /// The secret itself; call only where it is handed to a client, never for logging.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -146,7 +151,7 @@ thread_local! {
 /// Runs `f` with secrets serialising as their values instead of `<redacted>`: for comparing two
 /// configs in memory (a changed password must count as a change on reload). Never print what `f`
 /// produces.
-pub fn with_secrets_revealed<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_secrets_revealed<T>(f: impl FnOnce() -> T) -> T {
     REVEAL_SECRETS.with(|r| r.set(true));
     let out = f();
     REVEAL_SECRETS.with(|r| r.set(false));
@@ -164,7 +169,7 @@ impl Serialize for Secret {
 
 /// A string that may also be written as a number (`serial: 012345` loses nothing when quoted, but
 /// an unquoted `serial: 12345` or an env override must still work).
-pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -175,7 +180,7 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
 }
 
 /// Like [`string_or_number`] for a key that must be present.
-pub fn string_or_number_required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn string_or_number_required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     string_or_number(d)?.ok_or_else(|| serde::de::Error::custom("a value is required"))
 }
 

@@ -26,7 +26,7 @@ const AGE_W: u16 = 6;
 
 /// What the user did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {
+pub(crate) enum Key {
     /// `q`, Ctrl-C: stop the bridge.
     Quit,
     /// Arrow up: select the previous device.
@@ -62,7 +62,7 @@ pub struct UiState {
 
 impl UiState {
     /// Applies a key; returns true when the user asked to quit.
-    pub fn on_key(&mut self, key: Key, view: &View) -> bool {
+    pub(crate) fn on_key(&mut self, key: Key, view: &View) -> bool {
         let last = view.devices.len().saturating_sub(1);
         let page = self.page.max(1);
         match key {

@@ -9,8 +9,8 @@
 //! owns the terminal, log lines written through [`LogWriter`] are shown in its events panel
 //! instead of scribbling over the screen, and printed to stderr once the terminal is restored.
 
-pub mod draw;
-pub mod view;
+pub(crate) mod draw;
+pub(crate) mod view;
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -32,16 +32,16 @@ use draw::{Key, UiState};
 use view::{Header, Model};
 
 /// Redraw period on a terminal (and power sample period for the sparklines).
-pub const REDRAW_EVERY: Duration = Duration::from_millis(500);
+pub(crate) const REDRAW_EVERY: Duration = Duration::from_millis(500);
 
 /// Without a terminal: one summary line per device this often.
-pub const PLAIN_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const PLAIN_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// Log lines kept while the console owns the terminal (shown, then printed on exit).
 const LOG_LINES_KEPT: usize = 200;
 
 /// What the console needs from the running bridge.
-pub struct ConsoleContext {
+pub(crate) struct ConsoleContext {
     /// Device state: the console reads snapshots of it.
     pub router: Arc<Router>,
     /// For the connection state and the event subscription.
@@ -55,7 +55,7 @@ pub struct ConsoleContext {
 }
 
 /// Runs until `cancel` (the bridge's shutdown), restoring the terminal on the way out.
-pub async fn run(ctx: ConsoleContext, cancel: CancellationToken) {
+pub(crate) async fn run(ctx: ConsoleContext, cancel: CancellationToken) {
     let mut bases: Vec<String> = ctx.router.snapshot().into_iter().map(|s| format!("{}/event", s.base)).collect();
     bases.sort();
     bases.dedup();

@@ -10,10 +10,10 @@ use crate::model::{DeviceKind, Quantity, Value};
 use crate::router::DeviceSnapshot;
 
 /// Power samples kept per device for the sparkline (two a second: a minute).
-pub const POWER_HISTORY: usize = 120;
+pub(crate) const POWER_HISTORY: usize = 120;
 
 /// Recent events kept for the events panel.
-pub const EVENTS_KEPT: usize = 50;
+pub(crate) const EVENTS_KEPT: usize = 50;
 
 /// Quantities that are not values to list: the state and power get their own column.
 const HEADLINE: &[&str] = &["charger_state", "printer_state", "power"];
@@ -93,7 +93,7 @@ pub struct Model {
 
 impl Model {
     /// Records one event line (newest first), dropping the oldest beyond [`EVENTS_KEPT`].
-    pub fn push_event(&mut self, line: String) {
+    pub(crate) fn push_event(&mut self, line: String) {
         self.events.push_front(line);
         self.events.truncate(EVENTS_KEPT);
     }
@@ -130,7 +130,7 @@ fn power_of(snap: &DeviceSnapshot) -> Option<f64> {
 }
 
 /// Builds one device's panel.
-pub fn panel(snap: &DeviceSnapshot, now: SystemTime, power_history: Vec<u64>) -> DevicePanel {
+pub(crate) fn panel(snap: &DeviceSnapshot, now: SystemTime, power_history: Vec<u64>) -> DevicePanel {
     let present: Vec<&(Quantity, Value)> =
         snap.values.iter().filter(|(_, v)| !matches!(v, Value::Text(t) if t.trim().is_empty())).collect();
     let find = |name: &str| present.iter().find(|(q, _)| q.name() == name);
@@ -171,7 +171,7 @@ fn plain(q: Quantity, v: &Value) -> String {
 }
 
 /// The value with its unit; seconds read as a duration (`12m30s`), numbers keep the contract unit.
-pub fn with_unit(q: Quantity, v: &Value) -> String {
+pub(crate) fn with_unit(q: Quantity, v: &Value) -> String {
     let family = q.family();
     match (v, family.unit) {
         (Value::Number(n), "s") if n.is_finite() && *n >= 0.0 => age(Duration::from_secs_f64(*n)),
@@ -181,7 +181,7 @@ pub fn with_unit(q: Quantity, v: &Value) -> String {
 }
 
 /// Watts humanised: `230 W`, `11.04 kW`, `1.2 MW`.
-pub fn watts(w: f64) -> String {
+pub(crate) fn watts(w: f64) -> String {
     let a = w.abs();
     if a >= 1_000_000.0 {
         format!("{:.2} MW", w / 1_000_000.0)
@@ -193,7 +193,7 @@ pub fn watts(w: f64) -> String {
 }
 
 /// A duration humanised to at most two units: `0s`, `42s`, `2m05s`, `1h02m`, `3d04h`.
-pub fn age(d: Duration) -> String {
+pub(crate) fn age(d: Duration) -> String {
     let s = d.as_secs();
     let mut out = String::with_capacity(8);
     let _ = match s {
@@ -206,7 +206,7 @@ pub fn age(d: Duration) -> String {
 }
 
 /// One event line: UTC time of day, device, event name and the scalar data fields.
-pub fn event_line(at: time::OffsetDateTime, topic: &str, payload: &[u8]) -> String {
+pub(crate) fn event_line(at: time::OffsetDateTime, topic: &str, payload: &[u8]) -> String {
     let device = topic.strip_suffix("/event").unwrap_or(topic);
     let device = device.rsplit('/').next().unwrap_or(device);
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
@@ -224,7 +224,7 @@ pub fn event_line(at: time::OffsetDateTime, topic: &str, payload: &[u8]) -> Stri
 }
 
 /// One plain log line for a device (the non-terminal mode): id, availability, state, power, key values, age.
-pub fn plain_line(p: &DevicePanel) -> String {
+pub(crate) fn plain_line(p: &DevicePanel) -> String {
     let mut line = format!("{} {}", p.id, if p.online { "online" } else { "offline" });
     if let Some(reason) = &p.reason {
         let _ = write!(line, " ({reason})");

@@ -14,20 +14,20 @@ use crate::config::AdapterKind;
 use crate::model::{Identity, Quantity, ValueKind, VariantLabel};
 
 /// Where users find help, for the `o` (origin) block Home Assistant shows in the device info.
-pub const SUPPORT_URL: &str = "https://github.com/hlbridge/hlbridge";
+pub(crate) const SUPPORT_URL: &str = "https://github.com/hlbridge/hlbridge";
 
 /// The highest `current_limit` the go-e adapter accepts on `current_limit/set` (the charger's own
 /// hardware maximum on 22 kW models; 11 kW models cap lower themselves).
-pub const GOE_MAX_CURRENT: u32 = 32;
+pub(crate) const GOE_MAX_CURRENT: u32 = 32;
 /// The lowest charging current IEC 61851 allows.
-pub const MIN_CHARGING_CURRENT: u32 = 6;
+pub(crate) const MIN_CHARGING_CURRENT: u32 = 6;
 
 /// The longest `expire_after` worth announcing: beyond a day the window means "never stale".
 const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What every discovery message of one bridge shares.
 #[derive(Debug, Clone)]
-pub struct Naming {
+pub(crate) struct Naming {
     /// `homeassistant` (the `discovery_prefix` of Home Assistant's MQTT integration).
     pub discovery_prefix: String,
     /// The bridge's own node id and the start of every device's (`hlbridge`, from the MQTT client id),
@@ -41,7 +41,7 @@ pub struct Naming {
 
 impl Naming {
     /// Builds the naming from the MQTT client id (made topic- and id-safe) and the prefixes.
-    pub fn new(discovery_prefix: &str, client_id: &str, bridge_prefix: &str) -> Naming {
+    pub(crate) fn new(discovery_prefix: &str, client_id: &str, bridge_prefix: &str) -> Naming {
         let node_prefix: String = client_id
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
@@ -56,28 +56,28 @@ impl Naming {
 
     /// Uses `topic` as the bridge's status (a cluster instance's `<prefix>/bridge/<n>/status`): a
     /// device's entities are available only while the instance that owns it is.
-    pub fn with_bridge_status(mut self, topic: String) -> Naming {
+    pub(crate) fn with_bridge_status(mut self, topic: String) -> Naming {
         self.bridge_status = topic;
         self
     }
 
     /// The node id of device `id` (`hlbridge_garage_charger`).
-    pub fn node_id(&self, device: &str) -> String {
+    pub(crate) fn node_id(&self, device: &str) -> String {
         format!("{}_{device}", self.node_prefix)
     }
 
     /// `<discovery_prefix>/device/<node_id>/config` of device `id`.
-    pub fn device_topic(&self, device: &str) -> String {
+    pub(crate) fn device_topic(&self, device: &str) -> String {
         format!("{}/device/{}/config", self.discovery_prefix, self.node_id(device))
     }
 
     /// The bridge's own discovery topic.
-    pub fn bridge_topic(&self) -> String {
+    pub(crate) fn bridge_topic(&self) -> String {
         format!("{}/device/{}/config", self.discovery_prefix, self.node_prefix)
     }
 
     /// The device id a discovery topic of this bridge belongs to, if it is one of ours.
-    pub fn device_of_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
+    pub(crate) fn device_of_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let rest = topic.strip_prefix(self.discovery_prefix.as_str())?.strip_prefix("/device/")?;
         let node = rest.strip_suffix("/config")?;
         node.strip_prefix(self.node_prefix.as_str())?.strip_prefix('_').filter(|d| !d.is_empty() && !d.contains('/'))
@@ -90,7 +90,7 @@ impl Naming {
 
 /// What discovery needs to know about one device.
 #[derive(Debug, Clone)]
-pub struct DeviceView<'a> {
+pub(crate) struct DeviceView<'a> {
     /// Device id (`garage_charger`).
     pub id: &'a str,
     /// `<prefix>/<device>`: state and command topics hang below it.
@@ -117,7 +117,7 @@ pub struct DeviceView<'a> {
 }
 
 /// The id made readable: `garage_charger` → `Garage charger`.
-pub fn readable(id: &str) -> String {
+pub(crate) fn readable(id: &str) -> String {
     let words = id.replace(['_', '-'], " ");
     let mut chars = words.trim().chars();
     match chars.next() {
@@ -128,7 +128,7 @@ pub fn readable(id: &str) -> String {
 
 /// The entity name Home Assistant shows after the device name: `Power L1`, `Energy import T1`,
 /// `Temperature bed target`, `Signal strength`.
-pub fn entity_name(q: Quantity) -> String {
+pub(crate) fn entity_name(q: Quantity) -> String {
     let def = q.def();
     let family = match def.family.name {
         "rssi" => "Signal strength".to_owned(),
@@ -170,7 +170,7 @@ fn manufacturer(adapter: AdapterKind) -> &'static str {
 
 /// The sensor classes of `q` as announced: `(device_class, unit, state_class)`, after the fixes
 /// Home Assistant's rules demand (see the README's Home Assistant section).
-pub fn sensor_classes(
+pub(crate) fn sensor_classes(
     q: Quantity,
     gas_meter: bool,
 ) -> (Option<&'static str>, Option<&'static str>, Option<&'static str>) {
@@ -189,7 +189,7 @@ pub fn sensor_classes(
 }
 
 /// One component of a device (`None` for quantities Home Assistant has no use for).
-pub fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
+pub(crate) fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
     let f = q.family();
     let mut c = Map::new();
     let state_topic = format!("{}/{}", dev.base, q.name());
@@ -280,7 +280,7 @@ pub fn component(naming: &Naming, dev: &DeviceView<'_>, q: Quantity) -> Json {
 }
 
 /// The whole discovery message of one device.
-pub fn device_config(naming: &Naming, dev: &DeviceView<'_>) -> Json {
+pub(crate) fn device_config(naming: &Naming, dev: &DeviceView<'_>) -> Json {
     let mut d = Map::new();
     d.insert("identifiers".into(), json!([naming.node_id(dev.id)]));
     d.insert("name".into(), dev.name.map(str::to_owned).unwrap_or_else(|| readable(dev.id)).into());
@@ -300,7 +300,7 @@ pub fn device_config(naming: &Naming, dev: &DeviceView<'_>) -> Json {
 }
 
 /// The bridge's own discovery message: connected, messages received, parse errors.
-pub fn bridge_config(naming: &Naming) -> Json {
+pub(crate) fn bridge_config(naming: &Naming) -> Json {
     let node = &naming.node_prefix;
     let available = json!([{ "topic": naming.bridge_status }]);
     let counter = |key: &str, name: &str| {

@@ -11,8 +11,9 @@
 //! discovery cleared with an empty retained payload. The bridge's health values (messages received,
 //! parse errors) are published on `<prefix>/bridge/messages_received|parse_errors` for its entities.
 
-pub mod discovery;
-pub mod rules;
+pub(crate) mod discovery;
+#[cfg(test)]
+pub(crate) mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -75,14 +76,14 @@ struct Shared {
 
 /// The running discovery publisher (see module docs).
 #[derive(Clone)]
-pub struct HomeAssistant {
+pub(crate) struct HomeAssistant {
     /// State shared with the task.
     shared: Arc<Shared>,
 }
 
 impl HomeAssistant {
     /// Starts discovery for `config` (nothing when `homeassistant.enabled` is false).
-    pub fn start(
+    pub(crate) fn start(
         config: &Config,
         router: Arc<Router>,
         tracker: &TaskTracker,
@@ -113,14 +114,9 @@ impl HomeAssistant {
 
     /// Takes the devices of a reloaded config: removed ones (and ones set `homeassistant: false`) are
     /// cleared at once, renamed ones announced again.
-    pub fn reconfigure(&self, config: &Config) {
+    pub(crate) fn reconfigure(&self, config: &Config) {
         *self.shared.wanted.lock().unwrap_or_else(|e| e.into_inner()) = wanted_devices(config);
         self.shared.wake.notify_one();
-    }
-
-    /// The discovery topic of device `id`.
-    pub fn device_topic(&self, id: &str) -> String {
-        self.shared.naming.device_topic(id)
     }
 }
 

@@ -9,7 +9,7 @@
 //! check, so a new class in `crate::model` must be added here first (from that file).
 
 /// `DEVICE_CLASS_UNITS`: the units (`None` = no unit) each sensor device class accepts.
-pub static DEVICE_CLASS_UNITS: &[(&str, &[Option<&str>])] = &[
+pub(crate) static DEVICE_CLASS_UNITS: &[(&str, &[Option<&str>])] = &[
     ("apparent_power", &[Some("mVA"), Some("VA"), Some("kVA")]),
     ("current", &[Some("A"), Some("mA")]),
     ("duration", &[Some("d"), Some("h"), Some("min"), Some("s"), Some("ms")]),
@@ -46,7 +46,7 @@ pub static DEVICE_CLASS_UNITS: &[(&str, &[Option<&str>])] = &[
 ];
 
 /// `DEVICE_CLASS_STATE_CLASSES`: the state classes each sensor device class accepts (empty: none).
-pub static DEVICE_CLASS_STATE_CLASSES: &[(&str, &[&str])] = &[
+pub(crate) static DEVICE_CLASS_STATE_CLASSES: &[(&str, &[&str])] = &[
     ("apparent_power", &["measurement"]),
     ("current", &["measurement"]),
     ("duration", &["measurement", "total", "total_increasing"]),
@@ -65,14 +65,14 @@ pub static DEVICE_CLASS_STATE_CLASSES: &[(&str, &[&str])] = &[
 ];
 
 /// `STATE_CLASSES`: every state class there is.
-pub const STATE_CLASSES: &[&str] = &["measurement", "total", "total_increasing"];
+pub(crate) const STATE_CLASSES: &[&str] = &["measurement", "total", "total_increasing"];
 
 /// Binary sensor device classes this bridge uses (`BinarySensorDeviceClass`).
-pub const BINARY_SENSOR_CLASSES: &[&str] = &["connectivity", "plug", "power", "problem", "running"];
+pub(crate) const BINARY_SENSOR_CLASSES: &[&str] = &["connectivity", "plug", "power", "problem", "running"];
 
 /// Why a sensor's class, unit and state class would be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleError {
+pub(crate) enum RuleError {
     /// A device class missing from the copied tables.
     #[error("device_class `{0}` is not in the rule table (copy its row from Home Assistant's sensor/const.py)")]
     UnknownClass(String),
@@ -102,7 +102,7 @@ pub enum RuleError {
 
 /// Checks a sensor's `device_class`, `unit_of_measurement`, `state_class` and whether it has
 /// `options`, as Home Assistant's sensor platform does.
-pub fn check_sensor(
+pub(crate) fn check_sensor(
     device_class: Option<&str>,
     unit: Option<&str>,
     state_class: Option<&str>,

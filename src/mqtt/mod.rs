@@ -18,8 +18,8 @@
 
 mod connection;
 mod outbox;
-pub mod tls;
-pub mod topic;
+pub(crate) mod tls;
+pub(crate) mod topic;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -208,7 +208,7 @@ pub struct ConnectionState {
 
 /// Whether the bridge's MQTT side is ready, and if not, why (for `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Connected and every subscription acknowledged.
     pub ready: bool,
     /// What is wrong (`broker refused the connection: NotAuthorized`, `subscription refused by the
@@ -217,7 +217,7 @@ pub struct Readiness {
 }
 
 #[doc(hidden)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     Publish {
         topic: String,
         payload: Vec<u8>,
@@ -398,7 +398,7 @@ impl MqttHandle {
 
     /// Like [`MqttHandle::subscribe_many`], counting messages dropped for a full queue on `dropped`
     /// (adapters pass their device's `hlbridge_ingest_dropped_total`).
-    pub async fn subscribe_counted(
+    pub(crate) async fn subscribe_counted(
         &self,
         filters: &[&str],
         capacity: usize,
@@ -421,7 +421,7 @@ impl MqttHandle {
     /// Connects again with `settings` (live reload of `mqtt:`): the current connection is closed
     /// cleanly (no last will), queued publishes and subscriptions carry over. Settings that cannot
     /// be used (a bad URL, unreadable TLS files) are refused here and the running connection stays.
-    pub fn reconfigure(&self, settings: &MqttSettings) -> Result<(), MqttError> {
+    pub(crate) fn reconfigure(&self, settings: &MqttSettings) -> Result<(), MqttError> {
         let eventloop = event_loop(settings)?;
         let _ = self
             .shared
@@ -443,7 +443,7 @@ impl MqttHandle {
     }
 
     /// Whether the MQTT side is ready (connected, every subscription acknowledged), and why not.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let state = self.state();
         let health = self.shared.health();
         let reason = if !health.refused.is_empty() {
@@ -459,13 +459,13 @@ impl MqttHandle {
     }
 
     /// Watches connection changes (used to republish retained state after each ConnAck).
-    pub fn watch(&self) -> watch::Receiver<ConnectionState> {
+    pub(crate) fn watch(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.subscribe()
     }
 
     /// Waits until everything queued so far has been written and every QoS 1 publish among it
     /// acknowledged by the broker, then disconnects cleanly. Gives up after `timeout`.
-    pub async fn flush_and_disconnect(&self, timeout: Duration) {
+    pub(crate) async fn flush_and_disconnect(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let flushed = async {
@@ -580,7 +580,7 @@ fn dispatch(shared: &Shared, p: rumqttc::Publish) -> bool {
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with ±25 % jitter so a
 /// fleet of bridges does not hammer a restarted broker in lockstep.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let base = initial.saturating_mul(1u32 << attempt.min(16)).min(max);
     let jitter = rand::rng().random_range(0.75..1.25);
     base.mul_f64(jitter)

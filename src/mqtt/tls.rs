@@ -46,7 +46,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Builds the rustls client configuration.
-pub fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
+pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if s.insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))

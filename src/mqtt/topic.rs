@@ -20,7 +20,7 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 }
 
 /// Whether `filter` is a syntactically valid subscription filter.
-pub fn valid_filter(filter: &str) -> bool {
+pub(crate) fn valid_filter(filter: &str) -> bool {
     if filter.is_empty() {
         return false;
     }
@@ -37,14 +37,14 @@ pub fn valid_filter(filter: &str) -> bool {
 }
 
 /// Whether `topic` is a valid topic name to publish to (no wildcards, not empty).
-pub fn valid_topic(topic: &str) -> bool {
+pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
 }
 
 /// Subscription filters indexed by topic level, so dispatching a message costs a walk down the
 /// topic's levels instead of a scan over every filter (1 000 devices mean 3 000+ filters).
 #[derive(Debug, Default)]
-pub struct FilterTrie {
+pub(crate) struct FilterTrie {
     root: Node,
 }
 
@@ -62,7 +62,7 @@ struct Node {
 
 impl FilterTrie {
     /// Adds `filter` with the caller's `id`.
-    pub fn insert(&mut self, filter: &str, id: usize) {
+    pub(crate) fn insert(&mut self, filter: &str, id: usize) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = match level {
@@ -78,7 +78,7 @@ impl FilterTrie {
     }
 
     /// Calls `f` with the id of every filter matching `topic` (each filter once per matching path).
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(usize)) {
+    pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(usize)) {
         let dollar = topic.starts_with('$');
         Self::walk(&self.root, topic, true, dollar, &mut f);
     }

@@ -133,7 +133,7 @@ impl Default for CameraSpec {
 
 /// One message the camera publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
+pub(crate) struct Publish {
     /// Full topic.
     pub topic: String,
     /// Payload text.
@@ -144,7 +144,7 @@ pub struct Publish {
 
 /// What a control message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlOutcome {
+pub(crate) enum ControlOutcome {
     /// Start a round now (`flow_start`, `cycle_start`).
     StartRound,
     /// Applied (previous value set, reboot), with a log text.
@@ -175,7 +175,7 @@ struct Sequence {
 
 /// The simulated camera, without IO.
 #[derive(Debug)]
-pub struct Camera {
+pub(crate) struct Camera {
     spec: CameraSpec,
     rng: StdRng,
     sequences: Vec<Sequence>,
@@ -203,7 +203,7 @@ fn raw_digits(v: f64) -> String {
 
 impl Camera {
     /// A camera that just booted at `now`.
-    pub fn new(spec: CameraSpec, now: OffsetDateTime) -> Camera {
+    pub(crate) fn new(spec: CameraSpec, now: OffsetDateTime) -> Camera {
         let interval = time::Duration::try_from(spec.interval).unwrap_or(time::Duration::minutes(5));
         let sequences = spec
             .sequences
@@ -234,17 +234,12 @@ impl Camera {
         }
     }
 
-    /// The spec it runs with.
-    pub fn spec(&self) -> &CameraSpec {
-        &self.spec
-    }
-
     fn topic(&self, rest: &str) -> String {
         format!("{}/{rest}", self.spec.main_topic)
     }
 
     /// The last will: topic and payload (always retained).
-    pub fn last_will(&self) -> (String, String) {
+    pub(crate) fn last_will(&self) -> (String, String) {
         match self.spec.dialect {
             SimDialect::Upstream => (self.topic("connection"), "connection lost".into()),
             SimDialect::Clusters => (self.topic("device/status/connection"), "offline".into()),
@@ -252,7 +247,7 @@ impl Camera {
     }
 
     /// What the camera publishes on each (re)connect (the fork's birth; upstream v16 has none).
-    pub fn on_connect(&self) -> Vec<Publish> {
+    pub(crate) fn on_connect(&self) -> Vec<Publish> {
         match self.spec.dialect {
             SimDialect::Upstream => Vec::new(),
             SimDialect::Clusters => {
@@ -262,7 +257,7 @@ impl Camera {
     }
 
     /// The topics the camera subscribes to.
-    pub fn subscriptions(&self) -> Vec<String> {
+    pub(crate) fn subscriptions(&self) -> Vec<String> {
         match self.spec.dialect {
             SimDialect::Upstream => vec![self.topic("ctrl/flow_start"), self.topic("ctrl/set_prevalue")],
             SimDialect::Clusters => vec![
@@ -295,7 +290,7 @@ impl Camera {
     }
 
     /// Runs one round at `now` and returns what the camera publishes, in the firmware's order.
-    pub fn round(&mut self, now: OffsetDateTime) -> Vec<Publish> {
+    pub(crate) fn round(&mut self, now: OffsetDateTime) -> Vec<Publish> {
         self.round += 1;
         let hours = ((now - self.last_round).as_seconds_f64() / 3600.0).max(0.0);
         self.last_round = now;
@@ -531,7 +526,7 @@ impl Camera {
 
     /// The discovery configs: the v16.1.0 set for upstream (from the reconstructed sample), one
     /// `actual_value` config per sequence for the fork.
-    pub fn discovery_configs(&self) -> Vec<Publish> {
+    pub(crate) fn discovery_configs(&self) -> Vec<Publish> {
         let mt = &self.spec.main_topic;
         let node = mt.rsplit('/').next().unwrap_or(mt);
         let (class, unit, rate_class, rate_unit) = self.spec.meter_type.discovery();
@@ -599,7 +594,7 @@ impl Camera {
     }
 
     /// Handles a message on one of [`Camera::subscriptions`], as the firmware does.
-    pub fn control(&mut self, topic: &str, payload: &[u8], now: OffsetDateTime) -> ControlOutcome {
+    pub(crate) fn control(&mut self, topic: &str, payload: &[u8], now: OffsetDateTime) -> ControlOutcome {
         let Some(rest) = topic.strip_prefix(self.spec.main_topic.as_str()).and_then(|r| r.strip_prefix('/')) else {
             return ControlOutcome::Ignored;
         };
@@ -834,7 +829,7 @@ pub struct CliArgs {
     pub no_discovery: bool,
     /// MeterType announced in discovery.
     #[arg(long, value_enum, default_value = "water-m3")]
-    pub meter_type: SimMeterType,
+    pub(crate) meter_type: SimMeterType,
     /// Share of rounds with a misread digit (0 to 1).
     #[arg(long, default_value_t = 0.1)]
     pub errors: f64,
@@ -891,7 +886,7 @@ fn check(
 }
 
 /// Checks the simulator's keys (`path` = `simulators.<name>`).
-pub fn validate(cfg: &AiOnTheEdgeSimConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &AiOnTheEdgeSimConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = check(
         &cfg.main_topic,
         cfg.interval.0,
@@ -932,7 +927,7 @@ fn spec_of(cfg: &AiOnTheEdgeSimConfig) -> CameraSpec {
 }
 
 /// Starts the simulator inside the bridge process.
-pub async fn start(
+pub(crate) async fn start(
     name: &str,
     cfg: &AiOnTheEdgeSimConfig,
     config: &Config,

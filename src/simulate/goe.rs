@@ -150,14 +150,14 @@ impl Default for GoeSimOptions {
 
 impl GoeSimOptions {
     /// The topic prefix in effect: the configured one, else the post-054.6 default.
-    pub fn effective_prefix(&self) -> String {
+    pub(crate) fn effective_prefix(&self) -> String {
         self.topic_prefix.clone().unwrap_or_else(|| format!("go-eCharger/{}/", self.serial))
     }
 }
 
 /// Where the simulated session currently is; `car` is derived from it and from the charge logic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionPhase {
+pub(crate) enum SessionPhase {
     /// Nothing plugged in.
     Idle,
     /// Car plugged in; charging has not started yet (waiting time, `frc=1`, or access control).
@@ -397,7 +397,7 @@ fn parse_payload(payload: &str) -> Result<Value, WriteError> {
 }
 
 /// Parses `filter=` of `/api/status`: the comma list (fw ≥ 051.4) or the old JSON array form.
-pub fn parse_filter(raw: &str) -> Vec<String> {
+pub(crate) fn parse_filter(raw: &str) -> Vec<String> {
     let raw = raw.trim();
     if raw.starts_with('[')
         && let Ok(list) = serde_json::from_str::<Vec<String>>(raw)
@@ -495,7 +495,7 @@ fn local_offset(now: OffsetDateTime, tof_minutes: i64, tds: i64) -> UtcOffset {
 /// The whole simulated charger: every API key plus the hidden physics behind them. Pure: no IO,
 /// no clock reads except in [`ChargerState::tick`] (use [`ChargerState::tick_at`] in tests).
 #[derive(Debug, Clone)]
-pub struct ChargerState {
+pub(crate) struct ChargerState {
     /// Every API key the device has, as the JSON value HTTP and MQTT serve.
     store: Store,
     /// Simulated time per tick: `rbt` and the energy integration step.
@@ -542,7 +542,7 @@ pub struct ChargerState {
 
 impl ChargerState {
     /// A charger with serial `serial` in the idle state, keys as in the 56.9 connect burst.
-    pub fn new(serial: &str, tick: Duration, phase_ticks: PhaseTicks) -> ChargerState {
+    pub(crate) fn new(serial: &str, tick: Duration, phase_ticks: PhaseTicks) -> ChargerState {
         let mut store = Store::default();
         for line in BURST_56_9.lines() {
             let Some((topic, json)) = line.split_once(' ') else {
@@ -650,7 +650,7 @@ impl ChargerState {
     }
 
     /// The state [`run`] starts from: serial, `mcr`, `mtp` and `mcu` taken from the options.
-    pub fn from_options(opts: &GoeSimOptions) -> ChargerState {
+    pub(crate) fn from_options(opts: &GoeSimOptions) -> ChargerState {
         let mut s = ChargerState::new(&opts.serial, opts.tick, opts.phase_ticks);
         s.store.insert("mcr", Value::Bool(opts.read_only));
         s.store.insert("mtp", opts.topic_prefix.clone().map_or(Value::Null, Value::from));
@@ -661,32 +661,27 @@ impl ChargerState {
     }
 
     /// Current value of `key`, if the device has it.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.store.get(key)
     }
 
-    /// Where the session is.
-    pub fn phase(&self) -> SessionPhase {
-        self.phase
-    }
-
     /// Whether MQTT writes must be ignored (`mcr`, changeable at runtime over HTTP).
-    pub fn mqtt_read_only(&self) -> bool {
+    pub(crate) fn mqtt_read_only(&self) -> bool {
         self.get_bool("mcr").unwrap_or(false)
     }
 
     /// Whether `key` is published on MQTT (some keys are HTTP-only on real firmware).
-    pub fn is_mqtt_key(key: &str) -> bool {
+    pub(crate) fn is_mqtt_key(key: &str) -> bool {
         !HTTP_ONLY_KEYS.contains(&key)
     }
 
     /// Every MQTT-published key with its value, in burst order: what a (re)connect publishes.
-    pub fn mqtt_snapshot(&self) -> Vec<(String, Value)> {
+    pub(crate) fn mqtt_snapshot(&self) -> Vec<(String, Value)> {
         self.store.entries.iter().filter(|(k, _)| Self::is_mqtt_key(k)).cloned().collect()
     }
 
     /// Records the MQTT connection state in `mcs`/`mcc`/`mcca` like the firmware does.
-    pub fn set_mqtt_connected(&mut self, connected: bool) {
+    pub(crate) fn set_mqtt_connected(&mut self, connected: bool) {
         self.store.insert("mcs", Value::Bool(true));
         if self.store.insert("mcc", Value::Bool(connected)) && connected {
             self.store.insert("mcca", Value::from(self.rbt));
@@ -694,13 +689,13 @@ impl ChargerState {
     }
 
     /// True once after a write to `rst` rebooted the charger (the IO side then re-sends the burst).
-    pub fn take_rebooted(&mut self) -> bool {
+    pub(crate) fn take_rebooted(&mut self) -> bool {
         std::mem::take(&mut self.rebooted)
     }
 
     /// `/api/status`: the requested keys (all without a filter) and the requested keys the
     /// device does not have.
-    pub fn status(&self, filter: Option<&[&str]>) -> (Map<String, Value>, Vec<String>) {
+    pub(crate) fn status(&self, filter: Option<&[&str]>) -> (Map<String, Value>, Vec<String>) {
         let mut out = Map::new();
         let mut missing = Vec::new();
         match filter {
@@ -725,13 +720,13 @@ impl ChargerState {
 
     /// An MQTT write (`<key>/set`): `Ok` or the exact `/result` error text. Effects on derived
     /// keys (`alw`, `acu`, `car`, …) show at the next tick, as on the device.
-    pub fn set(&mut self, key: &str, payload: &str) -> Result<(), String> {
+    pub(crate) fn set(&mut self, key: &str, payload: &str) -> Result<(), String> {
         self.write(key, payload).map_err(|e| e.mqtt_text(key, payload))
     }
 
     /// An HTTP write (`/api/set?key=payload`): same rules as [`ChargerState::set`], with the
     /// HTTP wording of the error text.
-    pub fn set_http(&mut self, key: &str, payload: &str) -> Result<(), String> {
+    pub(crate) fn set_http(&mut self, key: &str, payload: &str) -> Result<(), String> {
         self.write(key, payload).map_err(|e| e.http_text(key, payload))
     }
 
@@ -825,13 +820,13 @@ impl ChargerState {
     }
 
     /// One logic tick at the current wall-clock time.
-    pub fn tick<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Vec<&'static str> {
+    pub(crate) fn tick<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Vec<&'static str> {
         self.tick_at(rng, OffsetDateTime::now_utc())
     }
 
     /// One logic tick at `now`: advances `rbt`, the clock keys, the session and the measurements.
     /// Returns the keys whose value changed.
-    pub fn tick_at<R: Rng + ?Sized>(&mut self, rng: &mut R, now: OffsetDateTime) -> Vec<&'static str> {
+    pub(crate) fn tick_at<R: Rng + ?Sized>(&mut self, rng: &mut R, now: OffsetDateTime) -> Vec<&'static str> {
         let mut changed = Vec::new();
         let tick_ms = u64::try_from(self.tick.as_millis()).unwrap_or(u64::MAX);
         self.rbt = self.rbt.saturating_add(tick_ms);

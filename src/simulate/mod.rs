@@ -2,10 +2,10 @@
 //! `shared/protocols` exactly, for the demo, the tests and the benchmark. Each can run inside the
 //! bridge process (`simulators:` in the config) or on its own from the CLI.
 
-pub mod ai_on_the_edge;
-pub mod goe;
-pub mod octoprint;
-pub mod whatwatt;
+pub(crate) mod ai_on_the_edge;
+pub(crate) mod goe;
+pub(crate) mod octoprint;
+pub(crate) mod whatwatt;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -16,7 +16,7 @@ use crate::config::{Config, GoeSimulatorConfig, SimulatorConfig};
 use crate::mqtt::MqttSettings;
 
 /// Checks a simulator entry (`path` = `simulators.<name>`); returns (key path, message) pairs.
-pub fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String)> {
     match sim {
         SimulatorConfig::Goe(g) => {
             let mut errs = Vec::new();
@@ -38,7 +38,7 @@ pub fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String)> {
 
 /// Broker settings for a simulator: its own `broker` URL, or the bridge's broker (with the bridge's
 /// credentials) under the client id `client_id`.
-pub fn broker_settings(own: Option<&str>, config: &Config, client_id: &str) -> anyhow::Result<MqttSettings> {
+pub(crate) fn broker_settings(own: Option<&str>, config: &Config, client_id: &str) -> anyhow::Result<MqttSettings> {
     let url = own.map(str::to_owned).unwrap_or_else(|| config.mqtt.url.clone());
     let mut s = MqttSettings::from_url(&url, client_id)?;
     if own.is_none() {
@@ -69,7 +69,7 @@ where
 }
 
 /// Runs a simulator inside the bridge process on `tracker`, logging why it stopped if it fails.
-pub fn spawn_named<F>(tracker: &TaskTracker, name: &str, run: F)
+pub(crate) fn spawn_named<F>(tracker: &TaskTracker, name: &str, run: F)
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
@@ -82,12 +82,12 @@ where
 }
 
 /// Binds a simulator's HTTP listener, naming the config key on failure.
-pub async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("{key}: cannot listen on {addr}"))
 }
 
 /// Starts simulator `name` inside the bridge process.
-pub async fn start(
+pub(crate) async fn start(
     name: &str,
     sim: &SimulatorConfig,
     config: &Config,

@@ -89,7 +89,8 @@ impl Default for PhaseTicks {
 
 impl PhaseTicks {
     /// Ticks of one full cycle.
-    pub fn cycle(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn cycle(&self) -> u32 {
         self.off + self.idle + self.heat + self.print + self.paused + self.cool
     }
 }
@@ -136,7 +137,7 @@ impl OctoprintSimOptions {
 
 /// One MQTT publish of the simulated plugin.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SimPublish {
+pub(crate) struct SimPublish {
     /// Full topic.
     pub topic: String,
     /// Payload exactly as the plugin writes it (Python `json.dumps` style).
@@ -206,7 +207,7 @@ impl J {
 
 /// Where the cycle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Printer not connected to OctoPrint.
     Off,
     /// Connected, no job.
@@ -240,7 +241,7 @@ struct Job {
 }
 
 /// The simulated OctoPrint + plugin (see module docs). Pure: feed it the time, get publishes.
-pub struct PrinterSim {
+pub(crate) struct PrinterSim {
     base: String,
     printer_data: bool,
     octoprint2: bool,
@@ -272,7 +273,7 @@ pub struct PrinterSim {
 
 impl PrinterSim {
     /// A printer that is switched off, its plugin not yet connected.
-    pub fn new(opts: &OctoprintSimOptions) -> PrinterSim {
+    pub(crate) fn new(opts: &OctoprintSimOptions) -> PrinterSim {
         let heater = |key| Heater { key, actual: AMBIENT, target: 0.0, last: None };
         PrinterSim {
             base: opts.base_topic.clone(),
@@ -302,13 +303,14 @@ impl PrinterSim {
     }
 
     /// The current phase.
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
     /// The plugin's broker connection came up (after its `connected` status): flush the queued
     /// temperatures, and at the first connection publish the progress and slicing resets.
-    pub fn on_connect(&mut self, now: i64) -> Vec<SimPublish> {
+    pub(crate) fn on_connect(&mut self, now: i64) -> Vec<SimPublish> {
         self.connected = true;
         let mut out: Vec<SimPublish> = self
             .queue
@@ -347,7 +349,7 @@ impl PrinterSim {
     }
 
     /// The broker connection was lost: events and progress are dropped, temperatures queued.
-    pub fn on_disconnect(&mut self) {
+    pub(crate) fn on_disconnect(&mut self) {
         self.connected = false;
     }
 
@@ -356,7 +358,7 @@ impl PrinterSim {
     /// without a DISCONNECT) the broker's last will, `disconnected` again. [`run`] ends with a clean
     /// DISCONNECT, which suppresses the real will, so the will's message is the last publish here:
     /// subscribers see the same topic, payload and order.
-    pub fn shutdown(&mut self, now: i64) -> Vec<SimPublish> {
+    pub(crate) fn shutdown(&mut self, now: i64) -> Vec<SimPublish> {
         let mut out = Vec::new();
         if !self.connected {
             return out;
@@ -375,7 +377,7 @@ impl PrinterSim {
     }
 
     /// Advances one tick at unix time `now` and returns what the plugin publishes.
-    pub fn step(&mut self, now: i64) -> Vec<SimPublish> {
+    pub(crate) fn step(&mut self, now: i64) -> Vec<SimPublish> {
         let mut out = Vec::new();
         self.in_phase += 1;
         let p = self.phases;
@@ -405,7 +407,7 @@ impl PrinterSim {
     /// `POST /api/job` like OctoPrint's `api/job.py`: `pause` (action `pause`, `resume`, `toggle`)
     /// and `cancel` need a job printing or paused (409 otherwise); a pause of a paused job or a
     /// resume of a printing one changes nothing.
-    pub fn rest_job(&mut self, json: &serde_json::Value, now: i64) -> Result<Vec<SimPublish>, RestAnswer> {
+    pub(crate) fn rest_job(&mut self, json: &serde_json::Value, now: i64) -> Result<Vec<SimPublish>, RestAnswer> {
         use axum::http::StatusCode;
         let command = json.get("command").and_then(|c| c.as_str()).unwrap_or_default();
         let active = matches!(self.phase, Phase::Heating | Phase::Printing | Phase::Paused);
@@ -436,7 +438,7 @@ impl PrinterSim {
     /// `POST /api/printer/tool|bed|chamber` with `command: target`: 409 while the printer is not
     /// operational or for a chamber the profile lacks. The new target is published with the next
     /// temperature sample, as the plugin does.
-    pub fn rest_heater(&mut self, which: &str, json: &serde_json::Value) -> Result<Vec<SimPublish>, RestAnswer> {
+    pub(crate) fn rest_heater(&mut self, which: &str, json: &serde_json::Value) -> Result<Vec<SimPublish>, RestAnswer> {
         use axum::http::StatusCode;
         if self.phase == Phase::Off {
             return Err((StatusCode::CONFLICT, "Printer is not operational".into()));
@@ -471,7 +473,11 @@ impl PrinterSim {
     }
 
     /// `POST /api/connection`: `connect` (re-connects a connected printer) and `disconnect`.
-    pub fn rest_connection(&mut self, json: &serde_json::Value, now: i64) -> Result<Vec<SimPublish>, RestAnswer> {
+    pub(crate) fn rest_connection(
+        &mut self,
+        json: &serde_json::Value,
+        now: i64,
+    ) -> Result<Vec<SimPublish>, RestAnswer> {
         let mut out = Vec::new();
         match json.get("command").and_then(|c| c.as_str()) {
             Some("connect") => {
@@ -1099,7 +1105,7 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 /// Checks the simulator's keys (`path` = `simulators.<name>`).
-pub fn validate(cfg: &OctoprintSimConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &OctoprintSimConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     if cfg.base_topic.contains(['+', '#']) {
         errs.push((format!("{path}.base_topic"), "must not contain MQTT wildcards".into()));
@@ -1116,7 +1122,7 @@ pub fn validate(cfg: &OctoprintSimConfig, path: &str) -> Vec<(String, String)> {
 }
 
 /// Starts the simulator inside the bridge process.
-pub async fn start(
+pub(crate) async fn start(
     name: &str,
     cfg: &OctoprintSimConfig,
     config: &Config,

@@ -151,7 +151,7 @@ impl SimMeter {
 /// `mqtt:` of a simulator entry: publish like the gateway's MQTT client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimMqttConfig {
+pub(crate) struct SimMqttConfig {
     /// The gateway's publish topic.
     #[serde(default = "default_topic")]
     pub topic: String,
@@ -209,7 +209,7 @@ pub struct WhatwattSimConfig {
     pub id: String,
     /// Also publish templated MQTT like the gateway's client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt: Option<SimMqttConfig>,
+    pub(crate) mqtt: Option<SimMqttConfig>,
 }
 
 /// Command-line arguments of `hlbridge simulate whatwatt`.
@@ -273,7 +273,7 @@ fn check_id(id: &str) -> bool {
 }
 
 /// Checks the simulator's keys.
-pub fn validate(cfg: &WhatwattSimConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &WhatwattSimConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     if !check_id(&cfg.id) {
         errs.push((format!("{path}.id"), "must be 12 upper-case hex digits, e.g. A842E39F8124".into()));
@@ -357,12 +357,6 @@ impl SimControl {
     /// Writes raw bytes into the current SSE stream.
     pub fn inject_sse(&self, bytes: impl Into<Bytes>) {
         self.0.inject.lock().unwrap_or_else(|e| e.into_inner()).push(bytes.into());
-        self.0.nudge.notify_waiters();
-    }
-
-    /// Ends the current SSE stream, as a second client would.
-    pub fn kick(&self) {
-        self.0.kick.fetch_add(1, Ordering::SeqCst);
         self.0.nudge.notify_waiters();
     }
 
@@ -512,7 +506,7 @@ fn fmt_local(t: OffsetDateTime, z: bool) -> String {
 }
 
 /// The simulated meter and gateway (pure: no IO).
-pub struct Gateway {
+pub(crate) struct Gateway {
     report: Value,
     system: Value,
     meter: SimMeter,
@@ -533,7 +527,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with `opts`' id, licence and meter, at its first report.
-    pub fn new(opts: &WhatwattSimOptions) -> Gateway {
+    pub(crate) fn new(opts: &WhatwattSimOptions) -> Gateway {
         let mut report: Value = serde_json::from_str(opts.meter.base_report()).unwrap_or_else(|_| json!({}));
         let mut system: Value = serde_json::from_str(SYSTEM).unwrap_or_else(|_| json!({}));
         let interval = opts.interval.unwrap_or_else(|| {
@@ -596,7 +590,7 @@ impl Gateway {
     }
 
     /// The meter report period.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 
@@ -610,7 +604,7 @@ impl Gateway {
     }
 
     /// One meter report at wall-clock `now`.
-    pub fn tick(&mut self, now: OffsetDateTime) {
+    pub(crate) fn tick(&mut self, now: OffsetDateTime) {
         let dt_h = self.interval.as_secs_f64() / 3600.0;
         let id = self.report.pointer("/report/id").and_then(Value::as_u64).unwrap_or(0) + 1;
         set(&mut self.report, "/report/id", json!(id));
@@ -690,14 +684,14 @@ impl Gateway {
     }
 
     /// `GET /api/v1/report` with `status` as the meter status.
-    pub fn report(&self, status: &str) -> Value {
+    pub(crate) fn report(&self, status: &str) -> Value {
         let mut r = self.report.clone();
         set(&mut r, "/meter/status", json!(status));
         r
     }
 
     /// `GET /api/v1/system`.
-    pub fn system(&self, status: &str, mqtt: Option<bool>) -> Value {
+    pub(crate) fn system(&self, status: &str, mqtt: Option<bool>) -> Value {
         let mut s = self.system.clone();
         set(&mut s, "/meter/status", json!(status));
         if let Some(connected) = mqtt {
@@ -708,7 +702,7 @@ impl Gateway {
     }
 
     /// One SSE `live` event, framed: only the keys the meter provides (docs §4).
-    pub fn live_event(&self) -> String {
+    pub(crate) fn live_event(&self) -> String {
         let mut data = serde_json::Map::new();
         for (path, key, _) in FIELDS {
             if !key.is_empty()
@@ -747,7 +741,7 @@ impl Gateway {
     }
 
     /// Every template variable with its value as text; numerics without a value are `None`.
-    pub fn variables(&self, status: &str) -> Vec<(&'static str, Option<String>, bool)> {
+    pub(crate) fn variables(&self, status: &str) -> Vec<(&'static str, Option<String>, bool)> {
         let num = |v: Option<&Value>| v.and_then(Value::as_f64).map(fmt_number);
         let text = |p: &str| self.report.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
         let mut out: Vec<(&'static str, Option<String>, bool)> = Vec::new();
@@ -807,7 +801,7 @@ impl Gateway {
 
     /// Renders a template like the firmware: numerics plain or `null`, texts as is (empty when
     /// missing), unknown names left verbatim.
-    pub fn render(&self, template: &str, status: &str) -> String {
+    pub(crate) fn render(&self, template: &str, status: &str) -> String {
         let vars = self.variables(status);
         let mut out = String::with_capacity(template.len() + 128);
         let mut rest = template;
@@ -1261,7 +1255,7 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
 }
 
 /// Starts the simulator inside the bridge process.
-pub async fn start(
+pub(crate) async fn start(
     name: &str,
     cfg: &WhatwattSimConfig,
     config: &Config,

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hlbridge::adapters::ai_on_the_edge::Ingest;
-use hlbridge::config::AdapterConfig;
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{CaptureRx, Message, QoS};
-use hlbridge::router::{DeviceSpec, Router, RouterSettings};
-use hlbridge::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
+use hlbridge::surface::adapters::ai_on_the_edge::Ingest;
+use hlbridge::surface::config::AdapterConfig;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{CaptureRx, Message, QoS};
+use hlbridge::surface::router::{DeviceSpec, Router, RouterSettings};
+use hlbridge::surface::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -91,14 +91,15 @@ impl Replay {
     /// `devices` is the `devices:` block (indented by two spaces) of a config file.
     fn new(devices: &str) -> Replay {
         let config = load_config(&format!("devices:\n{devices}"));
-        let (mqtt, captured) = hlbridge::mqtt::detached(100_000);
+        let (mqtt, captured) = hlbridge::surface::mqtt::detached(100_000);
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let specs: Vec<DeviceSpec> = config
             .devices
             .iter()
             .map(|(id, d)| {
-                DeviceSpec::from_config(&config, id, hlbridge::adapters::cadence(d), false).expect("device spec")
+                DeviceSpec::from_config(&config, id, hlbridge::surface::adapters::cadence(d), false)
+                    .expect("device spec")
             })
             .collect();
         let settings = RouterSettings {
@@ -126,7 +127,7 @@ impl Replay {
     fn send(&mut self, topic: &str, payload: &str, retain: bool) {
         let msg = Message { topic: topic.to_owned(), payload: Bytes::copy_from_slice(payload.as_bytes()), retain };
         for (filters, ingest) in &mut self.ingests {
-            if filters.iter().any(|f| hlbridge::mqtt::topic::matches(f, topic)) {
+            if filters.iter().any(|f| hlbridge::surface::mqtt::topic::matches(f, topic)) {
                 ingest.message(&msg);
             }
         }
@@ -165,7 +166,7 @@ impl Replay {
                 values.entry(c.topic.clone()).or_default().push(c.payload.clone());
             }
         }
-        let samples = parse_samples(&hlbridge::metrics::render(&self.registry));
+        let samples = parse_samples(&hlbridge::surface::metrics::render(&self.registry));
         let by_reason = |name: &str, id: &str| {
             let mut m = serde_json::Map::new();
             // Reasons start at 0 (health series exist from start-up); the golden lists what happened.
@@ -496,7 +497,7 @@ impl Camera {
         let id = format!("aioted-{}-{}", spec.main_topic.replace('/', "_"), crate::common::unique());
         let opts = AiOnTheEdgeSimOptions { broker: client_settings(broker, &id), camera: spec };
         let cancel = CancellationToken::new();
-        let join = tokio::spawn(hlbridge::simulate::ai_on_the_edge::run(opts, cancel.clone()));
+        let join = tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.clone()));
         Camera { cancel, join: Some(join) }
     }
 
@@ -832,7 +833,7 @@ devices:
 "#;
     let c = load_config(example);
     assert!(c.devices.contains_key("water_meter") && c.devices.contains_key("water_garden"));
-    let e = hlbridge::config::load_str(
+    let e = hlbridge::surface::config::load_str(
         "devices:\n  w:\n    adapter: ai_on_the_edge\n    meter: water\n\
          \x20 g:\n    adapter: ai_on_the_edge\n    main_topic: gasmeter\n    guard:\n      max_rate: {power: 3}\n",
         "t.yaml",

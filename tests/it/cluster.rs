@@ -8,11 +8,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hlbridge::app::Running;
-use hlbridge::cluster::owner;
-use hlbridge::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind};
-use hlbridge::simulate::octoprint::OctoprintSimOptions;
-use hlbridge::simulate::whatwatt::{SimControl, WhatwattSimOptions};
+use hlbridge::surface::app::Running;
+use hlbridge::surface::cluster::owner;
+use hlbridge::surface::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind};
+use hlbridge::surface::simulate::octoprint::OctoprintSimOptions;
+use hlbridge::surface::simulate::whatwatt::{SimControl, WhatwattSimOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ impl Fleet {
                 seed: i as u64 + 1,
                 ..Default::default()
             };
-            tokio::spawn(hlbridge::simulate::whatwatt::run(opts, cancel.child_token()));
+            tokio::spawn(hlbridge::surface::simulate::whatwatt::run(opts, cancel.child_token()));
             ids.push(format!("meter{i}"));
             gateways.push((format!("meter{i}"), control));
             yaml.push_str(&format!(
@@ -77,7 +77,7 @@ impl Fleet {
             };
             let opts =
                 AiOnTheEdgeSimOptions { broker: client_settings(broker, &format!("cam{i}-{}", unique())), camera };
-            tokio::spawn(hlbridge::simulate::ai_on_the_edge::run(opts, cancel.child_token()));
+            tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.child_token()));
             ids.push(format!("water{i}"));
             yaml.push_str(&format!(
                 "  water{i}:\n    adapter: ai_on_the_edge\n    main_topic: cam{i}\n    interval: 1s\n"
@@ -86,7 +86,7 @@ impl Fleet {
             let mut opts = OctoprintSimOptions::new(client_settings(broker, &format!("octo{i}-{}", unique())));
             opts.base_topic = format!("printer{i}/");
             opts.tick = Duration::from_millis(50);
-            tokio::spawn(hlbridge::simulate::octoprint::run(opts, cancel.child_token()));
+            tokio::spawn(hlbridge::surface::simulate::octoprint::run(opts, cancel.child_token()));
             ids.push(format!("printer{i}"));
             yaml.push_str(&format!("  printer{i}:\n    adapter: octoprint\n    base_topic: printer{i}/\n"));
         }
@@ -117,7 +117,7 @@ fn instance_yaml(broker: &Broker, fleet: &Fleet, client_id: &str, instance: u32,
 }
 
 async fn start_instance(yaml: &str) -> Running {
-    hlbridge::app::start(&load_config(yaml), None).await.expect("bridge instance starts")
+    hlbridge::surface::app::start(&load_config(yaml), None).await.expect("bridge instance starts")
 }
 
 /// The device ids listed in the retained `home/bridge/<n>/info`.

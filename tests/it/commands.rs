@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hlbridge::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
+use hlbridge::surface::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -214,7 +214,7 @@ async fn camera(
     let id = format!("aioted-cmd-{}", crate::common::unique());
     let opts = AiOnTheEdgeSimOptions { broker: client_settings(broker, &id), camera: spec };
     let cancel = CancellationToken::new();
-    let join = tokio::spawn(hlbridge::simulate::ai_on_the_edge::run(opts, cancel.clone()));
+    let join = tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.clone()));
     (cancel, join)
 }
 

@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hlbridge::config::AdapterKind;
-use hlbridge::router::DeviceSpec;
+use hlbridge::surface::config::AdapterKind;
+use hlbridge::surface::router::DeviceSpec;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -90,14 +90,14 @@ async fn every_adapter_counts_input_follows_availability_and_stops_in_time() {
         let spec = DeviceSpec::from_config(
             &config,
             "dut",
-            hlbridge::adapters::cadence(d),
-            hlbridge::adapters::accepts_commands(d),
+            hlbridge::surface::adapters::cadence(d),
+            hlbridge::surface::adapters::accepts_commands(d),
         )
         .expect("spec");
         let handle = lab.bridge.router.add_device(spec);
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
-        let task = hlbridge::adapters::spawn(d, handle, &tracker, stop.clone());
+        let task = hlbridge::surface::adapters::spawn(d, handle, &tracker, stop.clone());
 
         // Good input: counted, routed, and the device comes online.
         let (topic, payload, unified, value) = case.good;
@@ -162,7 +162,7 @@ fn every_captured_quantity_is_declared_by_its_adapter() {
             for name in value_names(&json) {
                 seen += 1;
                 assert!(
-                    hlbridge::adapters::declares(kind, &name),
+                    hlbridge::surface::adapters::declares(kind, &name),
                     "{}: `{name}` is produced but not declared by the {} adapter",
                     file(&path),
                     kind.as_str()

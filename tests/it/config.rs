@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hlbridge::config::{ConfigError, load_file, load_str};
+use hlbridge::surface::config::{ConfigError, load_file, load_str};
 
 use crate::common::{TempDir, manifest_dir};
 

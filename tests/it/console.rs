@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use hlbridge::console::draw::{self, UiState};
-use hlbridge::console::view::{Header, Model, View};
+use hlbridge::surface::console::draw::{self, UiState};
+use hlbridge::surface::console::view::{Header, Model, View};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 

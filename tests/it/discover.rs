@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hlbridge::config::AdapterConfig;
+use hlbridge::surface::config::AdapterConfig;
 
 use crate::common::{DEADLINE, unique};
 
@@ -251,7 +251,7 @@ fn discover_lists_a_gateway_announced_in_another_network_namespace_with_a_snippe
     // The snippet, wrapped into a minimal config, is one the bridge accepts.
     let snippet = out.split_once("devices:\n").map(|(_, s)| s).unwrap_or_else(|| panic!("no snippet in\n{out}"));
     let url_of = |yaml: &str| {
-        let cfg = hlbridge::config::load_str(yaml, "discovered.yaml", crate::common::manifest_dir())
+        let cfg = hlbridge::surface::config::load_str(yaml, "discovered.yaml", crate::common::manifest_dir())
             .unwrap_or_else(|e| panic!("the discovered snippet does not load: {e}\n{yaml}"));
         assert_eq!(cfg.devices.keys().collect::<Vec<_>>(), ["whatwatt_5a1b2c"], "{yaml}");
         match &cfg.devices["whatwatt_5a1b2c"].adapter {

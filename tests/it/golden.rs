@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hlbridge::adapters::goe::Ingest;
-use hlbridge::config::AdapterKind;
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{CaptureRx, Captured, Message, QoS};
-use hlbridge::router::{DeviceSpec, Router, RouterSettings};
+use hlbridge::surface::adapters::goe::Ingest;
+use hlbridge::surface::config::AdapterKind;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{CaptureRx, Captured, Message, QoS};
+use hlbridge::surface::router::{DeviceSpec, Router, RouterSettings};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ struct Replay {
 
 impl Replay {
     fn new(ids: &[String]) -> Replay {
-        let (mqtt, captured) = hlbridge::mqtt::detached(100_000);
+        let (mqtt, captured) = hlbridge::surface::mqtt::detached(100_000);
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let specs = ids
@@ -102,7 +102,7 @@ impl Replay {
                 topics.insert(c.topic.clone(), normalise(&c.payload));
             }
         }
-        let samples = parse_samples(&hlbridge::metrics::render(&self.registry));
+        let samples = parse_samples(&hlbridge::surface::metrics::render(&self.registry));
         let mut counters = serde_json::Map::new();
         for id in &self.device_ids {
             let one = |name: &str| find_samples(&samples, name, &[("device", id)]).iter().map(|s| s.value).sum::<f64>();

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hlbridge::model::{FAMILIES, Quantity};
-use hlbridge::untrusted::{MAX_TEXT_BYTES, TRUNCATED_MARKER};
+use hlbridge::surface::model::{FAMILIES, Quantity};
+use hlbridge::surface::untrusted::{MAX_TEXT_BYTES, TRUNCATED_MARKER};
 use serde_json::Value;
 
 use crate::common::{Lab, Probe, eventually, manifest_dir, sample_value, scrape};

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::assert_rfc3339_utc;
-use hlbridge::app::Running;
+use hlbridge::surface::app::Running;
 
 use crate::common::{
     Got, Lab, Sim, eventually, find_samples, http_base, http_get, latest_retained, parse_samples, sample_value, scrape,
@@ -90,7 +90,7 @@ async fn metrics_endpoint_serves_openmetrics_with_device_and_health_families() {
     assert_eq!(states.len(), 1, "{states:?}");
     assert_eq!(states[0].value, 1.0);
     let word = &states[0].labels.iter().find(|(k, _)| k == "value").expect("value label").1;
-    assert!(hlbridge::model::CHARGER_STATES.contains(&word.as_str()), "{word}");
+    assert!(hlbridge::surface::model::CHARGER_STATES.contains(&word.as_str()), "{word}");
     assert!(body.contains(&format!(
         r#"hlbridge_charger_state_info{{device="garage",adapter="goe",kind="ev_charger",value="{word}"}} 1"#
     )));

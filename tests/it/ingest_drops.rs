@@ -5,8 +5,8 @@
 //! message sent is then either received or dropped, never silently lost. The bridge keeps running
 //! and the device keeps working afterwards.
 
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{MqttHandle, QoS};
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{MqttHandle, QoS};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,7 +95,7 @@ fn publisher(broker: &Broker, tracker: &TaskTracker, cancel: &CancellationToken)
     let mut s = client_settings(broker, &format!("flood-{}", unique()));
     s.queue_capacity = FLOOD as usize + 1000;
     s.tcp_nodelay = false;
-    hlbridge::mqtt::spawn(&s, Metrics::detached(), tracker, cancel.clone()).expect("flood client")
+    hlbridge::surface::mqtt::spawn(&s, Metrics::detached(), tracker, cancel.clone()).expect("flood client")
 }
 
 fn counter(samples: &[Sample], name: &str, device: &str) -> u64 {

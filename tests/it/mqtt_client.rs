@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{self, MqttSettings, QoS};
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{self, MqttSettings, QoS};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::QoS;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::QoS;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,7 +103,7 @@ async fn an_incoming_retained_message_over_the_limit_is_counted_not_a_reconnect_
     settings.max_packet_size = 1024 * 1024;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let stranger = hlbridge::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).unwrap();
+    let stranger = hlbridge::surface::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).unwrap();
     eventually("the stranger connects", async || stranger.state().connected.then_some(())).await;
     let huge = format!("\"{}\"", "y".repeat(400 * 1024));
     assert!(stranger.publish("go-eCharger/012345/fwv", huge, QoS::AtLeastOnce, true));

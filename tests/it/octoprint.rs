@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hlbridge::adapters::octoprint::{Ingest, OctoprintConfig};
-use hlbridge::config::AdapterKind;
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{CaptureRx, Message, QoS};
-use hlbridge::router::{DeviceSpec, Router, RouterSettings};
-use hlbridge::simulate::octoprint::{OctoprintSimOptions, PhaseTicks, SimOutcome};
+use hlbridge::surface::adapters::octoprint::{Ingest, OctoprintConfig};
+use hlbridge::surface::config::AdapterKind;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{CaptureRx, Message, QoS};
+use hlbridge::surface::router::{DeviceSpec, Router, RouterSettings};
+use hlbridge::surface::simulate::octoprint::{OctoprintSimOptions, PhaseTicks, SimOutcome};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ struct Replay {
 
 impl Replay {
     fn new(devices: &[(&str, &str)]) -> Replay {
-        let (mqtt, captured) = hlbridge::mqtt::detached(100_000);
+        let (mqtt, captured) = hlbridge::surface::mqtt::detached(100_000);
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let specs = devices
@@ -110,7 +110,7 @@ impl Replay {
                 topics.insert(c.topic.clone(), normalise(&c.payload));
             }
         }
-        let samples = parse_samples(&hlbridge::metrics::render(&self.registry));
+        let samples = parse_samples(&hlbridge::surface::metrics::render(&self.registry));
         let mut counters = serde_json::Map::new();
         for (id, _) in &self.ingests {
             let by_reason = |name: &str| {
@@ -369,7 +369,7 @@ impl OctoSim {
         opts.tick = Duration::from_millis(20);
         tweak(&mut opts);
         let cancel = CancellationToken::new();
-        let join = tokio::spawn(hlbridge::simulate::octoprint::run(opts, cancel.clone()));
+        let join = tokio::spawn(hlbridge::surface::simulate::octoprint::run(opts, cancel.clone()));
         OctoSim { cancel, join: Some(join) }
     }
 

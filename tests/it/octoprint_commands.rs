@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hlbridge::simulate::octoprint::{OctoprintSimOptions, PhaseTicks, RestSim};
+use hlbridge::surface::simulate::octoprint::{OctoprintSimOptions, PhaseTicks, RestSim};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Broker, Lab, TempDir, client_settings, http_base, http_get, unique};
@@ -53,7 +53,7 @@ impl RestPrinter {
         };
         let rest = RestSim { listener, api_key: api_key.to_owned(), silent };
         let cancel = CancellationToken::new();
-        tokio::spawn(hlbridge::simulate::octoprint::run_with_rest(opts, Some(rest), cancel.clone()));
+        tokio::spawn(hlbridge::surface::simulate::octoprint::run_with_rest(opts, Some(rest), cancel.clone()));
         RestPrinter { cancel }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use hlbridge::reload::DeviceChange;
+use hlbridge::surface::reload::DeviceChange;
 
 use crate::common::{
     Broker, Lab, Probe, TempDir, bridge_yaml, eventually, free_port, http_get, latest_retained, load_config,
@@ -57,7 +57,7 @@ async fn a_reload_under_traffic_starts_stops_and_restarts_only_what_changed() {
     let publisher = lab.probe.handle().clone();
     let traffic = tokio::spawn(async move {
         for amp in 11..=210 {
-            publisher.publish("go-eCharger/1/amp", amp.to_string(), hlbridge::mqtt::QoS::AtLeastOnce, false);
+            publisher.publish("go-eCharger/1/amp", amp.to_string(), hlbridge::surface::mqtt::QoS::AtLeastOnce, false);
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         }
     });

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::QoS;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::QoS;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -95,11 +95,12 @@ async fn last_will_marks_the_bridge_offline_when_its_connection_dies() {
     let broker = Broker::start().await;
     let probe = Probe::start(&broker).await;
     let config = load_config(&bridge_yaml(&broker, CHARGER, ""));
-    let mut settings = hlbridge::app::mqtt_settings(&config).expect("settings");
+    let mut settings = hlbridge::surface::app::mqtt_settings(&config).expect("settings");
     settings.keep_alive = Duration::from_secs(1);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let client = hlbridge::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).expect("client");
+    let client =
+        hlbridge::surface::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).expect("client");
     probe.wait_value("home/bridge/status", "online").await;
     assert!(client.state().connected);
     // Cancel without flush_and_disconnect: the socket closes without a DISCONNECT packet.

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::tls::TlsSettings;
-use hlbridge::mqtt::{self, MqttHandle, MqttSettings, QoS};
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::tls::TlsSettings;
+use hlbridge::surface::mqtt::{self, MqttHandle, MqttSettings, QoS};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

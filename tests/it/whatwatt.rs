@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hlbridge::adapters::whatwatt::{Ingest, ReportError, ReportOutcome, WhatwattConfig};
-use hlbridge::config::AdapterKind;
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{CaptureRx, Message, QoS};
-use hlbridge::router::{DeviceSpec, Router, RouterSettings};
-use hlbridge::simulate::whatwatt::{Fault, SimAuth, SimControl, SimLicence, SimMeter, WhatwattSimOptions};
+use hlbridge::surface::adapters::whatwatt::{Ingest, ReportError, ReportOutcome, WhatwattConfig};
+use hlbridge::surface::config::AdapterKind;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{CaptureRx, Message, QoS};
+use hlbridge::surface::router::{DeviceSpec, Router, RouterSettings};
+use hlbridge::surface::simulate::whatwatt::{Fault, SimAuth, SimControl, SimLicence, SimMeter, WhatwattSimOptions};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ struct Replay {
 
 impl Replay {
     fn new(cfg: &WhatwattConfig) -> Replay {
-        let (mqtt, captured) = hlbridge::mqtt::detached(100_000);
+        let (mqtt, captured) = hlbridge::surface::mqtt::detached(100_000);
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let spec = DeviceSpec {
@@ -88,7 +88,7 @@ impl Replay {
             topics.insert(c.topic.clone(), normalise(&c.payload));
         }
         let snap = self.router.snapshot().remove(0);
-        let samples = parse_samples(&hlbridge::metrics::render(&self.registry));
+        let samples = parse_samples(&hlbridge::surface::metrics::render(&self.registry));
         let mut parse_errors = serde_json::Map::new();
         // Reasons start at 0 (health series exist from start-up); the golden lists what happened.
         for s in find_samples(&samples, "hlbridge_parse_errors_total", &[("device", "meter")])
@@ -353,7 +353,7 @@ fn render_from_variables(template: &str) -> String {
 fn the_variables_sample_rendered_with_the_docs_template_replays_to_its_golden_file() {
     let name = "docs_variables_get.json";
     let cfg = WhatwattConfig {
-        transport: hlbridge::adapters::whatwatt::WhatwattTransport::Mqtt,
+        transport: hlbridge::surface::adapters::whatwatt::WhatwattTransport::Mqtt,
         template: Some(fixture("docs_mqtt_template_example.tmpl")),
         ..Default::default()
     };
@@ -372,7 +372,7 @@ fn old_firmware_leaves_newer_variables_verbatim_and_the_payload_is_rejected() {
     // fw 1.2.15 (the variables sample) has no 13_7_0 or 9_7_0: the bridge template keeps them as
     // `${...}`, which is not JSON; the adapter names the problem instead of guessing.
     let mut r = Replay::new(&WhatwattConfig::default());
-    let payload = render_from_variables(hlbridge::adapters::whatwatt::mapping::BRIDGE_TEMPLATE);
+    let payload = render_from_variables(hlbridge::surface::adapters::whatwatt::mapping::BRIDGE_TEMPLATE);
     assert!(payload.contains("${13_7_0}"), "{payload}");
     r.mqtt("energy/whatwatt/go", &payload);
     let v = r.finish("old firmware");
@@ -384,7 +384,7 @@ fn old_firmware_leaves_newer_variables_verbatim_and_the_payload_is_rejected() {
 fn a_template_pasted_from_the_gateways_mqtt_settings_maps_its_fields() {
     let settings: Value = serde_json::from_str(&fixture("docs_mqtt_settings_get_after_tls.json")).unwrap();
     let mut cfg = WhatwattConfig {
-        transport: hlbridge::adapters::whatwatt::WhatwattTransport::Mqtt,
+        transport: hlbridge::surface::adapters::whatwatt::WhatwattTransport::Mqtt,
         template: Some(settings["publish"]["template"].as_str().unwrap().to_owned()),
         ..Default::default()
     };
@@ -499,7 +499,7 @@ impl WwSim {
         };
         tweak(&mut opts);
         let cancel = CancellationToken::new();
-        let join = tokio::spawn(hlbridge::simulate::whatwatt::run(opts, cancel.clone()));
+        let join = tokio::spawn(hlbridge::surface::simulate::whatwatt::run(opts, cancel.clone()));
         WwSim { addr, url: format!("http://{addr}"), control, cancel, join: Some(join) }
     }
 
@@ -529,16 +529,16 @@ fn device(url: &str, extra: &str) -> String {
     )
 }
 
-async fn readyz(running: &hlbridge::app::Running) -> Value {
+async fn readyz(running: &hlbridge::surface::app::Running) -> Value {
     let got = http_get(&format!("{}/readyz", http_base(running))).await;
     serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("readyz is JSON ({e}): {}", got.body))
 }
 
-async fn detail(running: &hlbridge::app::Running, key: &str) -> Option<String> {
+async fn detail(running: &hlbridge::surface::app::Running, key: &str) -> Option<String> {
     readyz(running).await["devices"]["meter"]["details"][key].as_str().map(str::to_owned)
 }
 
-async fn parse_errors(running: &hlbridge::app::Running, reason: &str) -> f64 {
+async fn parse_errors(running: &hlbridge::surface::app::Running, reason: &str) -> f64 {
     let (_, samples) = scrape(running).await;
     find_samples(&samples, "hlbridge_parse_errors_total", &[("device", "meter"), ("reason", reason)])
         .iter()
@@ -1014,7 +1014,8 @@ fn the_demo_snippet_loads() {
 
 #[test]
 fn config_errors_name_whatwatt_keys() {
-    let load = |t: &str| hlbridge::config::load_str(t, "t.yaml", std::path::Path::new(".")).unwrap_err().to_string();
+    let load =
+        |t: &str| hlbridge::surface::config::load_str(t, "t.yaml", std::path::Path::new(".")).unwrap_err().to_string();
     let e = load("devices:\n  m:\n    adapter: whatwatt\n    transport: mqtt\n    url: ftp://x\n    interval: 50ms\n");
     assert!(e.contains("devices.m.topic: `transport: mqtt` needs the topic"), "{e}");
     assert!(e.contains("t.yaml:5: devices.m.url"), "{e}");

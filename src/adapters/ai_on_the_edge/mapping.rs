@@ -28,7 +28,7 @@ const RSSI_UNKNOWN: f64 = -127.0;
 /// Which MQTT layout a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Dialect {
+pub(crate) enum Dialect {
     /// Detect from the topics seen (and say which in `/readyz`).
     #[default]
     Auto,
@@ -40,7 +40,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// The config spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dialect::Auto => "auto",
             Dialect::Upstream => "upstream",
@@ -51,7 +51,7 @@ impl Dialect {
 
 /// What a device-level topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRole {
+pub(crate) enum DeviceRole {
     /// Birth/last-will state (`connected` / `connection lost`, fork `online` / `offline`).
     Connection,
     /// Seconds since boot.
@@ -82,7 +82,7 @@ pub enum DeviceRole {
 
 /// What a number-sequence field carries (a topic, or a key of the `json` body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldRole {
+pub(crate) enum FieldRole {
     /// Post-processed reading (decimal string; empty when the round was rejected).
     Value,
     /// Digits as read, may contain `N`.
@@ -103,7 +103,7 @@ pub enum FieldRole {
 
 /// Where a topic below the MainTopic belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Classified<'a> {
+pub(crate) enum Classified<'a> {
     /// A device-level topic of `dialect`.
     Device(Dialect, DeviceRole),
     /// A field of a number sequence: `key` is the upstream sequence name or the fork's sequence id.
@@ -125,7 +125,7 @@ pub enum Classified<'a> {
 
 /// One row of meters.tsv: what a camera reads and how its numbers convert.
 #[derive(Debug, PartialEq)]
-pub struct Meter {
+pub(crate) struct Meter {
     /// `water`, `gas`, `energy`.
     pub kind: &'static str,
     /// Config spelling of the unit (`m3`, `l`, `kwh`, ...).
@@ -144,13 +144,13 @@ pub struct Meter {
 
 impl Meter {
     /// `water m3`, for logs and `/readyz`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} {}", self.kind, self.unit)
     }
 }
 
 /// The parsed data tables.
-pub struct Tables {
+pub(crate) struct Tables {
     upstream: Vec<(&'static str, DeviceRole)>,
     clusters: Vec<(&'static str, DeviceRole)>,
     fields: Vec<(&'static str, FieldRole)>,
@@ -196,7 +196,7 @@ fn field_role(name: &str) -> FieldRole {
 }
 
 /// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
-pub fn tables() -> &'static Tables {
+pub(crate) fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
         let mut t = Tables {
@@ -246,12 +246,12 @@ pub fn tables() -> &'static Tables {
 }
 
 /// The field role of a sequence topic level or json key.
-pub fn field(name: &str) -> Option<FieldRole> {
+pub(crate) fn field(name: &str) -> Option<FieldRole> {
     tables().fields.iter().find(|(f, _)| *f == name).map(|(_, r)| *r)
 }
 
 /// Classifies a topic below the MainTopic (`rest` is the topic without `MT/`).
-pub fn classify(rest: &str) -> Classified<'_> {
+pub(crate) fn classify(rest: &str) -> Classified<'_> {
     let t = tables();
     if let Some((_, role)) = t.upstream.iter().find(|(n, _)| *n == rest) {
         return Classified::Device(Dialect::Upstream, *role);
@@ -291,7 +291,7 @@ pub fn classify(rest: &str) -> Classified<'_> {
 
 /// The fields of one number-sequence reading, as text the way the device sent them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Post-processed value (`None`: not sent; `Some("")`: sent empty, i.e. rejected).
     pub value: Option<String>,
     /// Digits as read.
@@ -320,7 +320,7 @@ impl Record {
     }
 
     /// Whether `role` is set.
-    pub fn has(&self, role: FieldRole) -> bool {
+    pub(crate) fn has(&self, role: FieldRole) -> bool {
         match role {
             FieldRole::Value => self.value.is_some(),
             FieldRole::Raw => self.raw.is_some(),
@@ -333,19 +333,19 @@ impl Record {
     }
 
     /// Sets `role` to `text`; roles that are not fields are ignored.
-    pub fn set(&mut self, role: FieldRole, text: &str) {
+    pub(crate) fn set(&mut self, role: FieldRole, text: &str) {
         if let Some(slot) = self.slot(role) {
             *slot = Some(text.to_owned());
         }
     }
 
     /// Whether nothing is set.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Record::default()
     }
 
     /// Takes every field of `other` that `self` lacks (`overwrite`: every field `other` has).
-    pub fn fill_from(&mut self, other: &Record, overwrite: bool) {
+    pub(crate) fn fill_from(&mut self, other: &Record, overwrite: bool) {
         for (mine, theirs) in [
             (&mut self.value, &other.value),
             (&mut self.raw, &other.raw),
@@ -363,7 +363,7 @@ impl Record {
 
 /// A parsed `json` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JsonRecord {
+pub(crate) struct JsonRecord {
     /// The fields found.
     pub record: Record,
     /// False when the body was not valid JSON and the fields were recovered by scanning (v8.0.x,
@@ -386,7 +386,7 @@ fn json_text(v: &Json) -> Option<String> {
 
 /// Parses a sequence's `json` body: strictly when it is JSON, else by scanning for the known keys
 /// (the malformed bodies of some firmware). `None` when nothing usable is in it.
-pub fn parse_json(body: &str) -> Option<JsonRecord> {
+pub(crate) fn parse_json(body: &str) -> Option<JsonRecord> {
     if let Ok(Json::Object(map)) = serde_json::from_str::<Json>(body) {
         let mut out = JsonRecord { well_formed: true, ..Default::default() };
         for (k, v) in &map {
@@ -441,7 +441,7 @@ fn scan_json(body: &str) -> Record {
 
 /// Parses a decimal as the firmware prints it (`512.3025`, `-0.000000`, `1843`): `.` separator,
 /// no thousands separator, finite.
-pub fn parse_decimal(s: &str) -> Option<f64> {
+pub(crate) fn parse_decimal(s: &str) -> Option<f64> {
     let s = s.trim();
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
     if digits.is_empty()
@@ -456,7 +456,7 @@ pub fn parse_decimal(s: &str) -> Option<f64> {
 
 /// A device timestamp, as far as it can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stamp {
+pub(crate) enum Stamp {
     /// Full timestamp with UTC offset (v13.0.2+, the fork).
     At(OffsetDateTime),
     /// Local time without offset (before v13.0.2): the offset is unknown.
@@ -468,7 +468,7 @@ pub enum Stamp {
 }
 
 /// Parses `2024-03-05T14:29:17+0100`, `...+01:00`, `...Z` and the offset-less older form.
-pub fn parse_timestamp(s: &str) -> Stamp {
+pub(crate) fn parse_timestamp(s: &str) -> Stamp {
     use time::format_description::well_known::Rfc3339;
     use time::macros::format_description;
     let s = s.trim();
@@ -498,7 +498,7 @@ pub fn parse_timestamp(s: &str) -> Stamp {
 
 /// What an error text / value status says about the reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// No error text (not sent, or empty).
     None,
     /// `no error`, fork `000 Valid`.
@@ -510,7 +510,7 @@ pub enum ErrorClass {
 }
 
 /// Classifies an error text by prefix (the texts carry the readings, so never by equality).
-pub fn classify_error(text: &str) -> ErrorClass {
+pub(crate) fn classify_error(text: &str) -> ErrorClass {
     let text = text.trim();
     if text.is_empty() {
         return ErrorClass::None;
@@ -523,17 +523,17 @@ pub fn classify_error(text: &str) -> ErrorClass {
 }
 
 /// The meter for a config `meter:` + `unit:` pair (unit defaults to the first row of the meter).
-pub fn meter(kind: &str, unit: Option<&str>) -> Option<&'static Meter> {
+pub(crate) fn meter(kind: &str, unit: Option<&str>) -> Option<&'static Meter> {
     tables().meters.iter().find(|m| m.kind == kind && unit.is_none_or(|u| u == m.unit))
 }
 
 /// Every config unit allowed for `kind`.
-pub fn units_of(kind: &str) -> Vec<&'static str> {
+pub(crate) fn units_of(kind: &str) -> Vec<&'static str> {
     tables().meters.iter().filter(|m| m.kind == kind).map(|m| m.unit).collect()
 }
 
 /// The meter a Home Assistant discovery `device_class` and `unit_of_meas` describe (MeterType).
-pub fn meter_from_discovery(device_class: Option<&str>, unit: Option<&str>) -> Option<&'static Meter> {
+pub(crate) fn meter_from_discovery(device_class: Option<&str>, unit: Option<&str>) -> Option<&'static Meter> {
     let unit = unit?.trim();
     let kind = match device_class {
         Some("water") => "water",
@@ -546,7 +546,7 @@ pub fn meter_from_discovery(device_class: Option<&str>, unit: Option<&str>) -> O
 
 /// What a retained Home Assistant discovery config tells about the device.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     /// For the `value` entity (upstream `~/<seq>/value`, fork `actual_value`): the sequence it reads.
     pub value_of: Option<String>,
     /// `device_class` of the entity.
@@ -567,7 +567,7 @@ fn str_of<'a>(m: &'a serde_json::Map<String, Json>, keys: &[&str]) -> Option<&'a
 
 /// Parses a discovery config; `Ok(None)` when it belongs to another device (its `~` or state topic
 /// is not below `main_topic`) or is a deletion (empty payload).
-pub fn parse_discovery(payload: &[u8], main_topic: &str) -> Result<Option<Discovery>, &'static str> {
+pub(crate) fn parse_discovery(payload: &[u8], main_topic: &str) -> Result<Option<Discovery>, &'static str> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -615,7 +615,7 @@ pub fn parse_discovery(payload: &[u8], main_topic: &str) -> Result<Option<Discov
 
 /// How a reading turned out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A valid reading: the total was published.
     Good,
     /// The device rejected (or could not make) the reading; the reason is a metric label.
@@ -626,7 +626,7 @@ pub enum Outcome {
 
 /// What [`reading`] found besides the quantities.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadingResult {
+pub(crate) struct ReadingResult {
     /// Good, rejected or partial.
     pub outcome: Outcome,
     /// The device's timestamp of the reading.
@@ -638,10 +638,10 @@ pub struct ReadingResult {
 }
 
 /// Text for rejections that come without one (an `N` the firmware could not substitute).
-pub const UNREADABLE_DIGITS: &str = "unreadable digits (N in raw) and no previous value to substitute";
+pub(crate) const UNREADABLE_DIGITS: &str = "unreadable digits (N in raw) and no previous value to substitute";
 
 /// Maps one sequence reading to canonical quantities in `update` (total, rate, raw digits, error).
-pub fn reading(rec: &Record, meter: &Meter, update: &mut Update) -> ReadingResult {
+pub(crate) fn reading(rec: &Record, meter: &Meter, update: &mut Update) -> ReadingResult {
     let raw = rec.raw.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(raw) = raw {
         update.push(Quantity::known("reading_raw"), Value::Text(Cow::Owned(raw.to_owned())));
@@ -697,7 +697,7 @@ pub fn reading(rec: &Record, meter: &Meter, update: &mut Update) -> ReadingResul
 }
 
 /// A device-level number, checked against what the firmware can send.
-pub fn device_number(role: DeviceRole, text: &str) -> Result<Option<(Quantity, f64)>, &'static str> {
+pub(crate) fn device_number(role: DeviceRole, text: &str) -> Result<Option<(Quantity, f64)>, &'static str> {
     let n = parse_decimal(text).ok_or("bad_number")?;
     Ok(match role {
         DeviceRole::Uptime if !(0.0..=MAX_UPTIME_S).contains(&n) => return Err("implausible_uptime"),
@@ -712,7 +712,7 @@ pub fn device_number(role: DeviceRole, text: &str) -> Result<Option<(Quantity, f
 }
 
 /// The connection state a `connection` payload announces: `Some(true)` up, `Some(false)` down.
-pub fn connection_state(text: &str) -> Option<bool> {
+pub(crate) fn connection_state(text: &str) -> Option<bool> {
     match text.trim() {
         "connected" | "online" => Some(true),
         "connection lost" | "offline" => Some(false),

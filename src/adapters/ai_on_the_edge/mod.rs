@@ -43,7 +43,7 @@ crate::adapters::adapter!(
 
 #[cfg(test)]
 mod fuzz_tests;
-pub mod mapping;
+pub(crate) mod mapping;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,16 +60,16 @@ use crate::mqtt::{Message, QoS};
 use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::clip;
 
-pub use mapping::Dialect;
+pub(crate) use mapping::Dialect;
 use mapping::{Classified, DeviceRole, FieldRole, Meter, Outcome, Record, Stamp};
 
 /// The commands a camera takes on `<name>/set`.
-pub const COMMANDS: &[&str] = &["read_now", "previous_value"];
+pub(crate) const COMMANDS: &[&str] = &["read_now", "previous_value"];
 /// How long `read_now` waits for the round it starts (a real round takes under a minute).
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The firmware's default round interval.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 /// A round of a device that sends no `json` ends after this much silence.
 const ROUND_IDLE: Duration = Duration::from_secs(2);
 /// Most number sequences one camera may have before further names are treated as garbage.
@@ -80,7 +80,7 @@ const VENDOR: &str = "AI on the Edge Device";
 /// What the camera reads (`meter:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum MeterKind {
+pub(crate) enum MeterKind {
     /// Water meter → `volume` (m³), `flow_rate` (m³/h).
     Water,
     /// Gas meter → `volume` (m³), `flow_rate` (m³/h).
@@ -91,7 +91,7 @@ pub enum MeterKind {
 
 impl MeterKind {
     /// The meters.tsv spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MeterKind::Water => "water",
             MeterKind::Gas => "gas",
@@ -103,7 +103,7 @@ impl MeterKind {
 /// Where one number sequence goes (`sequences:` value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged, expecting = "a device id, or a mapping {device: <id>, meter: water|gas|energy, unit: ...}")]
-pub enum SequenceTarget {
+pub(crate) enum SequenceTarget {
     /// Short form: the device id.
     Device(String),
     /// Long form, for a sequence that reads another kind of meter than the device's `meter:`.
@@ -113,7 +113,7 @@ pub enum SequenceTarget {
 /// Long form of a `sequences:` value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SequenceTargetDetail {
+pub(crate) struct SequenceTargetDetail {
     /// The device id that gets this sequence's values.
     pub device: String,
     /// What this sequence reads (default: the device's `meter:`).
@@ -126,7 +126,7 @@ pub struct SequenceTargetDetail {
 
 impl SequenceTarget {
     /// The target device id.
-    pub fn device(&self) -> &str {
+    pub(crate) fn device(&self) -> &str {
         match self {
             SequenceTarget::Device(d) => d,
             SequenceTarget::Detailed(d) => &d.device,
@@ -166,12 +166,12 @@ pub struct AiOnTheEdgeConfig {
     /// `upstream` = jomjol firmware v8–v16 (flat topics); `clusters` = the Slider0007 fork's topic
     /// clusters (`device/...`, `process/...`). Topics of the other layout are then counted as unknown.
     #[serde(default, skip_serializing_if = "is_auto")]
-    pub dialect: Dialect,
+    pub(crate) dialect: Dialect,
     /// What the camera reads: `water` or `gas` (→ `volume` in m³, `flow_rate` in m³/h) or `energy`
     /// (→ `energy_import` in kWh, `power` in W). Unset: from the camera's retained Home Assistant
     /// discovery config, else water (with a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meter: Option<MeterKind>,
+    pub(crate) meter: Option<MeterKind>,
     /// The unit the meter's digits count in (the firmware's MeterType): `m3` (default), `l`, `ft3`,
     /// `gal` for water; `m3`, `ft3` for gas; `kwh` (default), `wh`, `mwh`, `gj` for energy. Values
     /// are converted to the canonical unit.
@@ -187,7 +187,7 @@ pub struct AiOnTheEdgeConfig {
     /// ai_on_the_edge` and `sequence_of: <this device>`. Unset: the first sequence seen (normally
     /// `main`) is this device's, others are counted as unknown and reported.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub sequences: BTreeMap<String, SequenceTarget>,
+    pub(crate) sequences: BTreeMap<String, SequenceTarget>,
     /// Read the camera's retained Home Assistant discovery config (meter type, unit, firmware).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub discovery: bool,
@@ -202,7 +202,7 @@ pub struct AiOnTheEdgeConfig {
 
 /// Errors in the `ai_on_the_edge` keys of a device, each naming the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// Neither `main_topic` nor `sequence_of`.
     #[error(
         "{path}.main_topic: required: the camera's MainTopic (e.g. `watermeter`), or `sequence_of: <camera device>`"
@@ -303,7 +303,7 @@ fn check_unit(path: &str, meter: Option<MeterKind>, unit: Option<&str>, errs: &m
 
 /// Checks the `ai_on_the_edge` keys of device `path` (`devices.<id>`); returns (key path, message)
 /// pairs.
-pub fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     match (&cfg.main_topic, &cfg.sequence_of) {
         (None, None) => errs.push(ConfigError::NoSource { path: path.to_owned() }),
@@ -392,7 +392,7 @@ pub fn validate(cfg: &AiOnTheEdgeConfig, path: &str) -> Vec<(String, String)> {
 }
 
 /// Expected time between readings: the camera's round interval.
-pub fn cadence(cfg: &AiOnTheEdgeConfig) -> Duration {
+pub(crate) fn cadence(cfg: &AiOnTheEdgeConfig) -> Duration {
     cfg.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL)
 }
 
@@ -648,19 +648,19 @@ impl Ingest {
     }
 
     /// Ends every round still being assembled (end of a replay, or quiet after a round).
-    pub fn close_rounds(&mut self) {
+    pub(crate) fn close_rounds(&mut self) {
         for i in 0..self.sequences.len() {
             self.close_round(i);
         }
     }
 
     /// Whether a round without `json` waits to be routed.
-    pub fn has_open_rounds(&self) -> bool {
+    pub(crate) fn has_open_rounds(&self) -> bool {
         self.sequences.iter().any(|s| s.open && !s.has_json && !s.pending.is_empty())
     }
 
     /// Publishes the state JSON of every device this camera feeds.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         for t in &self.targets {
             t.handle.flush();
         }
@@ -1143,7 +1143,7 @@ impl Ingest {
     }
 
     /// The camera device and the devices it feeds (target index → handle), to take their commands.
-    pub fn command_targets(&self) -> Vec<(usize, DeviceHandle)> {
+    pub(crate) fn command_targets(&self) -> Vec<(usize, DeviceHandle)> {
         self.targets.iter().enumerate().map(|(i, t)| (i, t.handle.clone())).collect()
     }
 
@@ -1172,7 +1172,7 @@ impl Ingest {
 
     /// Takes command `cmd` for target `t`: publishes the camera's control topic and waits for the
     /// next round, or answers at once when it cannot be sent.
-    pub fn command(&mut self, t: usize, cmd: Command, timeout: Duration, interval: Duration) {
+    pub(crate) fn command(&mut self, t: usize, cmd: Command, timeout: Duration, interval: Duration) {
         let Some(handle) = self.targets.get(t).map(|x| x.handle.clone()) else { return };
         if !self.device.is_online() {
             let why = if self.will_down { "its last will says `connection lost`" } else { "no fresh round" };
@@ -1261,12 +1261,12 @@ impl Ingest {
     }
 
     /// When the first waiting command times out.
-    pub fn next_command_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_command_deadline(&self) -> Option<Instant> {
         self.pending.iter().map(|p| p.deadline).min()
     }
 
     /// Answers every waiting command whose deadline passed with a timeout.
-    pub fn expire_commands(&mut self, now: Instant) {
+    pub(crate) fn expire_commands(&mut self, now: Instant) {
         let (expired, rest): (Vec<PendingCommand>, Vec<PendingCommand>) =
             std::mem::take(&mut self.pending).into_iter().partition(|p| p.deadline <= now);
         self.pending = rest;
@@ -1285,7 +1285,7 @@ impl Ingest {
 }
 
 /// Runs the adapter until `cancel`.
-pub async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: CancellationToken) {
+pub(crate) async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: CancellationToken) {
     if let Some(parent) = &cfg.sequence_of {
         // Fed by the camera device's adapter; nothing to read here.
         if device.sibling(parent).is_none() {

@@ -40,7 +40,7 @@ enum Rule {
 }
 
 /// The parsed data tables.
-pub struct Tables {
+pub(crate) struct Tables {
     rules: HashMap<&'static str, Rule>,
     nrg: Vec<(usize, Quantity, f64)>,
     enums: HashMap<(&'static str, i64), &'static str>,
@@ -54,7 +54,7 @@ fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
 }
 
 /// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
-pub fn tables() -> &'static Tables {
+pub(crate) fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
         let mut rules = HashMap::new();
@@ -100,7 +100,7 @@ pub fn tables() -> &'static Tables {
 
 /// How one key was handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyOutcome {
+pub(crate) enum KeyOutcome {
     /// Mapped into the update.
     Mapped,
     /// A documented key the bridge does not normalise.
@@ -136,7 +136,7 @@ fn boolean(v: &Json) -> Option<bool> {
 
 /// Per-device mapping state: what is needed to derive events from transitions.
 #[derive(Debug, Default)]
-pub struct Mapper {
+pub(crate) struct Mapper {
     /// Last `car` value seen (None before the first).
     last_car: Option<i64>,
     /// Last session energy (kWh) for event data.
@@ -145,7 +145,7 @@ pub struct Mapper {
 
 impl Mapper {
     /// Maps one key. `live` is false for retained replays: they set values but derive no events.
-    pub fn map(&mut self, key: &str, value: &Json, live: bool, update: &mut Update) -> KeyOutcome {
+    pub(crate) fn map(&mut self, key: &str, value: &Json, live: bool, update: &mut Update) -> KeyOutcome {
         let t = tables();
         let Some(rule) = t.rules.get(key) else {
             return if t.known.contains(key) { KeyOutcome::Ignored } else { KeyOutcome::Unknown };
@@ -285,7 +285,7 @@ fn tma(value: &Json, update: &mut Update) -> KeyOutcome {
 }
 
 /// The API-v2 key and JSON value for a write of a writable quantity, or an explanation.
-pub fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static str, Json, Value), String> {
+pub(crate) fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static str, Json, Value), String> {
     let p = payload.trim().trim_matches('"');
     match quantity {
         "current_limit" => {

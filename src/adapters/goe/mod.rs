@@ -50,7 +50,7 @@ crate::adapters::adapter!(
 
 #[cfg(test)]
 mod fuzz_tests;
-pub mod mapping;
+pub(crate) mod mapping;
 
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ use crate::untrusted::{clip, clip_bytes};
 use mapping::{KeyOutcome, Mapper};
 
 /// The commands a charger takes on `<name>/set`.
-pub const COMMANDS: &[&str] = &["current_limit", "force_state", "phase_mode"];
+pub(crate) const COMMANDS: &[&str] = &["current_limit", "force_state", "phase_mode"];
 
 /// How long a charger has to answer a write on `<key>/result`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,7 +76,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const HTTP_FILTER: &str = "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,fhz,rbt,nrg,tma,fwv,typ,sse,fna,oem";
 
 /// The expected time between two readings, from which freshness defaults to three times.
-pub fn cadence(cfg: &GoeConfig) -> Duration {
+pub(crate) fn cadence(cfg: &GoeConfig) -> Duration {
     match cfg.transport {
         // `rbt` changes every second; 5 s leaves room for a busy Wi-Fi.
         GoeTransport::Mqtt => Duration::from_secs(5),
@@ -85,7 +85,7 @@ pub fn cadence(cfg: &GoeConfig) -> Duration {
 }
 
 /// Checks the go-e keys of device `path` (`devices.<id>`); returns (key path, message) pairs.
-pub fn validate(g: &GoeConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(g: &GoeConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     if let Some(tp) = &g.topic_prefix {
         if !tp.ends_with('/') {
@@ -130,7 +130,7 @@ pub fn validate(g: &GoeConfig, path: &str) -> Vec<(String, String)> {
 }
 
 /// Topic prefixes the charger may publish under.
-pub fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
+pub(crate) fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
     match (&cfg.topic_prefix, &cfg.serial) {
         (Some(p), _) => vec![p.clone()],
         // Firmware ≥ 054.6 drops the leading slash, but upgraded chargers may keep the old one.
@@ -140,7 +140,7 @@ pub fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {
 }
 
 /// Runs the adapter until `cancel`.
-pub async fn run(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
+pub(crate) async fn run(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToken) {
     match cfg.transport {
         GoeTransport::Mqtt => run_mqtt(cfg, device, cancel).await,
         GoeTransport::Http => run_http(cfg, device, cancel).await,

@@ -40,7 +40,7 @@ const RECOVER_AFTER_SECS: i64 = 30;
 
 /// What an event or state says about whether the printer is connected to OctoPrint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkEffect {
+pub(crate) enum LinkEffect {
     /// Connected (temperatures flow).
     Up,
     /// Not connected: availability goes offline with a reason.
@@ -51,7 +51,7 @@ pub enum LinkEffect {
 
 /// What a live event does to `printer_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateEffect {
+pub(crate) enum StateEffect {
     /// Nothing.
     None,
     /// Sets this word (with its link effect).
@@ -64,7 +64,7 @@ pub enum StateEffect {
 
 /// The data rules of an event row (see the header of events.tsv).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DataRules {
+pub(crate) struct DataRules {
     /// name/path/origin payload: `file`, normalised origin.
     pub job: bool,
     /// `time` → `duration`.
@@ -87,7 +87,7 @@ pub struct DataRules {
 
 /// One row of events.tsv.
 #[derive(Debug, Clone, Copy)]
-pub struct EventRow {
+pub(crate) struct EventRow {
     /// The unified name, or `None` to derive it with [`snake_case`].
     pub name: Option<&'static str>,
     /// The printer_state effect.
@@ -97,7 +97,7 @@ pub struct EventRow {
 }
 
 /// The parsed data tables.
-pub struct Tables {
+pub(crate) struct Tables {
     events: HashMap<&'static str, EventRow>,
     /// `(prefix, suffix, row)` for wildcard rows such as `GcodeScript*Running`.
     patterns: Vec<(&'static str, &'static str, EventRow)>,
@@ -125,7 +125,7 @@ fn link_effect(s: &str) -> LinkEffect {
 }
 
 /// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
-pub fn tables() -> &'static Tables {
+pub(crate) fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
         let mut events = HashMap::new();
@@ -184,7 +184,7 @@ pub fn tables() -> &'static Tables {
 
 impl Tables {
     /// The row of event `name` (exact, then wildcard rows), or `None` for an undocumented event.
-    pub fn event(&self, name: &str) -> Option<&EventRow> {
+    pub(crate) fn event(&self, name: &str) -> Option<&EventRow> {
         self.events.get(name).or_else(|| {
             self.patterns
                 .iter()
@@ -194,7 +194,7 @@ impl Tables {
     }
 
     /// `state_id` (and `state_string` for ids not listed) → printer_state word and link effect.
-    pub fn state(&self, state_id: Option<&str>, state_string: Option<&str>) -> (&'static str, LinkEffect) {
+    pub(crate) fn state(&self, state_id: Option<&str>, state_string: Option<&str>) -> (&'static str, LinkEffect) {
         if let Some(found) = state_id.and_then(|id| self.state_ids.get(id)) {
             return *found;
         }
@@ -202,7 +202,7 @@ impl Tables {
     }
 
     /// Prefix match on a human state text (`Offline after error`, `Printing from SD`).
-    pub fn state_from_text(&self, text: Option<&str>) -> (&'static str, LinkEffect) {
+    pub(crate) fn state_from_text(&self, text: Option<&str>) -> (&'static str, LinkEffect) {
         let Some(text) = text else { return ("unknown", LinkEffect::Keep) };
         self.prefixes
             .iter()
@@ -212,7 +212,7 @@ impl Tables {
     }
 
     /// `printer_data.state` (`{text, flags{…}}`) → word and link effect.
-    pub fn state_from_printer_data(&self, state: &Map<String, Json>) -> (&'static str, LinkEffect) {
+    pub(crate) fn state_from_printer_data(&self, state: &Map<String, Json>) -> (&'static str, LinkEffect) {
         if let Some(flags) = state.get("flags").and_then(Json::as_object) {
             for (flag, w, l) in &self.flags {
                 if flags.get(*flag).and_then(Json::as_bool) == Some(true) {
@@ -249,7 +249,7 @@ fn qs() -> &'static Qs {
 /// OctoPrint's CamelCase names (events, payload keys) in snake_case: `PrintStarted` →
 /// `print_started`, `EStop` → `e_stop`, `remoteAddress` → `remote_address`. Anything outside
 /// `[a-z0-9_]` becomes `_`; the result is at most 64 characters.
-pub fn snake_case(name: &str) -> String {
+pub(crate) fn snake_case(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 8);
     let bytes = name.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
@@ -285,7 +285,7 @@ pub fn snake_case(name: &str) -> String {
 
 /// A plugin topic below the configured base topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic<'a> {
+pub(crate) enum Topic<'a> {
     /// `event/<Event>`.
     Event(&'a str),
     /// `progress/<kind>` (`printing`, `slicing`).
@@ -300,7 +300,7 @@ pub enum Topic<'a> {
 
 /// Splits `topic` below `base` (glued without a slash, like the plugin does); `None` for topics
 /// that are not the plugin's.
-pub fn classify<'a>(base: &str, topic: &'a str) -> Option<Topic<'a>> {
+pub(crate) fn classify<'a>(base: &str, topic: &'a str) -> Option<Topic<'a>> {
     let rest = topic.strip_prefix(base)?;
     if rest == "mqtt" {
         return Some(Topic::Lwt);
@@ -321,7 +321,7 @@ pub fn classify<'a>(base: &str, topic: &'a str) -> Option<Topic<'a>> {
 
 /// How a problem is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counted {
+pub(crate) enum Counted {
     /// `hlbridge_parse_errors_total{reason}`.
     ParseError(&'static str),
     /// `hlbridge_readings_rejected_total{reason}`: understood, but deliberately not used.
@@ -332,7 +332,7 @@ pub enum Counted {
 
 /// Something about a message worth counting and logging once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// How it is counted.
     pub counted: Counted,
     /// What it was about (sub-topic or key), for the one log line.
@@ -341,7 +341,7 @@ pub struct Problem {
 
 /// Everything one message produced.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// What goes to the router.
     pub update: Update,
     /// Problems to count and log (empty on the happy path, so no allocation).
@@ -356,7 +356,7 @@ impl Outcome {
 
 /// What the adapter should report as the device's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkWish {
+pub(crate) enum LinkWish {
     /// The plugin is publishing and the printer is (as far as known) connected.
     Up,
     /// The plugin said `disconnected` (or the broker did, as its last will).
@@ -367,7 +367,7 @@ pub enum LinkWish {
 
 impl LinkWish {
     /// The reason shown in `/readyz` for the down cases.
-    pub fn reason(self) -> Option<&'static str> {
+    pub(crate) fn reason(self) -> Option<&'static str> {
         match self {
             LinkWish::Up => None,
             LinkWish::HostDown => {
@@ -413,7 +413,7 @@ fn round2(x: f64) -> f64 {
 /// Per-printer mapping state: the last `_timestamp` per retained sub-topic, the printer state and
 /// where it came from, and the link facts.
 #[derive(Debug)]
-pub struct Mapper {
+pub(crate) struct Mapper {
     /// The plugin's `timestamp_fieldname` (default `_timestamp`).
     ts_field: String,
     /// Current printer_state word (`None` before the first message).
@@ -453,7 +453,7 @@ impl Default for Mapper {
 
 impl Mapper {
     /// A fresh mapper; `ts_field` is the plugin's timestamp field name.
-    pub fn new(ts_field: &str) -> Mapper {
+    pub(crate) fn new(ts_field: &str) -> Mapper {
         Mapper {
             ts_field: ts_field.to_owned(),
             state: None,
@@ -474,12 +474,13 @@ impl Mapper {
     }
 
     /// The current printer_state word, if any message set one.
-    pub fn state(&self) -> Option<&'static str> {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Option<&'static str> {
         self.state
     }
 
     /// The link the device should report, or `None` while nothing live was seen.
-    pub fn link(&self) -> Option<LinkWish> {
+    pub(crate) fn link(&self) -> Option<LinkWish> {
         if self.host_down {
             Some(LinkWish::HostDown)
         } else if self.printer_down {
@@ -493,7 +494,7 @@ impl Mapper {
 
     /// Maps one message. `retained` is the broker's retain flag on delivery: a replay from its
     /// store, not something that just happened.
-    pub fn handle(&mut self, topic: Topic<'_>, payload: &[u8], retained: bool) -> Outcome {
+    pub(crate) fn handle(&mut self, topic: Topic<'_>, payload: &[u8], retained: bool) -> Outcome {
         let mut out = Outcome { update: Update { fresh: !retained, ..Default::default() }, problems: Vec::new() };
         let live = !retained;
         match topic {
@@ -947,7 +948,7 @@ fn normalise_origin(v: Json) -> Json {
 }
 
 /// The event payload without the envelope, keys in snake_case, with the rules of its row applied.
-pub fn normalise_data(obj: &Map<String, Json>, ts_field: &str, rules: DataRules) -> Map<String, Json> {
+pub(crate) fn normalise_data(obj: &Map<String, Json>, ts_field: &str, rules: DataRules) -> Map<String, Json> {
     let mut m = Map::new();
     for (k, v) in obj {
         if k == "_event" || k == ts_field {

@@ -31,8 +31,8 @@ crate::adapters::adapter!(
 
 #[cfg(test)]
 mod fuzz_tests;
-pub mod mapping;
-pub mod rest;
+pub(crate) mod mapping;
+pub(crate) mod rest;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,7 +87,7 @@ fn default_command_timeout() -> Dur {
 }
 
 /// The API key from `api_key` or `api_key_file`.
-pub fn resolve_api_key(cfg: &OctoprintConfig) -> Result<Option<Secret>, String> {
+pub(crate) fn resolve_api_key(cfg: &OctoprintConfig) -> Result<Option<Secret>, String> {
     if let Some(f) = &cfg.api_key_file {
         let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         return Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))));
@@ -117,7 +117,7 @@ impl Default for OctoprintConfig {
 }
 
 /// Checks the adapter's keys of device `path`; returns (key path, message) pairs.
-pub fn validate(cfg: &OctoprintConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &OctoprintConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     let b = &cfg.base_topic;
     if b.contains(['+', '#']) {
@@ -163,22 +163,22 @@ pub fn validate(cfg: &OctoprintConfig, path: &str) -> Vec<(String, String)> {
 /// `Operational`), so [`run`] lifts the device's freshness window to [`NEVER_STALE`] and the
 /// plugin's `connected`/`disconnected` (its last will) and the printer's state decide. A printer
 /// switched off goes offline at once through its `Disconnected`/`OFFLINE` events.
-pub fn cadence(_cfg: &OctoprintConfig) -> Duration {
+pub(crate) fn cadence(_cfg: &OctoprintConfig) -> Duration {
     Duration::from_secs(20)
 }
 
 /// The freshness window of an OctoPrint device: silence is normal, so no window at all (about
 /// 136 years; the configured `freshness` is overridden).
-pub const NEVER_STALE: Duration = Duration::from_secs(u32::MAX as u64);
+pub(crate) const NEVER_STALE: Duration = Duration::from_secs(u32::MAX as u64);
 
 /// The base topics followed for `cfg` (see [`OctoprintConfig::base_topic`]).
-pub fn base_topics(cfg: &OctoprintConfig) -> Vec<String> {
+pub(crate) fn base_topics(cfg: &OctoprintConfig) -> Vec<String> {
     let b = &cfg.base_topic;
     if b.is_empty() || b.ends_with('/') { vec![b.clone()] } else { vec![format!("{b}/"), b.clone()] }
 }
 
 /// The MQTT filters subscribed for `cfg`.
-pub fn filters(cfg: &OctoprintConfig) -> Vec<String> {
+pub(crate) fn filters(cfg: &OctoprintConfig) -> Vec<String> {
     base_topics(cfg).iter().flat_map(|b| SUBTOPICS.iter().map(move |s| format!("{b}{s}"))).collect()
 }
 
@@ -272,7 +272,7 @@ struct Pending {
 }
 
 /// Runs the adapter until `cancel`.
-pub async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: CancellationToken) {
+pub(crate) async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: CancellationToken) {
     let filters = filters(&cfg);
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));

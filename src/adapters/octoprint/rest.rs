@@ -12,7 +12,7 @@ use crate::untrusted::clip;
 
 /// The commands a printer takes on `<name>/set` (the tool set points cover four extruders, the
 /// most printer profiles have).
-pub const COMMANDS: &[&str] = &[
+pub(crate) const COMMANDS: &[&str] = &[
     "print_control",
     "printer_connection",
     "temperature_bed_target",
@@ -25,7 +25,7 @@ pub const COMMANDS: &[&str] = &[
 
 /// What the plugin must report for a command to count as done.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// `printer_state` becomes one of these words.
     State(&'static [&'static str]),
     /// The set point quantity reads this value.
@@ -34,7 +34,7 @@ pub enum Expect {
 
 /// One planned REST call.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Path below the base URL (`/api/job`).
     pub path: &'static str,
     /// The JSON body.
@@ -53,7 +53,7 @@ const CHAMBER_MAX: f64 = 100.0;
 
 /// Plans command `name` = `value` given the printer's current `state` (`None`: not known yet,
 /// OctoPrint then decides and answers 409 itself).
-pub fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan, String> {
+pub(crate) fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan, String> {
     let word = value.trim().to_ascii_lowercase();
     match name {
         "print_control" => {
@@ -122,7 +122,7 @@ pub fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan, String
 
 impl Expect {
     /// Whether `read` (the device's latest value of what this expects) confirms it.
-    pub fn met(&self, read: impl Fn(Quantity) -> Option<Value>) -> bool {
+    pub(crate) fn met(&self, read: impl Fn(Quantity) -> Option<Value>) -> bool {
         match self {
             Expect::State(words) => {
                 matches!(read(Quantity::known("printer_state")), Some(Value::Text(s)) if words.contains(&s.as_ref()))
@@ -133,7 +133,7 @@ impl Expect {
 }
 
 /// The REST side of one printer.
-pub struct Rest {
+pub(crate) struct Rest {
     /// The shared LAN client.
     client: reqwest::Client,
     /// `url` without a trailing `/`.
@@ -146,14 +146,14 @@ pub struct Rest {
 
 impl Rest {
     /// A REST client for `base` with `key`.
-    pub fn new(base: &str, key: Secret, timeout: Duration) -> Result<Rest, String> {
+    pub(crate) fn new(base: &str, key: Secret, timeout: Duration) -> Result<Rest, String> {
         let client =
             http::client(timeout).map_err(|e| format!("cannot build the HTTP client: {}", http::describe(&e)))?;
         Ok(Rest { client, base: base.trim_end_matches('/').to_owned(), key, timeout })
     }
 
     /// Sends `plan`; `Ok` when OctoPrint accepted it (2xx), `Err` with OctoPrint's reason.
-    pub async fn send(&self, plan: &Plan) -> Result<(), String> {
+    pub(crate) async fn send(&self, plan: &Plan) -> Result<(), String> {
         let url = format!("{}{}", self.base, plan.path);
         let resp = self
             .client

@@ -22,7 +22,7 @@ use crate::config::Secret;
 
 /// Why a request to the gateway failed.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// No answer in time.
     #[error("{path}: timed out after {secs}s")]
     Timeout {
@@ -67,13 +67,13 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// Whether the gateway's answer was refused for its size (counted as `body_too_large`).
-    pub fn is_too_large(&self) -> bool {
+    pub(crate) fn is_too_large(&self) -> bool {
         matches!(self, GatewayError::Body { source, .. } if source.is_too_large())
     }
 }
 
 /// One gateway, as the adapter talks to it.
-pub struct Gateway {
+pub(crate) struct Gateway {
     http: reqwest::Client,
     /// `http://host[:port]` without a trailing slash.
     base: String,
@@ -88,7 +88,7 @@ pub struct Gateway {
 }
 
 /// A REST answer.
-pub struct Answer {
+pub(crate) struct Answer {
     /// HTTP status.
     pub status: u16,
     /// `Content-Type`, lower-cased, empty when absent.
@@ -99,7 +99,7 @@ pub struct Answer {
 
 impl Gateway {
     /// A client for the gateway at `base`.
-    pub fn new(
+    pub(crate) fn new(
         base: &str,
         username: &str,
         password: Option<Secret>,
@@ -117,17 +117,17 @@ impl Gateway {
     }
 
     /// The base URL.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
     /// The scheme in use (`none`, `basic`, `digest (MD5-sess)`), for `/readyz`.
-    pub fn auth_name(&self) -> &'static str {
+    pub(crate) fn auth_name(&self) -> &'static str {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).name()
     }
 
     /// GETs `path` and reads the answer (at most [`MAX_BODY`]) within the timeout.
-    pub async fn get(&self, path: &'static str) -> Result<Answer, GatewayError> {
+    pub(crate) async fn get(&self, path: &'static str) -> Result<Answer, GatewayError> {
         let resp = self.send(path, false).await?;
         let status = resp.status().as_u16();
         let content_type = http::content_type(&resp);
@@ -139,7 +139,7 @@ impl Gateway {
     }
 
     /// GETs a stream: the response headers must come within the timeout, the body may run forever.
-    pub async fn open_stream(&self, path: &'static str) -> Result<reqwest::Response, GatewayError> {
+    pub(crate) async fn open_stream(&self, path: &'static str) -> Result<reqwest::Response, GatewayError> {
         self.send(path, true).await
     }
 

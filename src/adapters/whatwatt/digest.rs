@@ -23,11 +23,11 @@
 use base64::Engine as _;
 use digest_auth::{AlgorithmType, AuthContext, Charset, HttpMethod, WwwAuthenticateHeader};
 
-pub use digest_auth::{Algorithm, Qop};
+pub(crate) use digest_auth::{Algorithm, Qop};
 
 /// One parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     /// `Basic realm="..."`.
     Basic {
         /// Protection space, shown to users only.
@@ -41,7 +41,7 @@ pub enum Challenge {
 
 /// The parameters of a Digest challenge the client needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DigestChallenge {
+pub(crate) struct DigestChallenge {
     /// Protection space; the gateway's host name (`whatwatt-<id>`).
     pub realm: String,
     /// Server nonce.
@@ -72,7 +72,7 @@ fn algorithm_from_token(token: &str) -> Option<Algorithm> {
 /// Splits a header value into `(scheme, params)` challenges. Handles several challenges in one
 /// header (`Digest ..., Basic realm="x"`), quoted strings with `\` escapes and unquoted tokens
 /// (`qop=auth`, as the fw 2.8.2 capture shows).
-pub fn parse_challenges(header: &str) -> Vec<(String, Vec<(String, String)>)> {
+pub(crate) fn parse_challenges(header: &str) -> Vec<(String, Vec<(String, String)>)> {
     let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
     let b = header.as_bytes();
     let mut i = 0;
@@ -157,7 +157,7 @@ pub fn parse_challenges(header: &str) -> Vec<(String, Vec<(String, String)>)> {
 }
 
 /// Parses every challenge of a `WWW-Authenticate` header.
-pub fn challenges(header: &str) -> Vec<Challenge> {
+pub(crate) fn challenges(header: &str) -> Vec<Challenge> {
     parse_challenges(header)
         .into_iter()
         .map(|(scheme, params)| {
@@ -201,7 +201,7 @@ pub fn challenges(header: &str) -> Vec<Challenge> {
 
 /// A Digest session: one server nonce, our cnonce, and the request counter.
 #[derive(Clone)]
-pub struct DigestSession {
+pub(crate) struct DigestSession {
     /// Client nonce, fixed for this server nonce (MD5-sess binds HA1 to it).
     pub cnonce: String,
     /// The challenge the nonce came from, in the crate's form; its `nc` is the number of requests
@@ -211,7 +211,7 @@ pub struct DigestSession {
 
 impl DigestSession {
     /// A session for a fresh challenge: new cnonce, `nc` restarts at `00000001`.
-    pub fn new(challenge: DigestChallenge, cnonce: String) -> DigestSession {
+    pub(crate) fn new(challenge: DigestChallenge, cnonce: String) -> DigestSession {
         let prompt = WwwAuthenticateHeader {
             domain: None,
             realm: challenge.realm,
@@ -230,7 +230,7 @@ impl DigestSession {
 
     /// The `Authorization` value for the next request (counts it).
     /// `None` only if the crate refused the challenge, which our single chosen qop rules out.
-    pub fn authorization(&mut self, username: &str, password: &str, method: &str, uri: &str) -> Option<String> {
+    pub(crate) fn authorization(&mut self, username: &str, password: &str, method: &str, uri: &str) -> Option<String> {
         // An empty body: our requests are GETs, and `auth-int` then hashes the empty body (without
         // a body the crate would silently answer `auth-int` challenges with `qop=auth`).
         let mut context =
@@ -246,18 +246,18 @@ impl DigestSession {
 }
 
 /// Standard base64 (RFC 4648 §4) with padding, for Basic credentials.
-pub fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 /// `Basic base64(user:password)`.
-pub fn basic_authorization(username: &str, password: &str) -> String {
+pub(crate) fn basic_authorization(username: &str, password: &str) -> String {
     format!("Basic {}", base64(format!("{username}:{password}").as_bytes()))
 }
 
 /// Which credentials the client currently sends.
 #[derive(Clone, Default)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     /// Nothing yet: the first request probes unauthenticated (the gateway's default is no auth).
     #[default]
     None,
@@ -269,7 +269,7 @@ pub enum Scheme {
 
 /// What to do after a `401`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthAction {
+pub(crate) enum AuthAction {
     /// Send the same request again with the new credentials.
     Retry,
     /// Give up with this explanation (no secret in it).
@@ -278,7 +278,7 @@ pub enum AuthAction {
 
 /// Why authentication cannot succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// The gateway wants a password and the config has none.
     #[error("the gateway's web UI is protected ({scheme}); set `password` or `password_file`")]
     PasswordNeeded {
@@ -298,7 +298,7 @@ pub enum AuthFailure {
 
 /// The per-gateway authentication state (shared by REST and SSE requests).
 #[derive(Clone, Default)]
-pub struct AuthState {
+pub(crate) struct AuthState {
     /// The scheme in use.
     pub scheme: Scheme,
 }
@@ -316,7 +316,7 @@ impl std::fmt::Debug for AuthState {
 
 impl AuthState {
     /// `none`, `basic` or `digest`, for `/readyz`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match &self.scheme {
             Scheme::None => "none",
             Scheme::Basic => "basic",
@@ -332,7 +332,13 @@ impl AuthState {
     }
 
     /// The `Authorization` value for the next request, if any (Digest counts `nc` up).
-    pub fn authorization(&mut self, username: &str, password: Option<&str>, method: &str, uri: &str) -> Option<String> {
+    pub(crate) fn authorization(
+        &mut self,
+        username: &str,
+        password: Option<&str>,
+        method: &str,
+        uri: &str,
+    ) -> Option<String> {
         let password = password?;
         match &mut self.scheme {
             Scheme::None => None,
@@ -343,7 +349,7 @@ impl AuthState {
 
     /// Handles a `401` whose `WWW-Authenticate` headers are `headers`. `sent` says whether the
     /// refused request carried credentials; `cnonce` is a fresh client nonce for a new session.
-    pub fn unauthorized<'a>(
+    pub(crate) fn unauthorized<'a>(
         &mut self,
         headers: impl IntoIterator<Item = &'a str>,
         sent: bool,
@@ -390,7 +396,7 @@ impl AuthState {
 }
 
 /// A random 16-hex-digit client nonce.
-pub fn new_cnonce() -> String {
+pub(crate) fn new_cnonce() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 

@@ -30,7 +30,7 @@ pub const BRIDGE_TEMPLATE: &str = include_str!("../../../adapters/whatwatt/bridg
 /// Numeric signals, in the gateway's units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum Sig {
+pub(crate) enum Sig {
     /// Active power import total (A+), kW.
     PIn,
     /// Active power export total (A−), kW.
@@ -99,13 +99,13 @@ pub enum Sig {
 
 impl Sig {
     /// Number of numeric signals.
-    pub const COUNT: usize = Sig::ReportId as usize + 1;
+    pub(crate) const COUNT: usize = Sig::ReportId as usize + 1;
 }
 
 /// Text signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum Txt {
+pub(crate) enum Txt {
     /// ISO 8601 UTC (`…Z`) of the report: trusted.
     TsUtc,
     /// ISO 8601 with a real offset (`…+02:00`): trusted.
@@ -134,12 +134,12 @@ pub enum Txt {
 
 impl Txt {
     /// Number of text signals.
-    pub const COUNT: usize = Txt::BootId as usize + 1;
+    pub(crate) const COUNT: usize = Txt::BootId as usize + 1;
 }
 
 /// What a vendor key feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// A numeric signal.
     Num(Sig),
     /// A text signal.
@@ -201,13 +201,13 @@ const NAMES: &[(&str, Target)] = &[
 
 impl Target {
     /// The target called `name` in the tables.
-    pub fn named(name: &str) -> Option<Target> {
+    pub(crate) fn named(name: &str) -> Option<Target> {
         NAMES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
     }
 }
 
 /// The parsed data tables.
-pub struct Tables {
+pub(crate) struct Tables {
     /// Report leaf path → target.
     pub report: HashMap<&'static str, Target>,
     /// SSE key → target.
@@ -232,7 +232,7 @@ fn pairs(s: &'static str, file: &str) -> HashMap<&'static str, Target> {
 }
 
 /// The tables, parsed once.
-pub fn tables() -> &'static Tables {
+pub(crate) fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
         let variables = pairs(VARIABLES_TSV, "variables.tsv");
@@ -249,7 +249,7 @@ pub fn tables() -> &'static Tables {
 
 /// Something in a payload the mapping could not use; the adapter counts and logs it once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Issue {
+pub(crate) enum Issue {
     /// A key in no table: firmware drift or a template field nobody mapped.
     Unknown(String),
     /// A known key whose value has the wrong type; `reason` is the metric label.
@@ -263,7 +263,7 @@ pub enum Issue {
 
 /// One message read into signals. Borrowed from the parsed JSON: no copies on the hot path.
 #[derive(Debug)]
-pub struct Reading<'a> {
+pub(crate) struct Reading<'a> {
     num: [Option<f64>; Sig::COUNT],
     text: [Option<Cow<'a, str>>; Txt::COUNT],
     /// The chosen sub-meter reading (unit per meter; m³ for the usual gas and water meters).
@@ -278,19 +278,20 @@ impl Default for Reading<'_> {
 
 impl<'a> Reading<'a> {
     /// A numeric signal.
-    pub fn num(&self, s: Sig) -> Option<f64> {
+    pub(crate) fn num(&self, s: Sig) -> Option<f64> {
         self.num[s as usize]
     }
     /// A text signal.
-    pub fn text(&self, t: Txt) -> Option<&str> {
+    pub(crate) fn text(&self, t: Txt) -> Option<&str> {
         self.text[t as usize].as_deref()
     }
     /// Sets a numeric signal (tests, the simulator's checks).
-    pub fn set_num(&mut self, s: Sig, v: f64) {
+    #[cfg(test)]
+    pub(crate) fn set_num(&mut self, s: Sig, v: f64) {
         self.num[s as usize] = Some(v);
     }
     /// Whether the message carried any measurement at all.
-    pub fn has_measurements(&self) -> bool {
+    pub(crate) fn has_measurements(&self) -> bool {
         self.num.iter().enumerate().any(|(i, v)| {
             v.is_some() && i != Sig::TsUnix as usize && i != Sig::ReportId as usize && i != Sig::Tariff as usize
         }) || self.volume.is_some()
@@ -337,7 +338,7 @@ impl<'a> Reading<'a> {
 
 /// Reads a number the lenient way templates need: JSON numbers, quoted numbers (`"0.006"`);
 /// `null`, `"null"` and `""` are "no value". Anything else is a type error.
-pub fn number(v: &Json) -> Result<Option<f64>, &'static str> {
+pub(crate) fn number(v: &Json) -> Result<Option<f64>, &'static str> {
     match v {
         Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or("bad_number"),
         Json::Null => Ok(None),
@@ -354,13 +355,13 @@ pub fn number(v: &Json) -> Result<Option<f64>, &'static str> {
 
 /// Parses an ISO 8601 / RFC 3339 timestamp with `Z` or an offset; rejects clocks before 2000
 /// (an unset meter clock).
-pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_ts(s: &str) -> Option<OffsetDateTime> {
     let t = OffsetDateTime::parse(s.trim(), &Rfc3339).ok()?;
     (t.year() >= 2000).then_some(t)
 }
 
 /// Reads a `GET /api/v1/report` body into `r`. Unknown leaves and bad values go to `issues`.
-pub fn read_report<'a>(root: &'a Json, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
+pub(crate) fn read_report<'a>(root: &'a Json, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
     let table = &tables().report;
     let mut path = String::with_capacity(96);
     // Sub-meter arrays are read by `read_volume`.
@@ -392,7 +393,7 @@ fn walk<'a>(v: &'a Json, path: &mut String, skip: Option<&str>, f: &mut dyn FnMu
 }
 
 /// Reads one SSE `live` event object into `r`.
-pub fn read_sse<'a>(obj: &'a serde_json::Map<String, Json>, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
+pub(crate) fn read_sse<'a>(obj: &'a serde_json::Map<String, Json>, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
     let table = &tables().sse;
     for (k, v) in obj {
         if k == "Vol" {
@@ -407,7 +408,7 @@ pub fn read_sse<'a>(obj: &'a serde_json::Map<String, Json>, r: &mut Reading<'a>,
 
 /// Which `volume[]` / `Vol[]` entry becomes the `volume` quantity.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum VolumeFrom {
+pub(crate) enum VolumeFrom {
     /// The only entry with a reading; nothing when several have one.
     #[default]
     Auto,
@@ -421,7 +422,7 @@ pub enum VolumeFrom {
 
 impl VolumeFrom {
     /// Parses the config value: `auto`, `off`, a bus number or a meter id.
-    pub fn parse(s: &str) -> VolumeFrom {
+    pub(crate) fn parse(s: &str) -> VolumeFrom {
         match s.trim() {
             "" | "auto" => VolumeFrom::Auto,
             "off" | "none" | "false" => VolumeFrom::Off,
@@ -435,7 +436,7 @@ impl VolumeFrom {
 
 /// What the sub-meter array held: entries with a reading, and whether the choice was ambiguous.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VolumeSeen {
+pub(crate) struct VolumeSeen {
     /// Entries in the array.
     pub entries: usize,
     /// Entries with a numeric reading.
@@ -444,7 +445,7 @@ pub struct VolumeSeen {
 
 /// Picks the sub-meter reading from a report `volume[]` (`bus`, `meter_id`, `cumulative`) or an
 /// SSE `Vol[]` (`Bus`, `M_ID`, `Cum`) array.
-pub fn read_volume(array: Option<&Json>, from: &VolumeFrom, r: &mut Reading<'_>) -> VolumeSeen {
+pub(crate) fn read_volume(array: Option<&Json>, from: &VolumeFrom, r: &mut Reading<'_>) -> VolumeSeen {
     let Some(Json::Array(items)) = array else { return VolumeSeen::default() };
     let mut seen = VolumeSeen { entries: items.len(), with_reading: 0 };
     let mut only = None;
@@ -471,20 +472,20 @@ pub fn read_volume(array: Option<&Json>, from: &VolumeFrom, r: &mut Reading<'_>)
 
 /// MQTT payload path → template target.
 #[derive(Debug, Clone, Default)]
-pub struct FieldMap {
+pub(crate) struct FieldMap {
     map: HashMap<String, Target>,
 }
 
 impl FieldMap {
     /// Every built-in preset at once (bridge, vendor docs example, Home Assistant).
-    pub fn presets() -> FieldMap {
+    pub(crate) fn presets() -> FieldMap {
         let t = tables();
         let map = t.mqtt_fields.iter().map(|(_, path, var)| ((*path).to_owned(), t.variables[var])).collect();
         FieldMap { map }
     }
 
     /// From explicit `path → variable` pairs; unknown variables are errors.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<FieldMap, String> {
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<FieldMap, String> {
         let t = tables();
         let mut map = HashMap::new();
         for (path, var) in pairs {
@@ -503,29 +504,19 @@ impl FieldMap {
     }
 
     /// Adds (or replaces) entries from `other`.
-    pub fn extend(&mut self, other: FieldMap) {
+    pub(crate) fn extend(&mut self, other: FieldMap) {
         self.map.extend(other.map);
     }
 
-    /// How many payload fields are mapped.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether nothing is mapped.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// The target of `path`.
-    pub fn get(&self, path: &str) -> Option<Target> {
+    pub(crate) fn get(&self, path: &str) -> Option<Target> {
         self.map.get(path).copied()
     }
 }
 
 /// What a template says about its payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TemplateFields {
+pub(crate) struct TemplateFields {
     /// `(payload path, variable)` for every leaf that is exactly one `${variable}`.
     pub fields: Vec<(String, String)>,
     /// Paths of leaves mixing text and variables (`"gw-${sys.id}"`): cannot be read back.
@@ -534,7 +525,7 @@ pub struct TemplateFields {
 
 /// Derives `path → variable` pairs from a gateway template (the text pasted from the Web UI). Each
 /// JSON leaf that is exactly one `${variable}` (quoted or not) becomes a pair.
-pub fn fields_from_template(template: &str) -> Result<TemplateFields, String> {
+pub(crate) fn fields_from_template(template: &str) -> Result<TemplateFields, String> {
     const MARK: char = '\u{E000}';
     let mut json = String::with_capacity(template.len() + 64);
     let mut in_string = false;
@@ -614,7 +605,7 @@ fn collect_template(
 }
 
 /// Reads one MQTT payload (already parsed) with `fields`.
-pub fn read_payload<'a>(root: &'a Json, fields: &FieldMap, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
+pub(crate) fn read_payload<'a>(root: &'a Json, fields: &FieldMap, r: &mut Reading<'a>, issues: &mut Vec<Issue>) {
     let mut path = String::with_capacity(64);
     walk(root, &mut path, None, &mut |p, v| match fields.get(p) {
         Some(t) => r.put(t, p, v, issues),
@@ -624,7 +615,7 @@ pub fn read_payload<'a>(root: &'a Json, fields: &FieldMap, r: &mut Reading<'a>, 
 
 /// Normalisation options.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// A phase whose voltage is below this is treated as absent (single-phase sites report 0 V or
     /// phantom voltages like 36 V on L2/L3); 0 turns the check off.
     pub phase_min_voltage: f64,
@@ -691,13 +682,13 @@ fn quantities() -> &'static Q {
 }
 
 /// Whether a meter status means the values can be trusted (notes §8.5).
-pub fn status_ok(status: &str) -> bool {
+pub(crate) fn status_ok(status: &str) -> bool {
     status.trim().eq_ignore_ascii_case("OK")
 }
 
 /// The source timestamp of a reading: `${timestamp}`, then `date_time_utc`, then
 /// `date_time_local` (a real offset); never `date_time`. `None` = stamp on receipt.
-pub fn source_ts(r: &Reading<'_>) -> Option<OffsetDateTime> {
+pub(crate) fn source_ts(r: &Reading<'_>) -> Option<OffsetDateTime> {
     if let Some(unix) = r.num(Sig::TsUnix)
         && unix.fract() == 0.0
         && let Ok(t) = OffsetDateTime::from_unix_timestamp(unix as i64)
@@ -710,7 +701,7 @@ pub fn source_ts(r: &Reading<'_>) -> Option<OffsetDateTime> {
 
 /// Adds the contract quantities of `r` to `update` (see module docs). Does nothing with
 /// measurements when the reading carries a meter status other than `OK`.
-pub fn to_update(r: &Reading<'_>, opts: &Options, update: &mut Update) {
+pub(crate) fn to_update(r: &Reading<'_>, opts: &Options, update: &mut Update) {
     if r.text(Txt::MeterStatus).is_some_and(|s| !status_ok(s)) {
         return;
     }
@@ -820,13 +811,13 @@ pub struct SystemInfo {
 
 impl SystemInfo {
     /// Whether the licence is known to be FREE (report, variables and the MQTT client are off).
-    pub fn licence_free(&self) -> bool {
+    pub(crate) fn licence_free(&self) -> bool {
         self.licence.as_deref().is_some_and(|l| l.eq_ignore_ascii_case("FREE"))
     }
 }
 
 /// Reads a `GET /api/v1/system` body.
-pub fn read_system(v: &Json) -> SystemInfo {
+pub(crate) fn read_system(v: &Json) -> SystemInfo {
     let s = |p: &str| v.pointer(p).and_then(Json::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let n = |p: &str| v.pointer(p).and_then(|x| number(x).ok().flatten());
     let b = |p: &str| v.pointer(p).and_then(Json::as_bool);

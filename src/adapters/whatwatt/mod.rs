@@ -43,8 +43,8 @@
 //! Everything per message goes through [`Ingest`], public so that recorded captures replay through
 //! exactly the code a live gateway goes through.
 
-pub mod client;
-pub mod digest;
+pub(crate) mod client;
+pub(crate) mod digest;
 
 crate::adapters::adapter!(
     /// The Whatwatt adapter in the registry ([`crate::adapters::Adapter`]).
@@ -84,8 +84,8 @@ crate::adapters::adapter!(
 
 #[cfg(test)]
 mod fuzz_tests;
-pub mod mapping;
-pub mod sse;
+pub(crate) mod mapping;
+pub(crate) mod sse;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -260,12 +260,12 @@ impl Default for WhatwattConfig {
 
 impl WhatwattConfig {
     /// Time between report polls (`poll` and the SSE fallback).
-    pub fn poll_interval(&self) -> Duration {
+    pub(crate) fn poll_interval(&self) -> Duration {
         self.interval.map_or(Duration::from_secs(10), |d| d.0)
     }
 
     /// The MQTT field map: the template's (or the presets), then `fields`.
-    pub fn field_map(&self) -> Result<FieldMap, String> {
+    pub(crate) fn field_map(&self) -> Result<FieldMap, String> {
         let mut map = match &self.template {
             Some(t) => {
                 let t = mapping::fields_from_template(t)?;
@@ -318,7 +318,7 @@ pub enum WhatwattError {
 }
 
 /// The expected time between readings (freshness defaults to three of them).
-pub fn cadence(cfg: &WhatwattConfig) -> Duration {
+pub(crate) fn cadence(cfg: &WhatwattConfig) -> Duration {
     let min = Duration::from_millis(100);
     match cfg.transport {
         // Freshness = the watchdog: offline exactly when the stream would be reopened; at least
@@ -347,7 +347,7 @@ fn check_url(u: &str) -> Option<String> {
 }
 
 /// Checks the whatwatt keys of device `path` (`devices.<id>`); returns (key path, message) pairs.
-pub fn validate(cfg: &WhatwattConfig, path: &str) -> Vec<(String, String)> {
+pub(crate) fn validate(cfg: &WhatwattConfig, path: &str) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     let mut err = |k: &str, m: String| errs.push((format!("{path}.{k}"), m));
     let http = cfg.transport != WhatwattTransport::Mqtt;
@@ -435,7 +435,7 @@ pub fn validate(cfg: &WhatwattConfig, path: &str) -> Vec<(String, String)> {
 }
 
 /// The password from `password` or `password_file`.
-pub fn resolve_password(cfg: &WhatwattConfig, device: &str) -> Result<Option<Secret>, WhatwattError> {
+pub(crate) fn resolve_password(cfg: &WhatwattConfig, device: &str) -> Result<Option<Secret>, WhatwattError> {
     if let Some(f) = &cfg.password_file {
         let text = std::fs::read_to_string(f).map_err(|source| WhatwattError::PasswordFile {
             device: device.to_owned(),
@@ -542,7 +542,7 @@ impl Ingest {
     }
 
     /// The device this ingest feeds.
-    pub fn device(&self) -> &DeviceHandle {
+    pub(crate) fn device(&self) -> &DeviceHandle {
         &self.device
     }
 
@@ -735,14 +735,14 @@ impl Ingest {
     }
 
     /// Starts a new SSE connection (forgets a partial event of the previous one).
-    pub fn sse_reset(&mut self) {
+    pub(crate) fn sse_reset(&mut self) {
         self.parser.reset();
         self.sse_overflowed = false;
     }
 
     /// Whether the stream sent a line or event over [`sse::MAX_LINE`] since the last call (already
     /// counted as `sse_overflow`); clears the flag.
-    pub fn sse_overflowed(&mut self) -> bool {
+    pub(crate) fn sse_overflowed(&mut self) -> bool {
         std::mem::take(&mut self.sse_overflowed)
     }
 
@@ -789,7 +789,7 @@ impl Ingest {
     }
 
     /// Handles one SSE event; returns whether it published a reading.
-    pub fn sse_event(&mut self, event: &str, data: &str) -> bool {
+    pub(crate) fn sse_event(&mut self, event: &str, data: &str) -> bool {
         if event != "live" {
             self.device.counters().unknown_keys.inc();
             if self.logged.first_of("sse event", event) {
@@ -862,7 +862,7 @@ impl Ingest {
 }
 
 /// Runs the adapter until `cancel`.
-pub async fn run(cfg: WhatwattConfig, device: DeviceHandle, cancel: CancellationToken) {
+pub(crate) async fn run(cfg: WhatwattConfig, device: DeviceHandle, cancel: CancellationToken) {
     let started = async {
         let password = resolve_password(&cfg, device.id())?;
         let ingest = Ingest::new(device.clone(), &cfg)?;

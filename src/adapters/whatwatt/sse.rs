@@ -11,11 +11,11 @@
 //! end is noticed at once and costs at most [`MAX_LINE`] bytes.
 
 /// Longest line kept (the gateway's events are ~600 bytes).
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// Something the parser produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SseItem<'a> {
+pub(crate) enum SseItem<'a> {
     /// A complete event: its type (`message` when none was given) and data.
     Event {
         /// The `event:` field.
@@ -32,7 +32,7 @@ pub enum SseItem<'a> {
 
 /// Incremental parser state; one per connection.
 #[derive(Debug, Default)]
-pub struct SseParser {
+pub(crate) struct SseParser {
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a leading `\n` of the next one belongs to it.
     after_cr: bool,
@@ -52,18 +52,18 @@ pub struct SseParser {
 
 impl SseParser {
     /// A parser for a new connection.
-    pub fn new() -> SseParser {
+    pub(crate) fn new() -> SseParser {
         SseParser::default()
     }
 
     /// Forgets any partial line or event (a new connection).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = SseParser { line: std::mem::take(&mut self.line), ..Default::default() };
         self.line.clear();
     }
 
     /// Feeds one chunk, calling `on` for every item it completes.
-    pub fn feed(&mut self, mut chunk: &[u8], on: &mut dyn FnMut(SseItem<'_>)) {
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], on: &mut dyn FnMut(SseItem<'_>)) {
         if !self.started && !chunk.is_empty() {
             self.started = true;
             if let Some(rest) = chunk.strip_prefix(b"\xEF\xBB\xBF".as_slice()) {
@@ -99,7 +99,7 @@ impl SseParser {
     /// The stream ended: completes a last line and dispatches a pending event. (The WHATWG
     /// algorithm drops an event without its final blank line; the gateway always sends that line,
     /// so this only matters for captures, which should not lose their last event.)
-    pub fn finish(&mut self, on: &mut dyn FnMut(SseItem<'_>)) {
+    pub(crate) fn finish(&mut self, on: &mut dyn FnMut(SseItem<'_>)) {
         if !self.line.is_empty() || self.overflow {
             self.end_line(on);
         }

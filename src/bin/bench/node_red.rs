@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hlbridge::mqtt::{self, MqttHandle, QoS};
+use hlbridge::surface::mqtt::{self, MqttHandle, QoS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use hlbridge::app::Running;
-use hlbridge::metrics::Metrics;
-use hlbridge::mqtt::{MqttHandle, MqttSettings, QoS};
-use hlbridge::simulate::goe::{GoeSimOptions, PhaseTicks};
+use hlbridge::surface::app::Running;
+use hlbridge::surface::metrics::Metrics;
+use hlbridge::surface::mqtt::{MqttHandle, MqttSettings, QoS};
+use hlbridge::surface::simulate::goe::{GoeSimOptions, PhaseTicks};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -159,7 +159,7 @@ impl Broker {
                 for _ in 0..10 {
                     let port = free_port();
                     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                    if hlbridge::broker::start(addr).await.is_ok() {
+                    if hlbridge::surface::broker::start(addr).await.is_ok() {
                         return Broker { port, mosquitto: None, child: None };
                     }
                 }
@@ -306,9 +306,13 @@ impl Probe {
         let id = format!("probe-{}", unique());
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let handle =
-            hlbridge::mqtt::spawn(&client_settings(broker, &id), Metrics::detached(), &tracker, cancel.clone())
-                .expect("probe client");
+        let handle = hlbridge::surface::mqtt::spawn(
+            &client_settings(broker, &id),
+            Metrics::detached(),
+            &tracker,
+            cancel.clone(),
+        )
+        .expect("probe client");
         let ready = format!("probe-ready/{id}");
         let mut all: Vec<&str> = filters.to_vec();
         all.push(&ready);
@@ -487,8 +491,8 @@ pub fn bridge_yaml(broker: &Broker, devices: &str, extra: &str) -> String {
 }
 
 /// Parses `yaml` like a config file.
-pub fn load_config(yaml: &str) -> hlbridge::config::Config {
-    hlbridge::config::load_str(yaml, "test.yaml", Path::new("."))
+pub fn load_config(yaml: &str) -> hlbridge::surface::config::Config {
+    hlbridge::surface::config::load_str(yaml, "test.yaml", Path::new("."))
         .unwrap_or_else(|e| panic!("test config does not load:\n{e}\n---\n{yaml}"))
 }
 
@@ -497,7 +501,7 @@ pub async fn start_bridge(yaml: &str) -> Running {
     init();
     let config = load_config(yaml);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http listener");
-    hlbridge::app::start(&config, Some(listener)).await.expect("bridge starts")
+    hlbridge::surface::app::start(&config, Some(listener)).await.expect("bridge starts")
 }
 
 /// The bridge's HTTP base URL.
@@ -546,7 +550,7 @@ impl Sim {
             opts.http = Some(l);
         }
         let cancel = CancellationToken::new();
-        let join = tokio::spawn(hlbridge::simulate::goe::run(opts, cancel.clone()));
+        let join = tokio::spawn(hlbridge::surface::simulate::goe::run(opts, cancel.clone()));
         Sim { cancel, join: Some(join), http_url }
     }
 
