@@ -12,6 +12,7 @@
 //!   jumps, confirmation of a new level, explicit reset).
 //! - [`mqtt`]: the only code that touches rumqttc (connection loop, backoff, re-subscribe, queue, TLS).
 //! - [`metrics`] and [`http`]: Prometheus health counters, `/metrics`, `/healthz`, `/readyz`.
+//! - [`clock`]: the injectable clock (real, or moved by hand in tests).
 //! - [`cluster`]: sharding devices over several instances (rendezvous hashing of device ids).
 //! - [`reload`]: live reload's plan: which devices start, stop, restart or stay untouched.
 //! - [`app`]: wiring, start-up and ordered shutdown.
@@ -31,6 +32,7 @@ mod adapters;
 mod app;
 #[cfg(feature = "embedded-broker")]
 mod broker;
+mod clock;
 mod cluster;
 mod commands;
 mod config;

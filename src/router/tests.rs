@@ -1,6 +1,7 @@
 //! Tests of `router`, kept beside it so the module reads as code.
 
 use super::*;
+use crate::model::Event;
 use crate::mqtt::{CaptureRx, Captured, detached};
 
 fn spec(id: &str) -> DeviceSpec {
@@ -91,109 +92,6 @@ fn state_json_is_one_snapshot_per_flush_with_source_timestamp() {
     assert_eq!(v["values"]["power"], 5);
     assert_eq!(v["values"]["charger_state"], "charging");
     assert!(v["ts"].as_str().unwrap().ends_with('Z'));
-}
-
-#[test]
-fn min_interval_holds_changes_and_the_tick_publishes_the_latest() {
-    let mut s = spec("ev");
-    s.min_interval = Some(Duration::from_millis(50));
-    let (r, h, mut rx) = setup(s);
-    h.apply(update(&[("power", Value::Number(1.0))]));
-    h.apply(update(&[("power", Value::Number(2.0))]));
-    h.apply(update(&[("power", Value::Number(3.0))]));
-    let first: Vec<_> = rx.drain().into_iter().filter(|c| c.topic == "home/ev/power").collect();
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].payload, "1");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        r.tick();
-        let later: Vec<_> = rx.drain().into_iter().filter(|c| c.topic == "home/ev/power").collect();
-        if let Some(c) = later.last() {
-            assert_eq!(c.payload, "3", "only the latest held value is published");
-            assert_eq!(later.len(), 1);
-            break;
-        }
-        assert!(Instant::now() < deadline, "held value never published");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[test]
-fn heartbeat_republishes_unchanged_values_while_online() {
-    let mut s = spec("ev");
-    s.heartbeat = Some(Duration::from_millis(20));
-    let (r, h, mut rx) = setup(s);
-    h.apply(update(&[("power", Value::Number(7.0))]));
-    rx.drain();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        r.tick();
-        if rx.drain().iter().any(|c| c.topic == "home/ev/power" && c.payload == "7") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no heartbeat");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-#[test]
-fn a_stale_device_goes_offline_with_a_reason() {
-    let mut s = spec("ev");
-    s.freshness = Duration::from_millis(20);
-    let (r, h, mut rx) = setup(s);
-    h.apply(update(&[("power", Value::Number(7.0))]));
-    rx.drain();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        r.tick();
-        if rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "offline") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never went offline");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let snap = &r.snapshot()[0];
-    assert!(!snap.online);
-    assert!(snap.reason.as_deref().unwrap().starts_with("no reading for"));
-}
-
-#[test]
-fn a_replayed_reading_does_not_make_a_stale_device_alive_a_second_time() {
-    let mut s = spec("ev");
-    s.freshness = Duration::from_millis(20);
-    let (r, h, mut rx) = setup(s);
-    let t1 = OffsetDateTime::now_utc() - time::Duration::seconds(30);
-    let t2 = t1 + time::Duration::seconds(1);
-    let at = |ts: OffsetDateTime, w: f64| {
-        let mut u = update(&[("power", Value::Number(w))]);
-        u.ts = Some(ts);
-        u
-    };
-    h.apply(at(t1, 7.0));
-    h.apply(at(t2, 8.0));
-    assert!(r.snapshot()[0].online);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while r.snapshot()[0].online {
-        r.tick();
-        assert!(Instant::now() < deadline, "never went offline");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    rx.drain();
-    // An older reading again (a client replaying its outage queue after a reconnect).
-    h.apply(at(t1, 7.0));
-    assert!(!r.snapshot()[0].online, "a replay is no new sign of life");
-    assert!(!rx.drain().iter().any(|c| c.topic == "home/ev/availability" && c.payload == "online"));
-    h.apply(at(t2, 8.0));
-    assert!(r.snapshot()[0].online, "the newest reading again is (a gateway polled twice per telegram)");
-}
-
-#[test]
-fn a_device_clock_set_back_by_hours_counts_as_a_new_start_not_a_replay() {
-    let now = OffsetDateTime::now_utc();
-    assert!(proves_alive_again(None, now));
-    assert!(proves_alive_again(Some(now), now));
-    assert!(!proves_alive_again(Some(now), now - time::Duration::minutes(5)));
-    assert!(proves_alive_again(Some(now), now - time::Duration::hours(2)));
 }
 
 #[test]

@@ -15,20 +15,18 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{Clock, Now, SystemClock};
 use crate::commands::{Decision, Gate, Ignored, Policy, StrangerLimit};
 use crate::config::{AdapterKind, Config};
-use crate::guard::{CounterGuard, GuardConfig, Verdict};
+use crate::guard::GuardConfig;
 use crate::metrics::{DeviceCounters, Metrics};
-use crate::model::{self, DeviceKind, Event, Identity, Quantity, Update, Value};
+use crate::model::{self, DeviceKind, Identity, Quantity, Update, Value};
 use crate::mqtt::{MqttHandle, QoS};
 use crate::untrusted::{self, clip};
 
 /// The longest `<quantity>` part of a `/set` or `/reset` topic answered on `<quantity>/result`;
 /// real quantity names are a few dozen bytes, longer ones are only logged (clipped).
 const MAX_ANSWERED_NAME: usize = 128;
-
-/// `parse_errors` reason for a device text cut to [`untrusted::MAX_TEXT_BYTES`].
-const TEXT_TOO_LONG: &str = "text_too_long";
 
 /// Settings the router needs from the config.
 #[derive(Debug, Clone)]
@@ -95,81 +93,10 @@ impl DeviceSpec {
     }
 }
 
-/// The reason devices go offline when the bridge stops (logged at info: nothing is wrong).
-pub(crate) const BRIDGE_STOPPED: &str = "bridge stopped";
+mod state;
 
-/// The device's transport as the adapter sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Link {
-    /// Not known yet (start-up).
-    Unknown,
-    /// Reachable.
-    Up,
-    /// Unreachable or reporting itself unavailable, with the reason shown in `/readyz`.
-    Down(String),
-}
-
-struct Slot {
-    quantity: Quantity,
-    /// Latest value.
-    value: Value,
-    /// Value last published (None: never).
-    published: Option<Value>,
-    /// When it was last published.
-    last_pub: Option<Instant>,
-    /// Changed but held back by `min_interval`.
-    pending: bool,
-    /// `<prefix>/<device>/<quantity>`.
-    topic: String,
-    /// The counter guard, for lifetime counters (`volume`, `energy_import`, ...).
-    guard: Option<CounterGuard>,
-}
-
-struct DeviceState {
-    slots: Vec<Slot>,
-    /// Source timestamp of the latest reading.
-    ts: Option<OffsetDateTime>,
-    /// Last fresh message (monotonic, for freshness) and its wall-clock time (for reports).
-    last_seen: Option<(Instant, SystemTime)>,
-    link: Link,
-    /// What was last published on `availability`.
-    online: bool,
-    /// Why the device is offline, for `/readyz` and the one log line.
-    reason: Option<String>,
-    identity: Identity,
-    /// Adapter facts for `/readyz` (transport, dialect, firmware quirks seen).
-    details: BTreeMap<&'static str, String>,
-    state_dirty: bool,
-    last_state_pub: Option<Instant>,
-    last_heartbeat: Instant,
-    /// Scratch buffer for payloads, reused to avoid allocating per value.
-    buf: String,
-    /// Quantities cleared (empty text) and not set since, so repeated clears publish nothing.
-    cleared: Vec<Quantity>,
-    /// Counter-guard settings, applied when a quantity is first seen.
-    guard: GuardConfig,
-    /// A longer freshness window the adapter learned from the device (its announced cadence).
-    min_freshness: Duration,
-    /// Newest source timestamp that counted as a live sign: a message carrying this timestamp or an
-    /// older one (a device or broker replaying what it queued during an outage) does not make the
-    /// device alive a second time.
-    alive_ts: Option<OffsetDateTime>,
-    /// Quantities whose latest reading was implausible (out of range, not finite): the first of a
-    /// streak is logged, the rest only counted. Bounded by the quantities the device has.
-    implausible: Vec<Quantity>,
-    /// Fields (quantity or identity field names) already logged as cut to the text bound: one log
-    /// line per field and run, the counter counts every cut.
-    truncation_logged: Vec<&'static str>,
-    /// `ingest_queue` from the device's config: how many messages may wait for its adapter.
-    ingest_queue: Option<usize>,
-}
-
-impl DeviceState {
-    /// The freshness window in force: the configured one, or longer when the device said so.
-    fn freshness(&self, spec: &DeviceSpec) -> Duration {
-        spec.freshness.max(self.min_freshness)
-    }
-}
+pub(crate) use state::{BRIDGE_STOPPED, Link};
+use state::{Ctx, DeviceState};
 
 /// One device inside the router.
 pub(crate) struct DeviceEntry {
@@ -212,6 +139,8 @@ pub struct Router {
     command_prefixes: Mutex<Vec<String>>,
     /// Answers to commands for device ids that do not exist: globally rate-limited.
     strangers: Mutex<StrangerLimit>,
+    /// Where time comes from (the real clock; a manual one in tests).
+    clock: Arc<dyn Clock>,
 }
 
 /// A cheap handle an adapter uses to report one device.
@@ -265,34 +194,14 @@ fn default_policy(spec: &DeviceSpec) -> Policy {
 }
 
 /// A device's entry with fresh state.
-fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToken) -> DeviceEntry {
+fn new_entry(spec: DeviceSpec, metrics: &Metrics, router_stop: &CancellationToken, now: Now) -> DeviceEntry {
     DeviceEntry {
         base: format!("{}/{}", spec.prefix, spec.id),
         counters: metrics.start_device(&spec.id, spec.adapter, spec.commands),
         stop: router_stop.child_token(),
         gate: Mutex::new(Gate::new(default_policy(&spec))),
         port: Mutex::new(None),
-        state: Mutex::new(DeviceState {
-            slots: Vec::new(),
-            ts: None,
-            last_seen: None,
-            link: Link::Unknown,
-            online: false,
-            reason: Some("no reading yet".into()),
-            identity: Identity::default(),
-            details: BTreeMap::new(),
-            state_dirty: false,
-            last_state_pub: None,
-            last_heartbeat: Instant::now(),
-            buf: String::new(),
-            cleared: Vec::new(),
-            guard: GuardConfig::default(),
-            min_freshness: Duration::ZERO,
-            alive_ts: None,
-            implausible: Vec::new(),
-            truncation_logged: Vec::new(),
-            ingest_queue: None,
-        }),
+        state: Mutex::new(DeviceState::new(now)),
         spec,
     }
 }
@@ -305,8 +214,20 @@ impl Router {
         mqtt: MqttHandle,
         metrics: Arc<Metrics>,
     ) -> Arc<Router> {
+        Router::with_clock(settings, specs, mqtt, metrics, Arc::new(SystemClock))
+    }
+
+    /// Like [`Router::new`] with the clock given (tests move time by hand instead of sleeping).
+    pub(crate) fn with_clock(
+        settings: RouterSettings,
+        specs: Vec<DeviceSpec>,
+        mqtt: MqttHandle,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Router> {
         let stop = CancellationToken::new();
-        let devices = specs.into_iter().map(|spec| Arc::new(new_entry(spec, &metrics, &stop))).collect();
+        let now = clock.now();
+        let devices = specs.into_iter().map(|spec| Arc::new(new_entry(spec, &metrics, &stop, now))).collect();
         Arc::new(Router {
             settings,
             devices: RwLock::new(devices),
@@ -314,11 +235,12 @@ impl Router {
             running: std::sync::atomic::AtomicBool::new(false),
             mqtt,
             metrics,
-            started: SystemTime::now(),
+            started: now.wall,
             cluster: RwLock::new(crate::cluster::ClusterConfig::default()),
             cluster_devices: RwLock::new(Default::default()),
             command_prefixes: Mutex::new(Vec::new()),
-            strangers: Mutex::new(StrangerLimit::new(Instant::now())),
+            strangers: Mutex::new(StrangerLimit::new(now.mono)),
+            clock,
         })
     }
 
@@ -335,7 +257,7 @@ impl Router {
     /// Adds a device (live reload): its counters start at 0, its reset listener starts, and
     /// `bridge/info` lists it. Replaces nothing: remove a device of the same id first.
     pub fn add_device(self: &Arc<Self>, spec: DeviceSpec) -> DeviceHandle {
-        let entry = Arc::new(new_entry(spec, &self.metrics, &self.stop));
+        let entry = Arc::new(new_entry(spec, &self.metrics, &self.stop, self.clock.now()));
         self.devices.write().unwrap_or_else(|e| e.into_inner()).push(entry.clone());
         if self.running.load(std::sync::atomic::Ordering::SeqCst) {
             self.listen_for_resets(&entry);
@@ -430,7 +352,7 @@ impl Router {
         else {
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.now().mono;
         let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == device_id && d.spec.prefix == prefix) else {
             self.answer_stranger(prefix, device_id, name, msg, now);
             return;
@@ -573,24 +495,11 @@ impl Router {
     /// Called after each MQTT (re)connect and at start-up.
     pub(crate) fn republish_all(&self) {
         self.publish_bridge_info();
+        let now = self.clock.now();
         for dev in &self.devices() {
             let mut st = lock(&dev.state);
-            let st = &mut *st;
-            self.publish(
-                format!("{}/availability", dev.base),
-                if st.online { "online" } else { "offline" },
-                QoS::AtLeastOnce,
-                true,
-            );
-            if st.identity != Identity::default() {
-                self.publish_info(dev, st);
-            }
-            for i in 0..st.slots.len() {
-                self.publish_slot(st, i, Instant::now());
-            }
-            if !st.slots.is_empty() && self.settings.state_json {
-                self.publish_state(dev, st, Instant::now());
-            }
+            st.republish(&self.cx(dev), now);
+            self.send(&mut st);
         }
     }
 
@@ -617,341 +526,30 @@ impl Router {
         self.publish(topic, info.to_string(), QoS::AtLeastOnce, true);
     }
 
-    fn publish_info(&self, dev: &DeviceEntry, st: &DeviceState) {
-        let mut info = serde_json::to_value(&st.identity).unwrap_or_default();
-        if let serde_json::Value::Object(m) = &mut info {
-            m.insert("adapter".into(), dev.spec.adapter.as_str().into());
-            m.insert("kind".into(), dev.spec.adapter.device_kind().as_str().into());
-        }
-        self.publish(format!("{}/info", dev.base), info.to_string(), QoS::AtLeastOnce, true);
+    /// What a state step needs about `dev`.
+    fn cx<'a>(&'a self, dev: &'a DeviceEntry) -> Ctx<'a> {
+        Ctx { spec: &dev.spec, base: &dev.base, settings: &self.settings, counters: &dev.counters }
     }
 
-    fn publish_slot(&self, st: &mut DeviceState, i: usize, now: Instant) {
-        let slot = &mut st.slots[i];
-        slot.pending = false;
-        slot.last_pub = Some(now);
-        if slot.published.as_ref() != Some(&slot.value) {
-            slot.published = Some(slot.value.clone());
-        }
-        if !self.settings.quantity_topics {
-            return;
-        }
-        st.buf.clear();
-        slot.value.write_plain(slot.quantity.family().decimals, &mut st.buf);
-        self.publish(slot.topic.clone(), st.buf.as_bytes(), self.settings.qos, true);
-    }
-
-    fn publish_state(&self, dev: &DeviceEntry, st: &mut DeviceState, now: Instant) {
-        st.state_dirty = false;
-        st.last_state_pub = Some(now);
-        let buf = &mut st.buf;
-        buf.clear();
-        buf.push_str("{\"ts\":");
-        match st.ts {
-            Some(ts) => {
-                buf.push('"');
-                model::format_ts(ts, buf);
-                buf.push('"');
-            }
-            None => buf.push_str("null"),
-        }
-        buf.push_str(",\"values\":{");
-        for (i, s) in st.slots.iter().enumerate() {
-            if i > 0 {
-                buf.push(',');
-            }
-            buf.push('"');
-            buf.push_str(s.quantity.name());
-            buf.push_str("\":");
-            s.value.write_json(s.quantity.family().decimals, buf);
-        }
-        buf.push_str("}}");
-        self.publish(format!("{}/state", dev.base), buf.as_bytes(), self.settings.qos, true);
-    }
-
-    fn publish_event(&self, dev: &DeviceEntry, ts: OffsetDateTime, event: &Event) {
-        let mut s = String::with_capacity(128);
-        s.push_str("{\"ts\":\"");
-        model::format_ts(ts, &mut s);
-        s.push_str("\",\"event\":");
-        model::write_json_string(&event.name, &mut s);
-        s.push_str(",\"data\":");
-        s.push_str(&serde_json::Value::Object(event.data.clone()).to_string());
-        s.push('}');
-        self.publish(format!("{}/event", dev.base), s, QoS::AtLeastOnce, false);
-    }
-
-    fn set_online(&self, dev: &DeviceEntry, st: &mut DeviceState, online: bool, reason: Option<String>) {
-        if st.online == online {
-            if !online && reason.is_some() {
-                st.reason = reason;
-            }
-            return;
-        }
-        st.online = online;
-        if online {
-            tracing::info!(device = %dev.spec.id, "device online");
-            st.reason = None;
-        } else {
-            let r = reason.unwrap_or_else(|| "stale".into());
-            if r == BRIDGE_STOPPED {
-                // Going offline because the bridge stops is the plan, not a problem.
-                tracing::info!(device = %dev.spec.id, reason = %r, "device offline");
-            } else {
-                tracing::warn!(device = %dev.spec.id, reason = %clip(&r), "device offline");
-            }
-            st.reason = Some(r);
-        }
-        self.publish(
-            format!("{}/availability", dev.base),
-            if online { "online" } else { "offline" },
-            QoS::AtLeastOnce,
-            true,
-        );
-    }
-
-    fn apply(&self, dev: &DeviceEntry, mut update: Update) {
-        let now = Instant::now();
-        let mut guard = lock(&dev.state);
-        let st = &mut *guard;
-        self.bound_texts(dev, st, &mut update);
-        if update.fresh
-            && let Some(ts) = update.ts
-        {
-            update.fresh = proves_alive_again(st.alive_ts, ts);
-            if update.fresh {
-                st.alive_ts = Some(ts);
-            }
-        }
-        if update.fresh {
-            st.last_seen = Some((now, SystemTime::now()));
-        }
-        let ts = update.ts.or_else(|| update.fresh.then(OffsetDateTime::now_utc));
-        let mut changed = false;
-        for (q, v) in update.readings {
-            // An empty text means "absent" (no reading error, no file): the quantity leaves the
-            // state JSON and /metrics, and its retained topic is deleted (empty retained payload).
-            if matches!(&v, Value::Text(t) if t.is_empty()) {
-                if let Some(i) = st.slots.iter().position(|s| s.quantity == q) {
-                    let slot = st.slots.remove(i);
-                    if self.settings.quantity_topics {
-                        self.publish(slot.topic, Vec::new(), self.settings.qos, true);
-                    }
-                    st.cleared.push(q);
-                    changed = true;
-                } else if !st.cleared.contains(&q) {
-                    // Once per run: the broker may still hold this topic from an earlier run.
-                    st.cleared.push(q);
-                    if self.settings.quantity_topics {
-                        self.publish(format!("{}/{}", dev.base, q.name()), Vec::new(), self.settings.qos, true);
-                    }
-                }
-                continue;
-            }
-            if let Value::Number(n) = v {
-                if !q.plausible(n) {
-                    self.reject_implausible(dev, st, q, n, update.fresh, ts);
-                    continue;
-                }
-                if let Some(i) = st.implausible.iter().position(|x| *x == q) {
-                    st.implausible.swap_remove(i);
-                }
-            }
-            if let Some(c) = st.cleared.iter().position(|c| *c == q) {
-                st.cleared.swap_remove(c);
-            }
-            let i = match st.slots.iter().position(|s| s.quantity == q) {
-                Some(i) => i,
-                None => {
-                    st.slots.push(Slot {
-                        quantity: q,
-                        value: v.clone(),
-                        published: None,
-                        last_pub: None,
-                        pending: false,
-                        topic: format!("{}/{}", dev.base, q.name()),
-                        guard: st.guard.limits_for(q).map(CounterGuard::new),
-                    });
-                    st.slots.len() - 1
-                }
-            };
-            let slot = &mut st.slots[i];
-            if let (Some(guard), Value::Number(n)) = (&mut slot.guard, &v)
-                && !self.guard_admits(dev, q, guard, *n, now, update.ts, update.fresh, ts)
-            {
-                continue;
-            }
-            slot.value = v;
-            if slot.published.as_ref() == Some(&slot.value) && !slot.pending {
-                continue;
-            }
-            changed = true;
-            let held = match (dev.spec.min_interval, slot.last_pub) {
-                (Some(min), Some(last)) => now.duration_since(last) < min,
-                _ => false,
-            };
-            if held {
-                slot.pending = true;
-            } else {
-                self.publish_slot(st, i, now);
-            }
-        }
-        if ts.is_some() && (changed || st.ts.is_none()) {
-            st.ts = ts;
-        }
-        if changed {
-            st.state_dirty = true;
-        }
-        if !self.settings.state_json {
-            st.state_dirty = false;
-        }
-        if let Some(id) = update.identity
-            && st.identity.merge(&id)
-        {
-            self.publish_info(dev, st);
-        }
-        let event_ts = ts.unwrap_or_else(OffsetDateTime::now_utc);
-        for e in &update.events {
-            self.publish_event(dev, event_ts, e);
-        }
-        if update.fresh && st.link != Link::Unknown && !matches!(st.link, Link::Down(_)) {
-            self.set_online(dev, st, true, None);
-        } else if update.fresh && st.link == Link::Unknown {
-            st.link = Link::Up;
-            self.set_online(dev, st, true, None);
+    /// The thin layer: sends what the state machine queued, in order, while the caller still holds
+    /// the device's lock (so two steps of one device never interleave their publishes).
+    fn send(&self, st: &mut DeviceState) {
+        for p in st.out.drain(..) {
+            self.mqtt.publish(p.topic, p.payload, p.qos, p.retain);
         }
     }
 
-    /// Cuts every device text of `update` (text values, identity fields, event names and data) to
-    /// [`untrusted::MAX_TEXT_BYTES`], so no value can make a publish exceed the broker's packet
-    /// limit; counts each cut (`parse_errors{reason="text_too_long"}`) and logs the first per field.
-    fn bound_texts(&self, dev: &DeviceEntry, st: &mut DeviceState, update: &mut Update) {
-        let mut cut: Vec<(&'static str, usize)> = Vec::new();
-        for (q, v) in &mut update.readings {
-            if let Value::Text(t) = v {
-                let len = t.len();
-                if untrusted::bound_text(t) {
-                    cut.push((q.name(), len));
-                }
-            }
-        }
-        if let Some(id) = &mut update.identity {
-            for (field, value) in [
-                ("vendor", &mut id.vendor),
-                ("model", &mut id.model),
-                ("serial", &mut id.serial),
-                ("firmware", &mut id.firmware),
-                ("name", &mut id.name),
-            ] {
-                if let Some(v) = value {
-                    let len = v.len();
-                    if untrusted::bound_string(v) {
-                        cut.push((field, len));
-                    }
-                }
-            }
-        }
-        for e in &mut update.events {
-            let len = e.name.len();
-            if untrusted::bound_text(&mut e.name) {
-                cut.push(("event", len));
-            }
-            if untrusted::bound_json_map(&mut e.data) {
-                cut.push(("event_data", 0));
-            }
-        }
-        for (field, len) in cut {
-            dev.counters.parse_error(TEXT_TOO_LONG);
-            if !st.truncation_logged.contains(&field) {
-                st.truncation_logged.push(field);
-                tracing::warn!(device = %dev.spec.id, field, bytes = len, limit = untrusted::MAX_TEXT_BYTES,
-                    "device text longer than the bridge republishes; cut, marked `{}` and counted \
-                     (parse_errors reason {TEXT_TOO_LONG}; logged once per field)", untrusted::TRUNCATED_MARKER);
-            }
-        }
-    }
-
-    /// Keeps an implausible number (outside the quantity's plausible range, or not finite) out:
-    /// counted in `readings_rejected` (`out_of_range`, `not_finite`), logged once per streak, and
-    /// reported as a `reading_rejected` event when live. The last good value stays.
-    fn reject_implausible(
-        &self,
-        dev: &DeviceEntry,
-        st: &mut DeviceState,
-        q: Quantity,
-        value: f64,
-        live: bool,
-        ts: Option<OffsetDateTime>,
-    ) {
-        let reason = if value.is_finite() { "out_of_range" } else { "not_finite" };
-        dev.counters.rejected(reason);
-        if !st.implausible.contains(&q) {
-            st.implausible.push(q);
-            let (lo, hi) = q.def().range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
-            tracing::warn!(device = %dev.spec.id, quantity = q.name(), value, min = lo, max = hi, reason,
-                "implausible reading rejected; the last good value stays (logged once until a good reading)");
-        }
-        if live {
-            let event =
-                Event::new("reading_rejected").with("quantity", q.name()).with("value", value).with("reason", reason);
-            self.publish_event(dev, ts.unwrap_or_else(OffsetDateTime::now_utc), &event);
-        }
-    }
-
-    /// Runs the counter guard on one reading; false keeps it out (counted, logged once per streak,
-    /// and reported as a `reading_rejected` event). Allocates only when it rejects.
-    #[allow(clippy::too_many_arguments)]
-    fn guard_admits(
-        &self,
-        dev: &DeviceEntry,
-        q: Quantity,
-        guard: &mut CounterGuard,
-        value: f64,
-        now: Instant,
-        source_ts: Option<OffsetDateTime>,
-        live: bool,
-        ts: Option<OffsetDateTime>,
-    ) -> bool {
-        match guard.check(value, now, source_ts, live) {
-            Verdict::Baseline | Verdict::Accept => true,
-            Verdict::NewLevel { previous } => {
-                tracing::info!(device = %dev.spec.id, quantity = q.name(), value, previous,
-                    "counter guard: readings agree on a new level; accepted");
-                true
-            }
-            Verdict::Reject { reason, accepted, agreeing, needed } => {
-                dev.counters.rejected(reason.reason());
-                if guard.first_of_streak() {
-                    tracing::warn!(device = %dev.spec.id, quantity = q.name(), value, accepted, reason = reason.reason(),
-                        "counter guard rejected a reading; it becomes the new level after {needed} agreeing readings, \
-                         or publish to {}/{}/reset to accept the next one", dev.base, q.name());
-                }
-                if live {
-                    let event = Event::new("reading_rejected")
-                        .with("quantity", q.name())
-                        .with("value", value)
-                        .with("accepted", accepted)
-                        .with("reason", reason.reason())
-                        .with("agreeing", agreeing)
-                        .with("needed", needed);
-                    self.publish_event(dev, ts.unwrap_or_else(OffsetDateTime::now_utc), &event);
-                }
-                false
-            }
-        }
+    fn apply(&self, dev: &DeviceEntry, update: Update) {
+        let now = self.clock.now();
+        let mut st = lock(&dev.state);
+        st.apply(&self.cx(dev), update, now);
+        self.send(&mut st);
     }
 
     /// Sets the counter-guard settings of device `id` (from its `guard:` block); called at start-up.
     pub fn configure_guard(&self, id: &str, config: &GuardConfig) {
         let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == id) else { return };
-        let mut st = lock(&dev.state);
-        st.guard = config.clone();
-        for slot in &mut st.slots {
-            match (config.limits_for(slot.quantity), &mut slot.guard) {
-                (Some(l), Some(g)) => g.set_limits(l),
-                (l, g) => *g = l.map(CounterGuard::new),
-            }
-        }
+        lock(&dev.state).configure_guard(config);
     }
 
     /// Handles `<prefix>/<device>/<quantity>/reset`: the guard accepts the next reading as is.
@@ -989,68 +587,19 @@ impl Router {
 
     /// Publishes the state JSON if values changed since the last one (and `min_interval` allows).
     fn flush(&self, dev: &DeviceEntry) {
-        let now = Instant::now();
-        let mut guard = lock(&dev.state);
-        let st = &mut *guard;
-        if !st.state_dirty {
-            return;
-        }
-        let held = match (dev.spec.min_interval, st.last_state_pub) {
-            (Some(min), Some(last)) => now.duration_since(last) < min,
-            _ => false,
-        };
-        if !held {
-            self.publish_state(dev, st, now);
-        }
+        let now = self.clock.now();
+        let mut st = lock(&dev.state);
+        st.flush(&self.cx(dev), now);
+        self.send(&mut st);
     }
 
     /// Periodic work: held-back values, heartbeats, staleness.
     pub(crate) fn tick(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for dev in &self.devices() {
-            let mut guard = lock(&dev.state);
-            let st = &mut *guard;
-            // Safety net for adapters that did not flush (and for min_interval holds).
-            if st.state_dirty
-                && self.settings.state_json
-                && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= dev.spec.min_interval.unwrap_or_default())
-            {
-                self.publish_state(dev, st, now);
-            }
-            if let Some(min) = dev.spec.min_interval {
-                for i in 0..st.slots.len() {
-                    let s = &st.slots[i];
-                    if s.pending && s.last_pub.is_none_or(|l| now.duration_since(l) >= min) {
-                        self.publish_slot(st, i, now);
-                    }
-                }
-                if st.state_dirty
-                    && self.settings.state_json
-                    && st.last_state_pub.is_none_or(|l| now.duration_since(l) >= min)
-                {
-                    self.publish_state(dev, st, now);
-                }
-            }
-            if let Some(hb) = dev.spec.heartbeat
-                && st.online
-                && now.duration_since(st.last_heartbeat) >= hb
-            {
-                st.last_heartbeat = now;
-                for i in 0..st.slots.len() {
-                    self.publish_slot(st, i, now);
-                }
-                if self.settings.state_json && !st.slots.is_empty() {
-                    self.publish_state(dev, st, now);
-                }
-            }
-            if st.online {
-                let freshness = st.freshness(&dev.spec);
-                let stale = st.last_seen.is_none_or(|(t, _)| now.duration_since(t) > freshness);
-                if stale {
-                    let reason = format!("no reading for {}", crate::config::types::format_duration(freshness));
-                    self.set_online(dev, st, false, Some(reason));
-                }
-            }
+            let mut st = lock(&dev.state);
+            st.tick(&self.cx(dev), now);
+            self.send(&mut st);
         }
     }
 
@@ -1058,7 +607,8 @@ impl Router {
     pub(crate) fn all_offline(&self, reason: &str) {
         for dev in &self.devices() {
             let mut st = lock(&dev.state);
-            self.set_online(dev, &mut st, false, Some(reason.to_owned()));
+            st.set_online(&self.cx(dev), false, Some(reason.to_owned()));
+            self.send(&mut st);
         }
     }
 
@@ -1134,19 +684,6 @@ impl Router {
     }
 }
 
-/// Whether a live message with source timestamp `ts` is a sign of life, given the newest source
-/// timestamp seen (`alive`). A replay of readings handled before (a client flushing what it queued
-/// during an outage) carries older timestamps than the newest one and proves nothing about now. The
-/// same timestamp again does (a gateway polled again before its meter sent a new telegram answers
-/// with the same reading), and so does a device clock set back by more than an hour (NTP after a
-/// reboot): that is a new start, not a replay.
-fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTime) -> bool {
-    match alive {
-        None => true,
-        Some(newest) => ts >= newest || newest - ts > time::Duration::hours(1),
-    }
-}
-
 pub(crate) use crate::commands::Command;
 
 impl DeviceHandle {
@@ -1188,26 +725,10 @@ impl DeviceHandle {
             untrusted::bound_string(reason);
         }
         let dev = self.entry();
+        let now = self.router.clock.now();
         let mut st = lock(&dev.state);
-        if st.link == link {
-            return;
-        }
-        match &link {
-            Link::Down(reason) => {
-                let r = reason.clone();
-                st.link = link;
-                self.router.set_online(dev, &mut st, false, Some(r));
-            }
-            Link::Up => {
-                st.link = link;
-                let freshness = st.freshness(&dev.spec);
-                let fresh = st.last_seen.is_some_and(|(t, _)| t.elapsed() <= freshness);
-                if fresh {
-                    self.router.set_online(dev, &mut st, true, None);
-                }
-            }
-            Link::Unknown => st.link = link,
-        }
+        st.set_link(&self.router.cx(dev), link, now);
+        self.router.send(&mut st);
     }
 
     /// Another configured device of the same adapter, for an adapter that feeds several configured
@@ -1240,17 +761,7 @@ impl DeviceHandle {
     /// Forgets the counter guard's baseline of `q`: the next reading is accepted as is (a replaced
     /// meter). Returns false when `q` is not a guarded quantity of this device.
     pub(crate) fn reset_guard(&self, q: Quantity) -> bool {
-        let dev = self.entry();
-        let mut st = lock(&dev.state);
-        if st.guard.limits_for(q).is_none() {
-            return false;
-        }
-        if let Some(slot) = st.slots.iter_mut().find(|s| s.quantity == q)
-            && let Some(g) = &mut slot.guard
-        {
-            g.reset();
-        }
-        true
+        lock(&self.entry().state).reset_guard(q)
     }
 
     /// Records an adapter fact shown in `/readyz` (e.g. `transport`, `dialect`).

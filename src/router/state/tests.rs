@@ -1,0 +1,191 @@
+//! The device state machine driven step by step: no broker, no clock, no sleep. Time is a value
+//! each step receives, so "50 ms later" is `now.after(50 ms)`.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::*;
+use crate::clock::{Clock, SystemClock};
+use crate::config::AdapterKind;
+use crate::metrics::Metrics;
+
+/// One device with its context, as the router holds it.
+struct Rig {
+    spec: DeviceSpec,
+    settings: RouterSettings,
+    counters: DeviceCounters,
+    base: String,
+    st: DeviceState,
+    t0: Now,
+}
+
+impl Rig {
+    fn new(tweak: impl FnOnce(&mut DeviceSpec)) -> Rig {
+        let mut spec = DeviceSpec {
+            id: "ev".into(),
+            adapter: AdapterKind::Goe,
+            prefix: "home".into(),
+            freshness: Duration::from_secs(60),
+            min_interval: None,
+            heartbeat: None,
+            commands: false,
+        };
+        tweak(&mut spec);
+        let t0 = SystemClock.now();
+        let settings = RouterSettings {
+            bridge_prefix: "home".into(),
+            quantity_topics: true,
+            state_json: true,
+            qos: QoS::AtMostOnce,
+        };
+        let counters = Metrics::detached().start_device(&spec.id, spec.adapter, spec.commands);
+        Rig { base: "home/ev".into(), spec, settings, counters, st: DeviceState::new(t0), t0 }
+    }
+
+    /// `ms` milliseconds after the rig started.
+    fn at(&self, ms: u64) -> Now {
+        self.t0.after(Duration::from_millis(ms))
+    }
+
+    fn apply(&mut self, update: Update, now: Now) -> Vec<Publish> {
+        let cx = Ctx { spec: &self.spec, base: &self.base, settings: &self.settings, counters: &self.counters };
+        self.st.apply(&cx, update, now);
+        std::mem::take(&mut self.st.out)
+    }
+
+    fn tick(&mut self, now: Now) -> Vec<Publish> {
+        let cx = Ctx { spec: &self.spec, base: &self.base, settings: &self.settings, counters: &self.counters };
+        self.st.tick(&cx, now);
+        std::mem::take(&mut self.st.out)
+    }
+
+    fn flush(&mut self, now: Now) -> Vec<Publish> {
+        let cx = Ctx { spec: &self.spec, base: &self.base, settings: &self.settings, counters: &self.counters };
+        self.st.flush(&cx, now);
+        std::mem::take(&mut self.st.out)
+    }
+}
+
+fn power(w: f64) -> Update {
+    let mut u = Update::fresh();
+    u.push(Quantity::known("power"), Value::Number(w));
+    u
+}
+
+fn on<'a>(out: &'a [Publish], topic: &str) -> Vec<&'a str> {
+    out.iter().filter(|p| p.topic == topic).map(|p| std::str::from_utf8(&p.payload).unwrap()).collect()
+}
+
+#[test]
+fn the_first_reading_publishes_its_value_and_availability_online_and_nothing_else() {
+    let mut rig = Rig::new(|_| {});
+    let out = rig.apply(power(11040.0), rig.at(0));
+    let topics: Vec<_> = out.iter().map(|p| (p.topic.as_str(), p.retain)).collect();
+    assert_eq!(topics, [("home/ev/power", true), ("home/ev/availability", true)]);
+    assert_eq!(on(&out, "home/ev/power"), ["11040"]);
+    assert_eq!(on(&out, "home/ev/availability"), ["online"]);
+}
+
+#[test]
+fn min_interval_holds_changes_until_the_tick_after_it_then_publishes_only_the_latest() {
+    let mut rig = Rig::new(|s| s.min_interval = Some(Duration::from_millis(50)));
+    assert_eq!(on(&rig.apply(power(1.0), rig.at(0)), "home/ev/power"), ["1"]);
+    assert!(on(&rig.apply(power(2.0), rig.at(10)), "home/ev/power").is_empty());
+    assert!(on(&rig.apply(power(3.0), rig.at(20)), "home/ev/power").is_empty());
+    assert!(on(&rig.tick(rig.at(49)), "home/ev/power").is_empty(), "still inside min_interval");
+    assert_eq!(on(&rig.tick(rig.at(50)), "home/ev/power"), ["3"], "only the latest held value");
+    assert!(on(&rig.tick(rig.at(200)), "home/ev/power").is_empty(), "published once");
+}
+
+#[test]
+fn the_state_json_waits_for_the_flush_and_one_burst_gives_one_snapshot() {
+    let mut rig = Rig::new(|_| {});
+    rig.apply(power(1.0), rig.at(0));
+    let mut u = Update::fresh();
+    u.push(Quantity::known("current_l1"), Value::Number(2.0));
+    assert!(on(&rig.apply(u, rig.at(1)), "home/ev/state").is_empty());
+    let out = rig.flush(rig.at(2));
+    let state = on(&out, "home/ev/state");
+    assert_eq!(state.len(), 1);
+    assert!(state[0].contains("\"values\":{\"power\":1,\"current_l1\":2}"), "{}", state[0]);
+    assert!(rig.flush(rig.at(3)).is_empty(), "nothing changed since");
+}
+
+#[test]
+fn a_heartbeat_republishes_unchanged_values_while_online_and_not_before_it_is_due() {
+    let mut rig = Rig::new(|s| s.heartbeat = Some(Duration::from_secs(30)));
+    rig.apply(power(7.0), rig.at(0));
+    rig.flush(rig.at(0));
+    assert!(rig.tick(rig.at(29_999)).is_empty());
+    let out = rig.tick(rig.at(30_000));
+    assert_eq!(on(&out, "home/ev/power"), ["7"]);
+    assert_eq!(on(&out, "home/ev/state").len(), 1);
+    assert!(rig.tick(rig.at(30_001)).is_empty(), "the next one is 30 s later");
+}
+
+#[test]
+fn a_device_goes_offline_with_a_reason_once_its_freshness_window_passes() {
+    let mut rig = Rig::new(|s| s.freshness = Duration::from_secs(10));
+    rig.apply(power(7.0), rig.at(0));
+    rig.flush(rig.at(0));
+    assert!(rig.tick(rig.at(10_000)).is_empty(), "exactly at the window it is still fresh");
+    let out = rig.tick(rig.at(10_001));
+    assert_eq!(on(&out, "home/ev/availability"), ["offline"]);
+    assert!(!rig.st.online);
+    assert_eq!(rig.st.reason.as_deref(), Some("no reading for 10s"));
+    assert!(rig.tick(rig.at(20_000)).is_empty(), "offline is published once");
+}
+
+#[test]
+fn a_replayed_older_reading_does_not_make_a_stale_device_alive_a_second_time() {
+    let mut rig = Rig::new(|s| s.freshness = Duration::from_secs(10));
+    let t1 = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+    let at_ts = |ts: OffsetDateTime, w: f64| {
+        let mut u = power(w);
+        u.ts = Some(ts);
+        u
+    };
+    rig.apply(at_ts(t1, 7.0), rig.at(0));
+    rig.apply(at_ts(t1 + time::Duration::seconds(1), 8.0), rig.at(1));
+    rig.tick(rig.at(20_000));
+    assert!(!rig.st.online);
+    let replay = rig.apply(at_ts(t1, 7.0), rig.at(20_001));
+    assert!(on(&replay, "home/ev/availability").is_empty(), "a replay is no new sign of life");
+    let again = rig.apply(at_ts(t1 + time::Duration::seconds(1), 8.0), rig.at(20_002));
+    assert_eq!(on(&again, "home/ev/availability"), ["online"], "the newest reading again is");
+}
+
+#[test]
+fn a_device_clock_set_back_by_hours_counts_as_a_new_start_not_a_replay() {
+    let now = OffsetDateTime::now_utc();
+    assert!(proves_alive_again(None, now));
+    assert!(proves_alive_again(Some(now), now));
+    assert!(!proves_alive_again(Some(now), now - time::Duration::minutes(5)));
+    assert!(proves_alive_again(Some(now), now - time::Duration::hours(2)));
+}
+
+#[test]
+fn link_up_brings_a_device_back_only_while_its_last_reading_is_fresh() {
+    let mut rig = Rig::new(|s| s.freshness = Duration::from_secs(10));
+    rig.apply(power(1.0), rig.at(0));
+    let cx = Ctx { spec: &rig.spec, base: &rig.base, settings: &rig.settings, counters: &rig.counters };
+    rig.st.set_link(&cx, Link::Down("connection refused".into()), rig.t0.after(Duration::from_secs(1)));
+    assert!(!rig.st.online);
+    rig.st.set_link(&cx, Link::Up, rig.t0.after(Duration::from_secs(2)));
+    assert!(rig.st.online, "the reading is 2 s old");
+    rig.st.set_link(&cx, Link::Down("gone".into()), rig.t0.after(Duration::from_secs(3)));
+    rig.st.set_link(&cx, Link::Up, rig.t0.after(Duration::from_secs(11)));
+    assert!(!rig.st.online, "the reading is 11 s old: up, but not fresh");
+    let out = std::mem::take(&mut rig.st.out);
+    assert_eq!(on(&out, "home/ev/availability"), ["offline", "online", "offline"]);
+}
+
+#[test]
+fn a_reading_without_a_source_timestamp_is_stamped_with_the_wall_clock_of_the_step() {
+    let mut rig = Rig::new(|_| {});
+    let now = rig.at(0);
+    rig.apply(power(1.0), now);
+    assert_eq!(rig.st.ts, Some(OffsetDateTime::from(now.wall)));
+    assert_eq!(rig.st.last_seen.map(|(m, _)| m), Some(now.mono));
+}
