@@ -54,17 +54,17 @@
 //! - `tests.rs` (configuration) and `fuzz_tests.rs` (property-based fuzzing): unit tests.
 
 pub(crate) mod client;
-pub(crate) mod config;
+mod config;
 pub(crate) mod digest;
 #[cfg(test)]
 mod fuzz_tests;
-pub(crate) mod ingest;
+mod ingest;
 pub(crate) mod mapping;
 pub(crate) mod sse;
 #[cfg(test)]
 mod tests;
-pub(crate) mod transport_http;
-pub(crate) mod transport_mqtt;
+mod transport_http;
+mod transport_mqtt;
 
 crate::adapters::adapter!(
     /// The Whatwatt adapter in the registry ([`crate::adapters::Adapter`]).

@@ -31,11 +31,11 @@
 //! - [`control`]: [`SimControl`], fault injection and counters for tests;
 //! - `tests.rs`: unit tests.
 
-pub(crate) mod config;
-pub(crate) mod control;
-pub(crate) mod gateway;
-pub(crate) mod server;
-pub(crate) mod template;
+mod config;
+mod control;
+mod gateway;
+mod server;
+mod template;
 #[cfg(test)]
 mod tests;
 
