@@ -96,8 +96,9 @@ impl Shared {
             },
             SimAuth::Digest => {
                 let Some(g) = given else { return Err(Box::new(self.challenge(false))) };
-                // The crate's parser slices by character index as if it were a byte index
-                // (see `digest.rs`): only ASCII headers reach it, anything else is refused.
+                // The crate's parser slices by character index as if it were a byte index (see
+                // `adapters/whatwatt/digest/mod.rs`): only ASCII headers reach it, anything else is
+                // refused.
                 if !g.is_ascii() {
                     return Err(Box::new(self.challenge(false)));
                 }
