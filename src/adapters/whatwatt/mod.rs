@@ -51,7 +51,8 @@
 //! - [`transport_mqtt`]: the gateway's own MQTT client as the source;
 //! - [`client`] and [`digest`]: the HTTP client and its Basic / Digest authentication;
 //! - [`sse`]: the bounded SSE framer; [`mapping`]: the pure payload → quantities mapping;
-//! - `tests.rs` (configuration) and `fuzz_tests.rs` (property-based fuzzing): unit tests.
+//! - `tests.rs` (configuration) and `fuzz_tests.rs` (property-based fuzzing): unit tests; [`mapping`]
+//!   and [`digest`] are folders keeping their own unit tests in a `tests.rs`.
 
 pub(crate) mod client;
 mod config;
