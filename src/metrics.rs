@@ -569,7 +569,10 @@ mod tests {
                 AdapterKind::Whatwatt,
                 &[
                     include_str!("adapters/whatwatt/mod.rs"),
-                    include_str!("adapters/whatwatt/mapping.rs"),
+                    include_str!("adapters/whatwatt/ingest.rs"),
+                    include_str!("adapters/whatwatt/transport_http.rs"),
+                    include_str!("adapters/whatwatt/transport_mqtt.rs"),
+                    include_str!("adapters/whatwatt/mapping/mod.rs"),
                     include_str!("adapters/whatwatt/client.rs"),
                     include_str!("adapters/whatwatt/sse.rs"),
                 ],
