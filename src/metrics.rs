@@ -580,7 +580,13 @@ mod tests {
             ),
             (
                 AdapterKind::Octoprint,
-                &[include_str!("adapters/octoprint/mod.rs"), include_str!("adapters/octoprint/mapping.rs")],
+                &[
+                    include_str!("adapters/octoprint/mod.rs"),
+                    include_str!("adapters/octoprint/mapping/mod.rs"),
+                    include_str!("adapters/octoprint/mapping/events.rs"),
+                    include_str!("adapters/octoprint/mapping/progress.rs"),
+                    include_str!("adapters/octoprint/mapping/temperatures.rs"),
+                ],
             ),
         ];
         for (adapter, files) in sources {
