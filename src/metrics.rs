@@ -576,7 +576,13 @@ mod tests {
             ),
             (
                 AdapterKind::AiOnTheEdge,
-                &[include_str!("adapters/ai_on_the_edge/mod.rs"), include_str!("adapters/ai_on_the_edge/mapping.rs")],
+                &[
+                    include_str!("adapters/ai_on_the_edge/mod.rs"),
+                    include_str!("adapters/ai_on_the_edge/config.rs"),
+                    include_str!("adapters/ai_on_the_edge/ingest.rs"),
+                    include_str!("adapters/ai_on_the_edge/ingest/commands.rs"),
+                    include_str!("adapters/ai_on_the_edge/mapping.rs"),
+                ],
             ),
             (
                 AdapterKind::Octoprint,
