@@ -12,14 +12,8 @@ use crate::model::Value;
 impl Mapper {
     pub(super) fn progress_printing(&mut self, obj: &Map<String, Json>, live: bool, out: &mut Outcome) {
         let ts = self.ts(obj, out);
-        if let (Some(t), Some(prev)) = (ts, self.progress_ts)
-            && t < prev
-        {
-            out.problem(Counted::Rejected("out_of_order"), "progress/printing");
+        if !newest(&mut self.progress_ts, ts, "progress/printing", out) {
             return;
-        }
-        if ts.is_some() {
-            self.progress_ts = ts;
         }
         Self::set_ts(out, ts);
         let path = obj.get("path").and_then(Json::as_str);
@@ -78,14 +72,8 @@ impl Mapper {
         if slicer.is_empty() && source.is_empty() {
             return;
         }
-        if let (Some(t), Some(prev)) = (ts, self.slicing_ts)
-            && t < prev
-        {
-            out.problem(Counted::Rejected("out_of_order"), "progress/slicing");
+        if !newest(&mut self.slicing_ts, ts, "progress/slicing", out) {
             return;
-        }
-        if ts.is_some() {
-            self.slicing_ts = ts;
         }
         Self::set_ts(out, ts);
         match number(obj.get("progress")) {
@@ -93,4 +81,20 @@ impl Mapper {
             None => out.problem(Counted::ParseError("bad_type"), "progress/slicing"),
         }
     }
+}
+
+/// Whether a sample stamped `ts` is not older than the last accepted one (`last`, which it then
+/// becomes); an older one is counted as out of order under `what`. A late sample (queued during a
+/// broker outage) must not overwrite a newer value.
+fn newest(last: &mut Option<i64>, ts: Option<i64>, what: &str, out: &mut Outcome) -> bool {
+    if let (Some(t), Some(prev)) = (ts, *last)
+        && t < prev
+    {
+        out.problem(Counted::Rejected("out_of_order"), what);
+        return false;
+    }
+    if ts.is_some() {
+        *last = ts;
+    }
+    true
 }
