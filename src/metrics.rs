@@ -579,11 +579,23 @@ mod tests {
             ),
             (
                 AdapterKind::AiOnTheEdge,
-                &[include_str!("adapters/ai_on_the_edge/mod.rs"), include_str!("adapters/ai_on_the_edge/mapping.rs")],
+                &[
+                    include_str!("adapters/ai_on_the_edge/mod.rs"),
+                    include_str!("adapters/ai_on_the_edge/config.rs"),
+                    include_str!("adapters/ai_on_the_edge/ingest.rs"),
+                    include_str!("adapters/ai_on_the_edge/ingest/commands.rs"),
+                    include_str!("adapters/ai_on_the_edge/mapping.rs"),
+                ],
             ),
             (
                 AdapterKind::Octoprint,
-                &[include_str!("adapters/octoprint/mod.rs"), include_str!("adapters/octoprint/mapping.rs")],
+                &[
+                    include_str!("adapters/octoprint/mod.rs"),
+                    include_str!("adapters/octoprint/mapping/mod.rs"),
+                    include_str!("adapters/octoprint/mapping/events.rs"),
+                    include_str!("adapters/octoprint/mapping/progress.rs"),
+                    include_str!("adapters/octoprint/mapping/temperatures.rs"),
+                ],
             ),
         ];
         for (adapter, files) in sources {

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use super::*;
 use crate::config::AdapterKind;
 use crate::metrics::Metrics;
-use crate::mqtt::{CaptureRx, Captured, QoS, detached};
+use crate::model::Value;
+use crate::mqtt::{CaptureRx, Captured, Message, QoS, detached};
 use crate::router::{DeviceSpec, Router, RouterSettings};
 
 struct Rig {
