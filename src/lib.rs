@@ -49,6 +49,8 @@ mod mqtt;
 mod mqtt_topic_fuzz_tests;
 mod reload;
 mod router;
+mod shutdown;
+#[cfg(feature = "simulators")]
 mod simulate;
 pub mod surface;
 mod untrusted;

@@ -10,9 +10,13 @@ use figment::Figment;
 use figment::providers::{Env, Format};
 use serde::de::DeserializeOwned;
 
+use super::types::fields_of;
+
+#[cfg(feature = "simulators")]
+use super::SimulatorConfig;
 use super::{
     AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, HttpConfig, LogConfig, MqttConfig, OutputConfig,
-    RouteConfig, SimulatorConfig,
+    RouteConfig,
 };
 
 /// Top-level keys of the file.
@@ -167,6 +171,16 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
     }
     match root.get("simulators") {
         None | Some(serde_json::Value::Null) => {}
+        #[cfg(not(feature = "simulators"))]
+        Some(serde_json::Value::Object(sims)) if sims.is_empty() => {}
+        #[cfg(not(feature = "simulators"))]
+        Some(_) => ctx.error(
+            "simulators",
+            "this hlbridge was built without simulators (cargo feature `simulators`); remove the section \
+             or use a build with the feature"
+                .into(),
+        ),
+        #[cfg(feature = "simulators")]
         Some(serde_json::Value::Object(sims)) => {
             for (id, raw) in sims {
                 if let Some(s) = ctx.simulator(id, raw) {
@@ -174,6 +188,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
                 }
             }
         }
+        #[cfg(feature = "simulators")]
         Some(_) => ctx.error("simulators", "must be a mapping keyed by simulator name".into()),
     }
 
@@ -323,7 +338,22 @@ impl Ctx<'_> {
 
     /// A simulator, parsed as its `type`'s own struct: serde buffers an internally tagged enum,
     /// which loses the key path of an error and stops at the first one.
+    #[cfg(feature = "simulators")]
     fn simulator(&mut self, id: &str, raw: &serde_json::Value) -> Option<SimulatorConfig> {
+        /// Lends [`Ctx::parse`] to the simulators' registry for one entry's keys.
+        struct Keys<'c, 'a> {
+            /// Where errors go.
+            ctx: &'c mut Ctx<'a>,
+            /// The entry's keys without `type`.
+            fields: serde_json::Value,
+            /// `simulators.<id>`.
+            path: &'c str,
+        }
+        impl crate::simulate::ParseKeys for Keys<'_, '_> {
+            fn keys<T: DeserializeOwned>(&mut self) -> Option<T> {
+                self.ctx.parse(&self.fields, self.path)
+            }
+        }
         let path = format!("simulators.{id}");
         let kind = raw.get("type").and_then(|t| t.as_str());
         let (serde_json::Value::Object(map), Some(kind)) = (raw, kind) else {
@@ -331,14 +361,11 @@ impl Ctx<'_> {
         };
         let mut fields = map.clone();
         fields.remove("type");
-        let fields = serde_json::Value::Object(fields);
-        match kind {
-            "goe" => self.parse(&fields, &path).map(SimulatorConfig::Goe),
-            "whatwatt" => self.parse(&fields, &path).map(SimulatorConfig::Whatwatt),
-            "ai_on_the_edge" => self.parse(&fields, &path).map(SimulatorConfig::AiOnTheEdge),
-            "octoprint" => self.parse(&fields, &path).map(SimulatorConfig::Octoprint),
+        let mut keys = Keys { ctx: self, fields: serde_json::Value::Object(fields), path: &path };
+        match crate::simulate::parse(kind, &mut keys) {
+            Some(parsed) => parsed,
             // An unknown type: the enum names the valid ones.
-            _ => self.parse::<SimulatorConfig>(raw, &path),
+            None => self.parse::<SimulatorConfig>(raw, &path),
         }
     }
 
@@ -581,6 +608,7 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
             ctx.error(&p, m);
         }
     }
+    #[cfg(feature = "simulators")]
     for (name, sim) in &config.simulators {
         for (p, m) in crate::simulate::validate(sim, &format!("simulators.{name}")) {
             ctx.error(&p, m);
@@ -643,34 +671,6 @@ fn check_something_runs(ctx: &mut Ctx<'_>, root: &serde_json::Map<String, serde_
             "every device has `enabled: false`: the bridge would have nothing to do; enable at least one".into(),
         );
     }
-}
-
-/// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
-pub(crate) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
-    use serde::de::{self, Visitor};
-    struct Grab(Option<&'static [&'static str]>);
-    impl<'de> de::Deserializer<'de> for &mut Grab {
-        type Error = de::value::Error;
-        fn deserialize_any<V: Visitor<'de>>(self, _v: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not a struct"))
-        }
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            _v: V,
-        ) -> Result<V::Value, Self::Error> {
-            self.0 = Some(fields);
-            Err(de::Error::custom("grabbed"))
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
-            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-        }
-    }
-    let mut g = Grab(None);
-    let _ = T::deserialize(&mut g);
-    g.0.unwrap_or(&[])
 }
 
 /// The closest valid key to a misspelt one, if any is close enough to be a likely typo.
@@ -937,7 +937,7 @@ mod tests {
         let d = &c.devices["garage"];
         let AdapterConfig::Goe(g) = &d.adapter else { panic!("goe") };
         assert_eq!(g.serial.as_deref(), Some("012345"));
-        assert_eq!(g.transport, super::super::GoeTransport::Mqtt);
+        assert_eq!(g.transport, crate::adapters::goe::GoeTransport::Mqtt);
         assert_eq!(g.interval, super::super::Dur::secs(5));
     }
 
@@ -1069,7 +1069,7 @@ mod tests {
 
     #[test]
     fn fields_of_lists_struct_keys() {
-        assert!(fields_of::<super::super::GoeConfig>().contains(&"topic_prefix"));
+        assert!(fields_of::<crate::adapters::goe::GoeConfig>().contains(&"topic_prefix"));
         assert!(fields_of::<DeviceCommon>().contains(&"adapter"));
     }
 
