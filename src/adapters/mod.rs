@@ -179,6 +179,21 @@ pub(crate) fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
     with_kind!(adapter, A => crate::config::types::fields_of::<<A as Adapter>::Config>())
 }
 
+/// Makes the secret files an adapter's keys name (`password_file`, `api_key_file`) relative to the
+/// config file's directory `base_dir`, like `mqtt.password_file`.
+pub(crate) fn resolve_files(cfg: &mut AdapterConfig, base_dir: &std::path::Path) {
+    let file = match cfg {
+        AdapterConfig::Whatwatt(w) => &mut w.password_file,
+        AdapterConfig::Octoprint(o) => &mut o.api_key_file,
+        AdapterConfig::Goe(_) | AdapterConfig::AiOnTheEdge(_) => return,
+    };
+    if let Some(f) = file
+        && f.is_relative()
+    {
+        *f = base_dir.join(&*f);
+    }
+}
+
 /// Semantic checks of the adapter-specific keys of device `path` (`devices.<id>`).
 pub(crate) fn validate(cfg: &AdapterConfig, path: &str) -> Vec<(String, String)> {
     with_adapter!(cfg, A, c => A::validate(c, path))

@@ -15,8 +15,7 @@ use super::types::fields_of;
 #[cfg(feature = "simulators")]
 use super::SimulatorConfig;
 use super::{
-    AdapterConfig, AdapterKind, Config, DeviceCommon, DeviceConfig, HttpConfig, LogConfig, MqttConfig, OutputConfig,
-    RouteConfig,
+    AdapterKind, Config, DeviceCommon, DeviceConfig, HttpConfig, LogConfig, MqttConfig, OutputConfig, RouteConfig,
 };
 
 /// Top-level keys of the file.
@@ -543,24 +542,10 @@ fn validate(ctx: &mut Ctx<'_>, config: &mut Config, base_dir: &Path) {
             );
         }
     }
-    let ids: Vec<String> = config.devices.keys().cloned().collect();
-    for id in &ids {
-        // Secret files named relative to the config file, like mqtt.password_file.
-        if let Some(d) = config.devices.get_mut(id)
-            && let AdapterConfig::Whatwatt(w) = &mut d.adapter
-            && let Some(f) = &w.password_file
-            && f.is_relative()
-        {
-            w.password_file = Some(base_dir.join(f));
-        }
-        if let Some(d) = config.devices.get_mut(id)
-            && let AdapterConfig::Octoprint(o) = &mut d.adapter
-            && let Some(f) = &o.api_key_file
-            && f.is_relative()
-        {
-            o.api_key_file = Some(base_dir.join(f));
-        }
+    for d in config.devices.values_mut() {
+        crate::adapters::resolve_files(&mut d.adapter, base_dir);
     }
+    let ids: Vec<String> = config.devices.keys().cloned().collect();
     for id in ids {
         let d = &config.devices[&id];
         let path = format!("devices.{id}");

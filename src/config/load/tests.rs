@@ -2,6 +2,7 @@
 #![allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
 
 use super::*;
+use crate::adapters::AdapterConfig;
 
 /// For use inside [`with_env`], which holds the lock already.
 fn load_str_unlocked(text: &str) -> Result<Config, ConfigErrors> {
