@@ -11,6 +11,7 @@
 //! describer.
 
 pub(crate) mod ai_on_the_edge;
+pub(crate) mod device;
 pub(crate) mod goe;
 pub(crate) mod http;
 pub(crate) mod ingest;
@@ -25,10 +26,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::DeviceConfig;
 use crate::config::types::AdapterKind;
 use crate::model::DeviceKind;
 use crate::router::DeviceHandle;
+use device::DeviceConfig;
 
 /// The adapter-specific part of a device (`crate::config::DeviceConfig::adapter`). Serialised as
 /// the bare keys (untagged): they sit beside the common ones under `devices.<id>`.
