@@ -8,7 +8,10 @@
 //! [`with_kind!`] are the registry: the one place that maps a configured adapter to its type, so
 //! everything else (config loading, app wiring, reload, discovery) dispatches through here.
 //! Adapters that speak HTTP share [`http`]: the LAN client, the size-capped body reader, the error
-//! describer.
+//! describer. The device config types ([`AdapterConfig`], [`device::DeviceConfig`]) live here too,
+//! beside the registry, so `config` depends on `adapters` (and both on the leaf `config::types`),
+//! never the other way round (the vendors need only the leaf, directly or through `config`'s
+//! re-exports).
 
 pub(crate) mod ai_on_the_edge;
 pub(crate) mod device;
@@ -31,7 +34,7 @@ use crate::model::DeviceKind;
 use crate::router::DeviceHandle;
 use device::DeviceConfig;
 
-/// The adapter-specific part of a device (`crate::config::DeviceConfig::adapter`). Serialised as
+/// The adapter-specific part of a device ([`DeviceConfig::adapter`]). Serialised as
 /// the bare keys (untagged): they sit beside the common ones under `devices.<id>`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
