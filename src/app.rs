@@ -396,6 +396,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         }
     }
 
+    #[cfg(feature = "simulators")]
     for (name, sim) in &config.simulators {
         crate::simulate::start(name, sim, config, &running.devices, work.child_token()).await?;
     }
@@ -517,25 +518,4 @@ pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build()
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

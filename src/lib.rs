@@ -16,7 +16,8 @@
 //! - [`cluster`]: sharding devices over several instances (rendezvous hashing of device ids).
 //! - [`reload`]: live reload's plan: which devices start, stop, restart or stay untouched.
 //! - [`app`]: wiring, start-up and ordered shutdown.
-//! - [`simulate`]: device simulators for the demo, the tests and the benchmark.
+//! - `simulate`: device simulators for the demo, the tests and the benchmark (feature `simulators`).
+//! - [`shutdown`]: SIGINT/SIGTERM, shared by the bridge and the stand-alone simulators.
 //! - [`console`]: the live terminal view of the demo (ratatui), plain lines without a terminal.
 //! - [`untrusted`]: bounds for device and broker text (republished values, log lines).
 //! - `broker`: the embedded broker (feature `embedded-broker`).
@@ -51,6 +52,8 @@ mod mqtt;
 mod mqtt_topic_fuzz_tests;
 mod reload;
 mod router;
+mod shutdown;
+#[cfg(feature = "simulators")]
 mod simulate;
 pub mod surface;
 mod untrusted;

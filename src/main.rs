@@ -95,7 +95,8 @@ enum Command {
     /// Probe a running bridge's `/healthz`: exit 0 when it answers 200, 1 otherwise (a container
     /// health check without curl).
     Health(HealthArgs),
-    /// Play a device, for tests and demos.
+    /// Play a device, for tests and demos (cargo feature `simulators`).
+    #[cfg(feature = "simulators")]
     #[command(subcommand)]
     Simulate(Simulate),
     /// List whatwatt Go gateways on the LAN (mDNS) with a config snippet each (cargo feature `mdns`).
@@ -120,44 +121,17 @@ struct HealthArgs {
     timeout: Duration,
 }
 
+#[cfg(feature = "simulators")]
 #[derive(Subcommand, Debug)]
 enum Simulate {
     /// A go-e Charger: MQTT API keys and the HTTP API v2.
-    Goe(GoeSimArgs),
+    Goe(hlbridge::surface::simulate::goe::CliArgs),
     /// A whatwatt Go smart-meter gateway: REST, SSE and templated MQTT.
     Whatwatt(hlbridge::surface::simulate::whatwatt::CliArgs),
     /// An AI-on-the-edge-device camera meter (upstream or topic-cluster MQTT dialect).
     AiOnTheEdge(hlbridge::surface::simulate::ai_on_the_edge::CliArgs),
     /// An OctoPrint printer with the OctoPrint-MQTT plugin.
     Octoprint(hlbridge::surface::simulate::octoprint::CliArgs),
-}
-
-#[derive(Args, Debug)]
-struct GoeSimArgs {
-    /// Broker to publish to (omit for HTTP only).
-    #[arg(long)]
-    broker: Option<String>,
-    /// Charger serial.
-    #[arg(long, default_value = "012345")]
-    serial: String,
-    /// Full topic prefix (`mtp`), with trailing slash.
-    #[arg(long, conflicts_with = "legacy_prefix")]
-    topic_prefix: Option<String>,
-    /// Use the pre-054.6 prefix `/go-eCharger/<serial>/`.
-    #[arg(long)]
-    legacy_prefix: bool,
-    /// Serve the HTTP API v2 on this address, e.g. 127.0.0.1:8080.
-    #[arg(long)]
-    http: Option<std::net::SocketAddr>,
-    /// MQTT read-only (`mcr=true`): ignore `<key>/set`.
-    #[arg(long)]
-    read_only: bool,
-    /// Answer HTTP 400 when the filter names a missing key, like firmware 60.x.
-    #[arg(long)]
-    http_400: bool,
-    /// Tick length (real chargers: 1s).
-    #[arg(long, default_value = "1s", value_parser = parse_dur)]
-    tick: Duration,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -232,10 +206,11 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        #[cfg(feature = "simulators")]
         Some(Command::Simulate(sim)) => {
             init_logging(LogFormat::Pretty, "info");
             match sim {
-                Simulate::Goe(args) => runtime.block_on(simulate_goe(args)),
+                Simulate::Goe(args) => runtime.block_on(hlbridge::surface::simulate::goe::run_cli(args)),
                 Simulate::Whatwatt(args) => runtime.block_on(hlbridge::surface::simulate::whatwatt::run_cli(args)),
                 Simulate::AiOnTheEdge(args) => {
                     runtime.block_on(hlbridge::surface::simulate::ai_on_the_edge::run_cli(args))
@@ -386,48 +361,6 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn simulate_goe(args: GoeSimArgs) -> ExitCode {
-    let broker = match &args.broker {
-        Some(url) => {
-            match hlbridge::surface::mqtt::MqttSettings::from_url(url, &format!("go-echarger_{}", args.serial)) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    eprintln!("--broker: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        None => None,
-    };
-    let http = match args.http {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("--http {addr}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    if broker.is_none() && http.is_none() {
-        eprintln!("give --broker and/or --http");
-        return ExitCode::from(2);
-    }
-    let topic_prefix =
-        if args.legacy_prefix { Some(format!("/go-eCharger/{}/", args.serial)) } else { args.topic_prefix };
-    let opts = hlbridge::surface::simulate::goe::GoeSimOptions {
-        broker,
-        serial: args.serial,
-        topic_prefix,
-        read_only: args.read_only,
-        http,
-        http_400_on_unknown_filter: args.http_400,
-        tick: args.tick,
-        ..Default::default()
-    };
-    hlbridge::surface::simulate::run_until_signal(|cancel| hlbridge::surface::simulate::goe::run(opts, cancel)).await
 }
 
 #[cfg(test)]

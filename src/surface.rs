@@ -10,7 +10,7 @@ pub mod adapters {
         pub use crate::adapters::ai_on_the_edge::{AiOnTheEdgeConfig, Ingest};
     }
     pub mod goe {
-        pub use crate::adapters::goe::Ingest;
+        pub use crate::adapters::goe::{GoeConfig, Ingest};
     }
     pub mod octoprint {
         pub use crate::adapters::octoprint::{Ingest, OctoprintConfig};
@@ -25,9 +25,9 @@ pub mod adapters {
     }
 }
 pub mod app {
-    pub use crate::app::{
-        ReloadError, ReloadSource, Running, mqtt_settings, run, run_reloading, runtime, shutdown_signal, start,
-    };
+    pub use crate::app::{ReloadError, ReloadSource, Running, mqtt_settings, run, run_reloading, runtime, start};
+    /// Kept under `app`, where the binaries look for it; it lives in the leaf `crate::shutdown`.
+    pub use crate::shutdown::signal as shutdown_signal;
 }
 #[cfg(feature = "embedded-broker")]
 pub mod broker {
@@ -38,9 +38,8 @@ pub mod cluster {
 }
 pub mod config {
     pub use crate::config::{
-        AdapterConfig, AdapterKind, Config, ConfigError, DeviceCommon, DeviceConfig, Dur, GoeConfig,
-        GoeSimulatorConfig, HttpConfig, LogConfig, LogFormat, OutputConfig, RuntimeConfig, SimulatorConfig, load_file,
-        load_str,
+        AdapterConfig, AdapterKind, Config, ConfigError, DeviceCommon, DeviceConfig, Dur, HttpConfig, LogConfig,
+        LogFormat, OutputConfig, RuntimeConfig, SimulatorConfig, load_file, load_str,
     };
 }
 pub mod console {
@@ -84,6 +83,7 @@ pub mod reload {
 pub mod router {
     pub use crate::router::{DeviceHandle, DeviceSnapshot, DeviceSpec, Router, RouterSettings};
 }
+#[cfg(feature = "simulators")]
 pub mod simulate {
     pub use crate::simulate::run_until_signal;
     pub mod ai_on_the_edge {
@@ -93,7 +93,7 @@ pub mod simulate {
         };
     }
     pub mod goe {
-        pub use crate::simulate::goe::{GoeSimOptions, PhaseTicks, run};
+        pub use crate::simulate::goe::{CliArgs, GoeSimOptions, GoeSimulatorConfig, PhaseTicks, run, run_cli};
     }
     pub mod octoprint {
         pub use crate::simulate::octoprint::{

@@ -8,9 +8,13 @@
 //! [`with_kind!`] are the registry: the one place that maps a configured adapter to its type, so
 //! everything else (config loading, app wiring, reload, discovery) dispatches through here.
 //! Adapters that speak HTTP share [`http`]: the LAN client, the size-capped body reader, the error
-//! describer.
+//! describer. The device config types ([`AdapterConfig`], [`device::DeviceConfig`]) live here too,
+//! beside the registry, so `config` depends on `adapters` (and both on the leaf `config::types`),
+//! never the other way round (the vendors need only the leaf, directly or through `config`'s
+//! re-exports).
 
 pub(crate) mod ai_on_the_edge;
+pub(crate) mod device;
 pub(crate) mod goe;
 pub(crate) mod http;
 pub(crate) mod ingest;
@@ -25,8 +29,37 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AdapterConfig, AdapterKind, DeviceConfig};
+use crate::config::types::AdapterKind;
+use crate::model::DeviceKind;
 use crate::router::DeviceHandle;
+use device::DeviceConfig;
+
+/// The adapter-specific part of a device ([`DeviceConfig::adapter`]). Serialised as
+/// the bare keys (untagged): they sit beside the common ones under `devices.<id>`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum AdapterConfig {
+    /// go-e Charger (keys defined beside the adapter).
+    Goe(goe::GoeConfig),
+    /// whatwatt Go (keys defined beside the adapter).
+    Whatwatt(whatwatt::WhatwattConfig),
+    /// AI-on-the-edge-device camera meter (keys defined beside the adapter).
+    AiOnTheEdge(ai_on_the_edge::AiOnTheEdgeConfig),
+    /// OctoPrint via OctoPrint-MQTT (keys defined beside the adapter).
+    Octoprint(octoprint::OctoprintConfig),
+}
+
+impl AdapterKind {
+    /// The device kind the adapter produces.
+    pub(crate) fn device_kind(self) -> DeviceKind {
+        match self {
+            AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
+            AdapterKind::Goe => DeviceKind::EvCharger,
+            AdapterKind::AiOnTheEdge => DeviceKind::UtilityMeter,
+            AdapterKind::Octoprint => DeviceKind::Printer,
+        }
+    }
+}
 
 /// The contract every adapter implements (a unit type per vendor, listed in the registry macros).
 pub(crate) trait Adapter {
@@ -68,8 +101,8 @@ macro_rules! adapter {
             const QUANTITIES: &'static [&'static str] = $q;
             const COMMANDS: &'static [&'static str] = $c;
 
-            fn wrap(cfg: Self::Config) -> $crate::config::AdapterConfig {
-                $crate::config::AdapterConfig::$kind(cfg)
+            fn wrap(cfg: Self::Config) -> $crate::adapters::AdapterConfig {
+                $crate::adapters::AdapterConfig::$kind(cfg)
             }
 
             fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)> {
@@ -100,19 +133,19 @@ pub(crate) use adapter;
 macro_rules! with_adapter {
     ($cfg:expr, $A:ident, $c:ident => $body:expr) => {
         match $cfg {
-            $crate::config::AdapterConfig::Goe($c) => {
+            $crate::adapters::AdapterConfig::Goe($c) => {
                 type $A = $crate::adapters::goe::Goe;
                 $body
             }
-            $crate::config::AdapterConfig::Whatwatt($c) => {
+            $crate::adapters::AdapterConfig::Whatwatt($c) => {
                 type $A = $crate::adapters::whatwatt::Whatwatt;
                 $body
             }
-            $crate::config::AdapterConfig::AiOnTheEdge($c) => {
+            $crate::adapters::AdapterConfig::AiOnTheEdge($c) => {
                 type $A = $crate::adapters::ai_on_the_edge::AiOnTheEdge;
                 $body
             }
-            $crate::config::AdapterConfig::Octoprint($c) => {
+            $crate::adapters::AdapterConfig::Octoprint($c) => {
                 type $A = $crate::adapters::octoprint::Octoprint;
                 $body
             }
@@ -125,19 +158,19 @@ macro_rules! with_adapter {
 macro_rules! with_kind {
     ($kind:expr, $A:ident => $body:expr) => {
         match $kind {
-            $crate::config::AdapterKind::Goe => {
+            $crate::config::types::AdapterKind::Goe => {
                 type $A = $crate::adapters::goe::Goe;
                 $body
             }
-            $crate::config::AdapterKind::Whatwatt => {
+            $crate::config::types::AdapterKind::Whatwatt => {
                 type $A = $crate::adapters::whatwatt::Whatwatt;
                 $body
             }
-            $crate::config::AdapterKind::AiOnTheEdge => {
+            $crate::config::types::AdapterKind::AiOnTheEdge => {
                 type $A = $crate::adapters::ai_on_the_edge::AiOnTheEdge;
                 $body
             }
-            $crate::config::AdapterKind::Octoprint => {
+            $crate::config::types::AdapterKind::Octoprint => {
                 type $A = $crate::adapters::octoprint::Octoprint;
                 $body
             }
@@ -147,7 +180,22 @@ macro_rules! with_kind {
 
 /// The adapter-specific keys of `adapter` (for unknown-key checks and suggestions).
 pub(crate) fn config_fields(adapter: AdapterKind) -> &'static [&'static str] {
-    with_kind!(adapter, A => crate::config::fields_of::<<A as Adapter>::Config>())
+    with_kind!(adapter, A => crate::config::types::fields_of::<<A as Adapter>::Config>())
+}
+
+/// Makes the secret files an adapter's keys name (`password_file`, `api_key_file`) relative to the
+/// config file's directory `base_dir`, like `mqtt.password_file`.
+pub(crate) fn resolve_files(cfg: &mut AdapterConfig, base_dir: &std::path::Path) {
+    let file = match cfg {
+        AdapterConfig::Whatwatt(w) => &mut w.password_file,
+        AdapterConfig::Octoprint(o) => &mut o.api_key_file,
+        AdapterConfig::Goe(_) | AdapterConfig::AiOnTheEdge(_) => return,
+    };
+    if let Some(f) = file
+        && f.is_relative()
+    {
+        *f = base_dir.join(&*f);
+    }
 }
 
 /// Semantic checks of the adapter-specific keys of device `path` (`devices.<id>`).

@@ -94,7 +94,9 @@ proptest! {
 /// Unmutated: the shipped configs load as they do today.
 #[test]
 fn the_shipped_configs_load_unmutated() {
-    for c in CONFIGS {
+    // The demo (the second) runs an embedded broker and simulators: a build without them refuses it.
+    let shipped = if cfg!(all(feature = "embedded-broker", feature = "simulators")) { CONFIGS } else { &CONFIGS[..1] };
+    for c in shipped {
         let text = std::str::from_utf8(c).expect("UTF-8");
         let loaded = load_str(text, "config.yaml", Path::new(env!("CARGO_MANIFEST_DIR")));
         assert!(loaded.is_ok(), "{:?}", loaded.err());

@@ -14,12 +14,22 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::adapters::AdapterConfig;
+pub use crate::adapters::device::{DeviceCommon, DeviceConfig};
+#[cfg(feature = "simulators")]
+pub use crate::simulate::SimulatorConfig;
+pub(crate) use load::ConfigErrors;
 pub use load::{ConfigError, load_file, load_str};
-pub(crate) use load::{ConfigErrors, fields_of};
-pub use types::Dur;
 pub(crate) use types::Secret;
+pub use types::{AdapterKind, Dur};
 
 use crate::model::DeviceKind;
+
+/// Stands in for the simulator entries in a binary built without them (cargo feature
+/// `simulators`): no value exists, so `simulators:` is always empty (loading refuses the section).
+#[cfg(not(feature = "simulators"))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SimulatorConfig {}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -224,188 +234,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which adapter a device uses (contract §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum AdapterKind {
-    /// whatwatt Go smart-meter gateway.
-    Whatwatt,
-    /// go-e Charger.
-    Goe,
-    /// AI-on-the-edge-device camera meter.
-    AiOnTheEdge,
-    /// OctoPrint through the OctoPrint-MQTT plugin.
-    Octoprint,
-}
-
-impl AdapterKind {
-    /// Every adapter name, for suggestions.
-    pub(crate) const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
-
-    /// The adapter's config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdapterKind::Whatwatt => "whatwatt",
-            AdapterKind::Goe => "goe",
-            AdapterKind::AiOnTheEdge => "ai_on_the_edge",
-            AdapterKind::Octoprint => "octoprint",
-        }
-    }
-
-    /// The device kind the adapter produces.
-    pub(crate) fn device_kind(self) -> DeviceKind {
-        match self {
-            AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
-            AdapterKind::Goe => DeviceKind::EvCharger,
-            AdapterKind::AiOnTheEdge => DeviceKind::UtilityMeter,
-            AdapterKind::Octoprint => DeviceKind::Printer,
-        }
-    }
-}
-
-/// Keys every device accepts, whatever its adapter.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceCommon {
-    /// The adapter that speaks to the device.
-    pub adapter: AdapterKind,
-    /// Topic prefix for this device only (wins over routes and `output.prefix`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// How long after the last reading the device counts as stale (default: 3 × its cadence).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub freshness: Option<Dur>,
-    /// Minimum time between two publishes of one quantity; changes in between are coalesced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_interval: Option<Dur>,
-    /// Republish unchanged values this often, so consumers can tell "unchanged" from "gone".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeat: Option<Dur>,
-    /// How many incoming MQTT messages may wait for the device's adapter; beyond that they are
-    /// dropped and counted on `hlbridge_ingest_dropped_total{device}` (default: the adapter's own,
-    /// 256 to 4096). Raise it for bursty devices whose drop counter grows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingest_queue: Option<usize>,
-    /// Set to false to keep the device in the file but not run it.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// A readable name for the device (Home Assistant shows it); default: the id made readable
-    /// (`garage_charger` → `Garage charger`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Set to false to keep the device out of Home Assistant discovery (its topics stay).
-    #[serde(default = "yes", skip_serializing_if = "is_yes")]
-    pub homeassistant: bool,
-    /// The counter guard for the device's lifetime counters (`volume`, `energy_import`, ...): drops
-    /// and implausible jumps are rejected until enough readings agree (see `crate::guard`).
-    #[serde(default, skip_serializing_if = "crate::guard::GuardConfig::is_default")]
-    pub guard: crate::guard::GuardConfig,
-    /// Which `<name>/set` commands the device accepts: `true`, `false` or a list such as
-    /// `[current_limit, force_state]`. Unset: off for devices that act on the physical world
-    /// (charger, printer), on for the others (see `crate::adapters::commands_default_on`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) commands: Option<crate::commands::CommandsSetting>,
-    /// At most one run of each command per this long (default 2s; `0s` turns the limit off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_rate_limit: Option<Dur>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_yes(b: &bool) -> bool {
-    *b
-}
-
-/// One configured device: the common keys plus its adapter's own.
-#[derive(Debug, Clone)]
-pub struct DeviceConfig {
-    /// Keys every device has.
-    pub common: DeviceCommon,
-    /// The adapter-specific part.
-    pub adapter: AdapterConfig,
-}
-
-impl Serialize for DeviceConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
-        let mut map = match serde_json::to_value(&self.common).map_err(S::Error::custom)? {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
-        let specific = match &self.adapter {
-            AdapterConfig::Goe(c) => serde_json::to_value(c),
-            AdapterConfig::Whatwatt(c) => serde_json::to_value(c),
-            AdapterConfig::AiOnTheEdge(c) => serde_json::to_value(c),
-            AdapterConfig::Octoprint(c) => serde_json::to_value(c),
-        }
-        .map_err(S::Error::custom)?;
-        if let serde_json::Value::Object(m) = specific {
-            map.extend(m);
-        }
-        map.serialize(s)
-    }
-}
-
-/// The adapter-specific part of a device.
-#[derive(Debug, Clone)]
-pub enum AdapterConfig {
-    /// go-e Charger.
-    Goe(GoeConfig),
-    /// whatwatt Go (keys defined beside the adapter).
-    Whatwatt(crate::adapters::whatwatt::WhatwattConfig),
-    /// AI-on-the-edge-device camera meter (keys defined beside the adapter).
-    AiOnTheEdge(crate::adapters::ai_on_the_edge::AiOnTheEdgeConfig),
-    /// OctoPrint via OctoPrint-MQTT (keys defined beside the adapter).
-    Octoprint(crate::adapters::octoprint::OctoprintConfig),
-}
-
-/// go-e transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum GoeTransport {
-    /// The charger's own MQTT client publishes to our broker (push, ~1 s).
-    Mqtt,
-    /// Poll the local HTTP API v2 (`/api/status`).
-    Http,
-}
-
-/// `adapter: goe` keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GoeConfig {
-    /// Charger serial (6 digits, quote it: `"012345"`); gives the default topic prefix.
-    #[serde(default, deserialize_with = "types::string_or_number", skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    /// `mqtt` (default) or `http`.
-    #[serde(default = "goe_default_transport")]
-    pub(crate) transport: GoeTransport,
-    /// The charger's full topic prefix (`mtp`) when customised, with trailing `/`. Default: both
-    /// `go-eCharger/<serial>/` and the pre-054.6 `/go-eCharger/<serial>/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic_prefix: Option<String>,
-    /// Base URL of the charger for `transport: http` (e.g. `http://192.168.1.50`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// Poll interval for `transport: http`.
-    #[serde(default = "goe_default_interval")]
-    pub interval: Dur,
-    /// HTTP request timeout.
-    #[serde(default = "goe_default_timeout")]
-    pub timeout: Dur,
-}
-
-fn goe_default_transport() -> GoeTransport {
-    GoeTransport::Mqtt
-}
-fn goe_default_interval() -> Dur {
-    Dur::secs(5)
-}
-fn goe_default_timeout() -> Dur {
-    Dur::secs(3)
-}
-
 /// `routes:` entry: a topic prefix for every device matching `match`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,48 +255,6 @@ pub(crate) struct RouteMatch {
     /// Match devices of this kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<DeviceKind>,
-}
-
-/// `simulators:` entry: a simulated device run inside the process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
-pub enum SimulatorConfig {
-    /// A go-e Charger.
-    Goe(GoeSimulatorConfig),
-    /// A whatwatt Go gateway (keys defined beside the simulator).
-    Whatwatt(crate::simulate::whatwatt::WhatwattSimConfig),
-    /// An AI-on-the-edge-device camera meter (keys defined beside the simulator).
-    AiOnTheEdge(crate::simulate::ai_on_the_edge::AiOnTheEdgeSimConfig),
-    /// An OctoPrint printer with the MQTT plugin (keys defined beside the simulator).
-    Octoprint(crate::simulate::octoprint::OctoprintSimConfig),
-}
-
-/// `type: goe` simulator keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GoeSimulatorConfig {
-    /// Serial of the simulated charger.
-    #[serde(deserialize_with = "types::string_or_number_required")]
-    pub serial: String,
-    /// Broker the simulated charger publishes to; the bridge's own broker when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker: Option<String>,
-    /// Full topic prefix (`mtp`); `go-eCharger/<serial>/` when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic_prefix: Option<String>,
-    /// Serve the HTTP API v2 on this address too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_listen: Option<SocketAddr>,
-    /// `mcr`: refuse writes over MQTT.
-    #[serde(default)]
-    pub read_only: bool,
-    /// Simulated tick (real chargers: 1s).
-    #[serde(default = "one_second")]
-    pub tick: Dur,
-}
-
-fn one_second() -> Dur {
-    Dur::secs(1)
 }
 
 impl Config {

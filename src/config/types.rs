@@ -1,5 +1,6 @@
-//! Small value types used across the configuration: durations written `500ms`/`5s`/`2m`/`1h`, and
-//! secrets that never print.
+//! Small value types used across the configuration: durations written `500ms`/`5s`/`2m`/`1h`,
+//! secrets that never print, the adapter names. A leaf: it imports nothing of the crate, so every
+//! module (adapters and simulators included) may use it without a cycle.
 
 use std::fmt;
 use std::time::Duration;
@@ -179,9 +180,61 @@ pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option
     }
 }
 
-/// Like [`string_or_number`] for a key that must be present.
-pub(crate) fn string_or_number_required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    string_or_number(d)?.ok_or_else(|| serde::de::Error::custom("a value is required"))
+/// Which adapter a device uses (contract §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    /// whatwatt Go smart-meter gateway.
+    Whatwatt,
+    /// go-e Charger.
+    Goe,
+    /// AI-on-the-edge-device camera meter.
+    AiOnTheEdge,
+    /// OctoPrint through the OctoPrint-MQTT plugin.
+    Octoprint,
+}
+
+impl AdapterKind {
+    /// Every adapter name, for suggestions.
+    pub(crate) const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
+
+    /// The adapter's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Whatwatt => "whatwatt",
+            AdapterKind::Goe => "goe",
+            AdapterKind::AiOnTheEdge => "ai_on_the_edge",
+            AdapterKind::Octoprint => "octoprint",
+        }
+    }
+}
+
+/// The field names of a derived `Deserialize` struct (serde passes them to `deserialize_struct`).
+pub(crate) fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    struct Grab(Option<&'static [&'static str]>);
+    impl<'de> de::Deserializer<'de> for &mut Grab {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _v: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _v: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("grabbed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut g = Grab(None);
+    let _ = T::deserialize(&mut g);
+    g.0.unwrap_or(&[])
 }
 
 #[cfg(test)]

@@ -12,24 +12,49 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, GoeSimulatorConfig, SimulatorConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
 use crate::mqtt::MqttSettings;
+
+/// `simulators:` entry: a simulated device run inside the process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum SimulatorConfig {
+    /// A go-e Charger (keys defined beside the simulator).
+    Goe(goe::GoeSimulatorConfig),
+    /// A whatwatt Go gateway (keys defined beside the simulator).
+    Whatwatt(whatwatt::WhatwattSimConfig),
+    /// An AI-on-the-edge-device camera meter (keys defined beside the simulator).
+    AiOnTheEdge(ai_on_the_edge::AiOnTheEdgeSimConfig),
+    /// An OctoPrint printer with the MQTT plugin (keys defined beside the simulator).
+    Octoprint(octoprint::OctoprintSimConfig),
+}
+
+/// What config loading lends the simulators to parse one entry's keys: its own parser, which
+/// reports every bad key with its path and file line.
+pub(crate) trait ParseKeys {
+    /// The entry's keys (without `type`) as `T`; None after reporting the errors.
+    fn keys<T: DeserializeOwned>(&mut self) -> Option<T>;
+}
+
+/// Parses the keys of a `type: <kind>` entry as that type's own struct; `None` for an unknown
+/// type (the caller then lets the enum name the valid ones).
+pub(crate) fn parse(kind: &str, p: &mut impl ParseKeys) -> Option<Option<SimulatorConfig>> {
+    Some(match kind {
+        "goe" => p.keys().map(SimulatorConfig::Goe),
+        "whatwatt" => p.keys().map(SimulatorConfig::Whatwatt),
+        "ai_on_the_edge" => p.keys().map(SimulatorConfig::AiOnTheEdge),
+        "octoprint" => p.keys().map(SimulatorConfig::Octoprint),
+        _ => return None,
+    })
+}
 
 /// Checks a simulator entry (`path` = `simulators.<name>`); returns (key path, message) pairs.
 pub(crate) fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String)> {
     match sim {
-        SimulatorConfig::Goe(g) => {
-            let mut errs = Vec::new();
-            if g.serial.is_empty() {
-                errs.push((format!("{path}.serial"), "must not be empty".into()));
-            }
-            if let Some(b) = &g.broker
-                && let Err(e) = MqttSettings::from_url(b, "sim")
-            {
-                errs.push((format!("{path}.broker"), e.to_string()));
-            }
-            errs
-        }
+        SimulatorConfig::Goe(c) => goe::validate(c, path),
         SimulatorConfig::Whatwatt(c) => whatwatt::validate(c, path),
         SimulatorConfig::AiOnTheEdge(c) => ai_on_the_edge::validate(c, path),
         SimulatorConfig::Octoprint(c) => octoprint::validate(c, path),
@@ -56,7 +81,7 @@ where
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
+        crate::shutdown::signal().await;
         stop.cancel();
     });
     match run(cancel).await {
@@ -95,34 +120,9 @@ pub(crate) async fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     match sim {
-        SimulatorConfig::Goe(g) => start_goe(name, g, config, tracker, cancel).await,
+        SimulatorConfig::Goe(c) => goe::start(name, c, config, tracker, cancel).await,
         SimulatorConfig::Whatwatt(c) => whatwatt::start(name, c, config, tracker, cancel).await,
         SimulatorConfig::AiOnTheEdge(c) => ai_on_the_edge::start(name, c, config, tracker, cancel).await,
         SimulatorConfig::Octoprint(c) => octoprint::start(name, c, config, tracker, cancel).await,
     }
-}
-
-async fn start_goe(
-    name: &str,
-    g: &GoeSimulatorConfig,
-    config: &Config,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let broker = broker_settings(g.broker.as_deref(), config, &format!("go-echarger_{}", g.serial))?;
-    let http = match g.http_listen {
-        Some(addr) => Some(bind(addr, &format!("simulators.{name}.http_listen")).await?),
-        None => None,
-    };
-    let opts = goe::GoeSimOptions {
-        broker: Some(broker),
-        serial: g.serial.clone(),
-        topic_prefix: g.topic_prefix.clone(),
-        read_only: g.read_only,
-        http,
-        tick: g.tick.0,
-        ..Default::default()
-    };
-    spawn_named(tracker, name, goe::run(opts, cancel));
-    Ok(())
 }

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use super::Ingest;
 use super::mapping::{Mapper, command_to_key};
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::fuzz_support::{check_published, hostile, router};
 use crate::model::{Update, Value};
 use crate::mqtt::Message;

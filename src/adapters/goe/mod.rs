@@ -8,7 +8,7 @@
 crate::adapters::adapter!(
     /// The Goe adapter in the registry ([`crate::adapters::Adapter`]).
     Goe,
-    config = crate::config::GoeConfig,
+    config = GoeConfig,
     kind = Goe,
     quantities = &[
         "car_connected",
@@ -48,6 +48,7 @@ crate::adapters::adapter!(
     commands_on_by_default = false,
 );
 
+mod config;
 #[cfg(test)]
 mod fuzz_tests;
 pub(crate) mod mapping;
@@ -59,12 +60,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
 use crate::adapters::log_once::LogOnce;
-use crate::config::{GoeConfig, GoeTransport};
 use crate::model::{Identity, Quantity, Update, Value};
 use crate::mqtt::{Message, QoS};
 use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};
 
+pub use config::GoeConfig;
+pub(crate) use config::{GoeTransport, cadence, validate};
 use mapping::{KeyOutcome, Mapper};
 
 /// The commands a charger takes on `<name>/set`.
@@ -74,60 +76,6 @@ pub(crate) const COMMANDS: &[&str] = &["current_limit", "force_state", "phase_mo
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys read over HTTP: everything the mapping knows.
 const HTTP_FILTER: &str = "eto,wh,amp,acu,alw,car,frc,psm,err,modelStatus,rssi,fhz,rbt,nrg,tma,fwv,typ,sse,fna,oem";
-
-/// The expected time between two readings, from which freshness defaults to three times.
-pub(crate) fn cadence(cfg: &GoeConfig) -> Duration {
-    match cfg.transport {
-        // `rbt` changes every second; 5 s leaves room for a busy Wi-Fi.
-        GoeTransport::Mqtt => Duration::from_secs(5),
-        GoeTransport::Http => cfg.interval.0.max(Duration::from_secs(1)),
-    }
-}
-
-/// Checks the go-e keys of device `path` (`devices.<id>`); returns (key path, message) pairs.
-pub(crate) fn validate(g: &GoeConfig, path: &str) -> Vec<(String, String)> {
-    let mut errs = Vec::new();
-    if let Some(tp) = &g.topic_prefix {
-        if !tp.ends_with('/') {
-            errs.push((
-                format!("{path}.topic_prefix"),
-                format!("must end with `/` like the charger's `mtp` (`{tp}/`)"),
-            ));
-        }
-        if tp.contains(['+', '#']) {
-            errs.push((format!("{path}.topic_prefix"), "must not contain MQTT wildcards".into()));
-        }
-    }
-    match g.transport {
-        GoeTransport::Mqtt => {
-            if g.serial.is_none() && g.topic_prefix.is_none() {
-                errs.push((
-                    format!("{path}.serial"),
-                    "set `serial` (or `topic_prefix`) so the bridge knows the charger's topics".into(),
-                ));
-            }
-            if g.url.is_some() {
-                errs.push((format!("{path}.url"), "only used with `transport: http`".into()));
-            }
-        }
-        GoeTransport::Http => match &g.url {
-            None => {
-                errs.push((format!("{path}.url"), "`transport: http` needs `url` (e.g. http://192.168.1.50)".into()))
-            }
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                errs.push((format!("{path}.url"), format!("`{u}` must start with http:// or https://")))
-            }
-            _ => {}
-        },
-    }
-    if g.interval.0 < std::time::Duration::from_millis(500) {
-        errs.push((format!("{path}.interval"), "must be at least 500ms (the charger updates once a second)".into()));
-    }
-    if g.timeout.0.is_zero() {
-        errs.push((format!("{path}.timeout"), "must be longer than 0s".into()));
-    }
-    errs
-}
 
 /// Topic prefixes the charger may publish under.
 pub(crate) fn topic_prefixes(cfg: &GoeConfig) -> Vec<String> {

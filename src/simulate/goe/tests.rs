@@ -1,7 +1,14 @@
 //! Tests of `goe`, kept beside it so the module reads as code.
 
-use super::*;
+use std::collections::HashMap;
+
+use serde_json::Value;
+use time::OffsetDateTime;
 use time::macros::datetime;
+
+use super::keys::*;
+use super::session::*;
+use super::*;
 
 const T0: OffsetDateTime = datetime!(2024-09-18 07:31:23.457 UTC);
 
