@@ -323,6 +323,12 @@ impl Running {
 
 /// Starts the bridge. `http_listener` overrides `http.listen` (tests pass a `127.0.0.1:0` listener).
 pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    // The vendor tables are compiled in; parsing them all now turns a bad row into a refused start
+    // naming its file and line, not a failure at the first message that needs it.
+    crate::adapters::check_tables().map_err(|e| anyhow::anyhow!("vendor table: {e}"))?;
+    if let Some(warning) = config.idle_warning() {
+        tracing::warn!("{warning}");
+    }
     #[cfg(feature = "embedded-broker")]
     if let Some(e) = &config.mqtt.embedded {
         crate::broker::start(e.listen).await?;

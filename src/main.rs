@@ -165,6 +165,10 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
+    if let Err(e) = hlbridge::surface::adapters::check_tables() {
+        eprintln!("this build's vendor tables are broken: {e}");
+        return Err(ExitCode::from(2));
+    }
     config::load_file(path).map_err(|e| {
         eprintln!("{}: {e}", path.display());
         ExitCode::from(2)
@@ -200,6 +204,9 @@ fn main() -> ExitCode {
                 use std::io::Write as _;
                 // A closed pipe (`check-config f | head`) is not an error worth a panic.
                 let mut out = std::io::stdout().lock();
+                if let Some(warning) = c.idle_warning() {
+                    eprintln!("warning: {warning}");
+                }
                 let _ = writeln!(out, "# {}: OK ({} device(s))", file.display(), c.devices.len());
                 let _ = out.write_all(c.to_redacted_yaml().as_bytes());
                 ExitCode::SUCCESS

@@ -417,7 +417,13 @@ impl Quantity {
     /// Like [`Quantity::named`] for names the code itself spells (a finite set, never capped);
     /// panics on a typo, which tests catch. Never call it with a name from input.
     pub(crate) fn known(name: &str) -> Quantity {
-        intern(name, Intern::Always).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+        Quantity::try_known(name).unwrap_or_else(|| panic!("`{name}` is not a quantity of the contract"))
+    }
+
+    /// Like [`Quantity::known`] without the panic: for the vendor tables, whose rows are checked at
+    /// start-up with their file and line.
+    pub(crate) fn try_known(name: &str) -> Option<Quantity> {
+        intern(name, Intern::Always)
     }
 
     /// Whether `value` is a number this quantity can take: finite and inside the family's

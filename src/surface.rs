@@ -5,7 +5,8 @@
 //! `crate::router::Router`.
 
 pub mod adapters {
-    pub use crate::adapters::{accepts_commands, cadence, declares, spawn};
+    pub use crate::adapters::table::TableError;
+    pub use crate::adapters::{accepts_commands, cadence, check_tables, declares, spawn};
     pub mod ai_on_the_edge {
         pub use crate::adapters::ai_on_the_edge::{AiOnTheEdgeConfig, Ingest};
     }

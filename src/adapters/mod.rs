@@ -20,6 +20,7 @@ pub(crate) mod http;
 pub(crate) mod ingest;
 pub(crate) mod log_once;
 pub(crate) mod octoprint;
+pub(crate) mod table;
 pub(crate) mod wait;
 pub(crate) mod whatwatt;
 
@@ -71,6 +72,8 @@ pub(crate) trait Adapter {
     fn validate(cfg: &Self::Config, path: &str) -> Vec<(String, String)>;
     /// Expected time between readings; freshness defaults to three of them.
     fn cadence(cfg: &Self::Config) -> Duration;
+    /// Parses its vendor tables (compiled in); the first row that does not fit, with file and line.
+    fn check_tables() -> Result<(), table::TableError>;
     /// Whether commands are on when `commands:` is not set: off for devices that act on the
     /// physical world (a charger switching a car's current, a printer), on for meters and cameras.
     const COMMANDS_ON_BY_DEFAULT: bool = true;
@@ -91,7 +94,8 @@ pub(crate) trait Adapter {
 macro_rules! adapter {
     (
         $(#[$doc:meta])* $ty:ident, config = $cfg:ty, kind = $kind:ident,
-        quantities = $q:expr, commands = $c:expr $(, commands_on_by_default = $on:expr)? $(,)?
+        tables = $tables:path, quantities = $q:expr, commands = $c:expr
+        $(, commands_on_by_default = $on:expr)? $(,)?
     ) => {
         $(#[$doc])*
         pub(crate) struct $ty;
@@ -111,6 +115,10 @@ macro_rules! adapter {
 
             fn cadence(cfg: &Self::Config) -> std::time::Duration {
                 cadence(cfg)
+            }
+
+            fn check_tables() -> Result<(), $crate::adapters::table::TableError> {
+                $tables().map(|_| ()).map_err(Clone::clone)
             }
 
             $(const COMMANDS_ON_BY_DEFAULT: bool = $on;)?
@@ -176,6 +184,15 @@ macro_rules! with_kind {
             }
         }
     };
+}
+
+/// Parses every adapter's vendor tables: start-up and `check-config` call it, so a bad row stops the
+/// boot with its file and line instead of the first message that needs it.
+pub fn check_tables() -> Result<(), table::TableError> {
+    for kind in AdapterKind::ALL {
+        with_kind!(kind, A => A::check_tables())?;
+    }
+    Ok(())
 }
 
 /// The adapter-specific keys of `adapter` (for unknown-key checks and suggestions).

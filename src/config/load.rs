@@ -638,18 +638,25 @@ fn validate_cluster(ctx: &mut Ctx<'_>, cluster: &mut crate::cluster::ClusterConf
 
 /// A file that runs nothing is almost always a mistake (an empty or truncated file, devices
 /// commented out, a wrong path handed to `--config`): say so instead of starting an idle bridge.
-/// A simulators-only file is fine: it plays devices for another bridge.
+/// A simulators-only file is fine: it plays devices for another bridge. So is a file that writes
+/// `devices: {}` on purpose (a container image whose devices come later, by environment or a
+/// mounted file): that starts, with a warning at start-up and in `check-config`.
 fn check_something_runs(ctx: &mut Ctx<'_>, root: &serde_json::Map<String, serde_json::Value>, config: &Config) {
     let entries = |key: &str| root.get(key).and_then(|v| v.as_object()).map_or(0, |m| m.len());
     let (devices, simulators) = (entries("devices"), entries("simulators"));
-    if devices == 0 && simulators == 0 {
+    let explicitly_empty = root.get("devices").is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty()));
+    if devices == 0 && simulators == 0 && !explicitly_empty {
         ctx.error(
             "devices",
             "no devices configured: the bridge would have nothing to do; add at least one under `devices:` \
-             (see config/example.yaml)"
+             (see config/example.yaml), or write `devices: {}` to start without any on purpose"
                 .into(),
         );
-    } else if simulators == 0 && config.devices.len() == devices && config.devices.values().all(|d| !d.common.enabled) {
+    } else if simulators == 0
+        && devices > 0
+        && config.devices.len() == devices
+        && config.devices.values().all(|d| !d.common.enabled)
+    {
         // Only when every device parsed: a device with errors is missing from `config.devices`.
         ctx.error(
             "devices",

@@ -258,6 +258,18 @@ pub(crate) struct RouteMatch {
 }
 
 impl Config {
+    /// What to warn about a config that runs nothing on purpose (`devices: {}`, no simulators):
+    /// logged at start-up and printed by `check-config`. Loading refuses a file that merely lacks
+    /// devices, so this is only ever the deliberate case (a container whose devices come later).
+    pub fn idle_warning(&self) -> Option<String> {
+        (self.devices.is_empty() && self.simulators.is_empty()).then(|| {
+            "no devices configured (`devices: {}`): the bridge connects, answers /healthz and /metrics and \
+             waits; add devices under `devices:` or as environment variables \
+             (HLBRIDGE_DEVICES__<ID>__ADAPTER=...) and reload or restart"
+                .to_owned()
+        })
+    }
+
     /// Devices that are enabled.
     pub(crate) fn enabled_devices(&self) -> impl Iterator<Item = (&String, &DeviceConfig)> {
         self.devices.iter().filter(|(_, d)| d.common.enabled)

@@ -195,6 +195,10 @@ pub enum AdapterKind {
 }
 
 impl AdapterKind {
+    /// Every adapter (the registry walks it: table checks, the compliance test).
+    pub(crate) const ALL: [AdapterKind; 4] =
+        [AdapterKind::Whatwatt, AdapterKind::Goe, AdapterKind::AiOnTheEdge, AdapterKind::Octoprint];
+
     /// Every adapter name, for suggestions.
     pub(crate) const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
 

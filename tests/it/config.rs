@@ -388,7 +388,14 @@ fn the_container_default_config_takes_the_broker_from_the_environment() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(stderr.contains("mqtt.url: no broker given") && stderr.contains("HLBRIDGE_MQTT__URL"), "{stderr}");
-    assert!(stderr.contains("no devices configured"), "{stderr}");
+    assert!(!stderr.contains("devices:"), "`devices: {{}}` is deliberate, not an error: {stderr}");
+
+    // With only the broker given it passes, and says loudly that it has nothing to do yet.
+    let out = check_config_with_env(&config, &[("HLBRIDGE_MQTT__URL", "mqtt://broker.lan:1883")]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("OK (0 device(s))"), "{stdout}");
+    assert!(stderr.contains("warning: no devices configured"), "{stderr}");
 }
 
 #[test]

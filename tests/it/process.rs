@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, Lab, Probe, Sim, TempDir, eventually, latest_retained};
+use crate::common::{Broker, Lab, Probe, Sim, TempDir, eventually, free_port, latest_retained, manifest_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
@@ -53,6 +53,41 @@ fn a_bad_config_exits_with_status_2_before_connecting() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:6: devices.g.serail: unknown key `serail`; did you mean `serial`?"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_image_config_starts_and_is_healthy_with_only_a_broker_url() {
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let port = free_port();
+    // The image's own config file, as the Containerfile installs it; the listen address is moved
+    // to loopback and a port of this test's (the image's 0.0.0.0:9464 is for inside a container).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+        .arg("--config")
+        .arg(manifest_dir().join("deploy/container.yaml"))
+        .env("HLBRIDGE_MQTT__URL", broker.url())
+        .env("HLBRIDGE_MQTT__CLIENT_ID", "hlbridge-container")
+        .env("HLBRIDGE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hlbridge");
+    probe.wait_value("home/bridge/status", "online").await;
+    let (code, out) = eventually("`hlbridge health` says healthy", async || {
+        let (code, out) = health(vec!["--url".into(), format!("http://127.0.0.1:{port}")]).await;
+        (code == Some(0)).then_some((code, out))
+    })
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let kill = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill(1)");
+    assert!(kill.success());
+    let status = eventually("hlbridge to exit after SIGTERM", async || child.try_wait().expect("wait")).await;
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(stderr.contains("no devices configured"), "the idle start is said loudly: {stderr}");
+    assert_eq!(latest_retained(&broker, "home/bridge/status").await.as_deref(), Some("offline"));
 }
 
 /// Runs `hlbridge health <args>` off the async runtime and returns its exit code and output.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use crate::adapters::table::{self, TableError};
 use crate::model::{Quantity, Update, Value};
 
 const TOPICS_TSV: &str = include_str!("../../../adapters/ai_on_the_edge/topics.tsv");
@@ -158,12 +159,8 @@ pub(crate) struct Tables {
     meters: Vec<Meter>,
 }
 
-fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').collect())
-}
-
-fn device_role(name: &str) -> DeviceRole {
-    match name {
+fn device_role(row: &table::Row, name: &str) -> Result<DeviceRole, TableError> {
+    Ok(match name {
         "connection" => DeviceRole::Connection,
         "uptime" => DeviceRole::Uptime,
         "rssi" => DeviceRole::Rssi,
@@ -177,12 +174,12 @@ fn device_role(name: &str) -> DeviceRole {
         "hardware_json" => DeviceRole::HardwareJson,
         "network_json" => DeviceRole::NetworkJson,
         "ignore" => DeviceRole::Ignore,
-        other => panic!("topics.tsv: unknown role {other}"),
-    }
+        other => return Err(row.error(format!("unknown role `{other}`"))),
+    })
 }
 
-fn field_role(name: &str) -> FieldRole {
-    match name {
+fn field_role(row: &table::Row, name: &str) -> Result<FieldRole, TableError> {
+    Ok(match name {
         "value" => FieldRole::Value,
         "raw" => FieldRole::Raw,
         "error" => FieldRole::Error,
@@ -191,58 +188,67 @@ fn field_role(name: &str) -> FieldRole {
         "json" => FieldRole::Json,
         "name" => FieldRole::Name,
         "ignore" => FieldRole::Ignore,
-        other => panic!("fields.tsv: unknown role {other}"),
-    }
+        other => return Err(row.error(format!("unknown role `{other}`"))),
+    })
 }
 
-/// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
+/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
+/// stops the boot with its file and line and this never fails afterwards.
 pub(crate) fn tables() -> &'static Tables {
-    static T: OnceLock<Tables> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut t = Tables {
-            upstream: Vec::new(),
-            clusters: Vec::new(),
-            fields: Vec::new(),
-            errors: Vec::new(),
-            meters: Vec::new(),
+    try_tables().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tables, or the first row that does not fit.
+pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
+    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
+    T.get_or_init(parse_tables).as_ref()
+}
+
+fn parse_tables() -> Result<Tables, TableError> {
+    let mut t = Tables {
+        upstream: Vec::new(),
+        clusters: Vec::new(),
+        fields: Vec::new(),
+        errors: Vec::new(),
+        meters: Vec::new(),
+    };
+    for row in table::rows("adapters/ai_on_the_edge/topics.tsv", TOPICS_TSV) {
+        let [dialect, topic, role] = row.cells()?;
+        match dialect {
+            "upstream" => t.upstream.push((topic, device_role(&row, role)?)),
+            "clusters" => t.clusters.push((topic, device_role(&row, role)?)),
+            other => return Err(row.error(format!("unknown dialect `{other}` (upstream or clusters)"))),
+        }
+    }
+    for row in table::rows("adapters/ai_on_the_edge/fields.tsv", FIELDS_TSV) {
+        let [field, role] = row.cells()?;
+        t.fields.push((field, field_role(&row, role)?));
+    }
+    for row in table::rows("adapters/ai_on_the_edge/errors.tsv", ERRORS_TSV) {
+        let [prefix, outcome, reason] = row.cells()?;
+        let reason = match outcome {
+            "ok" => None,
+            "rejected" => Some(reason),
+            other => return Err(row.error(format!("unknown outcome `{other}` (ok or rejected)"))),
         };
-        for c in data_lines(TOPICS_TSV) {
-            let [dialect, topic, role] = c[..] else { panic!("topics.tsv: bad row {c:?}") };
-            match dialect {
-                "upstream" => t.upstream.push((topic, device_role(role))),
-                "clusters" => t.clusters.push((topic, device_role(role))),
-                other => panic!("topics.tsv: unknown dialect {other}"),
-            }
-        }
-        for c in data_lines(FIELDS_TSV) {
-            let [field, role] = c[..] else { panic!("fields.tsv: bad row {c:?}") };
-            t.fields.push((field, field_role(role)));
-        }
-        for c in data_lines(ERRORS_TSV) {
-            let [prefix, outcome, reason] = c[..] else { panic!("errors.tsv: bad row {c:?}") };
-            let reason = match outcome {
-                "ok" => None,
-                "rejected" => Some(reason),
-                other => panic!("errors.tsv: unknown outcome {other}"),
-            };
-            t.errors.push((prefix, reason));
-        }
-        for c in data_lines(METERS_TSV) {
-            let [kind, unit, discovery_unit, q, factor, rq, rate_factor] = c[..] else {
-                panic!("meters.tsv: bad row {c:?}")
-            };
-            t.meters.push(Meter {
-                kind,
-                unit,
-                discovery_unit,
-                quantity: Quantity::known(q),
-                factor: factor.parse().expect("meters.tsv factor"),
-                rate_quantity: Quantity::known(rq),
-                rate_factor: rate_factor.parse().expect("meters.tsv rate factor"),
-            });
-        }
-        t
-    })
+        t.errors.push((prefix, reason));
+    }
+    for row in table::rows("adapters/ai_on_the_edge/meters.tsv", METERS_TSV) {
+        let [kind, unit, discovery_unit, q, factor, rq, rate_factor] = row.cells()?;
+        let quantity = |name: &str| {
+            Quantity::try_known(name).ok_or_else(|| row.error(format!("`{name}` is not a quantity of the contract")))
+        };
+        t.meters.push(Meter {
+            kind,
+            unit,
+            discovery_unit,
+            quantity: quantity(q)?,
+            factor: row.parse("factor", factor)?,
+            rate_quantity: quantity(rq)?,
+            rate_factor: row.parse("rate_factor", rate_factor)?,
+        });
+    }
+    Ok(t)
 }
 
 /// The field role of a sequence topic level or json key.

@@ -43,6 +43,7 @@ crate::adapters::adapter!(
     AiOnTheEdge,
     config = AiOnTheEdgeConfig,
     kind = AiOnTheEdge,
+    tables = mapping::try_tables,
     quantities = &["flow_rate", "reading_error", "reading_raw", "rssi", "temperature", "uptime", "volume"],
     commands = COMMANDS,
 );

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
+use crate::adapters::table::{self, TableError};
+
 use serde_json::Value as Json;
 
 use crate::model::{Event, Identity, Quantity, Update, Value};
@@ -49,53 +51,64 @@ pub(crate) struct Tables {
     tma: Vec<Quantity>,
 }
 
-fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').map(str::trim).collect())
+/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
+/// stops the boot with its file and line and this never fails afterwards.
+pub(crate) fn tables() -> &'static Tables {
+    try_tables().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
-pub(crate) fn tables() -> &'static Tables {
-    static T: OnceLock<Tables> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut rules = HashMap::new();
-        for cols in data_lines(MAPPING_TSV) {
-            let [key, target, conv] = cols[..] else { panic!("mapping.tsv: bad row {cols:?}") };
-            let q = || Quantity::known(target);
-            let rule = match conv {
-                "number" => Rule::Number(q()),
-                "wh_to_kwh" => Rule::WhToKwh(q()),
-                "ms_to_s" => Rule::MsToS(q()),
-                "bool" => Rule::Bool(q()),
-                "nrg" => Rule::Nrg,
-                "tma" => Rule::Tma,
-                "text" => Rule::Identity(match target {
-                    "identity:vendor" => IdField::Vendor,
-                    "identity:model" => IdField::Model,
-                    "identity:serial" => IdField::Serial,
-                    "identity:firmware" => IdField::Firmware,
-                    "identity:name" => IdField::Name,
-                    other => panic!("mapping.tsv: unknown identity target {other}"),
-                }),
-                c => match c.strip_prefix("enum:") {
-                    Some(table) => Rule::Enum(q(), table),
-                    None => panic!("mapping.tsv: unknown conversion {c}"),
-                },
-            };
-            rules.insert(key, rule);
-        }
-        let nrg = data_lines(NRG_TSV)
-            .map(|c| {
-                (c[0].parse().expect("nrg.tsv index"), Quantity::known(c[1]), c[2].parse().expect("nrg.tsv scale"))
-            })
-            .collect();
-        let enums = data_lines(ENUMS_TSV).map(|c| ((c[0], c[1].parse().expect("enums.tsv value")), c[2])).collect();
-        let known = KNOWN_KEYS.lines().filter(|l| !l.starts_with('#')).map(str::trim).collect();
-        let mut tma = vec![Quantity::known("temperature"), Quantity::known("temperature_pcb")];
-        for i in 3..=8 {
-            tma.push(Quantity::known(&format!("temperature_sensor{i}")));
-        }
-        Tables { rules, nrg, enums, known, tma }
-    })
+/// The tables, or the first row that does not fit.
+pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
+    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
+    T.get_or_init(parse_tables).as_ref()
+}
+
+fn parse_tables() -> Result<Tables, TableError> {
+    const MAPPING: &str = "adapters/goe/mapping.tsv";
+    let quantity = |row: &table::Row, name: &str| {
+        Quantity::try_known(name).ok_or_else(|| row.error(format!("`{name}` is not a quantity of the contract")))
+    };
+    let mut rules = HashMap::new();
+    for row in table::rows(MAPPING, MAPPING_TSV) {
+        let [key, target, conv] = row.cells()?;
+        let rule = match conv {
+            "number" => Rule::Number(quantity(&row, target)?),
+            "wh_to_kwh" => Rule::WhToKwh(quantity(&row, target)?),
+            "ms_to_s" => Rule::MsToS(quantity(&row, target)?),
+            "bool" => Rule::Bool(quantity(&row, target)?),
+            "nrg" => Rule::Nrg,
+            "tma" => Rule::Tma,
+            "text" => Rule::Identity(match target {
+                "identity:vendor" => IdField::Vendor,
+                "identity:model" => IdField::Model,
+                "identity:serial" => IdField::Serial,
+                "identity:firmware" => IdField::Firmware,
+                "identity:name" => IdField::Name,
+                other => return Err(row.error(format!("unknown identity target `{other}`"))),
+            }),
+            c => match c.strip_prefix("enum:") {
+                Some(table) => Rule::Enum(quantity(&row, target)?, table),
+                None => return Err(row.error(format!("unknown conversion `{c}`"))),
+            },
+        };
+        rules.insert(key, rule);
+    }
+    let mut nrg = Vec::new();
+    for row in table::rows("adapters/goe/nrg.tsv", NRG_TSV) {
+        let [index, name, scale] = row.cells()?;
+        nrg.push((row.parse("index", index)?, quantity(&row, name)?, row.parse("scale", scale)?));
+    }
+    let mut enums = HashMap::new();
+    for row in table::rows("adapters/goe/enums.tsv", ENUMS_TSV) {
+        let [table, value, word] = row.cells()?;
+        enums.insert((table, row.parse("value", value)?), word);
+    }
+    let known = KNOWN_KEYS.lines().filter(|l| !l.starts_with('#')).map(str::trim).collect();
+    let mut tma = vec![Quantity::known("temperature"), Quantity::known("temperature_pcb")];
+    for i in 3..=8 {
+        tma.push(Quantity::known(&format!("temperature_sensor{i}")));
+    }
+    Ok(Tables { rules, nrg, enums, known, tma })
 }
 
 /// How one key was handled.

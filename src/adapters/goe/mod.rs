@@ -10,6 +10,7 @@ crate::adapters::adapter!(
     Goe,
     config = GoeConfig,
     kind = Goe,
+    tables = mapping::try_tables,
     quantities = &[
         "car_connected",
         "charge_reason",

@@ -16,6 +16,7 @@ crate::adapters::adapter!(
     Octoprint,
     config = OctoprintConfig,
     kind = Octoprint,
+    tables = mapping::try_tables,
     quantities = &[
         "print_file",
         "print_progress",

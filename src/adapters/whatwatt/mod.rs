@@ -72,6 +72,7 @@ crate::adapters::adapter!(
     Whatwatt,
     config = WhatwattConfig,
     kind = Whatwatt,
+    tables = mapping::try_tables,
     quantities = &[
         "apparent_power",
         "current_l1",

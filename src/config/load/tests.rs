@@ -37,12 +37,19 @@ fn a_file_with_only_a_device_gives_the_defaults() {
 
 #[test]
 fn an_empty_file_is_an_error_saying_there_are_no_devices() {
-    for text in ["", "# nothing yet\n", "mqtt:\n  url: mqtt://b:1883\n", "devices: {}\n"] {
+    for text in ["", "# nothing yet\n", "mqtt:\n  url: mqtt://b:1883\n", "devices:\n"] {
         let e = load_test(text).expect_err("a file that runs nothing is a mistake");
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].path, "devices", "{e}");
         assert!(e.0[0].message.contains("no devices configured"), "{e}");
     }
+}
+
+#[test]
+fn devices_written_as_an_empty_map_start_an_idle_bridge_on_purpose() {
+    let c = load_test("devices: {}\n").expect("`devices: {}` says: none yet, on purpose");
+    assert!(c.devices.is_empty());
+    assert!(c.idle_warning().is_some_and(|w| w.contains("no devices configured")));
 }
 
 #[test]

@@ -34,6 +34,7 @@ use time::OffsetDateTime;
 use crate::model::{Event, Quantity, Update, Value};
 
 use tables::LinkEffect;
+pub(crate) use tables::try_tables;
 
 /// Most distinct temperature keys (and so quantities) one printer may create; bounds memory when a
 /// plugin invents keys.

@@ -1,12 +1,14 @@
 //! The vendor tables of the OctoPrint mapping, embedded at build time and parsed once:
 //! `adapters/octoprint/events.tsv` (event → unified name, printer_state effect, data rules) and
 //! `adapters/octoprint/states.tsv` (state ids, state strings and flags → printer_state word and
-//! link effect). A malformed table is a build defect the unit tests catch.
+//! link effect). Checked at start-up: a bad row stops the boot with its file and line.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value as Json};
+
+use crate::adapters::table::{self, TableError};
 
 const EVENTS_TSV: &str = include_str!("../../../../adapters/octoprint/events.tsv");
 const STATES_TSV: &str = include_str!("../../../../adapters/octoprint/states.tsv");
@@ -80,80 +82,87 @@ pub(crate) struct Tables {
     flags: Vec<(&'static str, &'static str, LinkEffect)>,
 }
 
-fn data_lines(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').map(str::trim).collect())
-}
-
-fn word(w: &'static str, table: &str) -> &'static str {
-    assert!(crate::model::PRINTER_STATES.contains(&w), "{table}: `{w}` is not a printer_state word of the contract");
-    w
-}
-
-fn link_effect(s: &str) -> LinkEffect {
-    match s {
-        "up" => LinkEffect::Up,
-        "down" => LinkEffect::Down,
-        "-" => LinkEffect::Keep,
-        other => panic!("states.tsv: unknown link effect `{other}`"),
+fn word(row: &table::Row, w: &'static str) -> Result<&'static str, TableError> {
+    if crate::model::PRINTER_STATES.contains(&w) {
+        Ok(w)
+    } else {
+        Err(row.error(format!("`{w}` is not a printer_state word of the contract")))
     }
 }
 
-/// The tables, parsed once. A malformed table is a build defect caught by the unit tests.
+fn link_effect(row: &table::Row, s: &str) -> Result<LinkEffect, TableError> {
+    match s {
+        "up" => Ok(LinkEffect::Up),
+        "down" => Ok(LinkEffect::Down),
+        "-" => Ok(LinkEffect::Keep),
+        other => Err(row.error(format!("unknown link effect `{other}` (up, down or -)"))),
+    }
+}
+
+/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
+/// stops the boot with its file and line and this never fails afterwards.
 pub(crate) fn tables() -> &'static Tables {
-    static T: OnceLock<Tables> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut events = HashMap::new();
-        let mut patterns = Vec::new();
-        for cols in data_lines(EVENTS_TSV) {
-            let [event, name, state, data] = cols[..] else { panic!("events.tsv: bad row {cols:?}") };
-            let state = match state {
-                "-" => StateEffect::None,
-                "end" => StateEffect::End,
-                "state_id" => StateEffect::FromStateId,
-                "offline" => StateEffect::Set(word(state, "events.tsv"), LinkEffect::Down),
-                w => StateEffect::Set(word(w, "events.tsv"), LinkEffect::Up),
+    try_tables().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tables, or the first row that does not fit.
+pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
+    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
+    T.get_or_init(parse_tables).as_ref()
+}
+
+fn parse_tables() -> Result<Tables, TableError> {
+    let mut events = HashMap::new();
+    let mut patterns = Vec::new();
+    for row in table::rows("adapters/octoprint/events.tsv", EVENTS_TSV) {
+        let [event, name, state, data] = row.cells()?;
+        let state = match state {
+            "-" => StateEffect::None,
+            "end" => StateEffect::End,
+            "state_id" => StateEffect::FromStateId,
+            "offline" => StateEffect::Set(word(&row, state)?, LinkEffect::Down),
+            w => StateEffect::Set(word(&row, w)?, LinkEffect::Up),
+        };
+        let mut rules = DataRules::default();
+        for flag in data.split(',').map(str::trim).filter(|f| *f != "-") {
+            let slot = match flag {
+                "job" => &mut rules.job,
+                "duration" => &mut rules.duration,
+                "failure" => &mut rules.failure,
+                "selects" => &mut rules.selects,
+                "starts" => &mut rules.starts,
+                "done" => &mut rules.done,
+                "firmware" => &mut rules.firmware,
+                "retained" => &mut rules.retained,
+                "repeats" => &mut rules.repeats,
+                other => return Err(row.error(format!("unknown data rule `{other}`"))),
             };
-            let mut rules = DataRules::default();
-            for flag in data.split(',').map(str::trim).filter(|f| *f != "-") {
-                let slot = match flag {
-                    "job" => &mut rules.job,
-                    "duration" => &mut rules.duration,
-                    "failure" => &mut rules.failure,
-                    "selects" => &mut rules.selects,
-                    "starts" => &mut rules.starts,
-                    "done" => &mut rules.done,
-                    "firmware" => &mut rules.firmware,
-                    "retained" => &mut rules.retained,
-                    "repeats" => &mut rules.repeats,
-                    other => panic!("events.tsv: unknown data rule `{other}`"),
-                };
-                *slot = true;
-            }
-            let row = EventRow { name: (name != "*").then_some(name), state, data: rules };
-            match event.split_once('*') {
-                Some((prefix, suffix)) => patterns.push((prefix, suffix, row)),
-                None => {
-                    events.insert(event, row);
-                }
+            *slot = true;
+        }
+        let entry = EventRow { name: (name != "*").then_some(name), state, data: rules };
+        match event.split_once('*') {
+            Some((prefix, suffix)) => patterns.push((prefix, suffix, entry)),
+            None => {
+                events.insert(event, entry);
             }
         }
-        let mut state_ids = HashMap::new();
-        let mut prefixes = Vec::new();
-        let mut flags = Vec::new();
-        for cols in data_lines(STATES_TSV) {
-            let [kind, key, w, link] = cols[..] else { panic!("states.tsv: bad row {cols:?}") };
-            let entry = (word(w, "states.tsv"), link_effect(link));
-            match kind {
-                "id" => {
-                    state_ids.insert(key, entry);
-                }
-                "prefix" => prefixes.push((key, entry.0, entry.1)),
-                "flag" => flags.push((key, entry.0, entry.1)),
-                other => panic!("states.tsv: unknown kind `{other}`"),
+    }
+    let mut state_ids = HashMap::new();
+    let mut prefixes = Vec::new();
+    let mut flags = Vec::new();
+    for row in table::rows("adapters/octoprint/states.tsv", STATES_TSV) {
+        let [kind, key, w, link] = row.cells()?;
+        let entry = (word(&row, w)?, link_effect(&row, link)?);
+        match kind {
+            "id" => {
+                state_ids.insert(key, entry);
             }
+            "prefix" => prefixes.push((key, entry.0, entry.1)),
+            "flag" => flags.push((key, entry.0, entry.1)),
+            other => return Err(row.error(format!("unknown kind `{other}` (id, prefix or flag)"))),
         }
-        Tables { events, patterns, state_ids, prefixes, flags }
-    })
+    }
+    Ok(Tables { events, patterns, state_ids, prefixes, flags })
 }
 
 impl Tables {

@@ -18,6 +18,7 @@ use serde_json::Value as Json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::adapters::table::{self, TableError};
 use crate::model::{Identity, Quantity, Update, Value};
 
 const REPORT_TSV: &str = include_str!("../../../../adapters/whatwatt/report.tsv");
@@ -218,32 +219,43 @@ pub(crate) struct Tables {
     pub mqtt_fields: Vec<(&'static str, &'static str, &'static str)>,
 }
 
-fn rows(s: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| l.split('\t').map(str::trim).collect())
+fn pairs(table: &'static str, text: &'static str) -> Result<HashMap<&'static str, Target>, TableError> {
+    let mut map = HashMap::new();
+    for row in table::rows(table, text) {
+        let [key, target] = row.cells()?;
+        let target = Target::named(target).ok_or_else(|| row.error(format!("unknown signal `{target}`")))?;
+        map.insert(key, target);
+    }
+    Ok(map)
 }
 
-fn pairs(s: &'static str, file: &str) -> HashMap<&'static str, Target> {
-    rows(s)
-        .map(|c| {
-            let [key, target] = c[..] else { panic!("{file}: bad row {c:?}") };
-            (key, Target::named(target).unwrap_or_else(|| panic!("{file}: unknown signal `{target}`")))
-        })
-        .collect()
-}
-
-/// The tables, parsed once.
+/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
+/// stops the boot with its file and line and this never fails afterwards.
 pub(crate) fn tables() -> &'static Tables {
-    static T: OnceLock<Tables> = OnceLock::new();
-    T.get_or_init(|| {
-        let variables = pairs(VARIABLES_TSV, "variables.tsv");
-        let mqtt_fields: Vec<_> = rows(MQTT_FIELDS_TSV)
-            .map(|c| {
-                let [preset, path, var] = c[..] else { panic!("mqtt-fields.tsv: bad row {c:?}") };
-                assert!(variables.contains_key(var), "mqtt-fields.tsv: unknown variable `{var}`");
-                (preset, path, var)
-            })
-            .collect();
-        Tables { report: pairs(REPORT_TSV, "report.tsv"), sse: pairs(SSE_TSV, "sse.tsv"), variables, mqtt_fields }
+    try_tables().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tables, or the first row that does not fit.
+pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
+    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
+    T.get_or_init(parse_tables).as_ref()
+}
+
+fn parse_tables() -> Result<Tables, TableError> {
+    let variables = pairs("adapters/whatwatt/variables.tsv", VARIABLES_TSV)?;
+    let mut mqtt_fields = Vec::new();
+    for row in table::rows("adapters/whatwatt/mqtt-fields.tsv", MQTT_FIELDS_TSV) {
+        let [preset, path, var] = row.cells()?;
+        if !variables.contains_key(var) {
+            return Err(row.error(format!("unknown variable `{var}` (see variables.tsv)")));
+        }
+        mqtt_fields.push((preset, path, var));
+    }
+    Ok(Tables {
+        report: pairs("adapters/whatwatt/report.tsv", REPORT_TSV)?,
+        sse: pairs("adapters/whatwatt/sse.tsv", SSE_TSV)?,
+        variables,
+        mqtt_fields,
     })
 }
 
