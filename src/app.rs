@@ -246,21 +246,14 @@ impl Running {
     }
 
     fn base_of(&self, config: &Config, id: &str) -> Option<String> {
-        let d = config.devices.get(id)?;
-        DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))
-            .map(|s| format!("{}/{id}", s.prefix))
+        config.device_spec(id).map(|s| format!("{}/{id}", s.prefix))
     }
 
     /// Adds device `id` of the config in force to the router and starts its adapter.
     fn start_device(&mut self, id: &str) {
         let owned = |d: &&crate::config::DeviceConfig| d.common.enabled && self.config.cluster.owns(id);
         let Some(d) = self.config.devices.get(id).filter(owned).cloned() else { return };
-        let Some(spec) = DeviceSpec::from_config(
-            &self.config,
-            id,
-            crate::adapters::cadence(&d),
-            crate::adapters::accepts_commands(&d),
-        ) else {
+        let Some(spec) = self.config.device_spec(id) else {
             return;
         };
         let handle = self.router.add_device(spec);
@@ -344,12 +337,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
 
     // Only this instance's share (every device without `cluster:`): the others are not even
     // subscribed to, so a command reaches the owner alone and a gateway has one client.
-    let specs: Vec<DeviceSpec> = config
-        .owned_devices()
-        .filter_map(|(id, d)| {
-            DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))
-        })
-        .collect();
+    let specs: Vec<DeviceSpec> = config.owned_devices().filter_map(|(id, _)| config.device_spec(id)).collect();
     let router = Router::new(
         RouterSettings {
             bridge_prefix: config.output.prefix.clone(),
@@ -404,7 +392,12 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
 
     #[cfg(feature = "simulators")]
     for (name, sim) in &config.simulators {
-        crate::simulate::start(name, sim, config, &running.devices, work.child_token()).await?;
+        let bridge = crate::simulate::BridgeBroker {
+            url: config.mqtt.url.clone(),
+            username: config.mqtt.username.clone(),
+            password: config.mqtt.password.as_ref().map(|p| p.expose().to_owned()),
+        };
+        crate::simulate::start(name, sim, &bridge, &running.devices, work.child_token()).await?;
     }
 
     let listener = match http_listener {

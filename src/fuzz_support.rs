@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::metrics::Metrics;
 use crate::mqtt::{CaptureRx, Captured, QoS};
 use crate::router::{DeviceHandle, DeviceSpec, Router, RouterSettings};
@@ -225,6 +225,7 @@ pub(crate) fn router(id: &str, adapter: AdapterKind) -> (Arc<Router>, DeviceHand
         min_interval: None,
         heartbeat: None,
         commands: false,
+        offered: &[],
     };
     let settings =
         RouterSettings { bridge_prefix: "home".into(), quantity_topics: true, state_json: true, qos: QoS::AtMostOnce };

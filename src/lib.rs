@@ -45,6 +45,8 @@ mod fuzz_support;
 mod guard;
 mod homeassistant;
 mod http;
+#[cfg(test)]
+mod layering_tests;
 mod metrics;
 mod model;
 mod mqtt;

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::model::{Quantity, ValueKind, VariantLabel};
 
 /// Label set of per-device counters.

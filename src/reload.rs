@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::config::Config;
-use crate::router::DeviceSpec;
 
 /// What one device does on reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +169,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 /// another instance owns it.
 fn fingerprint(config: &Config, id: &str) -> Option<(serde_json::Value, String)> {
     let d = config.devices.get(id).filter(|d| d.common.enabled && config.cluster.owns(id))?;
-    let spec = DeviceSpec::from_config(config, id, crate::adapters::cadence(d), crate::adapters::accepts_commands(d))?;
+    let spec = config.device_spec(id)?;
     Some((json(d), format!("{spec:?}")))
 }
 

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::types::AdapterKind;
-use crate::model::DeviceKind;
 use crate::router::DeviceHandle;
 use device::DeviceConfig;
 
@@ -48,18 +47,6 @@ pub enum AdapterConfig {
     AiOnTheEdge(ai_on_the_edge::AiOnTheEdgeConfig),
     /// OctoPrint via OctoPrint-MQTT (keys defined beside the adapter).
     Octoprint(octoprint::OctoprintConfig),
-}
-
-impl AdapterKind {
-    /// The device kind the adapter produces.
-    pub(crate) fn device_kind(self) -> DeviceKind {
-        match self {
-            AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
-            AdapterKind::Goe => DeviceKind::EvCharger,
-            AdapterKind::AiOnTheEdge => DeviceKind::UtilityMeter,
-            AdapterKind::Octoprint => DeviceKind::Printer,
-        }
-    }
 }
 
 /// The contract every adapter implements (a unit type per vendor, listed in the registry macros).

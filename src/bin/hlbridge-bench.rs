@@ -680,6 +680,7 @@ fn in_process_hot_path(n: u64) -> serde_json::Value {
         min_interval: None,
         heartbeat: None,
         commands: false,
+        offered: &[],
     };
     let settings =
         RouterSettings { bridge_prefix: "bench".into(), quantity_topics: true, state_json: true, qos: QoS::AtMostOnce };

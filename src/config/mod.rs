@@ -258,6 +258,38 @@ pub(crate) struct RouteMatch {
 }
 
 impl Config {
+    /// What the router needs to know about device `id` (`None` when it is not configured): its
+    /// topic prefix (device > route > global), freshness (default: three of its adapter's cadence),
+    /// output pacing and commands, resolved through the adapters registry.
+    pub fn device_spec(&self, id: &str) -> Option<crate::router::DeviceSpec> {
+        let d = self.devices.get(id)?;
+        let adapter = d.common.adapter;
+        let kind = adapter.device_kind();
+        let prefix = d
+            .common
+            .prefix
+            .clone()
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .find(|r| {
+                        r.matches.adapter.is_none_or(|a| a == adapter) && r.matches.kind.is_none_or(|k| k == kind)
+                    })
+                    .map(|r| r.prefix.clone())
+            })
+            .unwrap_or_else(|| self.output.prefix.clone());
+        Some(crate::router::DeviceSpec {
+            id: id.to_owned(),
+            adapter,
+            prefix,
+            freshness: d.common.freshness.map(|f| f.0).unwrap_or(crate::adapters::cadence(d) * 3),
+            min_interval: d.common.min_interval.or(self.output.min_interval).map(|d| d.0),
+            heartbeat: d.common.heartbeat.or(self.output.heartbeat).map(|d| d.0),
+            commands: crate::adapters::accepts_commands(d),
+            offered: crate::adapters::command_names(adapter),
+        })
+    }
+
     /// What to warn about a config that runs nothing on purpose (`devices: {}`, no simulators):
     /// logged at start-up and printed by `check-config`. Loading refuses a file that merely lacks
     /// devices, so this is only ever the deliberate case (a container whose devices come later).

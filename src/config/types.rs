@@ -1,6 +1,6 @@
 //! Small value types used across the configuration: durations written `500ms`/`5s`/`2m`/`1h`,
-//! secrets that never print, the adapter names. A leaf: it imports nothing of the crate, so every
-//! module (adapters and simulators included) may use it without a cycle.
+//! secrets that never print, the adapter names. A leaf: it imports nothing of the crate but the
+//! model's words (itself a leaf), so every module may use it without a cycle.
 
 use std::fmt;
 use std::time::Duration;
@@ -201,6 +201,17 @@ impl AdapterKind {
 
     /// Every adapter name, for suggestions.
     pub(crate) const NAMES: &'static [&'static str] = &["whatwatt", "goe", "ai_on_the_edge", "octoprint"];
+
+    /// The device kind the adapter produces.
+    pub(crate) fn device_kind(self) -> crate::model::DeviceKind {
+        use crate::model::DeviceKind;
+        match self {
+            AdapterKind::Whatwatt => DeviceKind::EnergyMeter,
+            AdapterKind::Goe => DeviceKind::EvCharger,
+            AdapterKind::AiOnTheEdge => DeviceKind::UtilityMeter,
+            AdapterKind::Octoprint => DeviceKind::Printer,
+        }
+    }
 
     /// The adapter's config name.
     pub fn as_str(self) -> &'static str {

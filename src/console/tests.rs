@@ -9,7 +9,7 @@ use ratatui::backend::TestBackend;
 use super::draw::{self, Key, UiState};
 use super::view::tests::{snapshot, text};
 use super::view::{Header, Model, View};
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::model::Value;
 use crate::router::DeviceSnapshot;
 

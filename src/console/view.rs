@@ -248,7 +248,7 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::AdapterKind;
+    use crate::config::types::AdapterKind;
     use crate::model::Identity;
 
     /// A snapshot as the router gives it, seen `seen_ago` before `now`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::model::{Identity, Quantity, ValueKind, VariantLabel};
 
 /// Where users find help, for the `o` (origin) block Home Assistant shows in the device info.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Now, SystemClock};
 use crate::commands::{Decision, Gate, Ignored, Policy, StrangerLimit};
-use crate::config::{AdapterKind, Config};
+use crate::config::types::AdapterKind;
 use crate::guard::GuardConfig;
 use crate::metrics::{DeviceCounters, Metrics};
 use crate::model::{self, DeviceKind, Identity, Quantity, Update, Value};
@@ -58,39 +58,9 @@ pub struct DeviceSpec {
     pub heartbeat: Option<Duration>,
     /// Whether `<quantity>/set` commands are accepted.
     pub commands: bool,
-}
-
-impl DeviceSpec {
-    /// Builds the spec of device `id` from the config, with `cadence` the adapter's expected
-    /// interval between readings (freshness defaults to three of them).
-    pub fn from_config(config: &Config, id: &str, cadence: Duration, commands: bool) -> Option<DeviceSpec> {
-        let d = config.devices.get(id)?;
-        let adapter = d.common.adapter;
-        let kind = adapter.device_kind();
-        let prefix = d
-            .common
-            .prefix
-            .clone()
-            .or_else(|| {
-                config
-                    .routes
-                    .iter()
-                    .find(|r| {
-                        r.matches.adapter.is_none_or(|a| a == adapter) && r.matches.kind.is_none_or(|k| k == kind)
-                    })
-                    .map(|r| r.prefix.clone())
-            })
-            .unwrap_or_else(|| config.output.prefix.clone());
-        Some(DeviceSpec {
-            id: id.to_owned(),
-            adapter,
-            prefix,
-            freshness: d.common.freshness.map(|f| f.0).unwrap_or(cadence * 3),
-            min_interval: d.common.min_interval.or(config.output.min_interval).map(|d| d.0),
-            heartbeat: d.common.heartbeat.or(config.output.heartbeat).map(|d| d.0),
-            commands,
-        })
-    }
+    /// The commands its adapter can execute (the registry's list, so the router needs no adapter
+    /// knowledge); the configured allow-list picks from these.
+    pub offered: &'static [&'static str],
 }
 
 mod state;
@@ -186,7 +156,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// every command the adapter offers when `spec.commands`, none otherwise.
 fn default_policy(spec: &DeviceSpec) -> Policy {
     Policy::new(
-        crate::adapters::command_names(spec.adapter),
+        spec.offered,
         Some(&crate::commands::CommandsSetting::All(spec.commands)),
         false,
         crate::commands::DEFAULT_RATE_LIMIT,

@@ -13,6 +13,7 @@ fn spec(id: &str) -> DeviceSpec {
         min_interval: None,
         heartbeat: None,
         commands: true,
+        offered: crate::adapters::command_names(AdapterKind::Goe),
     }
 }
 
@@ -291,8 +292,8 @@ fn extend_freshness_lengthens_but_never_shortens_the_window() {
 fn device_prefix_beats_routes_which_beat_the_global_prefix() {
     let text = "output:\n  prefix: home\nroutes:\n  - match: { kind: ev_charger }\n    prefix: home/energy\ndevices:\n  a:\n    adapter: goe\n    serial: \"1\"\n  b:\n    adapter: goe\n    serial: \"2\"\n    prefix: garage\n";
     let c = crate::config::load_str(text, "t.yaml", std::path::Path::new(".")).unwrap();
-    let a = DeviceSpec::from_config(&c, "a", Duration::from_secs(5), true).unwrap();
-    let b = DeviceSpec::from_config(&c, "b", Duration::from_secs(5), true).unwrap();
+    let a = c.device_spec("a").unwrap();
+    let b = c.device_spec("b").unwrap();
     assert_eq!(a.prefix, "home/energy");
     assert_eq!(b.prefix, "garage");
     assert_eq!(a.freshness, Duration::from_secs(15));

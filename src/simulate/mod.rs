@@ -15,7 +15,6 @@ use tokio_util::task::TaskTracker;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::mqtt::MqttSettings;
 
 /// `simulators:` entry: a simulated device run inside the process.
@@ -61,14 +60,30 @@ pub(crate) fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String
     }
 }
 
+/// The bridge's broker, which a simulator without a `broker:` of its own joins: all a simulator needs
+/// of the bridge's config (so simulators do not depend on the config module, which lists them).
+#[derive(Clone)]
+pub(crate) struct BridgeBroker {
+    /// `mqtt.url`.
+    pub(crate) url: String,
+    /// `mqtt.username`.
+    pub(crate) username: Option<String>,
+    /// `mqtt.password` (or its file's contents), for the simulator's own connection only.
+    pub(crate) password: Option<String>,
+}
+
 /// Broker settings for a simulator: its own `broker` URL, or the bridge's broker (with the bridge's
 /// credentials) under the client id `client_id`.
-pub(crate) fn broker_settings(own: Option<&str>, config: &Config, client_id: &str) -> anyhow::Result<MqttSettings> {
-    let url = own.map(str::to_owned).unwrap_or_else(|| config.mqtt.url.clone());
-    let mut s = MqttSettings::from_url(&url, client_id)?;
+pub(crate) fn broker_settings(
+    own: Option<&str>,
+    bridge: &BridgeBroker,
+    client_id: &str,
+) -> anyhow::Result<MqttSettings> {
+    let url = own.unwrap_or(&bridge.url);
+    let mut s = MqttSettings::from_url(url, client_id)?;
     if own.is_none() {
-        s.username = config.mqtt.username.clone();
-        s.password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
+        s.username = bridge.username.clone();
+        s.password = bridge.password.clone();
     }
     Ok(s)
 }
@@ -115,7 +130,7 @@ pub(crate) async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Resul
 pub(crate) async fn start(
     name: &str,
     sim: &SimulatorConfig,
-    config: &Config,
+    config: &BridgeBroker,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -96,11 +96,8 @@ impl Replay {
         let metrics = Metrics::register(&mut registry);
         let specs: Vec<DeviceSpec> = config
             .devices
-            .iter()
-            .map(|(id, d)| {
-                DeviceSpec::from_config(&config, id, hlbridge::surface::adapters::cadence(d), false)
-                    .expect("device spec")
-            })
+            .keys()
+            .map(|id| DeviceSpec { commands: false, ..config.device_spec(id).expect("device spec") })
             .collect();
         let settings = RouterSettings {
             bridge_prefix: "home".into(),

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use hlbridge::surface::config::AdapterKind;
-use hlbridge::surface::router::DeviceSpec;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,13 +86,7 @@ async fn every_adapter_counts_input_follows_availability_and_stops_in_time() {
         let what = case.kind.as_str();
         let config = load_config(&crate::common::bridge_yaml(&lab.broker, case.yaml, ""));
         let d = &config.devices["dut"];
-        let spec = DeviceSpec::from_config(
-            &config,
-            "dut",
-            hlbridge::surface::adapters::cadence(d),
-            hlbridge::surface::adapters::accepts_commands(d),
-        )
-        .expect("spec");
+        let spec = config.device_spec("dut").expect("spec");
         let handle = lab.bridge.router.add_device(spec);
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();

@@ -51,6 +51,7 @@ impl Replay {
                 min_interval: None,
                 heartbeat: None,
                 commands: false,
+                offered: &[],
             })
             .collect();
         let router = Router::new(

@@ -63,6 +63,7 @@ impl Replay {
                 min_interval: None,
                 heartbeat: None,
                 commands: false,
+                offered: &[],
             })
             .collect();
         let settings = RouterSettings {

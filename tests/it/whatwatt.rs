@@ -57,6 +57,7 @@ impl Replay {
             min_interval: None,
             heartbeat: None,
             commands: false,
+            offered: &[],
         };
         let router = Router::new(
             RouterSettings {

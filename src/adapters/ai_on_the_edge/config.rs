@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{self, Dialect};
-use crate::config::Dur;
+use crate::config::types::Dur;
 
 /// The firmware's default round interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::mapping::{parse_decimal, parse_json, parse_timestamp};
 use super::{AiOnTheEdgeConfig, Ingest};
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::fuzz_support::{check_published, hostile, router};
 use crate::mqtt::Message;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::metrics::Metrics;
 use crate::model::Value;
 use crate::mqtt::{CaptureRx, Captured, Message, QoS, detached};
@@ -33,6 +33,7 @@ fn rig_fresh(yaml: &str, extra_devices: &[&str], freshness: Duration) -> Rig {
             min_interval: None,
             heartbeat: None,
             commands: false,
+            offered: &[],
         })
         .collect();
     let settings =

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::log_once::LogOnce;
-use crate::config::{Dur, Secret};
+use crate::config::types::{Dur, Secret};
 use crate::mqtt::Message;
 use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};

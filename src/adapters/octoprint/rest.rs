@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::adapters::http::{self, MAX_BODY};
-use crate::config::Secret;
+use crate::config::types::Secret;
 use crate::model::{Quantity, Value};
 use crate::untrusted::clip;
 

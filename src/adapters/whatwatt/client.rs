@@ -18,7 +18,7 @@ use reqwest::header::{self, HeaderValue};
 
 use super::digest::{AuthAction, AuthFailure, AuthState, new_cnonce};
 use crate::adapters::http::{self, BodyError, MAX_BODY, describe};
-use crate::config::Secret;
+use crate::config::types::Secret;
 
 /// Why a request to the gateway failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{self, FieldMap};
-use crate::config::{Dur, Secret};
+use crate::config::types::{Dur, Secret};
 
 /// Where the adapter reads the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

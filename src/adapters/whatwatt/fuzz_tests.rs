@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::sse::{MAX_LINE, SseItem, SseParser};
 use super::{Ingest, WhatwattConfig, WhatwattTransport};
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::fuzz_support::{check_published, debug_len, hostile, router};
 use crate::mqtt::Message;
 

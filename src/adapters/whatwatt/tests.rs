@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::config::{WhatwattConfig, WhatwattTransport, cadence, resolve_password, validate};
 use super::mapping::VolumeFrom;
-use crate::config::{Dur, Secret};
+use crate::config::types::{Dur, Secret};
 
 fn cfg(yaml: &str) -> WhatwattConfig {
     serde_norway::from_str(yaml).unwrap()

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::config::AdapterKind;
+use crate::config::types::AdapterKind;
 use crate::metrics::Metrics;
 
 /// One device with its context, as the router holds it.
@@ -30,6 +30,7 @@ impl Rig {
             min_interval: None,
             heartbeat: None,
             commands: false,
+            offered: &[],
         };
         tweak(&mut spec);
         let t0 = SystemClock.now();

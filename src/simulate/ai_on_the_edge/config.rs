@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{CameraSpec, RoundKind, SimDialect, SimMeterType};
-use crate::config::Dur;
+use crate::config::types::Dur;
 use crate::mqtt::MqttSettings;
 
 /// Everything [`run`](super::run) needs.

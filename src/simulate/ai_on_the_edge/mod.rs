@@ -30,7 +30,6 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
 use crate::mqtt::{MqttSettings, QoS};
 
 pub(crate) use config::validate;
@@ -755,7 +754,7 @@ fn client_id(main_topic: &str) -> String {
 pub(crate) async fn start(
     name: &str,
     cfg: &AiOnTheEdgeSimConfig,
-    config: &Config,
+    config: &crate::simulate::BridgeBroker,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{GoeSimOptions, run};
-use crate::config::Config;
 use crate::config::types::{Dur, string_or_number};
 use crate::mqtt::MqttSettings;
 
@@ -65,7 +64,7 @@ pub(crate) fn validate(g: &GoeSimulatorConfig, path: &str) -> Vec<(String, Strin
 pub(crate) async fn start(
     name: &str,
     g: &GoeSimulatorConfig,
-    config: &Config,
+    config: &crate::simulate::BridgeBroker,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::config::types::Dur;
 use crate::mqtt::MqttSettings;
 
 /// How prints end.

@@ -41,7 +41,6 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
 use crate::mqtt::{MqttHandle, MqttSettings, QoS};
 
 pub(crate) use config::validate;
@@ -137,7 +136,7 @@ pub async fn run_with_rest(
 pub(crate) async fn start(
     name: &str,
     cfg: &OctoprintSimConfig,
-    config: &Config,
+    config: &crate::simulate::BridgeBroker,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {

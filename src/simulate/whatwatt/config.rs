@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::template::template_text;
-use crate::config::{Dur, Secret};
+use crate::config::types::{Dur, Secret};
 use crate::mqtt::MqttSettings;
 
 /// HTTP protection of the simulated Web UI.

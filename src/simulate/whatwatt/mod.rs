@@ -52,7 +52,6 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
 use crate::mqtt::{MqttHandle, MqttSettings, QoS};
 
 pub(crate) use config::validate;
@@ -251,7 +250,7 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
 pub(crate) async fn start(
     name: &str,
     cfg: &WhatwattSimConfig,
-    config: &Config,
+    config: &crate::simulate::BridgeBroker,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
