@@ -264,3 +264,13 @@ pub(crate) fn check_published(captured: &[Captured], input_bytes: usize) -> Resu
 pub(crate) fn debug_len(state: &impl std::fmt::Debug) -> usize {
     format!("{state:?}").len()
 }
+
+/// `(topic, payload)` of every line of recorded MQTT captures (`topic<TAB>payload`, `#` comments).
+pub(crate) fn capture_messages(captures: &[&'static str]) -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    captures
+        .iter()
+        .flat_map(|c| c.lines())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(t, p)| (t, p.as_bytes()))
+}

@@ -53,6 +53,27 @@ impl Row {
     }
 }
 
+/// Defines the adapter's `tables()` (parsed once, for the hot path) and `try_tables()` (for
+/// [`crate::adapters::check_tables`] at start-up) from its `$parse` function. Since start-up parses
+/// every table, `tables()` cannot fail once the bridge runs.
+macro_rules! parsed_once {
+    ($ty:ty, $parse:path) => {
+        /// The tables, parsed once ([`crate::adapters::check_tables`] parses them at start-up, so a
+        /// bad row stops the boot with its file and line and this never fails afterwards).
+        pub(crate) fn tables() -> &'static $ty {
+            try_tables().unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        /// The tables, or the first row that does not fit.
+        pub(crate) fn try_tables() -> Result<&'static $ty, &'static $crate::adapters::table::TableError> {
+            static T: std::sync::OnceLock<Result<$ty, $crate::adapters::table::TableError>> =
+                std::sync::OnceLock::new();
+            T.get_or_init($parse).as_ref()
+        }
+    };
+}
+pub(crate) use parsed_once;
+
 /// The data rows of `text` (the contents of `table`).
 pub(crate) fn rows(table: &'static str, text: &'static str) -> impl Iterator<Item = Row> {
     text.lines()

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::mapping::{parse_decimal, parse_json, parse_timestamp};
 use super::{AiOnTheEdgeConfig, Ingest};
 use crate::config::types::AdapterKind;
-use crate::fuzz_support::{check_published, hostile, router};
+use crate::fuzz_support::{capture_messages, check_published, hostile, router};
 use crate::mqtt::Message;
 
 const CAPTURES: &[&str] = &[
@@ -29,15 +29,7 @@ const CAPTURES: &[&str] = &[
 /// mutations do not care, and a few escaped payloads are one more kind of odd input).
 fn messages() -> &'static [(&'static str, &'static [u8])] {
     static M: std::sync::OnceLock<Vec<(&'static str, &'static [u8])>> = std::sync::OnceLock::new();
-    M.get_or_init(|| {
-        CAPTURES
-            .iter()
-            .flat_map(|c| c.lines())
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(t, p)| (t, p.as_bytes()))
-            .collect()
-    })
+    M.get_or_init(|| capture_messages(CAPTURES).collect())
 }
 
 fn payloads() -> &'static [&'static [u8]] {

@@ -5,7 +5,6 @@
 //! `adapters/ai_on_the_edge/` (topics.tsv, fields.tsv, errors.tsv, meters.tsv), embedded at build time.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -192,17 +191,7 @@ fn field_role(row: &table::Row, name: &str) -> Result<FieldRole, TableError> {
     })
 }
 
-/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
-/// stops the boot with its file and line and this never fails afterwards.
-pub(crate) fn tables() -> &'static Tables {
-    try_tables().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The tables, or the first row that does not fit.
-pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
-    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
-    T.get_or_init(parse_tables).as_ref()
-}
+table::parsed_once!(Tables, parse_tables);
 
 fn parse_tables() -> Result<Tables, TableError> {
     let mut t = Tables {

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
 
 use crate::adapters::table::{self, TableError};
 
@@ -51,17 +50,7 @@ pub(crate) struct Tables {
     tma: Vec<Quantity>,
 }
 
-/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
-/// stops the boot with its file and line and this never fails afterwards.
-pub(crate) fn tables() -> &'static Tables {
-    try_tables().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The tables, or the first row that does not fit.
-pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
-    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
-    T.get_or_init(parse_tables).as_ref()
-}
+table::parsed_once!(Tables, parse_tables);
 
 fn parse_tables() -> Result<Tables, TableError> {
     const MAPPING: &str = "adapters/goe/mapping.tsv";

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::mapping::{Mapper, classify};
 use super::{Ingest, OctoprintConfig};
 use crate::config::types::AdapterKind;
-use crate::fuzz_support::{check_published, debug_len, hostile, router};
+use crate::fuzz_support::{capture_messages, check_published, debug_len, hostile, router};
 use crate::mqtt::Message;
 
 const CAPTURES: &[&str] = &[
@@ -22,14 +22,7 @@ const CAPTURES: &[&str] = &[
 fn messages() -> &'static [(&'static str, &'static [u8])] {
     static M: std::sync::OnceLock<Vec<(&'static str, &'static [u8])>> = std::sync::OnceLock::new();
     M.get_or_init(|| {
-        CAPTURES
-            .iter()
-            .flat_map(|c| c.lines())
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(t, _)| t.starts_with("octoPrint/") || t.starts_with("octoprint/"))
-            .map(|(t, p)| (t, p.as_bytes()))
-            .collect()
+        capture_messages(CAPTURES).filter(|(t, _)| t.starts_with("octoPrint/") || t.starts_with("octoprint/")).collect()
     })
 }
 

@@ -4,7 +4,6 @@
 //! link effect). Checked at start-up: a bad row stops the boot with its file and line.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use serde_json::{Map, Value as Json};
 
@@ -99,17 +98,7 @@ fn link_effect(row: &table::Row, s: &str) -> Result<LinkEffect, TableError> {
     }
 }
 
-/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
-/// stops the boot with its file and line and this never fails afterwards.
-pub(crate) fn tables() -> &'static Tables {
-    try_tables().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The tables, or the first row that does not fit.
-pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
-    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
-    T.get_or_init(parse_tables).as_ref()
-}
+table::parsed_once!(Tables, parse_tables);
 
 fn parse_tables() -> Result<Tables, TableError> {
     let mut events = HashMap::new();

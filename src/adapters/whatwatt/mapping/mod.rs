@@ -229,17 +229,7 @@ fn pairs(table: &'static str, text: &'static str) -> Result<HashMap<&'static str
     Ok(map)
 }
 
-/// The tables, parsed once. [`crate::adapters::check_tables`] parses them at start-up, so a bad row
-/// stops the boot with its file and line and this never fails afterwards.
-pub(crate) fn tables() -> &'static Tables {
-    try_tables().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The tables, or the first row that does not fit.
-pub(crate) fn try_tables() -> Result<&'static Tables, &'static TableError> {
-    static T: OnceLock<Result<Tables, TableError>> = OnceLock::new();
-    T.get_or_init(parse_tables).as_ref()
-}
+table::parsed_once!(Tables, parse_tables);
 
 fn parse_tables() -> Result<Tables, TableError> {
     let variables = pairs("adapters/whatwatt/variables.tsv", VARIABLES_TSV)?;
