@@ -29,6 +29,7 @@ pub(crate) trait Clock: Send + Sync {
 pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
+    #[inline]
     fn now(&self) -> Now {
         Now { mono: Instant::now(), wall: SystemTime::now() }
     }

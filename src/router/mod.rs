@@ -503,6 +503,7 @@ impl Router {
 
     /// The thin layer: sends what the state machine queued, in order, while the caller still holds
     /// the device's lock (so two steps of one device never interleave their publishes).
+    #[inline]
     fn send(&self, st: &mut DeviceState) {
         for p in st.out.drain(..) {
             self.mqtt.publish(p.topic, p.payload, p.qos, p.retain);

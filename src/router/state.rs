@@ -158,6 +158,7 @@ impl DeviceState {
         spec.freshness.max(self.min_freshness)
     }
 
+    #[inline]
     fn push(&mut self, topic: String, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) {
         self.out.push(Publish { topic, payload: payload.into(), qos, retain });
     }
@@ -186,6 +187,7 @@ impl DeviceState {
         self.push(format!("{}/info", cx.base), info.to_string(), QoS::AtLeastOnce, true);
     }
 
+    #[inline]
     fn publish_slot(&mut self, cx: &Ctx<'_>, i: usize, now: Now) {
         let slot = &mut self.slots[i];
         slot.pending = false;
