@@ -141,12 +141,15 @@ async fn heater_set_points_are_bounded_sent_and_confirmed_by_the_reported_target
 
     assert_refused(&lab.command(BASE, "temperature_tool0_target", "301").await, "0 to 300");
     assert_refused(&lab.command(BASE, "temperature_bed_target", "151").await, "0 to 150");
-    assert_refused(&lab.command(BASE, "temperature_chamber_target", "101").await, "0 to 100");
     assert_refused(&lab.command(BASE, "temperature_bed_target", "hot").await, "not a temperature");
-    // The simulated printer's profile has no heated chamber: OctoPrint's own 409.
-    assert_refused(&lab.command(BASE, "temperature_chamber_target", "40").await, "409");
-    // Only tool0 exists: OctoPrint answers 400 for tool1.
-    assert_refused(&lab.command(BASE, "temperature_tool1_target", "200").await, "HTTP 400");
+    // The printer's OctoPrint profile (read from `/api/printerprofiles`) has one extruder, a bed and
+    // no chamber: the bridge refuses what the printer lacks before asking OctoPrint, and says why.
+    assert_refused(
+        &lab.command(BASE, "temperature_chamber_target", "40").await,
+        "profile `Simulated printer` has no heated chamber",
+    );
+    assert_refused(&lab.command(BASE, "temperature_tool1_target", "200").await, "has 1 extruder(s) (tool0)");
+    assert_refused(&lab.command(BASE, "temperature_tool5_target", "200").await, "has 1 extruder(s) (tool0)");
     assert_key_never_published(&lab);
 }
 

@@ -350,7 +350,10 @@ async fn start_command(
         Some(crate::model::Value::Text(s)) if s != "unknown" => Some(s),
         _ => None,
     };
-    let plan = match rest::plan(cmd.name, &cmd.value, state.as_deref()) {
+    // Heater commands check the printer's profile (tools, bed, chamber); read per command, so a
+    // profile changed in OctoPrint counts at once. Unreadable: the fixed bounds, OctoPrint decides.
+    let profile = if cmd.name.starts_with("temperature_") { rest.profile().await.ok() } else { None };
+    let plan = match rest::plan(cmd.name, &cmd.value, state.as_deref(), profile.as_ref()) {
         Ok(p) => p,
         Err(e) => {
             device.command_result(&cmd, Err(e));

@@ -10,8 +10,9 @@ use crate::config::types::Secret;
 use crate::model::{Quantity, Value};
 use crate::untrusted::clip;
 
-/// The commands a printer takes on `<name>/set` (the tool set points cover four extruders, the
-/// most printer profiles have).
+/// The commands a printer takes on `<name>/set`. Tool set points cover eight extruders (tool
+/// changers such as the Prusa XL have five); the printer's OctoPrint profile decides which of them,
+/// and whether the bed and the chamber, exist on this printer.
 pub(crate) const COMMANDS: &[&str] = &[
     "print_control",
     "printer_connection",
@@ -21,6 +22,10 @@ pub(crate) const COMMANDS: &[&str] = &[
     "temperature_tool1_target",
     "temperature_tool2_target",
     "temperature_tool3_target",
+    "temperature_tool4_target",
+    "temperature_tool5_target",
+    "temperature_tool6_target",
+    "temperature_tool7_target",
 ];
 
 /// What the plugin must report for a command to count as done.
@@ -51,9 +56,61 @@ const TOOL_MAX: f64 = 300.0;
 const BED_MAX: f64 = 150.0;
 const CHAMBER_MAX: f64 = 100.0;
 
+/// The heaters the printer's current OctoPrint profile says it has (`GET /api/printerprofiles`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Profile {
+    /// The profile's name, for refusals the user can match to OctoPrint's settings.
+    pub(crate) name: String,
+    /// `extruder.count`: tools `tool0` .. `tool<count-1>`.
+    pub(crate) extruders: u32,
+    /// `heatedBed`.
+    pub(crate) heated_bed: bool,
+    /// `heatedChamber`.
+    pub(crate) heated_chamber: bool,
+}
+
+impl Profile {
+    /// The current profile (else the default one) of a `/api/printerprofiles` answer.
+    pub(crate) fn from_answer(answer: &serde_json::Value) -> Option<Profile> {
+        let profiles = answer.get("profiles")?.as_object()?;
+        let flag = |p: &&serde_json::Value, key: &str| p.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+        let p = profiles
+            .values()
+            .find(|p| flag(p, "current"))
+            .or_else(|| profiles.values().find(|p| flag(p, "default")))?;
+        let extruders = p.get("extruder").and_then(|e| e.get("count")).and_then(serde_json::Value::as_u64)?;
+        let mut name = p.get("name").or_else(|| p.get("id")).and_then(|n| n.as_str()).unwrap_or("?").to_owned();
+        // Device text: it ends up in a command's result on MQTT.
+        crate::untrusted::bound_string(&mut name);
+        Some(Profile {
+            name,
+            extruders: u32::try_from(extruders).unwrap_or(u32::MAX),
+            heated_bed: p.get("heatedBed").and_then(serde_json::Value::as_bool).unwrap_or(true),
+            heated_chamber: p.get("heatedChamber").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Why the profile rules out heater `heater` (`tool1`, `bed`, `chamber`), if it does.
+    fn refuses(&self, heater: &str) -> Option<String> {
+        let name = &self.name;
+        match heater {
+            "bed" if !self.heated_bed => Some(format!("the printer profile `{name}` has no heated bed")),
+            "chamber" if !self.heated_chamber => Some(format!("the printer profile `{name}` has no heated chamber")),
+            t => {
+                let n: u32 = t.strip_prefix("tool")?.parse().ok()?;
+                (n >= self.extruders).then(|| {
+                    let tools = (0..self.extruders).map(|i| format!("tool{i}")).collect::<Vec<_>>().join(", ");
+                    format!("the printer profile `{name}` has {} extruder(s) ({tools})", self.extruders)
+                })
+            }
+        }
+    }
+}
+
 /// Plans command `name` = `value` given the printer's current `state` (`None`: not known yet,
-/// OctoPrint then decides and answers 409 itself).
-pub(crate) fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan, String> {
+/// OctoPrint then decides and answers 409 itself) and its `profile` (`None`: not readable, the
+/// fixed bounds apply and OctoPrint refuses a heater the printer lacks).
+pub(crate) fn plan(name: &str, value: &str, state: Option<&str>, profile: Option<&Profile>) -> Result<Plan, String> {
     let word = value.trim().to_ascii_lowercase();
     match name {
         "print_control" => {
@@ -101,6 +158,9 @@ pub(crate) fn plan(name: &str, value: &str, state: Option<&str>) -> Result<Plan,
                 }
                 _ => return Err(format!("`{}` is not an OctoPrint heater", clip(name))),
             };
+            if let Some(why) = profile.and_then(|p| p.refuses(heater)) {
+                return Err(format!("cannot set {name}: {why}"));
+            }
             let target: f64 = word
                 .parse()
                 .ok()
@@ -152,6 +212,27 @@ impl Rest {
         Ok(Rest { client, base: base.trim_end_matches('/').to_owned(), key, timeout })
     }
 
+    /// The printer's current profile; `Err` says why it could not be read (the caller then plans
+    /// with the fixed bounds).
+    pub(crate) async fn profile(&self) -> Result<Profile, String> {
+        let url = format!("{}/api/printerprofiles", self.base);
+        let resp = self
+            .client
+            .get(&url)
+            .header("X-Api-Key", self.key.expose())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| format!("OctoPrint at {} did not answer: {}", self.base, http::describe(&e)))?;
+        if !resp.status().is_success() {
+            return Err(format!("OctoPrint answered HTTP {} for the printer profiles", resp.status().as_u16()));
+        }
+        let body = http::read_capped(resp, MAX_BODY).await.map_err(|e| format!("printer profiles: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("printer profiles are not JSON: {e}"))?;
+        Profile::from_answer(&json).ok_or_else(|| "no current printer profile in OctoPrint's answer".to_owned())
+    }
+
     /// Sends `plan`; `Ok` when OctoPrint accepted it (2xx), `Err` with OctoPrint's reason.
     pub(crate) async fn send(&self, plan: &Plan) -> Result<(), String> {
         let url = format!("{}{}", self.base, plan.path);
@@ -191,26 +272,67 @@ mod tests {
 
     #[test]
     fn pause_needs_a_printing_printer_and_resume_a_paused_one() {
-        let p = plan("print_control", "pause", Some("printing")).unwrap();
+        let p = plan("print_control", "pause", Some("printing"), None).unwrap();
         assert_eq!(p.path, "/api/job");
         assert_eq!(p.body, serde_json::json!({"command": "pause", "action": "pause"}));
         assert_eq!(p.expect, Expect::State(&["paused"]));
-        let e = plan("print_control", "resume", Some("printing")).unwrap_err();
+        let e = plan("print_control", "resume", Some("printing"), None).unwrap_err();
         assert!(e.contains("cannot resume: the printer is printing"), "{e}");
-        assert!(plan("print_control", "cancel", Some("operational")).is_err());
-        assert!(plan("print_control", "cancel", None).is_ok(), "an unknown state is left to OctoPrint");
-        assert!(plan("print_control", "stop", None).unwrap_err().contains("pause, resume or cancel"));
+        assert!(plan("print_control", "cancel", Some("operational"), None).is_err());
+        assert!(plan("print_control", "cancel", None, None).is_ok(), "an unknown state is left to OctoPrint");
+        assert!(plan("print_control", "stop", None, None).unwrap_err().contains("pause, resume or cancel"));
     }
 
     #[test]
     fn set_points_are_bounded_per_heater() {
-        let p = plan("temperature_tool1_target", "210", None).unwrap();
+        let p = plan("temperature_tool1_target", "210", None, None).unwrap();
         assert_eq!(p.body, serde_json::json!({"command": "target", "targets": {"tool1": 210.0}}));
-        assert!(plan("temperature_tool0_target", "301", None).unwrap_err().contains("0 to 300"));
-        assert!(plan("temperature_bed_target", "151", None).unwrap_err().contains("0 to 150"));
-        assert!(plan("temperature_chamber_target", "101", None).unwrap_err().contains("0 to 100"));
-        assert!(plan("temperature_bed_target", "-1", None).is_err());
-        assert!(plan("temperature_bed_target", "NaN", None).is_err());
-        assert_eq!(plan("temperature_bed_target", "0", None).unwrap().path, "/api/printer/bed");
+        assert!(plan("temperature_tool0_target", "301", None, None).unwrap_err().contains("0 to 300"));
+        assert!(plan("temperature_bed_target", "151", None, None).unwrap_err().contains("0 to 150"));
+        assert!(plan("temperature_chamber_target", "101", None, None).unwrap_err().contains("0 to 100"));
+        assert!(plan("temperature_bed_target", "-1", None, None).is_err());
+        assert!(plan("temperature_bed_target", "NaN", None, None).is_err());
+        assert_eq!(plan("temperature_bed_target", "0", None, None).unwrap().path, "/api/printer/bed");
+    }
+
+    fn profile(extruders: u32, bed: bool, chamber: bool) -> Profile {
+        Profile { name: "Prusa MK4".into(), extruders, heated_bed: bed, heated_chamber: chamber }
+    }
+
+    #[test]
+    fn the_printer_profile_rules_out_tools_and_heaters_the_printer_lacks() {
+        let one = profile(1, true, false);
+        assert!(plan("temperature_tool0_target", "210", None, Some(&one)).is_ok());
+        let e = plan("temperature_tool1_target", "210", None, Some(&one)).unwrap_err();
+        assert_eq!(e, "cannot set temperature_tool1_target: the printer profile `Prusa MK4` has 1 extruder(s) (tool0)");
+        let e = plan("temperature_chamber_target", "40", None, Some(&one)).unwrap_err();
+        assert!(e.contains("has no heated chamber"), "{e}");
+        assert!(
+            plan("temperature_bed_target", "60", None, Some(&profile(1, false, false)))
+                .unwrap_err()
+                .contains("no heated bed")
+        );
+        let five = profile(5, true, true);
+        assert!(
+            plan("temperature_tool4_target", "200", None, Some(&five)).is_ok(),
+            "tools beyond 3 with a profile that has them"
+        );
+        assert!(plan("temperature_chamber_target", "40", None, Some(&five)).is_ok());
+        assert!(plan("temperature_tool1_target", "210", None, None).is_ok(), "no profile: OctoPrint decides");
+    }
+
+    #[test]
+    fn the_current_profile_is_read_from_octoprints_answer() {
+        let answer = serde_json::json!({"profiles": {
+            "_default": {"id": "_default", "name": "Default", "default": true, "current": false,
+                         "heatedBed": true, "heatedChamber": false, "extruder": {"count": 1}},
+            "idex": {"id": "idex", "name": "IDEX", "default": false, "current": true,
+                     "heatedBed": true, "heatedChamber": true, "extruder": {"count": 2}}}});
+        assert_eq!(
+            Profile::from_answer(&answer),
+            Some(Profile { name: "IDEX".into(), extruders: 2, heated_bed: true, heated_chamber: true })
+        );
+        assert_eq!(Profile::from_answer(&serde_json::json!({"profiles": {}})), None);
+        assert_eq!(Profile::from_answer(&serde_json::json!([1, 2])), None);
     }
 }

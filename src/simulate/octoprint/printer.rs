@@ -325,6 +325,13 @@ impl PrinterSim {
     /// `POST /api/printer/tool|bed|chamber` with `command: target`: 409 while the printer is not
     /// operational or for a chamber the profile lacks. The new target is published with the next
     /// temperature sample, as the plugin does.
+    /// What its OctoPrint profile says: extruders, heated bed, heated chamber.
+    pub(crate) fn heater_layout(&self) -> (usize, bool, bool) {
+        let tools = self.heaters.iter().filter(|h| h.key.starts_with("tool")).count();
+        let bed = self.heaters.iter().any(|h| h.key == "bed");
+        (tools, bed, self.heaters.iter().any(|h| h.key == "chamber"))
+    }
+
     pub(crate) fn rest_heater(&mut self, which: &str, json: &serde_json::Value) -> Result<Vec<SimPublish>, RestAnswer> {
         use axum::http::StatusCode;
         if self.phase == Phase::Off {

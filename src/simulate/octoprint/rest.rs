@@ -1,5 +1,6 @@
 //! The REST side of the simulated OctoPrint: the endpoints the bridge's commands use
-//! (`POST /api/job`, `/api/printer/tool|bed|chamber`, `/api/connection`), the `X-Api-Key` check,
+//! (`POST /api/job`, `/api/printer/tool|bed|chamber`, `/api/connection`, `GET /api/printerprofiles`),
+//! the `X-Api-Key` check,
 //! and the effects of a command published like the plugin does.
 
 use std::sync::{Arc, Mutex};
@@ -69,9 +70,24 @@ fn rest_apply(
     }
 }
 
+/// `GET /api/printerprofiles`: one current profile describing the simulated printer's heaters.
+fn profiles(ctx: &RestCtx, headers: &axum::http::HeaderMap) -> RestAnswer {
+    use axum::http::StatusCode;
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if key != &*ctx.api_key {
+        return (StatusCode::FORBIDDEN, "You don't have the permission to access the requested resource.".into());
+    }
+    let (extruders, bed, chamber) = lock_sim(&ctx.sim).heater_layout();
+    let profile = serde_json::json!({
+        "id": "_default", "name": "Simulated printer", "current": true, "default": true,
+        "heatedBed": bed, "heatedChamber": chamber, "extruder": {"count": extruders, "sharedNozzle": false},
+    });
+    (StatusCode::OK, serde_json::json!({"profiles": {"_default": profile}}).to_string())
+}
+
 pub(super) fn rest_router(ctx: RestCtx) -> axum::Router {
     use axum::extract::State;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     let route = |f: fn(&mut PrinterSim, &serde_json::Value, i64) -> Result<Vec<SimPublish>, RestAnswer>| {
         post(move |State(ctx): State<RestCtx>, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
             rest_apply(&ctx, &headers, &body, f)
@@ -83,5 +99,9 @@ pub(super) fn rest_router(ctx: RestCtx) -> axum::Router {
         .route("/api/printer/bed", route(|s, j, _| s.rest_heater("bed", j)))
         .route("/api/printer/chamber", route(|s, j, _| s.rest_heater("chamber", j)))
         .route("/api/connection", route(PrinterSim::rest_connection))
+        .route(
+            "/api/printerprofiles",
+            get(|State(ctx): State<RestCtx>, headers: axum::http::HeaderMap| async move { profiles(&ctx, &headers) }),
+        )
         .with_state(ctx)
 }
