@@ -201,3 +201,102 @@ async fn readyz_says_the_broker_refused_the_connection_as_not_authorized() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A broker too busy to read, between the bridge and Mosquitto: what the client sends reaches the
+/// broker only `delay` later, and when the client goes away, what has not reached the broker yet is
+/// dropped and the broker side closed, as a broker's kernel drops unread data when the client
+/// resets the connection. Broker → client traffic passes as soon as the proxy gets to it.
+struct SlowBroker {
+    /// The port the bridge connects to.
+    port: u16,
+    /// Ends the proxy's accept loop.
+    stop: CancellationToken,
+}
+
+impl SlowBroker {
+    async fn start(broker: &Broker, delay: Duration) -> SlowBroker {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let target = broker.url().trim_start_matches("mqtt://").to_owned();
+        let stop = CancellationToken::new();
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                let gone = CancellationToken::new();
+                let client_gone = gone.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        let _ = chunks.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+                    }
+                    client_gone.cancel();
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        tokio::select! {
+                            _ = gone.cancelled() => break,
+                            next = due.recv() => {
+                                let Some((at, bytes)) = next else { break };
+                                tokio::select! {
+                                    // The client went away first: this never reaches the broker.
+                                    _ = gone.cancelled() => break,
+                                    _ = tokio::time::sleep_until(at) => {}
+                                }
+                                if upstream.write_all(&bytes).await.is_err() {
+                                    break;
+                                }
+                            }
+                            n = upstream.read(&mut buf) => match n {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            },
+                        }
+                    }
+                });
+            }
+        });
+        SlowBroker { port, stop }
+    }
+}
+
+/// Defect 5: with a broker slow to read, the bridge used to close its connection right after
+/// handing the offline states to the socket, and they never arrived: devices stayed `online`
+/// retained. Shutdown now waits for the broker's acknowledgements (within its budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_broker_gets_every_offline_state_before_the_bridge_lets_go() {
+    let broker = Broker::start().await;
+    let probe = crate::common::Probe::start(&broker).await;
+    let slow = SlowBroker::start(&broker, Duration::from_millis(400)).await;
+    let sim = crate::common::Sim::start(Some(&broker), false, |_| {}).await;
+    let yaml = format!(
+        "mqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: hlbridge-slow-{}\n\
+         output:\n  prefix: home\nhttp:\n  listen: null\ndevices:\n{CHARGER}",
+        slow.port,
+        crate::common::unique()
+    );
+    let bridge = crate::common::start_bridge(&yaml).await;
+    probe.wait_value("home/garage/availability", "online").await;
+    probe.wait_value("home/bridge/status", "online").await;
+    bridge.shutdown().await;
+    slow.stop.cancel();
+    assert_eq!(
+        latest_retained(&broker, "home/garage/availability").await.as_deref(),
+        Some("offline"),
+        "the device's offline state reached the broker before the bridge closed its connection"
+    );
+    assert_eq!(latest_retained(&broker, "home/bridge/status").await.as_deref(), Some("offline"));
+    sim.stop().await;
+}
