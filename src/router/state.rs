@@ -316,8 +316,10 @@ impl DeviceState {
         if update.fresh {
             self.last_seen = Some((now.mono, now.wall));
         }
-        let wall = OffsetDateTime::from(now.wall);
-        let ts = update.ts.or(update.fresh.then_some(wall));
+        // The wall clock as a timestamp only where a reading carries none (go-e): converting costs a
+        // calendar computation, and most readings of the other adapters bring their own.
+        let wall = || OffsetDateTime::from(now.wall);
+        let ts = update.ts.or_else(|| update.fresh.then(wall));
         let mut changed = false;
         for (q, v) in update.readings {
             // An empty text means "absent" (no reading error, no file): the quantity leaves the
@@ -341,7 +343,7 @@ impl DeviceState {
             }
             if let Value::Number(n) = v {
                 if !q.plausible(n) {
-                    self.reject_implausible(cx, q, n, update.fresh, ts.unwrap_or(wall));
+                    self.reject_implausible(cx, q, n, update.fresh, ts.unwrap_or_else(wall));
                     continue;
                 }
                 if let Some(i) = self.implausible.iter().position(|x| *x == q) {
@@ -370,7 +372,7 @@ impl DeviceState {
                 && let Some(mut guard) = self.slots[i].guard.take()
             {
                 let admitted =
-                    self.guard_admits(cx, q, &mut guard, *n, now, update.ts, update.fresh, ts.unwrap_or(wall));
+                    self.guard_admits(cx, q, &mut guard, *n, now, update.ts, update.fresh, ts.unwrap_or_else(wall));
                 self.slots[i].guard = Some(guard);
                 if !admitted {
                     continue;
@@ -406,7 +408,7 @@ impl DeviceState {
         {
             self.publish_info(cx);
         }
-        let event_ts = ts.unwrap_or(wall);
+        let event_ts = ts.unwrap_or_else(wall);
         for e in &update.events {
             self.publish_event(cx, event_ts, e);
         }
