@@ -64,10 +64,12 @@ impl Drop for RestPrinter {
     }
 }
 
+/// `command_rate_limit: 0s`: the rate limit is tested in `commands.rs`; here a command sent right
+/// after the previous one was confirmed must not depend on how fast the printer confirmed it.
 fn printer_yaml(url: &str, key: &str, timeout: &str) -> String {
     format!(
         "  printer:\n    adapter: octoprint\n    url: {url}\n    api_key: {key}\n    commands: true\n    \
-         command_rate_limit: 10ms\n    command_timeout: {timeout}\n"
+         command_rate_limit: 0s\n    command_timeout: {timeout}\n"
     )
 }
 
