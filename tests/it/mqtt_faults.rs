@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::common::{
-    Broker, Lab, TempDir, client_settings, eventually, http_base, http_get, latest_retained, mosquitto_path,
+    Broker, Lab, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained, mosquitto_path,
     sample_value, scrape,
 };
 
@@ -298,5 +298,97 @@ async fn a_slow_broker_gets_every_offline_state_before_the_bridge_lets_go() {
         "the device's offline state reached the broker before the bridge closed its connection"
     );
     assert_eq!(latest_retained(&broker, "home/bridge/status").await.as_deref(), Some("offline"));
+    sim.stop().await;
+}
+
+/// Defect 6: a broker with persistence (most installs) keeps every retained device message across a
+/// restart and replays all of them to the re-subscribing bridge. Readings the bridge handled before
+/// the restart, from devices that have gone since, must not bring those devices back `online` nor
+/// refresh the time in their state; live data afterwards still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_broker_replays_old_readings_after_a_restart_and_no_gone_device_comes_back_online() {
+    let Some(broker) = Broker::start_persistent().await else {
+        eprintln!("note: skipped: the in-process broker cannot be restarted (install mosquitto)");
+        return;
+    };
+    let devices = "  garage:\n    adapter: goe\n    serial: \"012345\"\n    freshness: 1s\n  \
+                   printer:\n    adapter: octoprint\n";
+    let mut lab = Lab::start_on(broker, devices, "").await;
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value("home/garage/availability", "online").await;
+    lab.probe.wait_latest("home/garage/power", |_| true).await;
+    // The plugin's retained status and a retained temperature sample, delivered live to the bridge.
+    lab.probe.publish_retained("octoPrint/mqtt", "connected");
+    let bed = r#"{"actual": 59.9, "target": 60.0, "_timestamp": 1700000000}"#;
+    eventually("the printer online from a live temperature", async || {
+        lab.probe.publish_retained("octoPrint/temperature/bed", bed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (lab.probe.latest("home/printer/availability").as_deref() == Some("online")).then_some(())
+    })
+    .await;
+
+    // Both devices go away: the charger stops publishing, the plugin's last will says so.
+    sim.stop().await;
+    lab.probe.publish_retained("octoPrint/mqtt", "disconnected");
+    lab.probe.wait_value("home/garage/availability", "offline").await;
+    lab.probe.wait_value("home/printer/availability", "offline").await;
+    let garage_state = lab.probe.wait_latest("home/garage/state", |_| true).await;
+    let garage = [("device", "garage")];
+    let printer = [("device", "printer")];
+    let received_garage = counter(&lab, "hlbridge_messages_received_total", &garage).await;
+    let received_printer = counter(&lab, "hlbridge_messages_received_total", &printer).await;
+    // A persistent broker replays one message per retained topic.
+    let retained_goe = {
+        let mut topics: Vec<String> = lab
+            .probe
+            .everything()
+            .into_iter()
+            .filter(|m| m.topic.starts_with("go-eCharger/012345/") && !m.payload.is_empty())
+            .map(|m| m.topic)
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics.len() as f64
+    };
+    assert!(retained_goe > 10.0, "the charger published {retained_goe} retained keys");
+
+    let mark = lab.probe.mark();
+    lab.broker.restart_gracefully().await;
+    let p = &lab.probe;
+    p.wait_for_since(mark, "bridge/status online again", |m| m.topic == "home/bridge/status" && m.payload == "online")
+        .await;
+    // The probe re-subscribed too and sees the store kept the devices' messages.
+    p.wait_for_since(mark, "the charger's retained keys replayed", |m| {
+        m.retain && m.topic.starts_with("go-eCharger/012345/")
+    })
+    .await;
+    eventually("every retained device message replayed to the bridge", async || {
+        let g = counter(&lab, "hlbridge_messages_received_total", &garage).await;
+        let pr = counter(&lab, "hlbridge_messages_received_total", &printer).await;
+        (g >= received_garage + retained_goe && pr >= received_printer + 2.0).then_some(())
+    })
+    .await;
+    // Handled, and nothing brought back to life: no `online` since the restart, nor a state
+    // stamped by the replay.
+    let woke: Vec<_> = p
+        .everything()
+        .into_iter()
+        .filter(|m| m.seq >= mark && m.topic.ends_with("/availability") && m.payload == "online")
+        .map(|m| m.topic)
+        .collect();
+    assert!(woke.is_empty(), "replayed readings brought {woke:?} back online");
+    assert_eq!(counter(&lab, "hlbridge_device_up", &garage).await, 0.0);
+    assert_eq!(counter(&lab, "hlbridge_device_up", &printer).await, 0.0);
+    let state_now: serde_json::Value =
+        serde_json::from_str(&latest_retained(&lab.broker, "home/garage/state").await.unwrap()).unwrap();
+    let state_before: serde_json::Value = serde_json::from_str(&garage_state).unwrap();
+    assert_eq!(state_now["ts"], state_before["ts"], "the replay moved the reading time");
+
+    // Live data from the charger still brings it back.
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    p.wait_for_since(mark, "the charger online from live data", |m| {
+        m.topic == "home/garage/availability" && m.payload == "online"
+    })
+    .await;
     sim.stop().await;
 }

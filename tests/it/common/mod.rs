@@ -135,18 +135,37 @@ pub struct Broker {
     port: u16,
     mosquitto: Option<(PathBuf, TempDir)>,
     child: Option<Child>,
+    /// Mosquitto keeps retained messages in its directory across restarts (a broker with
+    /// `persistence true`, as most installs have): a restart replays them to re-subscribers.
+    persistent: bool,
 }
 
 impl Broker {
     /// Starts Mosquitto on a free port (or the in-process broker, see module docs).
     pub async fn start() -> Broker {
+        Broker::start_with(false).await
+    }
+
+    /// Starts a Mosquitto that persists retained messages across [`Broker::restart_gracefully`];
+    /// `None` when only the in-process broker is available.
+    pub async fn start_persistent() -> Option<Broker> {
+        let b = Broker::start_with(true).await;
+        b.can_restart().then_some(b)
+    }
+
+    async fn start_with(persistent: bool) -> Broker {
         init();
         match flavour() {
             Flavour::Mosquitto(bin) => {
                 let mut last_err = String::new();
                 for _ in 0..10 {
                     let port = free_port();
-                    let mut b = Broker { port, mosquitto: Some((bin.clone(), TempDir::new("mosquitto"))), child: None };
+                    let mut b = Broker {
+                        port,
+                        mosquitto: Some((bin.clone(), TempDir::new("mosquitto"))),
+                        child: None,
+                        persistent,
+                    };
                     match b.spawn_mosquitto().await {
                         Ok(()) => return b,
                         Err(e) => last_err = e,
@@ -160,7 +179,7 @@ impl Broker {
                     let port = free_port();
                     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                     if hlbridge::surface::broker::start(addr).await.is_ok() {
-                        return Broker { port, mosquitto: None, child: None };
+                        return Broker { port, mosquitto: None, child: None, persistent: false };
                     }
                 }
                 panic!("the in-process broker did not start on a free port after 10 tries");
@@ -174,10 +193,21 @@ impl Broker {
 
     async fn spawn_mosquitto(&mut self) -> Result<(), String> {
         let (bin, dir) = self.mosquitto.as_ref().expect("mosquitto broker");
+        let persistence = if self.persistent {
+            // Mosquitto started as root drops to its own user before it writes the store.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777));
+            }
+            format!("persistence true\npersistence_location {}/\n", dir.0.display())
+        } else {
+            "persistence false\n".to_owned()
+        };
         let conf = dir.write(
             "mosquitto.conf",
             &format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest {}\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest {}\n",
                 self.port,
                 if std::env::var_os("RUST_LOG").is_some() { "stderr" } else { "none" }
             ),
@@ -213,7 +243,7 @@ impl Broker {
 
     /// A broker some other part of the test runs (e.g. a TLS-enabled Mosquitto), reached on `port`.
     pub fn external(port: u16) -> Broker {
-        Broker { port, mosquitto: None, child: None }
+        Broker { port, mosquitto: None, child: None, persistent: false }
     }
 
     /// `mqtt://127.0.0.1:<port>`.
@@ -234,10 +264,26 @@ impl Broker {
         }
     }
 
-    /// Starts the broker again on the same port (retained messages are gone: no persistence).
+    /// Starts the broker again on the same port (retained messages are gone unless persistent).
     pub async fn restart(&mut self) {
         assert!(self.can_restart(), "the in-process broker cannot restart");
         self.stop();
+        self.spawn_again().await;
+    }
+
+    /// Stops the broker with SIGTERM (a persistent one saves its retained messages) and starts it
+    /// again on the same port.
+    pub async fn restart_gracefully(&mut self) {
+        assert!(self.can_restart(), "the in-process broker cannot restart");
+        if let Some(mut c) = self.child.take() {
+            let term = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().expect("kill(1)");
+            assert!(term.success(), "kill -TERM mosquitto");
+            let _ = c.wait();
+        }
+        self.spawn_again().await;
+    }
+
+    async fn spawn_again(&mut self) {
         let mut last = String::new();
         for _ in 0..50 {
             match self.spawn_mosquitto().await {
