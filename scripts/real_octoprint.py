@@ -437,6 +437,38 @@ class Run:
         body, m = self.command("printer_connection", "connect", True)
         cap.wait_value(self.t("availability"), "online", m)
 
+        self.stage("a short print to the end")
+        mark = cap.mark()
+        r = self.rest(
+            "POST", "/api/files/local",
+            files={"file": ("hlbridge-real-done.gcode", self.gcode(steps=8), "application/octet-stream")},
+            data={"select": "true", "print": "true"},
+        )
+        self.check(r.status_code == 201, "upload with print=true", f"HTTP {r.status_code}")
+        cap.wait_value(self.t("printer_state"), "printing", mark)
+        done = cap.wait(
+            "the print_done event",
+            lambda x: x.topic == f"{PREFIX}/{DEV}/event" and (x.json() or {}).get("event") == "print_done",
+            mark,
+            120,
+        )
+        self.figure("print_done data", json.dumps(done.json()["data"]))
+        cap.wait_value(self.t("print_progress"), "100", mark)
+        # The bridge publishes the state before the event of the same message.
+        cap.wait_value(self.t("printer_state"), "operational", mark)
+        cap.wait("the plugin's progress tick after the print", lambda x: x.topic == "octoPrint/progress/printing", done.seq, 30)
+        cap.quiet(2)
+        self.check(cap.latest(self.t("printer_state")) == "operational", "operational after print_done", cap.latest(self.t("printer_state")))
+        vals = {q: cap.latest(self.t(q)) for q in ("print_progress", "print_time_left", "print_time_elapsed", "print_file")}
+        self.figure("print quantities after print_done", vals)
+        self.check(
+            vals["print_progress"] == "100" and vals["print_file"] == "hlbridge-real-done.gcode",
+            "after the print: progress 100 and the file stays",
+            str(vals),
+        )
+        states = [x.payload for x in cap.all(self.t("printer_state"), mark)]
+        self.figure("printer_state during the short print", states)
+
         self.stage("OctoPrint shuts down (SIGTERM), printer connected")
         cap.quiet(3)
         mark = cap.mark()
@@ -456,10 +488,11 @@ class Run:
             ready.get("reason"),
         )
 
-    def gcode(self):
-        """A small print: homing, then moves with dwells so it lasts about `print_secs`."""
+    def gcode(self, steps=None):
+        """A small print: homing, then moves with dwells so it lasts about `print_secs` (or `steps`
+        seconds)."""
         lines = ["; hlbridge real-run test print", "G28", "G90", "M83"]
-        steps = max(10, int(self.args.print_secs))
+        steps = steps or max(10, int(self.args.print_secs))
         for i in range(steps):
             lines.append(f"G1 X{10 + i % 50} Y{10 + (i * 7) % 50} Z{0.2 + i * 0.02:.2f} E0.5 F1800")
             lines.append("G4 P1000")

@@ -433,23 +433,47 @@ fn a_real_octoprint_run_replays_to_its_golden_topics_and_to_what_the_live_bridge
     assert_eq!(live(&watched[0])[1..], availability[..], "live and replay agree");
     let states = &history[&watched[1]];
     assert_eq!(states, &live(&watched[1]), "printer_state, replay vs live");
-    let order = ["offline", "operational", "printing", "pausing", "paused", "printing", "cancelling", "operational"];
+    let order = [
+        "offline",
+        "operational",
+        "printing",
+        "pausing",
+        "paused",
+        "printing",
+        "cancelling",
+        "operational",
+        "offline",
+        "operational",
+        "printing",
+        "finishing",
+        "operational",
+    ];
     let mut it = states.iter();
     for want in order {
         assert!(it.any(|s| s == want), "{want} missing or out of order in {states:?}");
     }
     assert_eq!(states.last().map(String::as_str), Some("unknown"), "after the shutdown: {states:?}");
-    // Issue #11 item 10 (a): the null times after the cancel delete print_time_left.
+    // Issue #11 item 10 (a): after the cancel the null times delete print_time_left (an empty
+    // payload); the print that follows sets it again, 0 once it is done.
+    // (At start-up OctoPrint's reset has null times too: deleted once before anything was set.)
     let left = &history[&watched[2]];
-    assert!(left.iter().any(|v| !v.is_empty()), "a time left while printing: {left:?}");
-    assert_eq!(left.last().map(String::as_str), Some(""), "{left:?}");
-    assert_eq!(text(&out, &format!("{d}/print_time_elapsed")), "");
-    assert_eq!(text(&out, &format!("{d}/print_progress")), "0");
-    assert_eq!(text(&out, &format!("{d}/print_file")), "hlbridge-real.gcode");
+    let set = left.iter().position(|v| !v.is_empty()).unwrap_or_else(|| panic!("never set: {left:?}"));
+    assert!(left[set..].iter().any(String::is_empty), "deleted after the cancel: {left:?}");
+    assert_eq!(left.last().map(String::as_str), Some("0"), "{left:?}");
+    assert_eq!(text(&out, &format!("{d}/print_progress")), "100");
+    assert_eq!(text(&out, &format!("{d}/print_file")), "hlbridge-real-done.gcode");
+    assert!(!text(&out, &format!("{d}/print_time_elapsed")).is_empty());
     let names = event_names(&out);
-    for n in
-        ["connected", "print_started", "print_paused", "print_resumed", "print_cancelled", "print_failed", "shutdown"]
-    {
+    for n in [
+        "connected",
+        "print_started",
+        "print_paused",
+        "print_resumed",
+        "print_cancelled",
+        "print_failed",
+        "print_done",
+        "shutdown",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
     assert_eq!(find_event(&out, "print_failed")["data"]["reason"], "cancelled");
