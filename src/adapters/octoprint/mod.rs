@@ -352,7 +352,18 @@ async fn start_command(
     };
     // Heater commands check the printer's profile (tools, bed, chamber); read per command, so a
     // profile changed in OctoPrint counts at once. Unreadable: the fixed bounds, OctoPrint decides.
-    let profile = if cmd.name.starts_with("temperature_") { rest.profile().await.ok() } else { None };
+    let profile = if cmd.name.starts_with("temperature_") {
+        match rest.profile().await {
+            Ok(p) => Some(p),
+            Err(rest::ProfileError::KeyRefused(e)) => {
+                device.command_result(&cmd, Err(e));
+                return None;
+            }
+            Err(rest::ProfileError::Unreadable(_)) => None,
+        }
+    } else {
+        None
+    };
     let plan = match rest::plan(cmd.name, &cmd.value, state.as_deref(), profile.as_ref()) {
         Ok(p) => p,
         Err(e) => {

@@ -212,9 +212,10 @@ impl Rest {
         Ok(Rest { client, base: base.trim_end_matches('/').to_owned(), key, timeout })
     }
 
-    /// The printer's current profile; `Err` says why it could not be read (the caller then plans
-    /// with the fixed bounds).
-    pub(crate) async fn profile(&self) -> Result<Profile, String> {
+    /// The printer's current profile. A refused key fails the command at once (the `POST` would
+    /// be refused too, with a less telling answer); any other failure lets the caller plan with
+    /// the fixed bounds.
+    pub(crate) async fn profile(&self) -> Result<Profile, ProfileError> {
         let url = format!("{}/api/printerprofiles", self.base);
         let resp = self
             .client
@@ -223,14 +224,23 @@ impl Rest {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| format!("OctoPrint at {} did not answer: {}", self.base, http::describe(&e)))?;
-        if !resp.status().is_success() {
-            return Err(format!("OctoPrint answered HTTP {} for the printer profiles", resp.status().as_u16()));
+            .map_err(|e| {
+                ProfileError::Unreadable(format!("OctoPrint at {} did not answer: {}", self.base, http::describe(&e)))
+            })?;
+        let status = resp.status().as_u16();
+        if matches!(status, 401 | 403) {
+            return Err(ProfileError::KeyRefused(refusal(status, "")));
         }
-        let body = http::read_capped(resp, MAX_BODY).await.map_err(|e| format!("printer profiles: {e}"))?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("printer profiles are not JSON: {e}"))?;
-        Profile::from_answer(&json).ok_or_else(|| "no current printer profile in OctoPrint's answer".to_owned())
+        if !resp.status().is_success() {
+            return Err(ProfileError::Unreadable(format!("OctoPrint answered HTTP {status} for the printer profiles")));
+        }
+        let body = http::read_capped(resp, MAX_BODY)
+            .await
+            .map_err(|e| ProfileError::Unreadable(format!("printer profiles: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ProfileError::Unreadable(format!("printer profiles are not JSON: {e}")))?;
+        Profile::from_answer(&json)
+            .ok_or_else(|| ProfileError::Unreadable("no current printer profile in OctoPrint's answer".to_owned()))
     }
 
     /// Sends `plan`; `Ok` when OctoPrint accepted it (2xx), `Err` with OctoPrint's reason.
@@ -255,14 +265,38 @@ impl Rest {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| text.trim().to_owned());
-        let reason = clip(&reason);
-        Err(match status.as_u16() {
-            409 => format!("OctoPrint refused it (409, the printer's state does not allow it): {reason}"),
-            401 | 403 => {
-                format!("OctoPrint refused the API key (HTTP {}); check api_key / api_key_file", status.as_u16())
-            }
-            s => format!("OctoPrint answered HTTP {s}: {reason}"),
-        })
+        Err(refusal(status.as_u16(), &reason))
+    }
+}
+
+/// Why [`Rest::profile`] has no profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProfileError {
+    /// OctoPrint refused the API key: the command fails with this message.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// Not readable for another reason: the command goes ahead with the fixed bounds.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// OctoPrint's answer to a refused request as a command error. `reason` is the `error` text of its
+/// body (device text, clipped here).
+///
+/// A `POST` whose key OctoPrint does not accept is not answered 403: without a valid key OctoPrint
+/// (1.8 and later, seen on 1.11.8) takes the request for a browser session's and fails its CSRF
+/// check first, `400 {"error": "CSRF validation failed"}`. The bridge never uses sessions, so that
+/// answer means the key.
+pub(crate) fn refusal(status: u16, reason: &str) -> String {
+    let csrf = reason.contains("CSRF validation failed");
+    let reason = clip(reason);
+    match status {
+        409 => format!("OctoPrint refused it (409, the printer's state does not allow it): {reason}"),
+        401 | 403 => format!("OctoPrint refused the API key (HTTP {status}); check api_key / api_key_file"),
+        400 if csrf => "OctoPrint refused the API key (HTTP 400 `CSRF validation failed`: its answer to a POST \
+                        without a valid key); check api_key / api_key_file"
+            .to_owned(),
+        s => format!("OctoPrint answered HTTP {s}: {reason}"),
     }
 }
 
@@ -319,6 +353,20 @@ mod tests {
         );
         assert!(plan("temperature_chamber_target", "40", None, Some(&five)).is_ok());
         assert!(plan("temperature_tool1_target", "210", None, None).is_ok(), "no profile: OctoPrint decides");
+    }
+
+    #[test]
+    fn octoprints_csrf_answer_to_a_post_with_a_wrong_key_is_reported_as_the_key() {
+        // What OctoPrint 1.11.8 answers a POST /api/connection with a wrong X-Api-Key.
+        let e = refusal(400, "CSRF validation failed");
+        assert!(e.starts_with("OctoPrint refused the API key (HTTP 400"), "{e}");
+        assert!(e.contains("check api_key / api_key_file"), "{e}");
+        assert_eq!(refusal(403, ""), "OctoPrint refused the API key (HTTP 403); check api_key / api_key_file");
+        assert_eq!(
+            refusal(400, "Malformed JSON body in request"),
+            "OctoPrint answered HTTP 400: Malformed JSON body in request"
+        );
+        assert!(refusal(409, "Printer is not operational").contains("409, the printer's state does not allow it"));
     }
 
     #[test]

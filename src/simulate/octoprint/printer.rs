@@ -240,9 +240,13 @@ impl PrinterSim {
         self.connected = false;
     }
 
-    /// OctoPrint shuts down, in the order a real OctoPrint 1.11.8 + plugin 0.8.16 does it: the
-    /// plugin's own `disconnected`, then OctoPrint's live `Shutdown` event, then (the socket closes
-    /// without a DISCONNECT) the broker's last will, `disconnected` again. [`run`](super::run) ends with a clean
+    /// OctoPrint shuts down in one of the two orders a real OctoPrint 1.11.8 + plugin 0.8.16 shows:
+    /// the plugin's own `disconnected`, then OctoPrint's live `Shutdown` event, then (the socket
+    /// closes without a DISCONNECT) the broker's last will, `disconnected` again. OctoPrint fires
+    /// `Shutdown` on its event thread while it calls the plugins' `on_shutdown` (the plugin's
+    /// `disconnected`), so the event may also come first (the recorded real run,
+    /// `adapters/octoprint/fixtures/real_octoprint_1.11.8_mqtt_0.8.16.tsv`); this order is the
+    /// harder one for the bridge (live data after `disconnected`). [`run`](super::run) ends with a clean
     /// DISCONNECT, which suppresses the real will, so the will's message is the last publish here:
     /// subscribers see the same topic, payload and order.
     pub(crate) fn shutdown(&mut self, now: i64) -> Vec<SimPublish> {
@@ -573,10 +577,11 @@ impl PrinterSim {
     }
 
     fn cancel(&mut self, out: &mut Vec<SimPublish>, now: i64) {
-        self.set_state(out, now, "CANCELLING", "Cancelling");
+        // OctoPrint 1.11.8 fires PrintCancelling before the state changes to CANCELLING.
         let mut f = self.job_fields(true);
         self.connector(&mut f);
         self.event(out, now, "PrintCancelling", f);
+        self.set_state(out, now, "CANCELLING", "Cancelling");
         let time = J::Float((self.print_secs() * 1000.0).round() / 1000.0);
         let mut cancelled = self.job_fields(false);
         cancelled.push(("time", time.clone()));

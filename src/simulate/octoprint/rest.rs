@@ -13,7 +13,8 @@ use crate::mqtt::MqttHandle;
 pub struct RestSim {
     /// Where the REST API listens (bound by the caller, so tests own their port).
     pub listener: tokio::net::TcpListener,
-    /// The API key OctoPrint expects in `X-Api-Key`; anything else gets 403.
+    /// The API key OctoPrint expects in `X-Api-Key`; anything else gets what OctoPrint 1.11.8
+    /// answers: 400 `CSRF validation failed` on a POST, 403 on a GET.
     pub api_key: String,
     /// Accept commands (204) but never act on them: a printer that stays silent, for timeouts.
     pub silent: bool,
@@ -35,12 +36,14 @@ pub(super) struct RestCtx {
 /// A REST answer: status and body (a command's error, or 204 with nothing).
 pub(super) type RestAnswer = (axum::http::StatusCode, String);
 
-/// Parses a REST body and checks the key like OctoPrint: 403 for a wrong key, 400 for bad JSON.
+/// Parses a REST body and checks the key like OctoPrint 1.11.8 does for a `POST`: a request
+/// without a valid key is taken for a browser session's and fails the CSRF check first (400
+/// `{"error": "CSRF validation failed"}`, not 403); 400 for bad JSON.
 fn rest_prelude(ctx: &RestCtx, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<serde_json::Value, RestAnswer> {
     use axum::http::StatusCode;
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if key != &*ctx.api_key {
-        return Err((StatusCode::FORBIDDEN, "You don't have the permission to access the requested resource.".into()));
+        return Err((StatusCode::BAD_REQUEST, r#"{"error": "CSRF validation failed"}"#.into()));
     }
     serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, "Malformed JSON body in request".into()))
 }
@@ -70,7 +73,8 @@ fn rest_apply(
     }
 }
 
-/// `GET /api/printerprofiles`: one current profile describing the simulated printer's heaters.
+/// `GET /api/printerprofiles`: one current profile describing the simulated printer's heaters; a
+/// wrong key is 403 here (a `GET` needs no CSRF token).
 fn profiles(ctx: &RestCtx, headers: &axum::http::HeaderMap) -> RestAnswer {
     use axum::http::StatusCode;
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();

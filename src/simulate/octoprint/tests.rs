@@ -91,7 +91,10 @@ fn alternate_outcome_cancels_the_second_print() {
     let msgs = run_ticks(&mut sim, o.phases.cycle() * 2 + 4);
     let ev = events(&msgs);
     let cancelled = position(&ev, "PrintCancelled");
-    assert_eq!(ev[cancelled - 1], "PrintCancelling");
+    // The order of a real OctoPrint 1.11.8: the event, then the state change, then the cancel.
+    assert_eq!(ev[cancelled - 2..cancelled], ["PrintCancelling", "PrinterStateChanged"]);
+    let ids = state_ids(&msgs);
+    assert!(ids.windows(2).any(|w| w == ["CANCELLING", "OPERATIONAL"]), "{ids:?}");
     assert_eq!(ev[cancelled + 1], "PrintFailed");
     let failed = msgs.iter().find(|m| m.topic.ends_with("/PrintFailed")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&failed.payload).unwrap();

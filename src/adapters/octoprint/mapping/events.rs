@@ -129,7 +129,9 @@ impl Mapper {
             if self.have_elapsed
                 && let Some(d) = number(data.get("duration"))
             {
-                out.update.push(qs().print_time_elapsed, Value::Number(d));
+                // OctoPrint's printTime is `int(seconds)`: the plugin's next progress tick brings
+                // the truncated number, which would be a second publish of the same rendered value.
+                out.update.push(qs().print_time_elapsed, Value::Number(d.trunc()));
             }
         }
         out.update.events.push(Event { name: unified, data });

@@ -326,8 +326,9 @@ impl Mapper {
 
     /// Live plugin data while the plugin is known to be disconnected. It does not prove a new
     /// connection by itself: at shutdown the plugin says `disconnected`, then OctoPrint's live
-    /// `Shutdown` event still goes out, then the broker sends the last will (a real OctoPrint
-    /// 1.11.8 + plugin 0.8.16 run). Only the plugin's `connected` does, with one exception: when
+    /// `Shutdown` event may still go out (OctoPrint fires it on its event thread while the plugin's
+    /// `on_shutdown` runs, so it comes before or after), then the broker sends the last will (real
+    /// OctoPrint 1.11.8 + plugin 0.8.16 runs). Only the plugin's `connected` does, with one exception: when
     /// a restarted OctoPrint (a new random client id) said `connected` before the broker gave up on
     /// the old session, the old session's last will arrives late and no `connected` follows. Live
     /// data spanning [`RECOVER_AFTER_SECS`] of the plugin's clock is then the proof.

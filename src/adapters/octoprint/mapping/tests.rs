@@ -417,6 +417,33 @@ fn a_shutdown_event_between_disconnected_and_the_last_will_keeps_the_host_down()
 }
 
 #[test]
+fn a_done_print_ends_at_the_elapsed_time_the_plugins_next_tick_repeats() {
+    // A real OctoPrint 1.11.8 + plugin 0.8.16: PrintDone's `time` is fractional, the progress tick
+    // that follows has `printTime` in whole seconds (`int()`): the same value, not a change.
+    let mut m = Mapper::default();
+    live(
+        &mut m,
+        Topic::Progress("printing"),
+        r#"{"location": "local", "path": "d.gcode", "progress": 66, "printer_data": {"progress": {"completion": 66.28, "filepos": 228, "printTime": 4, "printTimeLeft": 2, "printTimeLeftOrigin": "linear"}}, "_timestamp": 1796209617}"#,
+    );
+    let done = live(
+        &mut m,
+        Topic::Event("PrintDone"),
+        r#"{"name": "d.gcode", "path": "d.gcode", "origin": "local", "size": 344, "owner": "admin", "time": 8.080070350999904, "_event": "PrintDone", "_timestamp": 1796209621}"#,
+    );
+    assert_eq!(num(&done, "print_time_elapsed"), Some(8.0));
+    assert_eq!(num(&done, "print_time_left"), Some(0.0));
+    assert_eq!(num(&done, "print_progress"), Some(100.0));
+    assert_eq!(done.update.events[0].data["duration"], 8.08, "the event keeps the precise duration");
+    let tick = live(
+        &mut m,
+        Topic::Progress("printing"),
+        r#"{"location": "local", "path": "d.gcode", "progress": 100, "printer_data": {"progress": {"completion": 100.0, "filepos": 344, "printTime": 8, "printTimeLeft": 0, "printTimeLeftOrigin": null}}, "_timestamp": 1796209623}"#,
+    );
+    assert_eq!(num(&tick, "print_time_elapsed"), num(&done, "print_time_elapsed"));
+}
+
+#[test]
 fn null_print_times_after_a_cancel_make_the_times_absent() {
     let mut m = Mapper::default();
     let running = live(
