@@ -379,7 +379,12 @@ impl DeviceState {
                 }
             }
             let slot = &mut self.slots[i];
-            slot.value = v;
+            // Kept at the precision it is published with: noise below it is no change (no
+            // republish, no new state JSON), and /metrics shows what MQTT shows.
+            slot.value = match v {
+                Value::Number(n) => Value::Number(crate::model::round_to(n, q.family().decimals)),
+                other => other,
+            };
             if slot.published.as_ref() == Some(&slot.value) && !slot.pending {
                 continue;
             }

@@ -89,6 +89,17 @@ fn the_first_reading_publishes_its_value_and_availability_online_and_nothing_els
 }
 
 #[test]
+fn a_change_below_the_quantitys_precision_publishes_nothing_and_the_state_json_stays_unchanged() {
+    let mut rig = Rig::new(|_| {});
+    assert_eq!(on(&rig.apply(power(230.04), rig.at(0)), "home/ev/power"), ["230"]);
+    rig.flush(rig.at(0));
+    // Float noise (and OctoPrint's 8.08 s vs 8 s) prints the same: no republish, no new snapshot.
+    assert!(rig.apply(power(229.96), rig.at(10)).iter().all(|p| p.topic != "home/ev/power"));
+    assert!(on(&rig.flush(rig.at(10)), "home/ev/state").is_empty(), "nothing changed that anyone can see");
+    assert_eq!(on(&rig.apply(power(230.1), rig.at(20)), "home/ev/power"), ["230.1"]);
+}
+
+#[test]
 fn min_interval_holds_changes_until_the_tick_after_it_then_publishes_only_the_latest() {
     let mut rig = Rig::new(|s| s.min_interval = Some(Duration::from_millis(50)));
     assert_eq!(on(&rig.apply(power(1.0), rig.at(0)), "home/ev/power"), ["1"]);
