@@ -558,30 +558,18 @@ fn unified_events(p: &Probe, base: &str) -> Vec<String> {
     p.all(&format!("{base}/event")).iter().map(|m| m.json()["event"].as_str().unwrap().to_owned()).collect()
 }
 
+/// A print long enough (40 s of 20 ms ticks) that a loaded machine still reads /metrics while it
+/// runs: the bridge's state, progress and set points as gauges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulated_print_can_be_followed_through_unified_topics_and_metrics() {
+async fn metrics_show_a_running_print_with_its_progress_and_set_points() {
     let lab = Lab::start(PRINTER, "").await;
     let sim = OctoSim::start(&lab.broker, |o| {
         o.printer_data = true;
-        o.outcome = SimOutcome::Done;
-        // A long print so /metrics can be read while it runs.
-        o.phases = PhaseTicks { print: 200, ..PhaseTicks::default() };
+        o.phases = PhaseTicks { print: 2_000, ..PhaseTicks::default() };
     });
     let p = &lab.probe;
     let base = "home/printer";
-    wait_seen(p, base, "printer_state", "operational").await;
-    p.wait_value(&format!("{base}/availability"), "online").await;
-    let started = wait_event(p, base, "print_started").await;
-    assert_eq!(started["data"]["file"], "folder/benchy.gcode");
-    assert_eq!(started["data"]["origin"], "local");
-    crate::common::assert_rfc3339_utc(started["ts"].as_str().unwrap());
     wait_seen(p, base, "printer_state", "printing").await;
-    wait_seen(p, base, "print_file", "folder/benchy.gcode").await;
-    wait_seen(p, base, "temperature_tool0_target", "215").await;
-    wait_seen(p, base, "temperature_bed_target", "60").await;
-    let info = p.wait_latest(&format!("{base}/info"), |v| v.contains("firmware")).await;
-    assert!(info.contains("Marlin 2.1.2.4") && info.contains("\"kind\":\"printer\""), "{info}");
-
     // While it prints, /metrics shows the state, the progress and the set points.
     let (progress, left) = eventually("/metrics shows the running print", async || {
         let (_, s) = scrape(&lab.bridge).await;
@@ -602,6 +590,31 @@ async fn a_simulated_print_can_be_followed_through_unified_topics_and_metrics() 
     })
     .await;
     assert!(progress <= 100.0 && left >= 0.0, "progress {progress}, time left {left}");
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_print_can_be_followed_through_unified_topics_and_readyz() {
+    let lab = Lab::start(PRINTER, "").await;
+    let sim = OctoSim::start(&lab.broker, |o| {
+        o.printer_data = true;
+        o.outcome = SimOutcome::Done;
+        o.phases = PhaseTicks { print: 200, ..PhaseTicks::default() };
+    });
+    let p = &lab.probe;
+    let base = "home/printer";
+    wait_seen(p, base, "printer_state", "operational").await;
+    p.wait_value(&format!("{base}/availability"), "online").await;
+    let started = wait_event(p, base, "print_started").await;
+    assert_eq!(started["data"]["file"], "folder/benchy.gcode");
+    assert_eq!(started["data"]["origin"], "local");
+    crate::common::assert_rfc3339_utc(started["ts"].as_str().unwrap());
+    wait_seen(p, base, "printer_state", "printing").await;
+    wait_seen(p, base, "print_file", "folder/benchy.gcode").await;
+    wait_seen(p, base, "temperature_tool0_target", "215").await;
+    wait_seen(p, base, "temperature_bed_target", "60").await;
+    let info = p.wait_latest(&format!("{base}/info"), |v| v.contains("firmware")).await;
+    assert!(info.contains("Marlin 2.1.2.4") && info.contains("\"kind\":\"printer\""), "{info}");
 
     // Pause and resume, then done.
     wait_seen(p, base, "printer_state", "paused").await;
