@@ -51,6 +51,9 @@ pub(super) const REPROBE_AFTER: Duration = Duration::from_secs(15 * 60);
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A link that lived this long counts as healthy: the backoff starts over after losing it.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Packet ids the link cycles through (SUBSCRIBE / UNSUBSCRIBE; it never publishes): more than
+/// it ever has outstanding (64 filters per SUBSCRIBE).
+pub(super) const LINK_INFLIGHT: u16 = 64;
 /// The suffix appended to the bridge's client id for the link.
 pub(super) const CLIENT_ID_SUFFIX: &str = "-cmd";
 
@@ -225,6 +228,9 @@ impl MqttSettings {
         let mut o = MqttOptions::new(format!("{}{CLIENT_ID_SUFFIX}", self.client_id), self.host.clone(), self.port);
         o.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
         o.set_clean_start(true);
+        // rumqttc sizes its in-flight table by this limit (u16::MAX by default: 64 Ki slots, ~14 MB
+        // measured). The link publishes nothing; the limit only bounds packet ids of SUBSCRIBEs.
+        o.set_outgoing_inflight_upper_limit(LINK_INFLIGHT);
         // Announced in CONNECT: the broker drops bigger messages instead of sending them.
         o.set_max_packet_size(Some(u32::try_from(self.max_packet_size).unwrap_or(u32::MAX)));
         if let Some(user) = &self.username {

@@ -106,4 +106,6 @@ fn the_link_uses_the_bridge_settings_under_its_own_client_id_without_a_last_will
     assert!(o.last_will().is_none());
     assert!(o.clean_start());
     assert!(o.credentials().is_some());
+    // Not rumqttc's default (u16::MAX): it allocates an in-flight slot per possible packet id.
+    assert_eq!(o.get_outgoing_inflight_upper_limit(), Some(LINK_INFLIGHT));
 }
