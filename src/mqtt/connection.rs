@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
 use super::{Control, MqttSettings, Outbound, QoS, Shared};
 
@@ -95,15 +96,9 @@ pub(super) struct Connection {
     logged_oversized_in: bool,
     /// Whether an oversized outgoing publish was already logged (then only counted).
     logged_oversized_out: bool,
-    /// Whether this connection subscribes the command filters (until the link has them, and for
-    /// good when the broker speaks MQTT 3.1.1 only).
-    carry_commands: bool,
-    /// Whether incoming publishes are also dispatched to the command subscribers: after letting go
-    /// of the filters, until the broker acknowledged the UNSUBSCRIBE, since a command it routed
-    /// here before the link's subscription existed may still be on its way.
-    deliver_commands: bool,
-    /// UNSUBSCRIBE packet ids of the hand-over to the link not acknowledged yet.
-    releasing: BTreeSet<u16>,
+    /// Whether this connection carries the command filters (until the link has them, whenever it
+    /// is down, for good when the broker speaks MQTT 3.1.1 only) and delivers commands.
+    carrying: Carrying,
 }
 
 impl Connection {
@@ -129,9 +124,7 @@ impl Connection {
             logged_oversized_in: false,
             logged_oversized_out: false,
             // As `Route::default`: this connection carries the command filters until the link has them.
-            carry_commands: true,
-            deliver_commands: true,
-            releasing: BTreeSet::new(),
+            carrying: Carrying::new(),
         }
     }
 
@@ -206,7 +199,7 @@ impl Connection {
                     Err(e) => Attempt::Failed(describe(&e)),
                 },
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carry_commands, c) {
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carrying, c) {
                     return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
@@ -222,7 +215,7 @@ impl Connection {
             tokio::select! {
                 _ = &mut sleep => return Attempt::Up,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carry_commands, c) {
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carrying, c) {
                     return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
@@ -242,11 +235,10 @@ impl Connection {
         }
         self.pending_subacks.clear();
         // A hand-over decided while down needs no UNSUBACK: nothing was in flight.
-        self.releasing.clear();
-        self.deliver_commands = self.carry_commands;
+        self.carrying.reset();
         // Without a session (clean session), the broker knows none of our filters.
         let mut filters: BTreeSet<String> = shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
-        if self.carry_commands {
+        if self.carrying.subscribes() {
             filters.extend(shared.command_filters());
         }
         let filters: Vec<String> = filters.into_iter().collect();
@@ -281,7 +273,9 @@ impl Connection {
                 _ = cancel.cancelled() => return Ended::Closed,
                 c = self.control.recv() => match c {
                     Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
-                    Some(Control::SubscribeCommands(filters)) if self.carry_commands => self.subscribe_now(filters).await,
+                    Some(Control::SubscribeCommands(filters)) if self.carrying.subscribes() => {
+                        self.subscribe_now(filters).await
+                    }
                     Some(Control::SubscribeCommands(_)) => Ok(()),
                     Some(Control::CarryCommands(on)) => self.carry(on).await,
                     Some(Control::Prune) => self.prune().await,
@@ -385,40 +379,27 @@ impl Connection {
     /// hands them back (the link subscribed them over MQTT 5). Only after the SUBSCRIBEs went out
     /// is the route told, so readiness never sees "main carries" with a stale `subscribed`.
     async fn carry(&mut self, on: bool) -> Result<(), StateError> {
-        if on != self.carry_commands {
-            self.carry_commands = on;
-            let filters = self.shared.command_filters();
-            if on {
-                self.releasing.clear();
-                self.deliver_commands = true;
-                self.subscribe_now(filters).await?;
-            } else {
+        match self.carrying.request(on) {
+            CarryStep::Nothing => {}
+            CarryStep::Subscribe => self.subscribe_now(self.shared.command_filters()).await?,
+            CarryStep::Unsubscribe => {
                 let mine: BTreeSet<String> =
                     self.shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
-                let theirs: Vec<String> = filters.into_iter().filter(|f| !mine.contains(f)).collect();
-                self.releasing = self.unsubscribe(theirs).await?;
-                // Delivery stops at the UNSUBACK (see `on_unsuback`), or now if nothing was sent.
-                if self.releasing.is_empty() {
-                    self.deliver_commands = false;
-                }
+                let theirs: Vec<String> =
+                    self.shared.command_filters().into_iter().filter(|f| !mine.contains(f)).collect();
+                // Delivery stops at the last UNSUBACK (`Carrying::unsuback`).
+                let pkids = self.unsubscribe(theirs).await?;
+                self.carrying.released(pkids);
             }
         }
         self.shared.route.send_if_modified(|r| std::mem::replace(&mut r.main_carries, on) != on);
         Ok(())
     }
 
-    /// The broker acknowledged an UNSUBSCRIBE: once every one of the hand-over is, no command can
-    /// still arrive here, and delivery to the command subscribers stops.
-    fn on_unsuback(&mut self, pkid: u16) {
-        if self.releasing.remove(&pkid) && self.releasing.is_empty() && !self.carry_commands {
-            self.deliver_commands = false;
-        }
-    }
-
     /// Drops gone subscribers and unsubscribes the filters nobody uses any more.
     async fn prune(&mut self) -> Result<(), StateError> {
         let mut unused = self.shared.subscriptions().prune_closed();
-        if self.carry_commands {
+        if self.carrying.subscribes() {
             unused.extend(self.shared.commands().prune_closed());
             // A filter in both lists stays while either still uses it.
             let mut live: BTreeSet<String> = self.shared.command_filters().into_iter().collect();
@@ -490,7 +471,7 @@ impl Connection {
             match event {
                 Event::Incoming(Packet::Publish(p)) => self.dispatch(p),
                 Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
-                Event::Incoming(Packet::UnsubAck(ack)) => self.on_unsuback(ack.pkid),
+                Event::Incoming(Packet::UnsubAck(ack)) => self.carrying.unsuback(ack.pkid),
                 _ => {}
             }
         }
@@ -525,7 +506,7 @@ impl Connection {
             }
             return;
         }
-        if self.deliver_commands {
+        if self.carrying.delivers() {
             // Not once the link has them: the device-data path then pays this one flag check.
             let commands = self.shared.commands();
             let mut hit = false;
@@ -617,8 +598,7 @@ impl Connection {
         self.eventloop.state.events.clear();
         self.pending_subacks.clear();
         // Nothing more arrives on this connection: no hand-over is left to finish.
-        self.releasing.clear();
-        self.deliver_commands = self.carry_commands;
+        self.carrying.reset();
         self.set_disconnected();
     }
 
@@ -663,7 +643,7 @@ async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outboun
 fn control_while_down(
     shared: &Shared,
     reconfigure: &mut Option<Box<super::Reconfigure>>,
-    carry_commands: &mut bool,
+    carrying: &mut Carrying,
     c: Option<Control>,
 ) -> Option<Attempt> {
     match c {
@@ -671,7 +651,7 @@ fn control_while_down(
         Some(Control::Prune) => {
             // Nothing to unsubscribe at the broker: the next ConnAck subscribes only live filters.
             shared.subscriptions().prune_closed();
-            if *carry_commands {
+            if carrying.subscribes() {
                 shared.commands().prune_closed();
             }
             None
@@ -680,7 +660,7 @@ fn control_while_down(
         Some(Control::Subscribe(_) | Control::SubscribeCommands(_)) => None,
         Some(Control::CarryCommands(on)) => {
             // The next ConnAck subscribes them (or not); `subscribed` is false while down.
-            *carry_commands = on;
+            carrying.request_while_down(on);
             shared.route.send_if_modified(|r| std::mem::replace(&mut r.main_carries, on) != on);
             None
         }

@@ -24,7 +24,7 @@
 //! live reload. A network error (refused TCP, TLS) teaches nothing about the protocol: the link
 //! retries with backoff. No last will: the bridge's availability is the main connection's business.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -206,6 +206,90 @@ impl SubAcks {
     /// Whether every requested SUBSCRIBE was acknowledged.
     pub(super) fn done(&self) -> bool {
         self.queued.is_empty() && self.sent.is_empty()
+    }
+}
+
+/// The main connection's side of the hand-over (pure: it says what to send, the connection sends).
+#[derive(Debug)]
+pub(super) struct Carrying {
+    /// Whether the main connection subscribes the command filters (now and at every ConnAck).
+    subscribe: bool,
+    /// Whether its incoming publishes also go to the command subscribers: stays on after letting
+    /// go until the broker acknowledged the UNSUBSCRIBEs, since a command routed to this
+    /// connection before the link's subscription existed may still be on its way.
+    deliver: bool,
+    /// UNSUBSCRIBE packet ids of a release not acknowledged yet.
+    releasing: BTreeSet<u16>,
+}
+
+/// What the main connection sends for a [`Carrying::request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CarryStep {
+    /// Nothing changes.
+    Nothing,
+    /// SUBSCRIBE the command filters.
+    Subscribe,
+    /// UNSUBSCRIBE them (those the main connection does not use itself), then report the packet
+    /// ids with [`Carrying::released`].
+    Unsubscribe,
+}
+
+impl Carrying {
+    /// At start the main connection carries the filters (until the link has them).
+    pub(super) fn new() -> Carrying {
+        Carrying { subscribe: true, deliver: true, releasing: BTreeSet::new() }
+    }
+
+    /// Whether the command filters are subscribed at a ConnAck.
+    pub(super) fn subscribes(&self) -> bool {
+        self.subscribe
+    }
+
+    /// Whether incoming publishes also go to the command subscribers.
+    pub(super) fn delivers(&self) -> bool {
+        self.deliver
+    }
+
+    /// The link asks the main connection to carry the filters (`on`) or to let go, while connected.
+    pub(super) fn request(&mut self, on: bool) -> CarryStep {
+        if on == self.subscribe {
+            return CarryStep::Nothing;
+        }
+        self.subscribe = on;
+        if on {
+            self.releasing.clear();
+            self.deliver = true;
+            CarryStep::Subscribe
+        } else {
+            CarryStep::Unsubscribe
+        }
+    }
+
+    /// The UNSUBSCRIBEs of a release went out as `pkids` (none: nothing to wait for).
+    pub(super) fn released(&mut self, pkids: BTreeSet<u16>) {
+        if !self.subscribe {
+            self.deliver = !pkids.is_empty();
+            self.releasing = pkids;
+        }
+    }
+
+    /// The broker acknowledged UNSUBSCRIBE `pkid`.
+    pub(super) fn unsuback(&mut self, pkid: u16) {
+        if self.releasing.remove(&pkid) && self.releasing.is_empty() && !self.subscribe {
+            self.deliver = false;
+        }
+    }
+
+    /// The connection is gone, or a new one starts: nothing is in flight any more.
+    pub(super) fn reset(&mut self) {
+        self.releasing.clear();
+        self.deliver = self.subscribe;
+    }
+
+    /// A request while disconnected: nothing to send, the next ConnAck follows it.
+    pub(super) fn request_while_down(&mut self, on: bool) {
+        self.subscribe = on;
+        self.reset();
     }
 }
 

@@ -15,7 +15,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Broker, Lab, Probe, Sim, client_settings, eventually, http_base, http_get, latest_retained};
+use crate::common::{
+    Broker, Lab, Probe, Sim, bridge_yaml, client_settings, eventually, http_base, http_get, latest_retained,
+    load_config, start_bridge,
+};
 
 /// A charger that takes commands, without a rate limit (tests of other rules send several).
 const CHARGER: &str =
@@ -175,6 +178,17 @@ async fn command_carrier(lab: &Lab) -> String {
 
 const MQTT5: &str = "mqtt5_retain_as_published";
 const FALLBACK: &str = "mqtt311_broker_main_connection";
+
+/// Waits until `/readyz` is ready with `want` as the carrier of the command filters.
+async fn wait_carrier(lab: &Lab, want: &str) {
+    let url = format!("{}/readyz", http_base(&lab.bridge));
+    eventually(&format!("the commands travel as {want}"), async || {
+        let got = http_get(&url).await;
+        let body: serde_json::Value = serde_json::from_str(&got.body).ok()?;
+        (got.status == 200 && body["mqtt"]["commands"] == want).then_some(())
+    })
+    .await;
+}
 
 /// A stale retained order on `broker`, stored before any bridge runs.
 async fn store_retained_order(broker: &Broker, payload: &str) {
@@ -395,6 +409,45 @@ async fn read_protocol_level(client: &mut tokio::net::TcpStream) -> Option<(u8, 
         let n = client.read(&mut buf).await.ok().filter(|n| *n > 0)?;
         head.extend_from_slice(&buf[..n]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload_back_takes_mqtt_5_again() {
+    let broker = Broker::start().await;
+    if !broker.can_restart() {
+        eprintln!("note: skipped: the in-process broker speaks MQTT 3.1.1 only (install mosquitto)");
+        return;
+    }
+    let yaml = bridge_yaml(&broker, CHARGER, "");
+    let probe = Probe::start(&broker).await;
+    let bridge = start_bridge(&yaml).await;
+    probe.wait_value("home/bridge/status", "online").await;
+    let mut lab = Lab { broker, probe, bridge };
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
+    wait_carrier(&lab, MQTT5).await;
+
+    let proxy = Mqtt311Only::start(&lab.broker).await;
+    let via_proxy = yaml.replace(&lab.broker.url(), &format!("mqtt://127.0.0.1:{}", proxy.port));
+    let plan = lab.bridge.reload(load_config(&via_proxy)).await.expect("reload applies");
+    assert!(plan.mqtt, "{plan}");
+    wait_carrier(&lab, FALLBACK).await;
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 1, "the link asked the new broker for MQTT 5");
+    let r = lab.command(BASE, "current_limit", "9").await;
+    assert_eq!(r, json!({"ok": true, "value": 9}));
+
+    let plan = lab.bridge.reload(load_config(&yaml)).await.expect("reload applies");
+    assert!(plan.mqtt, "{plan}");
+    wait_carrier(&lab, MQTT5).await;
+    let mark = lab.probe.mark();
+    lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), "10");
+    let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
+    assert!(error_of(&r).contains("retained"), "{r}");
+    assert_cleared(&lab, mark).await;
+    assert_eq!(current_limit_answers(&lab).await, 2);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1, "only the plain command reached the charger");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

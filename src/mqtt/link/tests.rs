@@ -109,3 +109,57 @@ fn the_link_uses_the_bridge_settings_under_its_own_client_id_without_a_last_will
     // Not rumqttc's default (u16::MAX): it allocates an in-flight slot per possible packet id.
     assert_eq!(o.get_outgoing_inflight_upper_limit(), Some(LINK_INFLIGHT));
 }
+
+#[test]
+fn the_main_connection_carries_and_delivers_commands_from_the_start() {
+    let c = Carrying::new();
+    assert!(c.subscribes() && c.delivers());
+}
+
+#[test]
+fn after_letting_go_the_main_connection_delivers_until_the_last_unsuback() {
+    let mut c = Carrying::new();
+    assert_eq!(c.request(false), CarryStep::Unsubscribe);
+    assert!(!c.subscribes());
+    assert!(c.delivers(), "a command routed here before the link subscribed may still come");
+    c.released([4, 5].into());
+    c.unsuback(4);
+    assert!(c.delivers());
+    c.unsuback(9);
+    assert!(c.delivers(), "an unrelated UNSUBACK changes nothing");
+    c.unsuback(5);
+    assert!(!c.delivers());
+    assert_eq!(c.request(false), CarryStep::Nothing, "a repeated request sends nothing");
+}
+
+#[test]
+fn letting_go_of_nothing_stops_delivering_at_once() {
+    let mut c = Carrying::new();
+    assert_eq!(c.request(false), CarryStep::Unsubscribe);
+    c.released(BTreeSet::new());
+    assert!(!c.delivers());
+}
+
+#[test]
+fn taking_the_filters_back_during_a_release_delivers_at_once_and_ignores_the_late_unsuback() {
+    let mut c = Carrying::new();
+    c.request(false);
+    c.released([4].into());
+    assert_eq!(c.request(true), CarryStep::Subscribe);
+    c.unsuback(4);
+    assert!(c.subscribes() && c.delivers());
+    assert_eq!(c.request(true), CarryStep::Nothing);
+}
+
+#[test]
+fn a_lost_connection_ends_a_release_and_requests_while_down_send_nothing() {
+    let mut c = Carrying::new();
+    c.request(false);
+    c.released([4].into());
+    c.reset();
+    assert!(!c.delivers(), "nothing more arrives on a lost connection");
+    c.request_while_down(true);
+    assert!(c.subscribes() && c.delivers(), "the next ConnAck subscribes them");
+    c.request_while_down(false);
+    assert!(!c.subscribes() && !c.delivers());
+}
