@@ -1,3 +1,7 @@
+//! The command link's pure parts, no broker: how a failed MQTT 5 attempt is judged, SUBACK
+//! tracking, readiness and `/readyz` wording, the link's options, and the main connection's side of
+//! the hand-over (`Carrying`). The link itself is tested end to end in `tests/it/commands.rs`.
+
 use super::*;
 
 fn refused(code: ConnectReturnCode) -> ConnectionError {
