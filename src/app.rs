@@ -355,6 +355,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         router.configure_commands(id, crate::adapters::command_policy(d));
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
+    router.listen();
     tracker.spawn(router.clone().run(work.clone()));
 
     let mut running = Running {

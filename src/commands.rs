@@ -7,15 +7,20 @@
 //! - **Allow-list** (`devices.<id>.commands: true | false | [names]`): off by default for devices
 //!   that act on the physical world (charger, printer).
 //! - **Rate limit** per command name (`devices.<id>.command_rate_limit`, default one per 2 s).
-//! - **Retained commands never run**. The bridge speaks MQTT 3.1.1, where a broker delivers a
-//!   freshly published retained message to existing subscribers with the retain flag cleared, so
-//!   only the replay at subscribe time can be recognised (MQTT 5's retain-as-published would show
-//!   it, but the client is 3.1.1 only). What makes a retained order harmless is that the router
-//!   clears every `/set` topic it took a command from (an empty retained payload): a retained
-//!   command then runs at most once, live, and never again at a reconnect or restart. Empty
-//!   payloads (those clears, echoed back) are ignored silently.
+//! - **Retained commands never run**. In MQTT 3.1.1 a broker delivers a freshly published
+//!   retained message to existing subscribers with the retain flag cleared. So the command filters
+//!   travel on an MQTT 5 connection subscribed with retain-as-published (`crate::mqtt`'s command
+//!   link): there the flag is set for a live retained command as for a replay, and it is refused
+//!   here. Where the broker speaks MQTT 3.1.1 only (the fallback: the main connection carries the
+//!   filters), only the replay at subscribe time can be recognised; what makes a retained order
+//!   harmless there is that the router clears every `/set` topic it took a command from (an empty
+//!   retained payload): it then runs at most once, live, and never again at a reconnect or restart.
+//!   The clear happens on both paths. Empty payloads (those clears, echoed back) are ignored
+//!   silently.
 //! - **Exactly once**: MQTT 3.1.1 lets a broker deliver one message once per matching subscription
-//!   (rumqttd does; Mosquitto does not), so the same command can arrive twice. A body with an `id`
+//!   (rumqttd does; Mosquitto does not), and while the command filters move between the two
+//!   connections one command can arrive on each, so the same command can arrive twice (the gate
+//!   does not care which connection a copy came from). A body with an `id`
 //!   is deduplicated by that id ([`ID_WINDOW`]); without one, the same name and payload again within
 //!   [`COPY_WINDOW`] is taken as a second copy. Copies arrive back to back from one packet stream,
 //!   so the window only needs to cover delivery jitter; a deliberate repeat that fast would be

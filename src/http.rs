@@ -88,6 +88,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         "connected": conn.connected,
         "subscribed": conn.subscribed,
         "connections": conn.generation,
+        "commands": readiness.commands,
     });
     if let Some(reason) = &readiness.reason {
         mqtt["reason"] = reason.clone().into();

@@ -11,7 +11,10 @@
 //! - a publish over `max_packet_size` is dropped and counted before encoding (the codec would
 //!   otherwise fail and the connection loop forever on a retained one);
 //! - while disconnected the queue keeps draining into the [`Outbox`] (coalesced, bounded), and QoS 1
-//!   publishes unacknowledged when the connection broke are put back at its front.
+//!   publishes unacknowledged when the connection broke are put back at its front;
+//! - the command filters are subscribed here until the MQTT 5 command link has them, whenever it is
+//!   down, and for good when the broker speaks MQTT 3.1.1 only (`CarryCommands`, see `link`);
+//!   otherwise dispatch checks one flag for them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
 use super::{Control, MqttSettings, Outbound, QoS, Shared};
 
@@ -92,6 +96,9 @@ pub(super) struct Connection {
     logged_oversized_in: bool,
     /// Whether an oversized outgoing publish was already logged (then only counted).
     logged_oversized_out: bool,
+    /// Whether this connection carries the command filters (until the link has them, whenever it
+    /// is down, for good when the broker speaks MQTT 3.1.1 only) and delivers commands.
+    carrying: Carrying,
 }
 
 impl Connection {
@@ -116,6 +123,8 @@ impl Connection {
             reconfigure: None,
             logged_oversized_in: false,
             logged_oversized_out: false,
+            // As `Route::default`: this connection carries the command filters until the link has them.
+            carrying: Carrying::new(),
         }
     }
 
@@ -190,7 +199,7 @@ impl Connection {
                     Err(e) => Attempt::Failed(describe(&e)),
                 },
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, c) {
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carrying, c) {
                     return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
@@ -206,7 +215,7 @@ impl Connection {
             tokio::select! {
                 _ = &mut sleep => return Attempt::Up,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
-                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, c) {
+                c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carrying, c) {
                     return end;
                 },
                 _ = cancel.cancelled() => return Attempt::Stopped,
@@ -225,8 +234,13 @@ impl Connection {
             health.refused.clear();
         }
         self.pending_subacks.clear();
+        // A hand-over decided while down needs no UNSUBACK: nothing was in flight.
+        self.carrying.reset();
         // Without a session (clean session), the broker knows none of our filters.
-        let filters: BTreeSet<String> = shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
+        let mut filters: BTreeSet<String> = shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
+        if self.carrying.subscribes() {
+            filters.extend(shared.command_filters());
+        }
         let filters: Vec<String> = filters.into_iter().collect();
         for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
             self.write_subscribe(chunk.to_vec()).await?;
@@ -259,6 +273,11 @@ impl Connection {
                 _ = cancel.cancelled() => return Ended::Closed,
                 c = self.control.recv() => match c {
                     Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
+                    Some(Control::SubscribeCommands(filters)) if self.carrying.subscribes() => {
+                        self.subscribe_now(filters).await
+                    }
+                    Some(Control::SubscribeCommands(_)) => Ok(()),
+                    Some(Control::CarryCommands(on)) => self.carry(on).await,
                     Some(Control::Prune) => self.prune().await,
                     Some(Control::Reconfigure(r)) => {
                         self.reconfigure = Some(r);
@@ -356,20 +375,59 @@ impl Connection {
         Ok(())
     }
 
+    /// Takes the command filters over from the link (`on`: the broker speaks MQTT 3.1.1 only) or
+    /// hands them back (the link subscribed them over MQTT 5). Only after the SUBSCRIBEs went out
+    /// is the route told, so readiness never sees "main carries" with a stale `subscribed`.
+    async fn carry(&mut self, on: bool) -> Result<(), StateError> {
+        match self.carrying.request(on) {
+            CarryStep::Nothing => {}
+            CarryStep::Subscribe => self.subscribe_now(self.shared.command_filters()).await?,
+            CarryStep::Unsubscribe => {
+                let mine: BTreeSet<String> =
+                    self.shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
+                let theirs: Vec<String> =
+                    self.shared.command_filters().into_iter().filter(|f| !mine.contains(f)).collect();
+                // Delivery stops at the last UNSUBACK (`Carrying::unsuback`).
+                let pkids = self.unsubscribe(theirs).await?;
+                self.carrying.released(pkids);
+            }
+        }
+        self.shared.route.send_if_modified(|r| std::mem::replace(&mut r.main_carries, on) != on);
+        Ok(())
+    }
+
     /// Drops gone subscribers and unsubscribes the filters nobody uses any more.
     async fn prune(&mut self) -> Result<(), StateError> {
-        let unused = self.shared.subscriptions().prune_closed();
-        if unused.is_empty() {
-            return Ok(());
+        let mut unused = self.shared.subscriptions().prune_closed();
+        if self.carrying.subscribes() {
+            unused.extend(self.shared.commands().prune_closed());
+            // A filter in both lists stays while either still uses it.
+            let mut live: BTreeSet<String> = self.shared.command_filters().into_iter().collect();
+            live.extend(self.shared.subscriptions().list.iter().map(|s| s.filter.clone()));
+            unused.retain(|f| !live.contains(f));
         }
-        tracing::debug!(filters = ?unused, "unsubscribing filters of stopped subscribers");
+        self.unsubscribe(unused).await.map(drop)
+    }
+
+    /// Unsubscribes `unused`; returns the packet ids of the UNSUBSCRIBEs written.
+    async fn unsubscribe(&mut self, unused: Vec<String>) -> Result<BTreeSet<u16>, StateError> {
+        let mut pkids = BTreeSet::new();
+        if unused.is_empty() {
+            return Ok(pkids);
+        }
+        tracing::debug!(filters = ?unused, "unsubscribing filters nobody here uses any more");
         for chunk in unused.chunks(FILTERS_PER_SUBSCRIBE) {
             let unsub = Unsubscribe { pkid: 0, topics: chunk.to_vec() };
-            self.write(Request::Unsubscribe(unsub)).await?;
+            if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Unsubscribe(unsub))? {
+                if let Packet::Unsubscribe(u) = &packet {
+                    pkids.insert(u.pkid);
+                }
+                encode(&mut self.eventloop, packet).await?;
+            }
         }
         self.flush().await?;
         self.process_events();
-        Ok(())
+        Ok(pkids)
     }
 
     async fn write_subscribe(&mut self, filters: Vec<String>) -> Result<(), StateError> {
@@ -413,6 +471,7 @@ impl Connection {
             match event {
                 Event::Incoming(Packet::Publish(p)) => self.dispatch(p),
                 Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
+                Event::Incoming(Packet::UnsubAck(ack)) => self.carrying.unsuback(ack.pkid),
                 _ => {}
             }
         }
@@ -447,7 +506,16 @@ impl Connection {
             }
             return;
         }
-        if !super::dispatch(&self.shared, p) {
+        if self.carrying.delivers() {
+            // Not once the link has them: the device-data path then pays this one flag check.
+            let commands = self.shared.commands();
+            let mut hit = false;
+            commands.trie.for_each_match(&p.topic, |_| hit = true);
+            if hit && !super::dispatch(&commands, p.topic.clone(), p.payload.clone(), p.retain) {
+                self.prune_due = true;
+            }
+        }
+        if !super::dispatch(&self.shared.subscriptions(), p.topic, p.payload, p.retain) {
             self.prune_due = true;
         }
     }
@@ -529,6 +597,8 @@ impl Connection {
         self.outbox.requeue_front(unacked);
         self.eventloop.state.events.clear();
         self.pending_subacks.clear();
+        // Nothing more arrives on this connection: no hand-over is left to finish.
+        self.carrying.reset();
         self.set_disconnected();
     }
 
@@ -573,6 +643,7 @@ async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outboun
 fn control_while_down(
     shared: &Shared,
     reconfigure: &mut Option<Box<super::Reconfigure>>,
+    carrying: &mut Carrying,
     c: Option<Control>,
 ) -> Option<Attempt> {
     match c {
@@ -580,10 +651,19 @@ fn control_while_down(
         Some(Control::Prune) => {
             // Nothing to unsubscribe at the broker: the next ConnAck subscribes only live filters.
             shared.subscriptions().prune_closed();
+            if carrying.subscribes() {
+                shared.commands().prune_closed();
+            }
             None
         }
         // Registered already; the next ConnAck subscribes it.
-        Some(Control::Subscribe(_)) => None,
+        Some(Control::Subscribe(_) | Control::SubscribeCommands(_)) => None,
+        Some(Control::CarryCommands(on)) => {
+            // The next ConnAck subscribes them (or not); `subscribed` is false while down.
+            carrying.request_while_down(on);
+            shared.route.send_if_modified(|r| std::mem::replace(&mut r.main_carries, on) != on);
+            None
+        }
         Some(Control::Reconfigure(r)) => {
             *reconfigure = Some(r);
             Some(Attempt::Reconfigure)

@@ -15,8 +15,14 @@
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
 //! counts them; it never stalls the connection). Everyone else holds a cheap [`MqttHandle`].
+//!
+//! Command and reset filters ([`MqttHandle::subscribe_commands`]) travel on a second, small
+//! connection that speaks MQTT 5 ([`link`]), subscribed with retain-as-published: there a live
+//! retained command keeps its retain flag and is refused. Until that link is up, and for good when
+//! the broker speaks MQTT 3.1.1 only (the fallback), the main connection carries them.
 
 mod connection;
+mod link;
 mod outbox;
 pub(crate) mod tls;
 pub(crate) mod topic;
@@ -158,6 +164,19 @@ impl MqttSettings {
         })
     }
 
+    /// The transport (Unix socket or TLS) both connections use; `None` for plain TCP.
+    fn transport(&self) -> Result<Option<rumqttc::Transport>, MqttError> {
+        if let Some(t) = &self.tls {
+            let config = tls::client_config(t)?;
+            return Ok(Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))));
+        }
+        #[cfg(unix)]
+        if self.unix {
+            return Ok(Some(rumqttc::Transport::Unix));
+        }
+        Ok(None)
+    }
+
     fn rumqttc_options(&self) -> Result<rumqttc::MqttOptions, MqttError> {
         let mut o = rumqttc::MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
         o.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
@@ -171,13 +190,8 @@ impl MqttSettings {
         if let Some((topic, payload)) = &self.last_will {
             o.set_last_will(LastWill::new(topic.clone(), payload.clone(), QoS::AtLeastOnce, true));
         }
-        if self.unix {
-            #[cfg(unix)]
-            o.set_transport(rumqttc::Transport::Unix);
-        }
-        if let Some(t) = &self.tls {
-            let config = tls::client_config(t)?;
-            o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(config))));
+        if let Some(t) = self.transport()? {
+            o.set_transport(t);
         }
         Ok(o)
     }
@@ -201,8 +215,9 @@ pub struct ConnectionState {
     pub connected: bool,
     /// Increments on every ConnAck; watchers republish their retained state when it changes.
     pub generation: u64,
-    /// Whether the broker acknowledged every registered subscription on this connection (without
-    /// it, device data and commands silently do not arrive: `/readyz` must not say ready).
+    /// Whether the broker acknowledged every registered subscription, the command filters included
+    /// on whichever connection carries them (without it, device data and commands silently do not
+    /// arrive: `/readyz` must not say ready). In [`MqttHandle::watch`], the main connection's alone.
     pub subscribed: bool,
 }
 
@@ -214,6 +229,10 @@ pub(crate) struct Readiness {
     /// What is wrong (`broker refused the connection: NotAuthorized`, `subscription refused by the
     /// broker: home/+/set`), or `None` when ready.
     pub reason: Option<String>,
+    /// Which connection carries the command filters (`mqtt5_retain_as_published`,
+    /// `mqtt311_broker_main_connection`, `main_connection_until_mqtt5_is_up`, `pending`, `none`):
+    /// shows the fallback to operators.
+    pub commands: &'static str,
 }
 
 #[doc(hidden)]
@@ -239,6 +258,10 @@ enum Control {
     Disconnect,
     /// Leave the broker cleanly and connect again with these settings (live reload).
     Reconfigure(Box<Reconfigure>),
+    /// Command filters were registered: subscribe them here if this connection carries them.
+    SubscribeCommands(Vec<String>),
+    /// Carry the command filters (the broker speaks MQTT 3.1.1 only) or hand them back to the link.
+    CarryCommands(bool),
 }
 
 /// New connection settings and the rumqttc event loop built from them.
@@ -321,6 +344,12 @@ struct Health {
 struct Shared {
     /// Registered subscriptions.
     subscriptions: Mutex<Subscriptions>,
+    /// Command and reset subscriptions: on the MQTT 5 link, or on this connection as a fallback.
+    commands: Mutex<Subscriptions>,
+    /// Which connection carries the command filters, and how far it got (for readiness).
+    route: watch::Sender<link::Route>,
+    /// Requests to the command link task.
+    link: mpsc::UnboundedSender<link::LinkControl>,
     /// Outbound queue (bounded): the hot path's only contact with the connection.
     outbound: mpsc::Sender<Outbound>,
     /// Subscribe and disconnect requests, ahead of any queued publish.
@@ -339,11 +368,16 @@ impl Shared {
     fn new(
         outbound: mpsc::Sender<Outbound>,
         control: mpsc::UnboundedSender<Control>,
+        link: mpsc::UnboundedSender<link::LinkControl>,
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
         let (state, _) = watch::channel(ConnectionState { connected: false, generation: 0, subscribed: false });
+        let (route, _) = watch::channel(link::Route::default());
         Arc::new(Shared {
             subscriptions: Mutex::new(Subscriptions::default()),
+            commands: Mutex::new(Subscriptions::default()),
+            route,
+            link,
             outbound,
             control,
             state,
@@ -359,6 +393,27 @@ impl Shared {
 
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn commands(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The registered command filters, each once, sorted.
+    fn command_filters(&self) -> Vec<String> {
+        let filters: std::collections::BTreeSet<String> =
+            self.commands().list.iter().map(|s| s.filter.clone()).collect();
+        filters.into_iter().collect()
+    }
+
+    /// Why the command filters are not in force yet (`None`: they are, or there are none), and
+    /// which connection carries them.
+    fn commands_readiness(&self) -> (Option<String>, &'static str) {
+        // The route is read before the main connection's state: a route saying "main carries"
+        // is only published after the main connection cleared its `subscribed`.
+        let route = self.route.borrow().clone();
+        let any = !self.commands().list.is_empty();
+        (link::commands_not_ready(&route, any), link::carrier(&route, any))
     }
 }
 
@@ -396,6 +451,25 @@ impl MqttHandle {
         self.subscribe_counted(filters, capacity, None).await
     }
 
+    /// Registers command or reset filters (`<prefix>/+/+/set`, `<base>/+/reset`): like
+    /// [`MqttHandle::subscribe_many`], but carried by the MQTT 5 link with retain-as-published, so
+    /// [`Message::retain`] is also set for a retained command published while subscribed (on an
+    /// MQTT 3.1.1 broker, by the main connection: then only a replay has it).
+    /// Registers at once (no await): the caller can order it before the first ConnAck.
+    pub(crate) fn subscribe_commands(&self, filters: &[&str], capacity: usize) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        {
+            let mut subs = self.shared.commands();
+            for f in filters {
+                subs.add(Subscription { filter: (*f).to_owned(), tx: tx.clone(), dropped: None });
+            }
+        }
+        let owned: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+        let _ = self.shared.control.send(Control::SubscribeCommands(owned.clone()));
+        let _ = self.shared.link.send(link::LinkControl::Subscribe(owned));
+        rx
+    }
+
     /// Like [`MqttHandle::subscribe_many`], counting messages dropped for a full queue on `dropped`
     /// (adapters pass their device's `hlbridge_ingest_dropped_total`).
     pub(crate) async fn subscribe_counted(
@@ -427,6 +501,7 @@ impl MqttHandle {
             .shared
             .control
             .send(Control::Reconfigure(Box::new(Reconfigure { settings: settings.clone(), eventloop })));
+        let _ = self.shared.link.send(link::LinkControl::Reconfigure(Box::new(settings.clone())));
         Ok(())
     }
 
@@ -435,16 +510,22 @@ impl MqttHandle {
     /// this to do it at once.
     pub fn release_unused(&self) {
         let _ = self.shared.control.send(Control::Prune);
+        let _ = self.shared.link.send(link::LinkControl::Prune);
     }
 
-    /// The current connection state.
+    /// The current connection state; `subscribed` includes the command filters.
     pub fn state(&self) -> ConnectionState {
-        *self.shared.state.borrow()
+        let (commands, _) = self.shared.commands_readiness();
+        let mut state = *self.shared.state.borrow();
+        state.subscribed &= commands.is_none();
+        state
     }
 
-    /// Whether the MQTT side is ready (connected, every subscription acknowledged), and why not.
+    /// Whether the MQTT side is ready (connected, every subscription acknowledged, the command
+    /// filters included), and why not.
     pub(crate) fn readiness(&self) -> Readiness {
-        let state = self.state();
+        let (commands_reason, commands) = self.shared.commands_readiness();
+        let state = *self.shared.state.borrow();
         let health = self.shared.health();
         let reason = if !health.refused.is_empty() {
             Some(format!("subscription refused by the broker: {}", health.refused.join(", ")))
@@ -453,9 +534,9 @@ impl MqttHandle {
         } else if !state.subscribed {
             Some("waiting for the broker to acknowledge the subscriptions".into())
         } else {
-            None
+            commands_reason
         };
-        Readiness { ready: reason.is_none(), reason }
+        Readiness { ready: reason.is_none(), reason, commands }
     }
 
     /// Watches connection changes (used to republish retained state after each ConnAck).
@@ -467,6 +548,15 @@ impl MqttHandle {
     /// acknowledged by the broker, then disconnects cleanly. Gives up after `timeout`.
     pub(crate) async fn flush_and_disconnect(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
+        // Commands stop first: a command taken during shutdown could not be answered.
+        let mut route = self.shared.route.subscribe();
+        // Refused when no link task runs (a detached handle, or it ended already): nothing to wait for.
+        if self.shared.link.send(link::LinkControl::Disconnect).is_ok() {
+            let link_stopped = route.wait_for(|r| matches!(r.link, link::LinkState::Stopped));
+            if tokio::time::timeout_at(deadline, link_stopped).await.is_err() {
+                tracing::warn!("MQTT command connection not closed within {timeout:?}");
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let flushed = async {
             if self.shared.outbound.send(Outbound::Flush(tx)).await.is_ok() {
@@ -525,7 +615,8 @@ impl CaptureRx {
 pub fn detached(capacity: usize) -> (MqttHandle, CaptureRx) {
     let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
     let (control, _) = mpsc::unbounded_channel();
-    (MqttHandle { shared: Shared::new(out_tx, control, Metrics::detached()) }, CaptureRx(out_rx))
+    let (link, _) = mpsc::unbounded_channel();
+    (MqttHandle { shared: Shared::new(out_tx, control, link, Metrics::detached()) }, CaptureRx(out_rx))
 }
 
 /// Starts the MQTT connection task on `tracker`. It runs until `cancel` fires or
@@ -539,9 +630,13 @@ pub fn spawn(
     let eventloop = event_loop(settings)?;
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(out_tx, control_tx, metrics);
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(out_tx, control_tx, link_tx, metrics);
     let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
-    tracker.spawn(task.run(cancel));
+    tracker.spawn(task.run(cancel.clone()));
+    // Idle (no connection) until a command filter is registered: simulators and probes never have one.
+    let link = link::Link::new(shared.clone(), settings.clone(), link_rx);
+    tracker.spawn(link.run(cancel));
     Ok(MqttHandle { shared })
 }
 
@@ -558,18 +653,17 @@ fn event_loop(settings: &MqttSettings) -> Result<rumqttc::EventLoop, MqttError> 
     Ok(eventloop)
 }
 
-/// Hands an incoming publish to every matching subscriber. `false` when a subscriber turned out to
-/// be gone (then [`Subscriptions::prune_closed`] is due).
-fn dispatch(shared: &Shared, p: rumqttc::Publish) -> bool {
-    let subs = shared.subscriptions();
+/// Hands an incoming publish to every matching subscriber in `subs`. `false` when a subscriber
+/// turned out to be gone (then [`Subscriptions::prune_closed`] is due).
+fn dispatch(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> bool {
     let mut first = None;
     let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
-    subs.trie.for_each_match(&p.topic, |i| match first {
+    subs.trie.for_each_match(&topic, |i| match first {
         None => first = Some(i),
         Some(_) => rest.push(i),
     });
     let Some(first) = first else { return true };
-    let msg = Message { topic: p.topic, payload: p.payload, retain: p.retain };
+    let msg = Message { topic, payload, retain };
     let mut all_live = true;
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {

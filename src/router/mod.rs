@@ -266,8 +266,9 @@ impl Router {
     fn listen_for_resets(self: &Arc<Self>, dev: &Arc<DeviceEntry>) {
         let router = self.clone();
         let dev = dev.clone();
+        // Registered before the task runs, so the next ConnAck's SUBSCRIBEs (before `online`) have it.
+        let mut resets = self.mqtt.subscribe_commands(&[&format!("{}/+/reset", dev.base)], 64);
         tokio::spawn(async move {
-            let mut resets = router.mqtt.subscribe(&format!("{}/+/reset", dev.base), 64).await;
             loop {
                 tokio::select! {
                     _ = dev.stop.cancelled() => break,
@@ -296,8 +297,8 @@ impl Router {
         }
         let router = self.clone();
         let prefix = prefix.to_owned();
+        let mut sub = self.mqtt.subscribe_commands(&[&format!("{prefix}/+/+/set")], 256);
         tokio::spawn(async move {
-            let mut sub = router.mqtt.subscribe(&format!("{prefix}/+/+/set"), 256).await;
             loop {
                 tokio::select! {
                     _ = router.stop.cancelled() => break,
@@ -355,8 +356,9 @@ impl Router {
         self.clear_command(msg);
     }
 
-    /// Deletes a command from the broker's retained store: whether it was published retained cannot
-    /// be seen on the live path in MQTT 3.1.1, so every taken command is cleared (one publish).
+    /// Deletes a command from the broker's retained store. Every taken command is cleared (one
+    /// publish), not only those flagged retained: on an MQTT 3.1.1 broker (the fallback) a live
+    /// retained command arrives unflagged.
     fn clear_command(&self, msg: &crate::mqtt::Message) {
         self.publish(msg.topic.clone(), Vec::new(), QoS::AtLeastOnce, true);
     }
@@ -613,6 +615,20 @@ impl Router {
             .collect()
     }
 
+    /// Registers every device's reset and command subscriptions and starts their listeners (once;
+    /// [`Router::run`] does it too). Called right after the MQTT client is spawned, before its
+    /// first ConnAck is likely, so the filters go out with the first SUBSCRIBEs, before the birth
+    /// message: a command sent as soon as `bridge/status` says `online` is not lost.
+    pub(crate) fn listen(self: &Arc<Self>) {
+        if self.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        for dev in &self.devices() {
+            self.listen_for_resets(dev);
+            self.listen_for_commands(&dev.spec.prefix);
+        }
+    }
+
     /// Runs the periodic tick and the republish-on-reconnect watcher until `cancel`.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         // Watch first: a ConnAck that lands while the reset filters are subscribed must not be missed.
@@ -624,11 +640,7 @@ impl Router {
             seen_generation = initial.generation;
             self.republish_all();
         }
-        self.running.store(true, std::sync::atomic::Ordering::SeqCst);
-        for dev in &self.devices() {
-            self.listen_for_resets(dev);
-            self.listen_for_commands(&dev.spec.prefix);
-        }
+        self.listen();
         // A ConnAck that came before this point is no change for `changed()`: catch up on it.
         let state = *conn.borrow_and_update();
         if state.connected {

@@ -1,15 +1,24 @@
 //! The shared command path end to end (simulators → broker → bridge → probe): every command of the
 //! charger and the camera, and every refusal — range, enum, state, rate limit, allow-list, commands
-//! off, read-only, unknown device, retained — plus duplicate delivery and timeouts when the device
-//! stays silent. Runs against Mosquitto or the embedded broker (`HLBRIDGE_TEST_BROKER=embedded`).
+//! off, read-only, unknown device, retained (stored, and published live: refused over the MQTT 5
+//! command link, run once and cleared where the broker speaks MQTT 3.1.1 only) — plus duplicate
+//! delivery and timeouts when the device stays silent. Runs against Mosquitto or the embedded broker
+//! (`HLBRIDGE_TEST_BROKER=embedded`); the embedded broker and a 3.1.1-only proxy are also tested
+//! explicitly.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hlbridge::surface::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Broker, Lab, Probe, Sim, client_settings, latest_retained};
+use crate::common::{
+    Broker, Lab, Probe, Sim, bridge_yaml, client_settings, eventually, http_base, http_get, latest_retained,
+    load_config, start_bridge,
+};
 
 /// A charger that takes commands, without a rate limit (tests of other rules send several).
 const CHARGER: &str =
@@ -22,7 +31,11 @@ fn error_of(r: &serde_json::Value) -> &str {
 }
 
 async fn charger_lab(devices: &str) -> (Lab, Sim) {
-    let lab = Lab::start(devices, "").await;
+    charger_lab_on(Broker::start().await, devices).await
+}
+
+async fn charger_lab_on(broker: Broker, devices: &str) -> (Lab, Sim) {
+    let lab = Lab::start_on(broker, devices, "").await;
     let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
     lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
     lab.probe.wait_latest(&format!("{BASE}/current_limit"), |_| true).await;
@@ -148,40 +161,315 @@ async fn overlapping_subscriptions_of_the_bridge_do_not_run_a_command_twice() {
     lab.bridge.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retained_command_is_cleared_from_the_broker_and_never_runs_again() {
-    let broker = Broker::start().await;
-    // A stale retained order on the broker: replayed when the bridge subscribes, refused, cleared.
-    let old = Probe::start(&broker).await;
-    old.publish_retained(&format!("{BASE}/current_limit/set"), "6");
+/// Where the bridge's command filters travel once it decided (`/readyz` `mqtt.commands`), waiting
+/// for `/readyz` to say ready: the MQTT 5 link with retain-as-published, or the main connection
+/// because the broker speaks MQTT 3.1.1 only.
+async fn command_carrier(lab: &Lab) -> String {
+    let url = format!("{}/readyz", http_base(&lab.bridge));
+    eventually("the bridge is ready and decided where its commands travel", async || {
+        let got = http_get(&url).await;
+        let body: serde_json::Value = serde_json::from_str(&got.body).ok()?;
+        let carrier = body["mqtt"]["commands"].as_str()?.to_owned();
+        let decided = matches!(carrier.as_str(), MQTT5 | FALLBACK);
+        (got.status == 200 && decided).then_some(carrier)
+    })
+    .await
+}
+
+const MQTT5: &str = "mqtt5_retain_as_published";
+const FALLBACK: &str = "mqtt311_broker_main_connection";
+
+/// Waits until `/readyz` is ready with `want` as the carrier of the command filters.
+async fn wait_carrier(lab: &Lab, want: &str) {
+    let url = format!("{}/readyz", http_base(&lab.bridge));
+    eventually(&format!("the commands travel as {want}"), async || {
+        let got = http_get(&url).await;
+        let body: serde_json::Value = serde_json::from_str(&got.body).ok()?;
+        (got.status == 200 && body["mqtt"]["commands"] == want).then_some(())
+    })
+    .await;
+}
+
+/// A stale retained order on `broker`, stored before any bridge runs.
+async fn store_retained_order(broker: &Broker, payload: &str) {
+    let old = Probe::start(broker).await;
+    old.publish_retained(&format!("{BASE}/current_limit/set"), payload);
     old.wait_for("the stale order is stored", |m| m.topic == format!("{BASE}/current_limit/set")).await;
-    drop(old);
+}
+
+/// The clear of `<BASE>/current_limit/set` after `mark` is on the wire and the broker stores nothing.
+async fn assert_cleared(lab: &Lab, mark: usize) {
+    lab.probe
+        .wait_for_since(mark, "the clear", |m| m.topic == format!("{BASE}/current_limit/set") && m.payload.is_empty())
+        .await;
+    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
+}
+
+/// Answers to `current_limit` commands so far, after a fence command (commands are handled in
+/// order, so once the fence is answered no earlier answer can still come).
+async fn current_limit_answers(lab: &Lab) -> usize {
+    let fence = lab.command(BASE, "phase_mode", "auto").await;
+    assert_eq!(fence["ok"], true, "{fence}");
+    lab.probe.all(&format!("{BASE}/current_limit/result")).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_stored_before_the_bridge_starts_is_refused_cleared_and_never_runs() {
+    let broker = Broker::start().await;
+    // Replayed when the bridge subscribes (on whichever connection), refused, cleared.
+    store_retained_order(&broker, "6").await;
     let lab = Lab::start_on(broker, CHARGER, "").await;
     let r = lab.probe.next_on(0, &format!("{BASE}/current_limit/result")).await.json();
     assert!(error_of(&r).contains("retained"), "{r}");
     let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
     lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
     // The clear is on the wire: an empty retained payload, which the bridge ignores (no answer).
-    lab.probe.wait_for("the clear", |m| m.topic == format!("{BASE}/current_limit/set") && m.payload.is_empty()).await;
-    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
+    assert_cleared(&lab, 0).await;
+    // Once the link has the filters too, the order is gone: no second replay, no second answer.
+    command_carrier(&lab).await;
+    assert_eq!(current_limit_answers(&lab).await, 1, "one answer, and none for the clear");
+    assert_eq!(charger_writes(&lab.probe, "amp"), 0, "the stale order never reached the charger");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
 
-    // Published retained while the bridge listens: MQTT 3.1.1 delivers it with RETAIN=0, so it runs
-    // once, and is cleared at once so that no reconnect or restart replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_published_while_the_bridge_listens_is_refused_never_reaches_the_charger_and_is_cleared() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    let carrier = command_carrier(&lab).await;
+    let mark = lab.probe.mark();
+    lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), r#"{"value": 7, "id": "live-r"}"#);
+    let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
+    if lab.broker.can_restart() {
+        // Mosquitto speaks MQTT 5: retain-as-published shows the flag on the live path too.
+        assert_eq!(carrier, MQTT5);
+        assert!(error_of(&r).contains("retained"), "{r}");
+        assert_eq!(r["id"], "live-r", "{r}");
+        assert_cleared(&lab, mark).await;
+        assert_eq!(current_limit_answers(&lab).await, 1);
+        assert_eq!(charger_writes(&lab.probe, "amp"), 0, "the retained order never reached the charger");
+        // The topic is free again: a plain command runs.
+        let r = lab.command(BASE, "current_limit", "8").await;
+        assert_eq!(r, json!({"ok": true, "value": 8}));
+        assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    } else {
+        // The embedded broker speaks MQTT 3.1.1 only: the old behaviour, it runs once and is cleared.
+        assert_eq!(carrier, FALLBACK);
+        assert_eq!(r, json!({"ok": true, "value": 7, "id": "live-r"}));
+        assert_cleared(&lab, mark).await;
+        assert_eq!(current_limit_answers(&lab).await, 1);
+        assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    }
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_runs_exactly_once_once_the_command_link_carries_it() {
+    let (lab, sim) = charger_lab(CHARGER).await;
+    let carrier = command_carrier(&lab).await;
+    assert_eq!(carrier, if lab.broker.can_restart() { MQTT5 } else { FALLBACK });
+    let r = lab.command(BASE, "current_limit", "14").await;
+    assert_eq!(r, json!({"ok": true, "value": 14}));
+    assert_eq!(current_limit_answers(&lab).await, 1);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    // Taken commands are cleared (their retain flag aside): nothing stays on the broker.
+    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_restart_the_command_link_takes_the_commands_back_and_a_live_retained_one_is_refused() {
+    let broker = Broker::start().await;
+    if !broker.can_restart() {
+        eprintln!("note: skipped: the in-process broker cannot be restarted (install mosquitto)");
+        return;
+    }
+    let (mut lab, sim) = charger_lab_on(broker, CHARGER).await;
+    assert_eq!(command_carrier(&lab).await, MQTT5);
+    lab.broker.stop();
+    eventually("the bridge notices the broker is gone", async || (!lab.bridge.mqtt.state().connected).then_some(()))
+        .await;
+    lab.broker.restart().await;
+    // Both connections were cut; the main one carries the commands until the link is back.
+    assert_eq!(command_carrier(&lab).await, MQTT5);
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
     let mark = lab.probe.mark();
     lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), "7");
     let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
-    assert_eq!(r, json!({"ok": true, "value": 7}));
-    lab.probe
-        .wait_for_since(mark, "the clear", |m| m.topic == format!("{BASE}/current_limit/set") && m.payload.is_empty())
-        .await;
-    assert_eq!(latest_retained(&lab.broker, &format!("{BASE}/current_limit/set")).await, None);
-    let fence = lab.command(BASE, "phase_mode", "auto").await;
-    assert_eq!(fence["ok"], true, "{fence}");
-    let answers = lab.probe.all(&format!("{BASE}/current_limit/result")).len();
-    assert_eq!(answers, 2, "the clears themselves got no answer");
-    assert_eq!(charger_writes(&lab.probe, "amp"), 1);
+    assert!(error_of(&r).contains("retained"), "{r}");
+    assert_cleared(&lab, mark).await;
+    let r = lab.command(BASE, "current_limit", "12").await;
+    assert_eq!(r, json!({"ok": true, "value": 12}));
+    assert_eq!(current_limit_answers(&lab).await, 2);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1, "only the plain command reached the charger");
     sim.stop().await;
     lab.bridge.shutdown().await;
+}
+
+/// Starts the in-process broker (rumqttd) on a free port, whatever `HLBRIDGE_TEST_BROKER` says.
+#[cfg(feature = "embedded-broker")]
+async fn embedded_broker() -> Broker {
+    for _ in 0..10 {
+        let port = crate::common::free_port();
+        if hlbridge::surface::broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await.is_ok() {
+            return Broker::external(port);
+        }
+    }
+    panic!("the in-process broker did not start on a free port after 10 tries");
+}
+
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_embedded_broker_a_stored_retained_command_is_refused_and_a_plain_one_runs_once() {
+    let broker = embedded_broker().await;
+    store_retained_order(&broker, "6").await;
+    let lab = Lab::start_on(broker, CHARGER, "").await;
+    let r = lab.probe.next_on(0, &format!("{BASE}/current_limit/result")).await.json();
+    assert!(error_of(&r).contains("retained"), "{r}");
+    assert_cleared(&lab, 0).await;
+    // rumqttd's MQTT 3.1.1 listener closes an MQTT 5 CONNECT: the fallback.
+    assert_eq!(command_carrier(&lab).await, FALLBACK);
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
+    let r = lab.command(BASE, "current_limit", "15").await;
+    assert_eq!(r, json!({"ok": true, "value": 15}));
+    assert_eq!(current_limit_answers(&lab).await, 2, "the refusal and this one");
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1, "rumqttd's copies per subscription ran it once");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+/// A broker that speaks MQTT 3.1.1 only, in front of a real one: a CONNECT asking for protocol
+/// level 5 gets the connection closed (as 3.1.1 brokers do), anything else is passed through.
+struct Mqtt311Only {
+    /// The port clients connect to.
+    port: u16,
+    /// MQTT 5 CONNECTs turned away.
+    refused: Arc<AtomicUsize>,
+    /// Ends the accept loop.
+    stop: CancellationToken,
+}
+
+impl Mqtt311Only {
+    async fn start(broker: &Broker) -> Mqtt311Only {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let target = broker.url().trim_start_matches("mqtt://").to_owned();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let (count, cancel) = (refused.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
+                };
+                let (target, count) = (target.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Some((level, head)) = read_protocol_level(&mut client).await else { return };
+                    if level == 5 {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return; // dropping the socket closes it, no CONNACK
+                    }
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                    if upstream.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Mqtt311Only { port, refused, stop }
+    }
+}
+
+impl Drop for Mqtt311Only {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Reads a CONNECT far enough to see its protocol level; returns it with the bytes read so far.
+async fn read_protocol_level(client: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        // Fixed header (type, 1-4 length bytes), then protocol name `00 04 MQTT`, then the level.
+        if head.len() >= 2 {
+            let len_bytes = head[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
+            let at = 1 + len_bytes + 6;
+            if head.len() > at {
+                return Some((head[at], head));
+            }
+        }
+        if head.len() > 64 {
+            return None;
+        }
+        let n = client.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+        head.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload_back_takes_mqtt_5_again() {
+    let broker = Broker::start().await;
+    if !broker.can_restart() {
+        eprintln!("note: skipped: the in-process broker speaks MQTT 3.1.1 only (install mosquitto)");
+        return;
+    }
+    let yaml = bridge_yaml(&broker, CHARGER, "");
+    let probe = Probe::start(&broker).await;
+    let bridge = start_bridge(&yaml).await;
+    probe.wait_value("home/bridge/status", "online").await;
+    let mut lab = Lab { broker, probe, bridge };
+    let sim = Sim::start(Some(&lab.broker), false, |_| {}).await;
+    lab.probe.wait_value(&format!("{BASE}/availability"), "online").await;
+    wait_carrier(&lab, MQTT5).await;
+
+    let proxy = Mqtt311Only::start(&lab.broker).await;
+    let via_proxy = yaml.replace(&lab.broker.url(), &format!("mqtt://127.0.0.1:{}", proxy.port));
+    let plan = lab.bridge.reload(load_config(&via_proxy)).await.expect("reload applies");
+    assert!(plan.mqtt, "{plan}");
+    wait_carrier(&lab, FALLBACK).await;
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 1, "the link asked the new broker for MQTT 5");
+    let r = lab.command(BASE, "current_limit", "9").await;
+    assert_eq!(r, json!({"ok": true, "value": 9}));
+
+    let plan = lab.bridge.reload(load_config(&yaml)).await.expect("reload applies");
+    assert!(plan.mqtt, "{plan}");
+    wait_carrier(&lab, MQTT5).await;
+    let mark = lab.probe.mark();
+    lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), "10");
+    let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
+    assert!(error_of(&r).contains("retained"), "{r}");
+    assert_cleared(&lab, mark).await;
+    assert_eq!(current_limit_answers(&lab).await, 2);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 1, "only the plain command reached the charger");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_speaking_only_mqtt_3_1_1_gets_commands_over_the_main_connection_and_the_bridge_becomes_ready() {
+    let real = Broker::start().await;
+    let proxy = Mqtt311Only::start(&real).await;
+    let (lab, sim) = charger_lab_on(Broker::external(proxy.port), CHARGER).await;
+    assert_eq!(command_carrier(&lab).await, FALLBACK);
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 1, "the bridge asked for MQTT 5 and was turned away");
+    let r = lab.command(BASE, "current_limit", "9").await;
+    assert_eq!(r, json!({"ok": true, "value": 9}));
+    // Live retained: unflagged in MQTT 3.1.1, so it runs once, and is cleared so it never comes back.
+    let mark = lab.probe.mark();
+    lab.probe.publish_retained(&format!("{BASE}/current_limit/set"), "10");
+    let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
+    assert_eq!(r, json!({"ok": true, "value": 10}));
+    assert_cleared(&lab, mark).await;
+    assert_eq!(current_limit_answers(&lab).await, 2);
+    assert_eq!(charger_writes(&lab.probe, "amp"), 2, "each command wrote the charger once");
+    sim.stop().await;
+    lab.bridge.shutdown().await;
+    drop(real);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
