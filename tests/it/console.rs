@@ -13,7 +13,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use crate::common::{
-    Broker, Probe, TempDir, eventually, free_port, latest_retained, manifest_dir, read_file, start_bridge,
+    Broker, Probe, Reaped, TempDir, eventually, free_port, latest_retained, manifest_dir, read_file, start_bridge,
 };
 
 /// `config/demo.yaml` with every port moved to a free one. `mqtt_url` replaces the embedded broker
@@ -152,15 +152,17 @@ async fn q_in_the_console_stops_the_bridge_cleanly_and_gives_the_terminal_back()
     let config = dir.write("demo.yaml", &demo_yaml(Some(&broker.url()), true));
     // `script` gives the bridge a real pseudo-terminal (80×24); its stdin is the keyboard.
     let inner = format!("stty cols 80 rows 24; exec {} --config {}", env!("CARGO_BIN_EXE_hlbridge"), config.display());
-    let mut child = Command::new("script")
-        .args(["-qfec", &inner, "/dev/null"])
-        .env("TERM", "xterm-256color")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn script(1) (util-linux) running hlbridge");
+    let mut child = Reaped(
+        Command::new("script")
+            .args(["-qfec", &inner, "/dev/null"])
+            .env("TERM", "xterm-256color")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn script(1) (util-linux) running hlbridge"),
+    );
     let screen = Output::collect(child.stdout.take().expect("stdout"));
     probe.wait_value("home/bridge/status", "online").await;
     eventually("the console to draw the devices on the alternate screen", async || {
@@ -189,14 +191,16 @@ async fn without_a_terminal_the_demo_prints_plain_lines_and_json_logs_with_no_er
     let dir = TempDir::new("console-plain");
     let (yaml, broker_port) = demo_yaml_embedded(true);
     let config = dir.write("demo.yaml", &yaml);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-        .args(["--log-format", "json", "--log-level", "info", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hlbridge");
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .args(["--log-format", "json", "--log-level", "info", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hlbridge"),
+    );
     let stdout = Output::collect(child.stdout.take().expect("stdout"));
     let stderr = Output::collect(child.stderr.take().expect("stderr"));
     let ids = demo_ids();

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::common::{
-    Broker, Lab, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained, mosquitto_path,
-    sample_value, scrape,
+    Broker, Lab, Reaped, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained,
+    mosquitto_path, sample_value, scrape,
 };
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
@@ -179,14 +179,16 @@ async fn readyz_says_the_broker_refused_the_connection_as_not_authorized() {
         "mosquitto.conf",
         &format!("listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\nlog_dest none\n"),
     );
-    let mut child = std::process::Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto");
+    let mut child = Reaped(
+        std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto"),
+    );
     let broker = Broker::external(port);
     eventually("the broker listens", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()).await;
     let bridge = crate::common::start_bridge(&crate::common::bridge_yaml(&broker, CHARGER, "")).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hlbridge::surface::simulate::octoprint::{OctoprintSimOptions, PhaseTicks, RestSim};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Broker, Lab, TempDir, client_settings, http_base, http_get, unique};
+use crate::common::{Broker, Lab, Reaped, TempDir, client_settings, http_base, http_get, unique};
 
 /// A key no output may ever contain.
 const KEY: &str = "S3CRET-octoprint-key-4711";
@@ -250,14 +250,16 @@ async fn the_binary_never_logs_the_api_key_even_at_debug_level() {
     );
     let log_path = dir.write("stderr.log", "");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn hlbridge");
+    let mut child = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hlbridge"),
+    );
     probe.wait_value("home/bridge/status", "online").await;
     // A printer expecting another key: the 403 is logged as a failed command.
     let _printer = RestPrinter::start(&broker, listener, "another-key", false, false);

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, Lab, Probe, Sim, TempDir, eventually, free_port, latest_retained, manifest_dir};
+use crate::common::{Broker, Lab, Probe, Reaped, Sim, TempDir, eventually, free_port, latest_retained, manifest_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
@@ -21,14 +21,16 @@ async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
             broker.url()
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hlbridge");
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hlbridge"),
+    );
     probe.wait_value("proc/bridge/status", "online").await;
     probe.wait_value("proc/garage/availability", "online").await;
     let sent = Instant::now();
@@ -62,17 +64,19 @@ async fn the_container_image_config_starts_and_is_healthy_with_only_a_broker_url
     let port = free_port();
     // The image's own config file, as the Containerfile installs it; the listen address is moved
     // to loopback and a port of this test's (the image's 0.0.0.0:9464 is for inside a container).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-        .arg("--config")
-        .arg(manifest_dir().join("deploy/container.yaml"))
-        .env("HLBRIDGE_MQTT__URL", broker.url())
-        .env("HLBRIDGE_MQTT__CLIENT_ID", "hlbridge-container")
-        .env("HLBRIDGE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hlbridge");
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .arg("--config")
+            .arg(manifest_dir().join("deploy/container.yaml"))
+            .env("HLBRIDGE_MQTT__URL", broker.url())
+            .env("HLBRIDGE_MQTT__CLIENT_ID", "hlbridge-container")
+            .env("HLBRIDGE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hlbridge"),
+    );
     probe.wait_value("home/bridge/status", "online").await;
     let (code, out) = eventually("`hlbridge health` says healthy", async || {
         let (code, out) = health(vec!["--url".into(), format!("http://127.0.0.1:{port}")]).await;

@@ -130,6 +130,32 @@ fn flavour() -> Flavour {
     }
 }
 
+/// A child process (the bridge binary, a broker) killed and reaped when the test ends, also when
+/// it panics: a failed test must not leave a process running that holds ports or talks to brokers.
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// One MQTT broker owned by one test, on its own loopback port (never 1883).
 pub struct Broker {
     port: u16,
