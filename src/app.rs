@@ -333,7 +333,9 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     let devices = TaskTracker::new();
     let work = CancellationToken::new();
     let mqtt_cancel = CancellationToken::new();
-    let mqtt = mqtt::spawn(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
+    // Held until the router registered its command filters (below): the first ConnAck subscribes
+    // them before the birth says `online`.
+    let (mqtt, gate) = mqtt::spawn_held(&settings, metrics.clone(), &tracker, mqtt_cancel.clone())?;
 
     // Only this instance's share (every device without `cluster:`): the others are not even
     // subscribed to, so a command reaches the owner alone and a gateway has one client.
@@ -356,6 +358,7 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     router.listen();
+    gate.open();
     tracker.spawn(router.clone().run(work.clone()));
 
     let mut running = Running {

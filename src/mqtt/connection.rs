@@ -129,10 +129,22 @@ impl Connection {
     }
 
     /// Connects, serves, reconnects with backoff, until cancelled or disconnected on purpose.
-    pub(super) async fn run(mut self, cancel: CancellationToken) {
+    /// With a `gate`, the first connection waits until it opens (or is dropped): the bridge
+    /// registers its command filters first, so the ConnAck subscribes them before the birth.
+    pub(super) async fn run(mut self, cancel: CancellationToken, mut gate: Option<oneshot::Receiver<()>>) {
         let mut failures: u32 = 0;
         let mut logged_down = false;
         loop {
+            if let Some(gate) = gate.take() {
+                // Held like an outage: publishes go to the outbox (retained state coalesced), so
+                // the first connection sends the state as it is then, not every step towards it.
+                let opened = async {
+                    let _ = gate.await;
+                };
+                if let Attempt::Stopped = self.wait_buffering(opened, &cancel).await {
+                    break;
+                }
+            }
             if let Some(r) = self.reconfigure.take() {
                 self.apply_settings(*r);
                 failures = 0;
@@ -176,7 +188,7 @@ impl Connection {
             self.shared.health().last_error = Some(reason);
             let delay = super::backoff_delay(failures, self.settings.backoff_initial, self.settings.backoff_max);
             failures = failures.saturating_add(1);
-            match self.wait_buffering(delay, &cancel).await {
+            match self.wait_buffering(tokio::time::sleep(delay), &cancel).await {
                 Attempt::Stopped => break,
                 _ => continue,
             }
@@ -207,13 +219,13 @@ impl Connection {
         }
     }
 
-    /// Sleeps `delay` while buffering the queue; ends early when stopped or reconfigured.
-    async fn wait_buffering(&mut self, delay: Duration, cancel: &CancellationToken) -> Attempt {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
+    /// Waits for `until` (the backoff delay, the gate) while buffering the queue; ends early when
+    /// stopped or reconfigured.
+    async fn wait_buffering(&mut self, until: impl Future<Output = ()>, cancel: &CancellationToken) -> Attempt {
+        tokio::pin!(until);
         loop {
             tokio::select! {
-                _ = &mut sleep => return Attempt::Up,
+                _ = &mut until => return Attempt::Up,
                 m = self.outbound.recv(), if !self.outbound_closed => buffer(&self.shared, &mut self.outbox, &mut self.outbound_closed, m),
                 c = self.control.recv() => if let Some(end) = control_while_down(&self.shared, &mut self.reconfigure, &mut self.carrying, c) {
                     return end;

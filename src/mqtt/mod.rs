@@ -627,13 +627,47 @@ pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<MqttHandle, MqttError> {
+    spawn_inner(settings, metrics, tracker, cancel, None)
+}
+
+/// Opens the connection of a client made with [`spawn_held`]; dropping it opens it too.
+#[derive(Debug)]
+pub(crate) struct Gate(oneshot::Sender<()>);
+
+impl Gate {
+    /// Lets the client connect.
+    pub(crate) fn open(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Like [`spawn`], but the client connects only once the returned [`Gate`] opens: the bridge
+/// registers the router's command and reset filters first, so they reach the broker before the
+/// birth message says `online` (a command sent the moment it does gets its answer).
+pub(crate) fn spawn_held(
+    settings: &MqttSettings,
+    metrics: Arc<Metrics>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(MqttHandle, Gate), MqttError> {
+    let (open, gate) = oneshot::channel();
+    Ok((spawn_inner(settings, metrics, tracker, cancel, Some(gate))?, Gate(open)))
+}
+
+fn spawn_inner(
+    settings: &MqttSettings,
+    metrics: Arc<Metrics>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+    gate: Option<oneshot::Receiver<()>>,
+) -> Result<MqttHandle, MqttError> {
     let eventloop = event_loop(settings)?;
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let shared = Shared::new(out_tx, control_tx, link_tx, metrics);
     let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
-    tracker.spawn(task.run(cancel.clone()));
+    tracker.spawn(task.run(cancel.clone(), gate));
     // Idle (no connection) until a command filter is registered: simulators and probes never have one.
     let link = link::Link::new(shared.clone(), settings.clone(), link_rx);
     tracker.spawn(link.run(cancel));

@@ -444,7 +444,20 @@ async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload
     let r = lab.probe.next_on(mark, &format!("{BASE}/current_limit/result")).await.json();
     assert!(error_of(&r).contains("retained"), "{r}");
     assert_cleared(&lab, mark).await;
-    assert_eq!(current_limit_answers(&lab).await, 2);
+    let answers = current_limit_answers(&lab).await;
+    let all: Vec<String> = lab
+        .probe
+        .all(&format!("{BASE}/current_limit/result"))
+        .into_iter()
+        .map(|m| format!("#{} {}", m.seq, m.payload))
+        .collect();
+    let sets: Vec<String> = lab
+        .probe
+        .all(&format!("{BASE}/current_limit/set"))
+        .into_iter()
+        .map(|m| format!("#{} {:?} r={}", m.seq, m.payload, m.retain))
+        .collect();
+    assert_eq!(answers, 2, "{all:?} {sets:?}");
     assert_eq!(charger_writes(&lab.probe, "amp"), 1, "only the plain command reached the charger");
     sim.stop().await;
     lab.bridge.shutdown().await;
@@ -589,4 +602,32 @@ async fn an_offline_camera_refuses_commands_and_a_silent_one_times_out() {
     assert!(error_of(&r).contains("timeout"), "{r}");
     assert_eq!(lab.probe.all("watermeter/ctrl/flow_start").len(), 1);
     lab.bridge.shutdown().await;
+}
+
+/// The bridge says `online` only once it listens for commands: a command sent the moment
+/// `bridge/status` says `online` gets its answer. Several starts, because the order used to depend
+/// on which task ran first (about one start in six lost the command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_the_moment_the_bridge_says_online_is_answered() {
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    // A camera that is away: its commands are refused at once (no device round trip to wait for).
+    let yaml = crate::common::bridge_yaml(&broker, CAMERA, "");
+    for start in 0..8 {
+        let mark = probe.mark();
+        let bridge = crate::common::start_bridge(&yaml).await;
+        probe
+            .wait_for_since(mark, "bridge/status online", |m| m.topic == "home/bridge/status" && m.payload == "online")
+            .await;
+        probe.publish(&format!("{WATER}/read_now/set"), &format!(r#"{{"id": "start-{start}"}}"#));
+        let r = probe
+            .wait_for_within(mark, Duration::from_secs(3), &format!("the answer after start {start}"), |m| {
+                m.topic == format!("{WATER}/read_now/result")
+            })
+            .await
+            .json();
+        assert_eq!(r["id"], format!("start-{start}"), "{r}");
+        assert!(error_of(&r).contains("offline"), "{r}");
+        bridge.shutdown().await;
+    }
 }
