@@ -575,6 +575,14 @@ impl Connection {
     /// unacknowledged publishes go back to the outbox for the new connection.
     async fn close_for_reconfigure(&mut self) -> Ended {
         tracing::info!("MQTT settings changed: reconnecting with the new ones");
+        // What is in flight is acknowledged first (bounded): re-sent on the new connection, a QoS 1
+        // publish (a command's result, say) would reach subscribers twice.
+        let acked = async {
+            while self.eventloop.state.inflight() > 0 && read(&mut self.eventloop).await.is_ok() {
+                self.process_events();
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, acked).await;
         if self.write(Request::Disconnect(Disconnect)).await.is_ok() {
             let _ = self.flush().await;
         }

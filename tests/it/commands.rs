@@ -457,7 +457,7 @@ async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload
         .into_iter()
         .map(|m| format!("#{} {:?} r={}", m.seq, m.payload, m.retain))
         .collect();
-    assert_eq!(answers, 2, "{all:?} {sets:?}");
+    assert_eq!(answers, 2, "{all:?} {sets:?} charger writes {}", charger_writes(&lab.probe, "amp"));
     assert_eq!(charger_writes(&lab.probe, "amp"), 1, "only the plain command reached the charger");
     sim.stop().await;
     lab.bridge.shutdown().await;
