@@ -400,7 +400,7 @@ impl Link {
                         Verdict::Fallback { only_311 } => {
                             self.fall_back(&e, only_311);
                             failures = 0;
-                            if !self.wait_in_fallback(&cancel, generation).await {
+                            if !self.wait(REPROBE_AFTER, &cancel, Some(generation)).await {
                                 break;
                             }
                             continue;
@@ -415,7 +415,7 @@ impl Link {
             self.set_link(LinkState::Down(reason));
             let delay = super::backoff_delay(failures, self.settings.backoff_initial, self.settings.backoff_max);
             failures = failures.saturating_add(1);
-            if !self.wait(delay, &cancel).await {
+            if !self.wait(delay, &cancel, None).await {
                 break;
             }
         }
@@ -500,8 +500,10 @@ impl Link {
         }
     }
 
-    /// Sleeps `delay`, handling requests. `false`: stop.
-    async fn wait(&mut self, delay: Duration, cancel: &CancellationToken) -> bool {
+    /// Sleeps `delay`, handling requests; with `reconnected_since: Some(generation)` (the main
+    /// connection carries the filters) also ends when the main connection reconnected after
+    /// `generation`, a reason to try MQTT 5 again. `false`: stop.
+    async fn wait(&mut self, delay: Duration, cancel: &CancellationToken, reconnected_since: Option<u64>) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -511,28 +513,12 @@ impl Link {
                 c = self.control.recv() => if let Some(go) = self.control_while_down(c) {
                     return go;
                 },
-            }
-        }
-    }
-
-    /// While the main connection carries the filters: waits for a reason to try MQTT 5 again (the
-    /// main connection reconnected, [`REPROBE_AFTER`], new settings). `false`: stop.
-    async fn wait_in_fallback(&mut self, cancel: &CancellationToken, generation: u64) -> bool {
-        let sleep = tokio::time::sleep(REPROBE_AFTER);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return true,
-                _ = cancel.cancelled() => return false,
-                c = self.control.recv() => if let Some(go) = self.control_while_down(c) {
-                    return go;
-                },
-                changed = self.main.changed() => {
+                changed = self.main.changed(), if reconnected_since.is_some() => {
                     if changed.is_err() {
                         return false;
                     }
                     let m = *self.main.borrow_and_update();
-                    if m.connected && m.generation != generation {
+                    if m.connected && Some(m.generation) != reconnected_since {
                         return true;
                     }
                 }

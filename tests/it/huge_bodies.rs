@@ -12,7 +12,7 @@
 //! online once the server answers normally again.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Broker, TempDir, find_samples, http_get, manifest_dir, parse_samples, read_file, unique};
+use crate::common::{Broker, Reaped, TempDir, find_samples, http_get, manifest_dir, parse_samples, read_file, unique};
 
 /// What one huge answer offers: 100 MB.
 const HUGE: u64 = 100 * 1024 * 1024;
@@ -255,7 +255,8 @@ async fn answer_normally(mut conn: TcpStream, endpoint: Endpoint, mode: &AtomicU
 
 /// The `hlbridge` binary as a child process, its stderr collected; killed on drop.
 struct Bridge {
-    child: Child,
+    /// Killed when the test ends.
+    child: Reaped,
     log: Arc<Mutex<Vec<String>>>,
     base: String,
 }
@@ -294,7 +295,7 @@ impl Bridge {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut bridge = Bridge { child, log, base: String::new() };
+        let mut bridge = Bridge { child: Reaped(child), log, base: String::new() };
         let port = wait("the bridge logs its HTTP address", async || {
             assert!(bridge.child.try_wait().unwrap().is_none(), "hlbridge exited:\n{}", bridge.log_text());
             bridge.log.lock().unwrap().iter().find(|l| l.contains("serving /metrics")).and_then(|l| {
@@ -372,13 +373,6 @@ impl Bridge {
         })
         .await;
         assert!(found.is_some(), "timed out waiting until {device} is online; last /readyz entry: {last}");
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

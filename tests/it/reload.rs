@@ -2,12 +2,12 @@
 //! publishing (nothing lost, nothing doubled, no availability flap); a refused reload; SIGHUP and
 //! `--watch` on the binary.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use hlbridge::surface::reload::DeviceChange;
 
 use crate::common::{
-    Broker, Lab, Probe, TempDir, bridge_yaml, eventually, free_port, http_get, latest_retained, load_config,
+    Broker, Lab, Probe, Reaped, TempDir, bridge_yaml, eventually, free_port, http_get, latest_retained, load_config,
     sample_value, scrape,
 };
 
@@ -136,15 +136,9 @@ async fn an_invalid_reload_is_refused_with_every_error_and_disturbs_nothing() {
 }
 
 struct Binary {
-    child: Child,
+    /// Killed when the test ends.
+    child: Reaped,
     http: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn binary_config(broker: &Broker, port: u16, devices: &str) -> String {
@@ -162,7 +156,7 @@ fn spawn_binary(config: &std::path::Path, port: u16, watch: bool) -> Binary {
     }
     let child =
         cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn hlbridge");
-    Binary { child, http: format!("http://127.0.0.1:{port}") }
+    Binary { child: Reaped(child), http: format!("http://127.0.0.1:{port}") }
 }
 
 async fn wait_for_device(bin: &Binary, id: &str) {
