@@ -25,6 +25,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+#[path = "bench/floor.rs"]
+mod floor;
 #[path = "bench/node_red.rs"]
 mod node_red;
 
@@ -34,10 +36,12 @@ struct Opts {
     child_config: Option<PathBuf>,
     /// A directory with Node-RED 4 installed: run the Node-RED comparison instead of the bench.
     compare_node_red: Option<PathBuf>,
+    /// Run as the floor relay (see [`floor`]) against the broker on this port.
+    floor_child: Option<u16>,
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts { quick: false, json_out: None, child_config: None, compare_node_red: None };
+    let mut o = Opts { quick: false, json_out: None, child_config: None, compare_node_red: None, floor_child: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -45,6 +49,7 @@ fn parse_args() -> Opts {
             "--json" => o.json_out = args.next().map(PathBuf::from),
             "--bridge-child" => o.child_config = args.next().map(PathBuf::from),
             "--compare-node-red" => o.compare_node_red = args.next().map(PathBuf::from),
+            "--floor-child" => o.floor_child = args.next().and_then(|p| p.parse().ok()),
             "--help" | "-h" => {
                 println!("hlbridge-bench [--quick] [--json FILE] [--compare-node-red NODE_RED_DIR]");
                 std::process::exit(0);
@@ -67,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         let config = hlbridge::surface::config::load_file(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let rt = hlbridge::surface::app::runtime(config.runtime.worker_threads)?;
         return rt.block_on(hlbridge::surface::app::run(config, hlbridge::surface::app::shutdown_signal()));
+    }
+    if let Some(port) = opts.floor_child {
+        return floor::run(port);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(dir) = &opts.compare_node_red {
@@ -496,6 +504,46 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     );
     bridge.stop();
 
+    // 3a. The floor: a relay with no mapping and no protocol library answering each `nrg` with the
+    //     same 17 publishes in one write (see `floor`), under the same traffic. Bridge − floor is
+    //     what hlbridge's own code adds, whatever system calls cost on this machine.
+    {
+        let mut floor_rx = probe.subscribe(&format!("{}/power", floor::PREFIX), 1 << 20).await;
+        let mut relay = floor::spawn(port)?;
+        let pid = relay.id();
+        let cpu0 = cpu_ns(pid);
+        let first = 6_000_000 % sent.len() as u64;
+        let d = drive(&pubr, fixed_count, fixed_rate, &sent, base, first, |s| {
+            let raw = ("benchraw/seq".to_string(), s.to_string());
+            let nrg = (floor::INPUT.to_string(), nrg_payload(s));
+            if s % 2 == 0 { vec![raw, nrg] } else { vec![nrg, raw] }
+        });
+        let power_topic = format!("{}/power", floor::PREFIX);
+        let (_, (lat, got, _), (raw_lat, _, _)) = tokio::join!(
+            d,
+            collect(&mut floor_rx, &power_topic, fixed_count, &sent, base, quiet),
+            collect(&mut raw_rx, "benchraw/seq", fixed_count, &sent, base, quiet)
+        );
+        let cpu = cpu_ns(pid) - cpu0;
+        let _ = relay.kill();
+        let _ = relay.wait();
+        let (floor_lat, floor_raw) = (percentiles(lat), percentiles(raw_lat));
+        let p = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+        let floor_cpu = cpu as f64 / 1000.0 / fixed_count as f64;
+        let bridge_cpu = report["goe_nrg_fixed_rate"]["bridge_cpu_us_per_msg"].as_f64().unwrap_or(0.0);
+        let added = |k: &str| p(&floor_lat, k).zip(p(&floor_raw, k)).map(|(f, r)| f - r);
+        report.insert(
+            "floor_relay".into(),
+            json!({
+                "rate": fixed_rate, "sent": fixed_count, "received": got,
+                "cpu_us_per_msg": floor_cpu,
+                "latency": floor_lat, "raw_hop_latency": floor_raw,
+                "added_latency_p50_us": added("p50_us"), "added_latency_p90_us": added("p90_us"),
+                "bridge_cpu_over_floor_us": bridge_cpu - floor_cpu,
+            }),
+        );
+    }
+
     // 3b. The same traffic with the bridge on the broker's Unix socket (same-host deployments).
     if let Some(sock) = &unix_socket {
         let url = format!("unix://{}", sock.display());
@@ -788,6 +836,16 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         ),
         ("  of which our code in-process, no sockets (us)", g(&["in_process_hot_path", "cpu_us_per_msg"])),
         ("  outputs per nrg input", g(&["in_process_hot_path", "outputs_per_input"])),
+        ("floor relay CPU per nrg msg, whole process (us)", g(&["floor_relay", "cpu_us_per_msg"])),
+        ("  bridge CPU over the floor (us)", g(&["floor_relay", "bridge_cpu_over_floor_us"])),
+        (
+            "floor relay added latency p50 / p90 (us)",
+            format!(
+                "{} / {}",
+                g(&["floor_relay", "added_latency_p50_us"]),
+                g(&["floor_relay", "added_latency_p90_us"])
+            ),
+        ),
         (
             "bridge CPU per nrg msg on a Unix socket (us)",
             g(&["goe_nrg_fixed_rate_unix_socket", "bridge_cpu_us_per_msg"]),

@@ -1,0 +1,235 @@
+//! The floor: the least any MQTT bridge can spend on this machine for a go-e `nrg` input.
+//!
+//! A relay with no mapping, no state and no protocol library, on the same kind of runtime as the
+//! bridge (tokio, current thread, epoll): it subscribes to the charger's `nrg` topic and answers
+//! each input with the same 17 retained publishes the bridge makes (16 quantity topics carrying the
+//! array's fields as they came, and a state payload of the bridge's size), written with one socket
+//! write per read, as the bridge does. What it costs per input is the operating system's share
+//! (one wake-up, one read, one write that wakes the broker) plus a minimum of user-space work;
+//! `hlbridge-bench` runs it beside the bridge in the same run, so "bridge − floor" is what
+//! hlbridge's own code costs on top of that, independent of how expensive system calls are on the
+//! machine at hand (they differ several-fold between VMs of one class).
+//!
+//! Hand-written MQTT on purpose: a protocol library would be part of what the floor is meant to
+//! exclude. It understands exactly what Mosquitto sends it here (CONNACK, SUBACK, QoS 0 PUBLISH).
+
+use std::io::Write as _;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The topic the floor relay subscribes to (the bench's one charger).
+pub(crate) const INPUT: &str = "go-eCharger/000000/nrg";
+/// The prefix the floor relay publishes under; `<PREFIX>/power` carries the `nrg` total power (the
+/// bench's sequence number) back, as the bridge's `bench/ev0/power` does.
+pub(crate) const PREFIX: &str = "floor/ev0";
+
+/// The bridge's names for the 16 `nrg` fields, in array order (so topic bytes match the bridge's).
+const FIELDS: [&str; 16] = [
+    "voltage_l1",
+    "voltage_l2",
+    "voltage_l3",
+    "voltage_n",
+    "current_l1",
+    "current_l2",
+    "current_l3",
+    "power_l1",
+    "power_l2",
+    "power_l3",
+    "power_n",
+    "power",
+    "power_factor_l1",
+    "power_factor_l2",
+    "power_factor_l3",
+    "power_factor_n",
+];
+
+/// Size of the bridge's state JSON for one `nrg` (measured: about 700 bytes with timestamps).
+const STATE_BYTES: usize = 700;
+
+/// Runs the relay against the broker on `port` until the broker closes the connection. Prints
+/// `ready` on stdout once subscribed.
+pub(crate) fn run(port: u16) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(relay(port))
+}
+
+async fn relay(port: u16) -> anyhow::Result<()> {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the broker")?;
+    sock.set_nodelay(true)?;
+    let mut out = Vec::with_capacity(4096);
+    connect_packet(&mut out, "hlbridge-bench-floor");
+    subscribe_packet(&mut out, INPUT);
+    sock.write_all(&out).await?;
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut subscribed = false;
+    let state = vec![b'x'; STATE_BYTES];
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(16 * 1024);
+        }
+        if sock.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        out.clear();
+        let mut at = 0;
+        while let Some((kind, body, next)) = packet(&buf[at..]) {
+            let body = &buf[at + body.0..at + body.1];
+            at += next;
+            match kind >> 4 {
+                9 if !subscribed => {
+                    subscribed = true;
+                    println!("ready");
+                    std::io::stdout().flush()?;
+                }
+                3 => relay_one(body, &state, &mut out),
+                _ => {}
+            }
+        }
+        buf.drain(..at);
+        if !out.is_empty() {
+            sock.write_all(&out).await?;
+        }
+    }
+}
+
+/// One `nrg` publish (QoS 0 body: topic, payload) → the 17 publishes, appended to `out`.
+fn relay_one(body: &[u8], state: &[u8], out: &mut Vec<u8>) {
+    let [hi, lo, ..] = *body else { return };
+    let topic_len = usize::from(u16::from_be_bytes([hi, lo]));
+    let Some(payload) = body.get(2 + topic_len..) else { return };
+    let inner = payload.strip_prefix(b"[").and_then(|p| p.strip_suffix(b"]")).unwrap_or(payload);
+    let mut topic = String::with_capacity(32);
+    for (name, value) in FIELDS.iter().zip(inner.split(|&b| b == b',')) {
+        topic.clear();
+        topic.push_str(PREFIX);
+        topic.push('/');
+        topic.push_str(name);
+        publish_packet(out, &topic, value);
+    }
+    publish_packet(out, &format!("{PREFIX}/state"), state);
+}
+
+/// Splits the first complete packet off `buf`: (first byte, body range, packet length).
+fn packet(buf: &[u8]) -> Option<(u8, (usize, usize), usize)> {
+    let kind = *buf.first()?;
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
+    loop {
+        let b = *buf.get(i)?;
+        len |= usize::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 21 {
+            return None;
+        }
+    }
+    (buf.len() >= i + len).then_some((kind, (i, i + len), i + len))
+}
+
+fn remaining_length(out: &mut Vec<u8>, mut len: usize) {
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            return;
+        }
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn connect_packet(out: &mut Vec<u8>, client_id: &str) {
+    out.push(0x10);
+    remaining_length(out, 10 + 2 + client_id.len());
+    string(out, b"MQTT");
+    out.extend_from_slice(&[4, 0x02, 0, 0]); // 3.1.1, clean session, no keep-alive
+    string(out, client_id.as_bytes());
+}
+
+fn subscribe_packet(out: &mut Vec<u8>, filter: &str) {
+    out.push(0x82);
+    remaining_length(out, 2 + 2 + filter.len() + 1);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    string(out, filter.as_bytes());
+    out.push(0);
+}
+
+/// A retained QoS 0 publish.
+fn publish_packet(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
+    out.push(0x31);
+    remaining_length(out, 2 + topic.len() + payload.len());
+    string(out, topic.as_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Spawns the relay as a child process of the bench (`--floor-child PORT`) and waits until it is
+/// subscribed.
+pub(crate) fn spawn(port: u16) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--floor-child")
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("spawning the floor relay")?;
+    let Some(stdout) = child.stdout.take() else { bail!("no stdout from the floor relay") };
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        bail!("the floor relay did not subscribe");
+    }
+    Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_nrg_publish_becomes_sixteen_field_publishes_and_a_state_one() {
+        let mut input = Vec::new();
+        publish_packet(&mut input, INPUT, b"[230.1,231,232,0,1,2,3,4,5,6,7,42,0.9,0.9,0.9,0]");
+        let (_, body, len) = packet(&input).expect("a whole packet");
+        assert_eq!(len, input.len());
+        let mut out = Vec::new();
+        relay_one(&input[body.0..body.1], b"{}", &mut out);
+        let mut at = 0;
+        let mut seen = Vec::new();
+        while let Some((kind, body, next)) = packet(&out[at..]) {
+            assert_eq!(kind, 0x31);
+            let b = &out[at + body.0..at + body.1];
+            let tl = usize::from(u16::from_be_bytes([b[0], b[1]]));
+            seen.push((
+                String::from_utf8_lossy(&b[2..2 + tl]).into_owned(),
+                String::from_utf8_lossy(&b[2 + tl..]).into_owned(),
+            ));
+            at += next;
+        }
+        assert_eq!(at, out.len());
+        assert_eq!(seen.len(), 17);
+        assert_eq!(seen[0], ("floor/ev0/voltage_l1".into(), "230.1".into()));
+        assert_eq!(seen[11], ("floor/ev0/power".into(), "42".into()));
+        assert_eq!(seen[16], ("floor/ev0/state".into(), "{}".into()));
+    }
+
+    #[test]
+    fn a_partial_packet_waits_for_more_bytes() {
+        let mut p = Vec::new();
+        publish_packet(&mut p, "t", &[b'x'; 300]);
+        assert!(packet(&p[..p.len() - 1]).is_none());
+        assert!(packet(&p[..2]).is_none());
+        assert_eq!(packet(&p).map(|x| x.2), Some(p.len()));
+    }
+}
