@@ -1,6 +1,7 @@
 //! Tests of `model`, kept beside it so the module reads as code.
 
 use super::*;
+use proptest::strategy::Strategy as _;
 
 #[test]
 fn every_contract_quantity_resolves() {
@@ -146,6 +147,77 @@ fn numbers_print_without_float_noise() {
     s.clear();
     write_number(-0.00001, 2, &mut s);
     assert_eq!(s, "0");
+}
+
+/// What `write_number` printed before its integer fast path: the float formatter on the rounded value.
+fn printed_by_the_float_formatter(n: f64, decimals: u8) -> String {
+    let r = round_to(n, decimals);
+    if r.fract() == 0.0 && r.abs() < 9.0e15 {
+        format!("{}", r as i64)
+    } else if r.abs() >= 9.0e15 {
+        format!("{r:e}")
+    } else {
+        format!("{r}")
+    }
+}
+
+#[test]
+fn the_integer_fast_path_prints_small_and_edge_numbers_like_the_float_formatter() {
+    let cases = [
+        0.0,
+        -0.0,
+        0.004,
+        -0.004,
+        0.005,
+        0.05,
+        -0.05,
+        0.1,
+        0.01,
+        0.001,
+        1.0,
+        -1.0,
+        10.0,
+        100.5,
+        230.1,
+        230.12,
+        -230.125,
+        999.9999,
+        0.9999,
+        1e14,
+        -1e14,
+        9.99e14,
+        123456789.123,
+        4.35,
+        2.675,
+        1.005,
+        0.3,
+        0.7,
+    ];
+    for n in cases {
+        for d in 0..=6 {
+            let mut s = String::new();
+            write_number(n, d, &mut s);
+            assert_eq!(s, printed_by_the_float_formatter(n, d), "{n} with {d} decimals");
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn numbers_print_exactly_as_the_float_formatter_would(
+        n in proptest::prop_oneof![
+            -1e6f64..1e6,
+            -1e16f64..1e16,
+            -1.0f64..1.0,
+            (-100_000i64..100_000).prop_map(|i| i as f64 / 1000.0),
+            proptest::num::f64::NORMAL,
+        ],
+        d in 0u8..=8,
+    ) {
+        let mut s = String::new();
+        write_number(n, d, &mut s);
+        proptest::prop_assert_eq!(s, printed_by_the_float_formatter(n, d));
+    }
 }
 
 #[test]
