@@ -517,7 +517,7 @@ impl Value {
 
 /// Rounds to `decimals` places.
 pub(crate) fn round_to(n: f64, decimals: u8) -> f64 {
-    let p = 10f64.powi(i32::from(decimals));
+    let p = pow10(decimals);
     if !(n * p).is_finite() {
         // Scaling a huge reading overflows to `inf`; a number that large has no decimals anyway.
         return n;
@@ -547,6 +547,15 @@ pub(crate) fn write_number(n: f64, decimals: u8, out: &mut String) {
     }
 }
 
+/// 10^`decimals`, exact (every power up to 10^22 is a double), without a `powi` call per value.
+fn pow10(decimals: u8) -> f64 {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+        1e20, 1e21, 1e22,
+    ];
+    POW10.get(usize::from(decimals)).copied().unwrap_or_else(|| 10f64.powi(i32::from(decimals)))
+}
+
 /// `n` rounded to `decimals` places as an integer count of 10^-decimals (`230.12`, 2 → 23012), when
 /// that count has at most 15 digits. Every such decimal is the shortest text that reads back as the
 /// double [`round_to`] gives (a double holds 15 significant digits exactly), so printing the count
@@ -556,7 +565,7 @@ fn scaled_integer(n: f64, decimals: u8) -> Option<i64> {
     if decimals > 15 {
         return None;
     }
-    let scaled = (n * 10f64.powi(i32::from(decimals))).round();
+    let scaled = (n * pow10(decimals)).round();
     // Also false for NaN and the infinities.
     (scaled.abs() < 1e15).then_some(scaled as i64)
 }
@@ -571,26 +580,26 @@ fn write_scaled(scaled: i64, decimals: u8, out: &mut String) {
         out.push('-');
     }
     let mut buf = itoa::Buffer::new();
-    let digits = buf.format(scaled.unsigned_abs()).as_bytes();
+    let digits = buf.format(scaled.unsigned_abs());
     let d = usize::from(decimals);
     // Digits of the fraction that are not trailing zeros.
-    let frac_len = if d == 0 { 0 } else { d - digits.iter().rev().take(d).take_while(|&&c| c == b'0').count() };
-    let mut push = |b: &[u8]| out.push_str(std::str::from_utf8(b).unwrap_or_default());
+    let zeros = digits.bytes().rev().take(d).take_while(|&c| c == b'0').count();
+    let frac_len = d - zeros;
     if digits.len() > d {
-        push(&digits[..digits.len() - d]);
+        let point = digits.len() - d;
+        out.push_str(&digits[..point]);
         if frac_len > 0 {
-            push(b".");
-            push(&digits[digits.len() - d..digits.len() - d + frac_len]);
+            out.push('.');
+            out.push_str(&digits[point..point + frac_len]);
         }
     } else {
         // |value| < 1: `0.` and the zeros the count has no digits for.
-        push(b"0");
+        out.push('0');
         if frac_len > 0 {
-            push(b".");
-            for _ in 0..d - digits.len() {
-                push(b"0");
-            }
-            push(&digits[..frac_len - (d - digits.len())]);
+            out.push('.');
+            let missing = d - digits.len();
+            out.extend(std::iter::repeat_n('0', missing));
+            out.push_str(&digits[..frac_len - missing]);
         }
     }
 }
@@ -737,17 +746,34 @@ impl DeviceKind {
 /// Formats a timestamp as RFC 3339 UTC with millisecond precision (`2026-11-22T03:04:05.123Z`).
 pub(crate) fn format_ts(ts: OffsetDateTime, out: &mut String) {
     let ts = ts.to_offset(time::UtcOffset::UTC);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ts.year(),
-        u8::from(ts.month()),
-        ts.day(),
-        ts.hour(),
-        ts.minute(),
-        ts.second(),
-        ts.millisecond()
-    );
+    let year = ts.year();
+    if !(0..=9999).contains(&year) {
+        // Outside RFC 3339's four-digit years: still readable, never on a real device's clock.
+        let _ = write!(out, "{year:04}");
+    } else {
+        push_digits(out, year.unsigned_abs(), 4);
+    }
+    // Hand-written padding: the formatter's `{:02}` machinery cost more than the rest of a state JSON.
+    for (sep, value, width) in [
+        ('-', u32::from(u8::from(ts.month())), 2),
+        ('-', u32::from(ts.day()), 2),
+        ('T', u32::from(ts.hour()), 2),
+        (':', u32::from(ts.minute()), 2),
+        (':', u32::from(ts.second()), 2),
+        ('.', u32::from(ts.millisecond()), 3),
+    ] {
+        out.push(sep);
+        push_digits(out, value, width);
+    }
+    out.push('Z');
+}
+
+/// Appends `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u32.pow(place)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// [`format_ts`] into a new string.

@@ -38,10 +38,20 @@ struct Opts {
     compare_node_red: Option<PathBuf>,
     /// Run as the floor relay (see [`floor`]) against the broker on this port.
     floor_child: Option<u16>,
+    /// Only replay this many `nrg` inputs in-process and print the figures: for instruction counts
+    /// under `valgrind --tool=callgrind`, which are repeatable where CPU time on a shared VM is not.
+    in_process_only: Option<u64>,
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts { quick: false, json_out: None, child_config: None, compare_node_red: None, floor_child: None };
+    let mut o = Opts {
+        quick: false,
+        json_out: None,
+        child_config: None,
+        compare_node_red: None,
+        floor_child: None,
+        in_process_only: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -50,8 +60,11 @@ fn parse_args() -> Opts {
             "--bridge-child" => o.child_config = args.next().map(PathBuf::from),
             "--compare-node-red" => o.compare_node_red = args.next().map(PathBuf::from),
             "--floor-child" => o.floor_child = args.next().and_then(|p| p.parse().ok()),
+            "--in-process-only" => o.in_process_only = args.next().and_then(|n| n.parse().ok()),
             "--help" | "-h" => {
-                println!("hlbridge-bench [--quick] [--json FILE] [--compare-node-red NODE_RED_DIR]");
+                println!(
+                    "hlbridge-bench [--quick] [--json FILE] [--compare-node-red NODE_RED_DIR] [--in-process-only N]"
+                );
                 std::process::exit(0);
             }
             other => {
@@ -75,6 +88,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(port) = opts.floor_child {
         return floor::run(port);
+    }
+    if let Some(n) = opts.in_process_only {
+        println!("{}", in_process_hot_path(n));
+        return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(dir) = &opts.compare_node_red {

@@ -220,6 +220,24 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #[test]
+    fn timestamps_print_exactly_as_the_formatter_would(
+        secs in -62_135_596_800i64..253_402_300_799, // years 1 to 9999
+        millis in 0u16..1000,
+        offset_minutes in -720i16..=840,
+    ) {
+        let utc = OffsetDateTime::from_unix_timestamp(secs).unwrap() + time::Duration::milliseconds(i64::from(millis));
+        let offset = time::UtcOffset::from_whole_seconds(i32::from(offset_minutes) * 60).unwrap();
+        let t = utc.to_offset(offset);
+        let expected = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            utc.year(), u8::from(utc.month()), utc.day(), utc.hour(), utc.minute(), utc.second(), utc.millisecond()
+        );
+        proptest::prop_assert_eq!(ts_string(t), expected);
+    }
+}
+
 #[test]
 fn json_strings_are_escaped() {
     let mut s = String::new();

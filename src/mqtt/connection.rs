@@ -340,39 +340,64 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is ready (outbox first, then the queue) with one flush.
-    async fn write_batch(&mut self, first: Outbound, room: usize) -> Result<(), StateError> {
+    async fn write_batch(&mut self, first: Ready, room: usize) -> Result<(), StateError> {
         let mut next = Some(first);
-        let (mut count, mut bytes) = (0usize, 0usize);
-        while let Some(item) = next {
-            match item {
-                Outbound::Flush(done) => self.flush_waiters.push(done),
-                Outbound::Publish { topic, payload, qos, retain } => {
-                    self.shared.metrics.publish_queue_depth.dec();
-                    let mut publish = Publish::from_bytes(topic, qos, payload.into());
-                    publish.retain = retain;
-                    let size = publish.size();
-                    if size > self.settings.max_packet_size {
-                        self.oversized_out(&publish.topic, size);
-                    } else {
-                        self.write(Request::Publish(publish)).await?;
-                        self.shared.metrics.messages_published.inc();
-                        count += 1;
-                        bytes += size;
+        let mut written = Written { count: 0, bytes: 0, limit: room.min(MAX_BATCH) };
+        while let Some(ready) = next {
+            match ready {
+                Ready::Buffered(p) => self.write_publish(p, &mut written).await?,
+                Ready::Queued(item) => {
+                    self.shared.released(item.publishes());
+                    match item {
+                        Outbound::Flush(done) => self.flush_waiters.push(done),
+                        Outbound::Publish { topic, payload, qos, retain } => {
+                            let p = Pending { topic, payload: payload.into(), qos, retain };
+                            self.write_publish(p, &mut written).await?;
+                        }
+                        Outbound::Batch(batch) => {
+                            let mut rest = batch.into_iter().map(pending);
+                            while !written.full(self) {
+                                let Some(p) = rest.next() else { break };
+                                self.write_publish(p, &mut written).await?;
+                            }
+                            // The outbox is empty whenever the queue is read: what did not fit
+                            // leads it now, and goes out with the next flush.
+                            let rest: Vec<Pending> = rest.collect();
+                            if !rest.is_empty() {
+                                self.outbox.requeue_front(rest);
+                                break;
+                            }
+                        }
                     }
                 }
             }
-            if count >= room.min(MAX_BATCH) || bytes >= MAX_BATCH_BYTES || self.eventloop.state.collision.is_some() {
+            if written.full(self) {
                 break;
             }
             next = match self.outbox.pop_front() {
-                Some(p) => {
-                    Some(Outbound::Publish { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain })
-                }
-                None => self.outbound.try_recv().ok(),
+                Some(p) => Some(Ready::Buffered(p)),
+                None => self.outbound.try_recv().ok().map(Ready::Queued),
             };
         }
         self.flush().await?;
         self.process_events();
+        Ok(())
+    }
+
+    /// Encodes one publish of a batch (no flush); one over the packet limit is dropped and counted.
+    async fn write_publish(&mut self, p: Pending, written: &mut Written) -> Result<(), StateError> {
+        self.shared.metrics.publish_queue_depth.dec();
+        let mut publish = Publish::from_bytes(p.topic, p.qos, p.payload);
+        publish.retain = p.retain;
+        let size = publish.size();
+        if size > self.settings.max_packet_size {
+            self.oversized_out(&publish.topic, size);
+            return Ok(());
+        }
+        self.write(Request::Publish(publish)).await?;
+        self.shared.metrics.messages_published.inc();
+        written.count += 1;
+        written.bytes += size;
         Ok(())
     }
 
@@ -633,6 +658,23 @@ impl Connection {
     }
 }
 
+/// What one flush has taken so far, against its caps.
+struct Written {
+    /// Publishes encoded.
+    count: usize,
+    /// Their bytes.
+    bytes: usize,
+    /// Publishes allowed before the flush: the batch cap, or less room in the QoS 1 window.
+    limit: usize,
+}
+
+impl Written {
+    /// Whether the flush must happen now (caps reached, or a packet id collision to wait out).
+    fn full(&self, c: &Connection) -> bool {
+        self.count >= self.limit || self.bytes >= MAX_BATCH_BYTES || c.eventloop.state.collision.is_some()
+    }
+}
+
 /// Reads a bunch of packets into the protocol state (cancel-safe: a partly read packet stays in
 /// the framed buffer).
 async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
@@ -651,11 +693,24 @@ async fn encode(eventloop: &mut EventLoop, packet: Packet) -> Result<(), StateEr
     }
 }
 
-/// The next publish to write: the outbox (older) before the queue. `None` once the queue closed.
-async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
+/// Something to write: a publish from the outbox, or an item from the queue.
+enum Ready {
+    /// Buffered during an outage (or put back): older than anything in the queue.
+    Buffered(Pending),
+    /// Taken off the queue.
+    Queued(Outbound),
+}
+
+/// A batch's publish as the outbox keeps it (the payload is moved, not copied).
+fn pending(p: super::Outgoing) -> Pending {
+    Pending { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain }
+}
+
+/// The next thing to write: the outbox (older) before the queue. `None` once the queue closed.
+async fn next_publish(outbox: &mut Outbox, outbound: &mut mpsc::Receiver<Outbound>) -> Option<Ready> {
     match outbox.pop_front() {
-        Some(p) => Some(Outbound::Publish { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain }),
-        None => outbound.recv().await,
+        Some(p) => Some(Ready::Buffered(p)),
+        None => outbound.recv().await.map(Ready::Queued),
     }
 }
 
@@ -693,17 +748,26 @@ fn control_while_down(
 
 /// Moves one queued item into the outbox while disconnected.
 fn buffer(shared: &Shared, outbox: &mut Outbox, closed: &mut bool, item: Option<Outbound>) {
+    let push = |outbox: &mut Outbox, p: Pending| match outbox.push(p) {
+        Pushed::Queued => {}
+        Pushed::Coalesced => {
+            shared.metrics.publish_queue_depth.dec();
+        }
+        Pushed::DroppedOldest => {
+            shared.metrics.publish_queue_depth.dec();
+            shared.metrics.publish_dropped.inc();
+        }
+    };
+    if let Some(item) = &item {
+        shared.released(item.publishes());
+    }
     match item {
         Some(Outbound::Publish { topic, payload, qos, retain }) => {
-            match outbox.push(Pending { topic, payload: payload.into(), qos, retain }) {
-                Pushed::Queued => {}
-                Pushed::Coalesced => {
-                    shared.metrics.publish_queue_depth.dec();
-                }
-                Pushed::DroppedOldest => {
-                    shared.metrics.publish_queue_depth.dec();
-                    shared.metrics.publish_dropped.inc();
-                }
+            push(outbox, Pending { topic, payload: payload.into(), qos, retain });
+        }
+        Some(Outbound::Batch(batch)) => {
+            for p in batch {
+                push(outbox, pending(p));
             }
         }
         // Nothing can be flushed while disconnected: do not hold up a shutdown.

@@ -27,7 +27,7 @@ mod outbox;
 pub(crate) mod tls;
 pub(crate) mod topic;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -235,6 +235,19 @@ pub(crate) struct Readiness {
     pub commands: &'static str,
 }
 
+/// One publish of a batch ([`MqttHandle::publish_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    /// Full topic.
+    pub(crate) topic: String,
+    /// Payload (empty + retained deletes a retained topic).
+    pub(crate) payload: Vec<u8>,
+    /// Delivery guarantee.
+    pub(crate) qos: QoS,
+    /// Whether the broker keeps it for later subscribers.
+    pub(crate) retain: bool,
+}
+
 #[doc(hidden)]
 pub(crate) enum Outbound {
     Publish {
@@ -243,9 +256,23 @@ pub(crate) enum Outbound {
         qos: QoS,
         retain: bool,
     },
+    /// Several publishes in order (one router step), handed over at once: one queue operation
+    /// instead of one per publish.
+    Batch(Vec<Outgoing>),
     /// Answered once everything queued before it has been written and every QoS 1 publish
     /// acknowledged by the broker (or at once while disconnected: nothing can be flushed then).
     Flush(oneshot::Sender<()>),
+}
+
+impl Outbound {
+    /// How many publishes it holds (what it took of the queue's bound).
+    fn publishes(&self) -> usize {
+        match self {
+            Outbound::Publish { .. } => 1,
+            Outbound::Batch(b) => b.len(),
+            Outbound::Flush(_) => 0,
+        }
+    }
 }
 
 /// Requests to the connection task that must not wait behind queued publishes.
@@ -352,6 +379,11 @@ struct Shared {
     link: mpsc::UnboundedSender<link::LinkControl>,
     /// Outbound queue (bounded): the hot path's only contact with the connection.
     outbound: mpsc::Sender<Outbound>,
+    /// Publishes in `outbound` (a batch counts each of its publishes): bounds the queue by
+    /// publishes, as `queue_capacity` says, whatever the batch sizes.
+    queued: AtomicUsize,
+    /// The bound on `queued`.
+    queue_capacity: usize,
     /// Subscribe and disconnect requests, ahead of any queued publish.
     control: mpsc::UnboundedSender<Control>,
     /// Connection state for watchers.
@@ -367,6 +399,7 @@ struct Shared {
 impl Shared {
     fn new(
         outbound: mpsc::Sender<Outbound>,
+        queue_capacity: usize,
         control: mpsc::UnboundedSender<Control>,
         link: mpsc::UnboundedSender<link::LinkControl>,
         metrics: Arc<Metrics>,
@@ -379,12 +412,50 @@ impl Shared {
             route,
             link,
             outbound,
+            queued: AtomicUsize::new(0),
+            queue_capacity,
             control,
             state,
             health: Mutex::new(Health::default()),
             closing: AtomicBool::new(false),
             metrics,
         })
+    }
+
+    /// Takes room for up to `n` publishes in the queue; returns how many fit.
+    fn reserve(&self, n: usize) -> usize {
+        let mut queued = self.queued.load(Ordering::Relaxed);
+        loop {
+            let take = n.min(self.queue_capacity.saturating_sub(queued));
+            if take == 0 {
+                return 0;
+            }
+            match self.queued.compare_exchange_weak(queued, queued + take, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return take,
+                Err(now) => queued = now,
+            }
+        }
+    }
+
+    /// Puts `msg` (holding `n` reserved publishes) on the queue; `false` when the connection task is
+    /// gone (the publishes are counted as dropped).
+    fn hand_over(&self, msg: Outbound, n: usize) -> bool {
+        match self.outbound.try_send(msg) {
+            Ok(()) => {
+                self.metrics.publish_queue_depth.inc_by(n as i64);
+                true
+            }
+            Err(_) => {
+                self.released(n);
+                self.metrics.publish_dropped.inc_by(n as u64);
+                false
+            }
+        }
+    }
+
+    /// The connection task took `n` publishes off the queue.
+    fn released(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -426,16 +497,24 @@ pub struct MqttHandle {
 impl MqttHandle {
     /// Queues a publish without waiting. Returns `false` (and counts a drop) when the queue is full.
     pub fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) -> bool {
+        if self.shared.reserve(1) == 0 {
+            self.shared.metrics.publish_dropped.inc();
+            return false;
+        }
         let msg = Outbound::Publish { topic: topic.into(), payload: payload.into(), qos, retain };
-        match self.shared.outbound.try_send(msg) {
-            Ok(()) => {
-                self.shared.metrics.publish_queue_depth.inc();
-                true
-            }
-            Err(_) => {
-                self.shared.metrics.publish_dropped.inc();
-                false
-            }
+        self.shared.hand_over(msg, 1)
+    }
+
+    /// Queues `batch` in order without waiting, as one hand-over to the connection. What does not
+    /// fit in the queue (its tail) is dropped and counted, as single publishes would be.
+    pub(crate) fn publish_batch(&self, mut batch: Vec<Outgoing>) {
+        let n = self.shared.reserve(batch.len());
+        if n < batch.len() {
+            self.shared.metrics.publish_dropped.inc_by((batch.len() - n) as u64);
+            batch.truncate(n);
+        }
+        if n > 0 {
+            self.shared.hand_over(Outbound::Batch(batch), n);
         }
     }
 
@@ -590,20 +669,26 @@ pub struct Captured {
 }
 
 /// Receives what a [`detached`] handle published.
-pub struct CaptureRx(mpsc::Receiver<Outbound>);
+pub struct CaptureRx(mpsc::Receiver<Outbound>, Arc<Shared>);
 
 impl CaptureRx {
     /// Everything published so far.
     pub fn drain(&mut self) -> Vec<Captured> {
         let mut out = Vec::new();
         while let Ok(m) = self.0.try_recv() {
-            if let Outbound::Publish { topic, payload, qos, retain } = m {
-                out.push(Captured {
-                    topic,
-                    payload: String::from_utf8_lossy(&payload).into_owned(),
-                    qos1: qos != QoS::AtMostOnce,
-                    retain,
-                });
+            self.1.released(m.publishes());
+            let captured = |topic, payload: Vec<u8>, qos, retain| Captured {
+                topic,
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+                qos1: qos != QoS::AtMostOnce,
+                retain,
+            };
+            match m {
+                Outbound::Publish { topic, payload, qos, retain } => out.push(captured(topic, payload, qos, retain)),
+                Outbound::Batch(batch) => {
+                    out.extend(batch.into_iter().map(|p| captured(p.topic, p.payload, p.qos, p.retain)));
+                }
+                Outbound::Flush(_) => {}
             }
         }
         out
@@ -616,7 +701,8 @@ pub fn detached(capacity: usize) -> (MqttHandle, CaptureRx) {
     let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
     let (control, _) = mpsc::unbounded_channel();
     let (link, _) = mpsc::unbounded_channel();
-    (MqttHandle { shared: Shared::new(out_tx, control, link, Metrics::detached()) }, CaptureRx(out_rx))
+    let shared = Shared::new(out_tx, capacity.max(1), control, link, Metrics::detached());
+    (MqttHandle { shared: shared.clone() }, CaptureRx(out_rx, shared))
 }
 
 /// Starts the MQTT connection task on `tracker`. It runs until `cancel` fires or
@@ -665,7 +751,7 @@ fn spawn_inner(
     let (out_tx, out_rx) = mpsc::channel(settings.queue_capacity.max(16));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (link_tx, link_rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(out_tx, control_tx, link_tx, metrics);
+    let shared = Shared::new(out_tx, settings.queue_capacity.max(16), control_tx, link_tx, metrics);
     let task = connection::Connection::new(shared.clone(), eventloop, settings.clone(), out_rx, control_rx);
     tracker.spawn(task.run(cancel.clone(), gate));
     // Idle (no connection) until a command filter is registered: simulators and probes never have one.

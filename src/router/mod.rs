@@ -507,8 +507,10 @@ impl Router {
     /// the device's lock (so two steps of one device never interleave their publishes).
     #[inline]
     fn send(&self, st: &mut DeviceState) {
-        for p in st.out.drain(..) {
-            self.mqtt.publish(p.topic, p.payload, p.qos, p.retain);
+        if !st.out.is_empty() {
+            // One hand-over per step, not one per publish (an `nrg` input makes 17).
+            // Copied out in one exactly sized allocation; `out` keeps its room for the next step.
+            self.mqtt.publish_batch(st.out.drain(..).collect());
         }
     }
 

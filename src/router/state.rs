@@ -24,18 +24,9 @@ const TEXT_TOO_LONG: &str = "text_too_long";
 /// The reason devices go offline when the bridge stops (logged at info: nothing is wrong).
 pub(crate) const BRIDGE_STOPPED: &str = "bridge stopped";
 
-/// One message to publish, decided by the state machine and sent by the router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Publish {
-    /// Full topic.
-    pub(crate) topic: String,
-    /// Payload (empty + retained deletes a retained topic).
-    pub(crate) payload: Vec<u8>,
-    /// Delivery guarantee.
-    pub(crate) qos: QoS,
-    /// Whether the broker keeps it for later subscribers.
-    pub(crate) retain: bool,
-}
+/// One message to publish, decided by the state machine and sent by the router (all of one step
+/// in one batch).
+pub(crate) use crate::mqtt::Outgoing as Publish;
 
 /// The device's transport as the adapter sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +226,10 @@ impl DeviceState {
         }
         buf.push_str("}}");
         let payload = buf.as_bytes().to_vec();
-        self.push(format!("{}/state", cx.base), payload, cx.settings.qos, true);
+        let mut topic = String::with_capacity(cx.base.len() + 6);
+        topic.push_str(cx.base);
+        topic.push_str("/state");
+        self.push(topic, payload, cx.settings.qos, true);
     }
 
     fn publish_event(&mut self, cx: &Ctx<'_>, ts: OffsetDateTime, event: &Event) {
