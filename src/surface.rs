@@ -69,7 +69,8 @@ pub mod model {
 }
 pub mod mqtt {
     pub use crate::mqtt::{
-        CaptureRx, Captured, ConnectionState, Message, MqttError, MqttHandle, MqttSettings, QoS, detached, spawn,
+        CaptureRx, Captured, ConnectionState, Message, MqttError, MqttHandle, MqttSettings, Outgoing, QoS, detached,
+        spawn,
     };
     pub mod tls {
         pub use crate::mqtt::tls::{TlsError, TlsSettings};

@@ -237,15 +237,15 @@ pub(crate) struct Readiness {
 
 /// One publish of a batch ([`MqttHandle::publish_batch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Outgoing {
+pub struct Outgoing {
     /// Full topic.
-    pub(crate) topic: String,
+    pub topic: String,
     /// Payload (empty + retained deletes a retained topic).
-    pub(crate) payload: Vec<u8>,
+    pub payload: Vec<u8>,
     /// Delivery guarantee.
-    pub(crate) qos: QoS,
+    pub qos: QoS,
     /// Whether the broker keeps it for later subscribers.
-    pub(crate) retain: bool,
+    pub retain: bool,
 }
 
 #[doc(hidden)]
@@ -507,7 +507,7 @@ impl MqttHandle {
 
     /// Queues `batch` in order without waiting, as one hand-over to the connection. What does not
     /// fit in the queue (its tail) is dropped and counted, as single publishes would be.
-    pub(crate) fn publish_batch(&self, mut batch: Vec<Outgoing>) {
+    pub fn publish_batch(&self, mut batch: Vec<Outgoing>) {
         let n = self.shared.reserve(batch.len());
         if n < batch.len() {
             self.shared.metrics.publish_dropped.inc_by((batch.len() - n) as u64);
@@ -849,6 +849,23 @@ mod tests {
         assert_eq!(hits, [0], "the trie points at the surviving subscriber");
         subs.trie.for_each_match("b/x", |i| hits.push(i));
         assert_eq!(hits, [0], "the pruned filter matches nothing");
+    }
+
+    fn outgoing(payload: &str) -> Outgoing {
+        Outgoing { topic: "t".into(), payload: payload.into(), qos: QoS::AtMostOnce, retain: false }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_left_in_the_queue_keeps_its_head_and_counts_its_tail() {
+        let (h, mut rx) = detached(5);
+        assert!(h.publish("t", "single", QoS::AtMostOnce, false));
+        h.publish_batch(["a", "b", "c", "d", "e", "f"].into_iter().map(outgoing).collect());
+        assert!(!h.publish("t", "no room", QoS::AtMostOnce, false));
+        let got: Vec<String> = rx.drain().into_iter().map(|c| c.payload).collect();
+        assert_eq!(got, ["single", "a", "b", "c", "d"], "bounded by publishes, not by batches");
+        assert_eq!(h.shared.metrics.publish_dropped.get(), 3, "the batch's tail and the single one");
+        h.publish_batch(vec![outgoing("later")]);
+        assert_eq!(rx.drain().len(), 1, "taking publishes off the queue frees their room");
     }
 
     #[test]

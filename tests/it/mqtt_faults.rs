@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use hlbridge::surface::metrics::Metrics;
-use hlbridge::surface::mqtt::QoS;
+use hlbridge::surface::mqtt::{Outgoing, QoS};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::common::{
-    Broker, Lab, Reaped, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained,
+    Broker, Lab, Probe, Reaped, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained,
     mosquitto_path, sample_value, scrape,
 };
 
@@ -393,4 +393,41 @@ async fn a_persistent_broker_replays_old_readings_after_a_restart_and_no_gone_de
     })
     .await;
     sim.stop().await;
+}
+
+/// One hand-over bigger than a flush takes (256 publishes) and than the QoS 1 in-flight window (5
+/// here) goes out whole: in order, each publish once, none left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_flush_and_the_qos1_window_arrives_whole_in_order_and_once() {
+    let broker = Broker::start().await;
+    let probe = Probe::start_filtered(&broker, &["batch/#"]).await;
+    let mut settings = client_settings(&broker, "batcher");
+    settings.inflight = 5;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let client = hlbridge::surface::mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).unwrap();
+    eventually("the client connects", async || client.state().connected.then_some(())).await;
+    let batch: Vec<Outgoing> = (0..600)
+        .map(|i| Outgoing {
+            topic: format!("batch/{}", i % 7),
+            payload: i.to_string().into_bytes(),
+            qos: if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce },
+            retain: false,
+        })
+        .collect();
+    client.publish_batch(batch);
+    let got = eventually("all 600 publishes arrived", async || {
+        // The probe's own readiness message is in its log too.
+        let got: Vec<_> = probe.everything().into_iter().filter(|m| m.topic.starts_with("batch/")).collect();
+        (got.len() >= 600).then_some(got)
+    })
+    .await;
+    let order: Vec<u32> = got.iter().map(|m| m.payload.parse().unwrap()).collect();
+    assert_eq!(order, (0..600).collect::<Vec<u32>>(), "in order, each once");
+    for m in &got {
+        assert_eq!(m.topic, format!("batch/{}", m.payload.parse::<u32>().unwrap() % 7));
+    }
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
 }

@@ -373,7 +373,7 @@ impl Probe {
         Probe::start_filtered(broker, &["#"]).await
     }
 
-    async fn start_filtered(broker: &Broker, filters: &[&str]) -> Probe {
+    pub async fn start_filtered(broker: &Broker, filters: &[&str]) -> Probe {
         init();
         let id = format!("probe-{}", unique());
         let tracker = TaskTracker::new();
