@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# User-space instructions the whole bridge process spends per go-e `nrg` input (runtime, MQTT
+# client, adapter, router, formatting), counted by valgrind's callgrind: repeatable to a fraction
+# of a per cent whatever else the machine does, where CPU time on a shared VM drifts by tens of per
+# cent. Kernel work (the socket calls) is not counted: `hlbridge-bench` measures that.
+#
+# Two runs of the same wall-clock length (so timers cost the same in both) feed N1 and N2 inputs;
+# the difference of their totals divided by N2 - N1 is the cost of one input.
+#
+#   scripts/instructions-per-input.sh [BENCH_BINARY]
+#     BENCH_BINARY: an `hlbridge-bench` (default target/profiling/hlbridge-bench; build it with
+#     `cargo build --profile profiling --bin hlbridge-bench`). Needs valgrind, mosquitto and
+#     mosquitto-clients (apt-get install valgrind mosquitto mosquitto-clients).
+set -euo pipefail
+BENCH=${1:-target/profiling/hlbridge-bench}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
+N1=${N1:-200}
+N2=${N2:-600}
+for tool in valgrind mosquitto mosquitto_pub mosquitto_sub python3; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+[ -x "$BENCH" ] || { echo "no bench binary at $BENCH" >&2; exit 2; }
+
+work=$(mktemp -d)
+broker_pid=""
+cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 100); do mosquitto_pub -p "$port" -t probe -m x 2>/dev/null && break; sleep 0.05; done
+
+cat > "$work/config.yaml" <<EOF
+mqtt:
+  url: mqtt://127.0.0.1:$port
+  client_id: hlbridge-instructions
+output:
+  prefix: bench
+http:
+  listen: null
+log:
+  level: warn
+devices:
+  ev0:
+    adapter: goe
+    serial: "000000"
+    commands: false
+EOF
+
+# Prints `n` nrg payloads, every field changing, spread evenly over SECONDS_PER_RUN.
+feed() {
+  python3 - "$1" "$SECONDS_PER_RUN" <<'EOF'
+import sys, time
+n, secs = int(sys.argv[1]), float(sys.argv[2])
+start = time.monotonic()
+for s in range(n):
+    k = s % 1000
+    f = [220 + k * .01, 221 + k * .01, 222 + k * .01, 1 + k * .01, 10 + k * .001, 11 + k * .001, 12 + k * .001,
+         2000 + k * .1, 2100 + k * .1, 2200 + k * .1, k * .1, s, 80 + k * .01, 81 + k * .01, 82 + k * .01, 83 + k * .01]
+    print("[" + ",".join(f"{v:.3f}" if i != 11 else str(v) for i, v in enumerate(f)) + "]", flush=True)
+    time.sleep(max(0.0, start + (s + 1) * secs / n - time.monotonic()))
+EOF
+}
+
+run() {
+  local n=$1 out="$work/cg.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$BENCH" --bridge-child "$work/config.yaml" 2>"$work/vg.$n.log" &
+  local pid=$!
+  mosquitto_sub -p "$port" -t bench/bridge/status -C 1 -W 60 >/dev/null
+  # The last input's state JSON says the bridge took them all.
+  mosquitto_sub -p "$port" -t bench/ev0/power -W 120 > "$work/power.$n" &
+  local sub=$!
+  feed "$n" | mosquitto_pub -p "$port" -t go-eCharger/000000/nrg -l
+  for _ in $(seq 600); do grep -qx "$((n - 1))" "$work/power.$n" 2>/dev/null && break; sleep 0.1; done
+  kill "$sub" 2>/dev/null || true
+  grep -qx "$((n - 1))" "$work/power.$n" || { echo "the bridge did not take all $n inputs" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -o 'summary: [0-9]*' "$out" | awk '{print $2}'
+}
+
+i1=$(run "$N1")
+i2=$(run "$N2")
+echo "instructions: $N1 inputs $i1, $N2 inputs $i2"
+echo "user-space instructions per nrg input, whole bridge process: $(( (i2 - i1) / (N2 - N1) ))"
