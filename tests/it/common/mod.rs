@@ -220,22 +220,35 @@ impl Broker {
     async fn spawn_mosquitto(&mut self) -> Result<(), String> {
         let (bin, dir) = self.mosquitto.as_ref().expect("mosquitto broker");
         let persistence = if self.persistent {
-            // Mosquitto started as root drops to its own user before it writes the store.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777));
-            }
+            // Written by mosquitto's own user (it drops root): the directory is opened up below.
             format!("persistence true\npersistence_location {}/\n", dir.0.display())
         } else {
             "persistence false\n".to_owned()
         };
+        // Its own log says whether *it* listens: a port taken between `free_port` and the bind (by
+        // another test's broker) would otherwise pass the connect check below while this mosquitto
+        // is still on its way to `Address already in use`, and the test would use a stranger's
+        // broker that goes away with the other test.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Mosquitto started as root drops to its own user; it must still write its log and store here.
+            let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777));
+        }
+        let log = dir.0.join("mosquitto.log");
+        let _ = std::fs::remove_file(&log);
         let conf = dir.write(
             "mosquitto.conf",
             &format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest {}\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest file {}\n{}",
                 self.port,
-                if std::env::var_os("RUST_LOG").is_some() { "stderr" } else { "none" }
+                log.display(),
+                // Quiet unless asked: no line per connection (that would change the broker's timing).
+                if std::env::var_os("RUST_LOG").is_some() {
+                    "log_dest stderr\n"
+                } else {
+                    "log_type error\nlog_type warning\nlog_type information\n"
+                }
             ),
         );
         let mut child = Command::new(bin)
@@ -251,8 +264,10 @@ impl Broker {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("mosquitto exited with {status} (port {} taken?)", self.port));
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                // Accepting, and still our process (not someone else's listener).
+            // `running` is logged once every listener is bound (a failed bind exits before it).
+            let running = std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" running"));
+            if running && tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                // Accepting, and still our process.
                 if matches!(child.try_wait(), Ok(None)) {
                     self.child = Some(child);
                     return Ok(());
