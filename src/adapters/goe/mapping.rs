@@ -13,6 +13,8 @@ use crate::model::{Event, Identity, Quantity, Update, Value};
 
 const MAPPING_TSV: &str = include_str!("../../../adapters/goe/mapping.tsv");
 const NRG_TSV: &str = include_str!("../../../adapters/goe/nrg.tsv");
+/// Fields of an `nrg` array as API v2 chargers send it.
+pub(crate) const NRG_FIELDS: usize = 16;
 const ENUMS_TSV: &str = include_str!("../../../adapters/goe/enums.tsv");
 const KNOWN_KEYS: &str = include_str!("../../../adapters/goe/known-keys.txt");
 
@@ -220,6 +222,16 @@ impl Mapper {
         KeyOutcome::Mapped
     }
 
+    /// `nrg` when it is what chargers send: 16 numbers or nulls, already parsed (no JSON tree).
+    /// Maps exactly as [`Mapper::map`] maps the same array.
+    pub(crate) fn nrg_fields(&self, fields: &[Option<f64>; NRG_FIELDS], update: &mut Update) {
+        for &(i, q, scale) in &tables().nrg {
+            if let Some(Some(n)) = fields.get(i) {
+                update.push(q, Value::Number(n * scale));
+            }
+        }
+    }
+
     fn nrg(&self, value: &Json, update: &mut Update) -> KeyOutcome {
         let Json::Array(items) = value else {
             return KeyOutcome::Invalid("bad_type");
@@ -329,6 +341,22 @@ mod tests {
         let mut u = Update::fresh();
         let v: Json = serde_json::from_str(json).unwrap();
         (m.map(key, &v, true, &mut u), u)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_parsed_nrg_maps_exactly_as_its_json_array(
+            fields in proptest::collection::vec(proptest::option::of(-1e7f64..1e7), NRG_FIELDS)
+        ) {
+            let json = serde_json::to_string(&fields).unwrap();
+            let mut m = Mapper::default();
+            let (outcome, via_json) = map_one(&mut m, "nrg", &json);
+            proptest::prop_assert_eq!(outcome, KeyOutcome::Mapped);
+            let parsed: [Option<f64>; NRG_FIELDS] = serde_json::from_str(&json).unwrap();
+            let mut direct = Update::fresh();
+            m.nrg_fields(&parsed, &mut direct);
+            proptest::prop_assert_eq!(direct.readings, via_json.readings);
+        }
     }
 
     fn get(u: &Update, name: &str) -> Option<Value> {

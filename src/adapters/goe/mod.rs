@@ -219,6 +219,17 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
 fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
     let device = ingest.device.clone();
     device.counters().received.inc();
+    // The hot key as chargers send it (16 numbers or nulls, several a second) without building a
+    // JSON tree; anything else (strings, short arrays, garbage) takes the general path below.
+    if key == "nrg"
+        && let Ok(fields) = serde_json::from_slice::<[Option<f64>; mapping::NRG_FIELDS]>(&msg.payload)
+    {
+        let mut update = Update { fresh: !msg.retain, ..Default::default() };
+        update.readings.reserve(mapping::NRG_FIELDS);
+        ingest.mapper.nrg_fields(&fields, &mut update);
+        device.apply(update);
+        return;
+    }
     let value: serde_json::Value = match serde_json::from_slice(&msg.payload) {
         Ok(v) => v,
         Err(e) => {
