@@ -394,7 +394,12 @@ impl Connection {
             self.oversized_out(&publish.topic, size);
             return Ok(());
         }
-        self.write(Request::Publish(publish)).await?;
+        // Straight into the framed socket's buffer: the hot path skips `write` and `encode`, whose
+        // futures each moved the packet once more.
+        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Publish(publish))? {
+            let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+            network.write(packet).await?;
+        }
         self.shared.metrics.messages_published.inc();
         written.count += 1;
         written.bytes += size;
