@@ -10,7 +10,8 @@
 #   scripts/instructions-per-input.sh [BENCH_BINARY]
 #     BENCH_BINARY: an `hlbridge-bench` (default target/profiling/hlbridge-bench; build it with
 #     `cargo build --profile profiling --bin hlbridge-bench`). Needs valgrind, mosquitto and
-#     mosquitto-clients (apt-get install valgrind mosquitto mosquitto-clients).
+#     mosquitto-clients (apt-get install valgrind mosquitto mosquitto-clients). KEEP=1 keeps the
+#     callgrind files (cg.N in the printed directory) for callgrind_annotate.
 set -euo pipefail
 BENCH=${1:-target/profiling/hlbridge-bench}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
@@ -23,7 +24,7 @@ done
 
 work=$(mktemp -d)
 broker_pid=""
-cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
