@@ -26,43 +26,9 @@ work=$(mktemp -d)
 broker_pid=""
 cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do mosquitto_pub -p "$port" -t probe -m x 2>/dev/null && break; sleep 0.05; done
-
-cat > "$work/config.yaml" <<EOF
-mqtt:
-  url: mqtt://127.0.0.1:$port
-  client_id: hlbridge-instructions
-output:
-  prefix: bench
-http:
-  listen: null
-log:
-  level: warn
-devices:
-  ev0:
-    adapter: goe
-    serial: "000000"
-    commands: false
-EOF
-
-# Prints `n` nrg payloads, every field changing, spread evenly over SECONDS_PER_RUN.
-feed() {
-  python3 - "$1" "$SECONDS_PER_RUN" <<'EOF'
-import sys, time
-n, secs = int(sys.argv[1]), float(sys.argv[2])
-start = time.monotonic()
-for s in range(n):
-    k = s % 1000
-    f = [220 + k * .01, 221 + k * .01, 222 + k * .01, 1 + k * .01, 10 + k * .001, 11 + k * .001, 12 + k * .001,
-         2000 + k * .1, 2100 + k * .1, 2200 + k * .1, k * .1, s, 80 + k * .01, 81 + k * .01, 82 + k * .01, 83 + k * .01]
-    print("[" + ",".join(f"{v:.3f}" if i != 11 else str(v) for i, v in enumerate(f)) + "]", flush=True)
-    time.sleep(max(0.0, start + (s + 1) * secs / n - time.monotonic()))
-EOF
-}
+source "$(dirname "$0")/lib/nrg-bench.sh"
+start_broker
+bridge_config bench > "$work/config.yaml"
 
 run() {
   local n=$1 out="$work/cg.$1"
@@ -72,7 +38,7 @@ run() {
   # The last input's state JSON says the bridge took them all.
   mosquitto_sub -p "$port" -t bench/ev0/power -W 120 > "$work/power.$n" &
   local sub=$!
-  feed "$n" | mosquitto_pub -p "$port" -t go-eCharger/000000/nrg -l
+  feed_nrg "$n" "$SECONDS_PER_RUN" | mosquitto_pub -p "$port" -t go-eCharger/000000/nrg -l
   for _ in $(seq 600); do grep -qx "$((n - 1))" "$work/power.$n" 2>/dev/null && break; sleep 0.1; done
   kill "$sub" 2>/dev/null || true
   grep -qx "$((n - 1))" "$work/power.$n" || { echo "the bridge did not take all $n inputs" >&2; exit 1; }

@@ -394,12 +394,7 @@ impl Connection {
             self.oversized_out(&publish.topic, size);
             return Ok(());
         }
-        // Straight into the framed socket's buffer: the hot path skips `write` and `encode`, whose
-        // futures each moved the packet once more.
-        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Publish(publish))? {
-            let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
-            network.write(packet).await?;
-        }
+        self.write(Request::Publish(publish)).await?;
         self.shared.metrics.messages_published.inc();
         written.count += 1;
         written.bytes += size;
@@ -489,7 +484,10 @@ impl Connection {
     /// Runs a request through the protocol state and encodes what it yields (no flush).
     async fn write(&mut self, request: Request) -> Result<(), StateError> {
         if let Some(packet) = self.eventloop.state.handle_outgoing_packet(request)? {
-            encode(&mut self.eventloop, packet).await?;
+            // Straight into the framed buffer, not through `encode`: every publish of a batch passes
+            // here, and each async layer moved the packet once more.
+            let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+            network.write(packet).await?;
         }
         Ok(())
     }

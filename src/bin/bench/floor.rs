@@ -24,25 +24,23 @@ pub(crate) const INPUT: &str = "go-eCharger/000000/nrg";
 /// bench's sequence number) back, as the bridge's `bench/ev0/power` does.
 pub(crate) const PREFIX: &str = "floor/ev0";
 
-/// The bridge's names for the 16 `nrg` fields, in array order (so topic bytes match the bridge's).
-const FIELDS: [&str; 16] = [
-    "voltage_l1",
-    "voltage_l2",
-    "voltage_l3",
-    "voltage_n",
-    "current_l1",
-    "current_l2",
-    "current_l3",
-    "power_l1",
-    "power_l2",
-    "power_l3",
-    "power_n",
-    "power",
-    "power_factor_l1",
-    "power_factor_l2",
-    "power_factor_l3",
-    "power_factor_n",
-];
+/// The go-e adapter's own `nrg` table (index, quantity, scale): the relay publishes each field under
+/// the name the bridge gives it, so both write the same topic bytes.
+const NRG_TSV: &str = include_str!("../../../adapters/goe/nrg.tsv");
+
+/// The quantity name of each `nrg` index, from [`NRG_TSV`].
+fn field_names() -> Vec<String> {
+    let mut names = vec![String::new(); 16];
+    for line in NRG_TSV.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let mut cols = line.split('\t');
+        if let (Some(Ok(i)), Some(name)) = (cols.next().map(str::parse::<usize>), cols.next())
+            && let Some(slot) = names.get_mut(i)
+        {
+            *slot = name.to_owned();
+        }
+    }
+    names
+}
 
 /// Size of the bridge's state JSON for one `nrg` (measured: about 700 bytes with timestamps).
 const STATE_BYTES: usize = 700;
@@ -64,6 +62,7 @@ async fn relay(port: u16) -> anyhow::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut subscribed = false;
     let state = vec![b'x'; STATE_BYTES];
+    let fields = field_names();
     loop {
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(16 * 1024);
@@ -82,7 +81,7 @@ async fn relay(port: u16) -> anyhow::Result<()> {
                     println!("ready");
                     std::io::stdout().flush()?;
                 }
-                3 => relay_one(body, &state, &mut out),
+                3 => relay_one(body, &fields, &state, &mut out),
                 _ => {}
             }
         }
@@ -94,13 +93,13 @@ async fn relay(port: u16) -> anyhow::Result<()> {
 }
 
 /// One `nrg` publish (QoS 0 body: topic, payload) → the 17 publishes, appended to `out`.
-fn relay_one(body: &[u8], state: &[u8], out: &mut Vec<u8>) {
+fn relay_one(body: &[u8], fields: &[String], state: &[u8], out: &mut Vec<u8>) {
     let [hi, lo, ..] = *body else { return };
     let topic_len = usize::from(u16::from_be_bytes([hi, lo]));
     let Some(payload) = body.get(2 + topic_len..) else { return };
     let inner = payload.strip_prefix(b"[").and_then(|p| p.strip_suffix(b"]")).unwrap_or(payload);
     let mut topic = String::with_capacity(32);
-    for (name, value) in FIELDS.iter().zip(inner.split(|&b| b == b',')) {
+    for (name, value) in fields.iter().zip(inner.split(|&b| b == b',')) {
         topic.clear();
         topic.push_str(PREFIX);
         topic.push('/');
@@ -204,7 +203,7 @@ mod tests {
         let (_, body, len) = packet(&input).expect("a whole packet");
         assert_eq!(len, input.len());
         let mut out = Vec::new();
-        relay_one(&input[body.0..body.1], b"{}", &mut out);
+        relay_one(&input[body.0..body.1], &field_names(), b"{}", &mut out);
         let mut at = 0;
         let mut seen = Vec::new();
         while let Some((kind, body, next)) = packet(&out[at..]) {
