@@ -1028,3 +1028,65 @@ fn config_errors_name_whatwatt_keys() {
     let e = load("devices:\n  m:\n    adapter: whatwatt\n    url: http://x\n    fallback:\n      aftr: 2\n");
     assert!(e.contains("devices.m.fallback.aftr: unknown key `aftr`; did you mean `after`?"), "{e}");
 }
+
+/// A gateway that is down when the bridge starts (a power cut brings both back, the bridge first)
+/// shows its identity and RSSI as soon as it answers, over either transport: the identity probe
+/// is retried with each connection attempt while the gateway cannot be reached, not 30 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_comes_up_after_the_bridge_shows_its_identity_with_its_first_readings() {
+    for transport in ["sse", "poll"] {
+        let broker = Broker::start().await;
+        let probe = Probe::start(&broker).await;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let extra = format!("    transport: {transport}\n");
+        let bridge = start_bridge(&bridge_yaml(&broker, &device(&format!("http://{addr}"), &extra), "")).await;
+        eventually(&format!("{transport}: the bridge says the gateway cannot be reached"), async || {
+            readyz(&bridge).await["devices"]["meter"]["reason"].as_str().map(str::to_owned)
+        })
+        .await;
+        let sim = WwSim::start_on(addr, |_| {}).await;
+        probe.wait_value("home/meter/availability", "online").await;
+        let rssi = number(&probe.wait_latest("home/meter/rssi", |_| true).await);
+        assert!((-100.0..0.0).contains(&rssi), "{transport}: rssi {rssi} dBm");
+        let info = probe
+            .wait_for("the info topic", |m| m.topic == "home/meter/info" && m.payload.contains("serial"))
+            .await
+            .json();
+        assert_eq!(info["serial"], "A842E39F8124", "{transport}");
+        bridge.shutdown().await;
+        sim.stop().await;
+    }
+}
+
+/// Over the `mqtt` transport the identity probe is asked again once the gateway publishes, when
+/// the gateway could not be reached at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_a_gateway_that_was_down_at_start_gets_its_identity_once_it_publishes() {
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dev = format!(
+        "  meter:\n    adapter: whatwatt\n    transport: mqtt\n    url: http://{addr}\n    topic: energy/whatwatt/late\n    \
+         interval: 200ms\n    timeout: 2s\n"
+    );
+    let bridge = start_bridge(&bridge_yaml(&broker, &dev, "")).await;
+    let sim = WwSim::start_on(addr, |o| {
+        o.broker = Some(client_settings(&broker, "whatwatt-sim-late"));
+        o.topic = "energy/whatwatt/late".into();
+        o.mqtt_interval = Duration::from_millis(200);
+    })
+    .await;
+    probe.wait_value("home/meter/availability", "online").await;
+    let info = probe
+        .wait_for("the info topic with the probed serial", |m| {
+            m.topic == "home/meter/info" && m.payload.contains("A842E39F8124")
+        })
+        .await
+        .json();
+    assert_eq!(info["serial"], "A842E39F8124");
+    let rssi = number(&probe.wait_latest("home/meter/rssi", |_| true).await);
+    assert!((-100.0..0.0).contains(&rssi), "rssi {rssi} dBm");
+    assert_eq!(sim.control.requests("/api/v1/system"), 1, "asked once the gateway answered, not again");
+    bridge.shutdown().await;
+    sim.stop().await;
+}

@@ -49,6 +49,10 @@ pub(super) struct Http {
     last_probe: Option<Instant>,
     /// `/api/v1/system` answered once (identity, licence); until then it is retried now and then.
     identity_known: bool,
+    /// The last identity probe could not reach the gateway (down, or not up yet at start-up):
+    /// it is tried again at the next connection attempt rather than [`PROBE_RETRY`] later, so a
+    /// gateway that comes up after the bridge shows its identity and RSSI with its first readings.
+    probe_unreachable: bool,
     /// Streams the gateway closed on us.
     kicked: u64,
     /// Stream (re)connections.
@@ -73,6 +77,7 @@ impl Http {
             licence_free: false,
             last_probe: None,
             identity_known: false,
+            probe_unreachable: false,
             kicked: 0,
             connects: 0,
             logged: LogOnce::default(),
@@ -114,6 +119,7 @@ impl Http {
             _ = self.cancel.cancelled() => return None,
             a = self.gateway.get("/api/v1/system") => a,
         };
+        self.probe_unreachable = answer.is_err();
         let result = match answer {
             Ok(a) => self.ingest.system_body(a.status, &a.content_type, &a.body),
             Err(e) => {
@@ -140,6 +146,10 @@ impl Http {
     }
 
     fn probe_due(&self) -> bool {
+        if !self.identity_known && self.probe_unreachable {
+            // Called once per connection attempt, which already backs off while the gateway is down.
+            return true;
+        }
         let every = if self.identity_known { PROBE_EVERY } else { PROBE_RETRY };
         self.last_probe.is_none_or(|t| t.elapsed() >= every)
     }
