@@ -24,6 +24,8 @@ use crate::router::{DeviceSpec, Router, RouterSettings};
 
 /// Time allowed for a clean stop.
 pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
+/// How long start-up waits for the adapters to register their subscriptions before connecting.
+const ADAPTERS_REGISTER_BUDGET: Duration = Duration::from_secs(2);
 
 /// Builds the broker connection settings from the config.
 pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
@@ -259,14 +261,24 @@ impl Running {
         let handle = self.router.add_device(spec);
         self.router.configure_guard(id, &d.common.guard);
         self.router.configure_commands(id, crate::adapters::command_policy(&d));
-        self.spawn_adapter(id, &d, handle);
+        // Live: the connection subscribes its filters as they are registered; readiness waits
+        // for their SUBACK.
+        drop(self.spawn_adapter(id, &d, handle));
     }
 
-    fn spawn_adapter(&mut self, id: &str, d: &crate::config::DeviceConfig, handle: crate::router::DeviceHandle) {
+    /// Starts the adapter of device `id`; the receiver fires after its first step (by then its
+    /// MQTT subscriptions are registered).
+    fn spawn_adapter(
+        &mut self,
+        id: &str,
+        d: &crate::config::DeviceConfig,
+        handle: crate::router::DeviceHandle,
+    ) -> tokio::sync::oneshot::Receiver<()> {
         let stop = self.work.child_token();
-        let task = crate::adapters::spawn(d, handle, &self.devices, stop.clone());
+        let spawned = crate::adapters::spawn(d, handle, &self.devices, stop.clone());
         tracing::info!(device = %id, adapter = %d.common.adapter.as_str(), "adapter started");
-        self.adapters.insert(id.to_owned(), (stop, task));
+        self.adapters.insert(id.to_owned(), (stop, spawned.task));
+        spawned.first_step
     }
 
     fn serve_http(&mut self, listener: TcpListener) {
@@ -358,7 +370,6 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     }
     registry.register_collector(Box::new(crate::http::DeviceCollector(router.clone())));
     router.listen();
-    gate.open();
     tracker.spawn(router.clone().run(work.clone()));
 
     let mut running = Running {
@@ -388,11 +399,25 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
             "cluster member: running only the devices this instance owns"
         );
     }
+    let mut first_steps = Vec::new();
     for (id, d) in config.owned_devices() {
         if let Some(handle) = router.handle(id) {
-            running.spawn_adapter(id, d, handle);
+            first_steps.push(running.spawn_adapter(id, d, handle));
         }
     }
+    // Connect only once every adapter registered its subscriptions: the first ConnAck subscribes
+    // them ahead of the birth, so `online` means every device is listened to (a device's first
+    // messages after that are not lost to a late SUBSCRIBE). Bounded, so that an adapter that
+    // misbehaves cannot hold the bridge offline.
+    let registered = async {
+        for step in first_steps {
+            let _ = step.await;
+        }
+    };
+    if tokio::time::timeout(ADAPTERS_REGISTER_BUDGET, registered).await.is_err() {
+        tracing::warn!("some adapters took longer than {ADAPTERS_REGISTER_BUDGET:?} to start; connecting anyway");
+    }
+    gate.open();
 
     #[cfg(feature = "simulators")]
     for (name, sim) in &config.simulators {

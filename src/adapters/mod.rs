@@ -27,6 +27,7 @@ pub(crate) mod whatwatt;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -252,13 +253,35 @@ pub fn accepts_commands(cfg: &DeviceConfig) -> bool {
     command_policy(cfg).accepts_any()
 }
 
+/// A started adapter task.
+pub struct Spawned {
+    /// The adapter's task: it ends after its cancel token fires.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Fires once the adapter took its first step. Adapters register their MQTT subscriptions
+    /// before their first await (the compliance test holds them to it), so from then on the
+    /// connection's readiness covers them: the bridge waits for this before it connects, so its
+    /// birth `online` means every device is listened to.
+    pub first_step: oneshot::Receiver<()>,
+}
+
 /// Starts the adapter task for one device.
-pub fn spawn(
-    cfg: &DeviceConfig,
-    device: DeviceHandle,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn(cfg: &DeviceConfig, device: DeviceHandle, tracker: &TaskTracker, cancel: CancellationToken) -> Spawned {
     device.set_ingest_queue(cfg.common.ingest_queue);
-    with_adapter!(&cfg.adapter, A, c => tracker.spawn(A::run(c.clone(), device, cancel)))
+    let (stepped, first_step) = oneshot::channel();
+    let task = with_adapter!(&cfg.adapter, A, c => tracker.spawn(after_first_poll(A::run(c.clone(), device, cancel), stepped)));
+    Spawned { task, first_step }
+}
+
+/// Runs `fut`, sending on `stepped` right after its first poll.
+async fn after_first_poll<F: Future<Output = ()>>(fut: F, stepped: oneshot::Sender<()>) {
+    let mut fut = std::pin::pin!(fut);
+    let mut stepped = Some(stepped);
+    std::future::poll_fn(|cx| {
+        let r = fut.as_mut().poll(cx);
+        if let Some(tx) = stepped.take() {
+            let _ = tx.send(());
+        }
+        r
+    })
+    .await
 }

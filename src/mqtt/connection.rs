@@ -88,6 +88,9 @@ pub(super) struct Connection {
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// SUBSCRIBE packet ids of this connection not yet acknowledged, with their filters.
     pending_subacks: HashMap<u16, Vec<String>>,
+    /// The registration generation the SUBSCRIBEs written so far complete: acknowledged (for
+    /// readiness) when the last pending SUBACK arrives.
+    subscribe_covers: u64,
     /// A subscriber was found gone while dispatching: prune and unsubscribe after this read.
     prune_due: bool,
     /// New settings waiting to be applied (live reload), with the event loop built from them.
@@ -119,6 +122,7 @@ impl Connection {
             control,
             flush_waiters: Vec::new(),
             pending_subacks: HashMap::new(),
+            subscribe_covers: 0,
             prune_due: false,
             reconfigure: None,
             logged_oversized_in: false,
@@ -249,7 +253,11 @@ impl Connection {
         // A hand-over decided while down needs no UNSUBACK: nothing was in flight.
         self.carrying.reset();
         // Without a session (clean session), the broker knows none of our filters.
-        let mut filters: BTreeSet<String> = shared.subscriptions().list.iter().map(|s| s.filter.clone()).collect();
+        let mut filters: BTreeSet<String> = {
+            let subs = shared.subscriptions();
+            self.subscribe_covers = subs.generation;
+            subs.list.iter().map(|s| s.filter.clone()).collect()
+        };
         if self.carrying.subscribes() {
             filters.extend(shared.command_filters());
         }
@@ -264,10 +272,14 @@ impl Connection {
         }
         self.flush().await?;
         self.process_events();
+        let subscribed = self.pending_subacks.is_empty();
+        if subscribed {
+            shared.acknowledged.store(self.subscribe_covers, std::sync::atomic::Ordering::Release);
+        }
         shared.state.send_modify(|s| {
             s.connected = true;
             s.generation += 1;
-            s.subscribed = self.pending_subacks.is_empty();
+            s.subscribed = subscribed;
         });
         shared.metrics.mqtt_connected.set(1);
         Ok(())
@@ -284,7 +296,10 @@ impl Connection {
                 biased;
                 _ = cancel.cancelled() => return Ended::Closed,
                 c = self.control.recv() => match c {
-                    Some(Control::Subscribe(filters)) => self.subscribe_now(filters).await,
+                    Some(Control::Subscribe(filters, generation)) => {
+                        self.subscribe_covers = self.subscribe_covers.max(generation);
+                        self.subscribe_now(filters).await
+                    }
                     Some(Control::SubscribeCommands(filters)) if self.carrying.subscribes() => {
                         self.subscribe_now(filters).await
                     }
@@ -406,10 +421,21 @@ impl Connection {
         for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
             self.write_subscribe(chunk.to_vec()).await?;
         }
-        self.shared.state.send_if_modified(|s| std::mem::replace(&mut s.subscribed, false));
+        if self.pending_subacks.is_empty() {
+            // Nothing to wait for (no filter left to send): acknowledged as it stands.
+            self.all_acknowledged();
+        } else {
+            self.shared.state.send_if_modified(|s| std::mem::replace(&mut s.subscribed, false));
+        }
         self.flush().await?;
         self.process_events();
         Ok(())
+    }
+
+    /// Every SUBSCRIBE written on this connection has its SUBACK.
+    fn all_acknowledged(&mut self) {
+        self.shared.acknowledged.store(self.subscribe_covers, std::sync::atomic::Ordering::Release);
+        self.shared.state.send_if_modified(|s| !std::mem::replace(&mut s.subscribed, true));
     }
 
     /// Takes the command filters over from the link (`on`: the broker speaks MQTT 3.1.1 only) or
@@ -530,7 +556,7 @@ impl Connection {
             self.shared.health().refused.extend(refused);
         }
         if self.pending_subacks.is_empty() {
-            self.shared.state.send_if_modified(|s| !std::mem::replace(&mut s.subscribed, true));
+            self.all_acknowledged();
         }
     }
 
@@ -735,7 +761,7 @@ fn control_while_down(
             None
         }
         // Registered already; the next ConnAck subscribes it.
-        Some(Control::Subscribe(_) | Control::SubscribeCommands(_)) => None,
+        Some(Control::Subscribe(..) | Control::SubscribeCommands(_)) => None,
         Some(Control::CarryCommands(on)) => {
             // The next ConnAck subscribes them (or not); `subscribed` is false while down.
             carrying.request_while_down(on);

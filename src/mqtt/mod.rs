@@ -27,7 +27,7 @@ mod outbox;
 pub(crate) mod tls;
 pub(crate) mod topic;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -277,8 +277,9 @@ impl Outbound {
 
 /// Requests to the connection task that must not wait behind queued publishes.
 enum Control {
-    /// Subscribe these (already registered) filters on the live connection.
-    Subscribe(Vec<String>),
+    /// Subscribe these (already registered) filters on the live connection; the registration
+    /// generation they complete.
+    Subscribe(Vec<String>, u64),
     /// Forget subscribers whose receiver was dropped and unsubscribe filters nobody uses.
     Prune,
     /// Send DISCONNECT and close; answered when the connection is closed.
@@ -331,6 +332,10 @@ struct Subscriptions {
     list: Vec<Subscription>,
     /// Filters indexed by level for dispatch.
     trie: topic::FilterTrie,
+    /// Counts registrations (not re-adds by a prune): readiness holds off until the broker has
+    /// acknowledged every generation up to this one, so a device added a moment ago is never
+    /// reported as listened to before its SUBACK.
+    generation: u64,
 }
 
 impl Subscriptions {
@@ -388,6 +393,9 @@ struct Shared {
     control: mpsc::UnboundedSender<Control>,
     /// Connection state for watchers.
     state: watch::Sender<ConnectionState>,
+    /// The newest registration generation ([`Subscriptions::generation`]) the broker acknowledged
+    /// on the current connection: `subscribed` is only reported once it caught up.
+    acknowledged: AtomicU64,
     /// Why the connection is not ready, for `/readyz`.
     health: Mutex<Health>,
     /// Set once shutdown began: the connection task stops reconnecting.
@@ -416,6 +424,7 @@ impl Shared {
             queue_capacity,
             control,
             state,
+            acknowledged: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
             closing: AtomicBool::new(false),
             metrics,
@@ -456,6 +465,13 @@ impl Shared {
     /// The connection task took `n` publishes off the queue.
     fn released(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Whether the broker acknowledged every subscription registered so far (a SUBSCRIBE not yet
+    /// written, or written and not yet answered, keeps this false).
+    fn caught_up(&self) -> bool {
+        let registered = self.subscriptions().generation;
+        self.acknowledged.load(Ordering::Acquire) >= registered
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -558,16 +574,19 @@ impl MqttHandle {
         dropped: Option<prometheus_client::metrics::counter::Counter>,
     ) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        {
+        let generation = {
             let mut subs = self.shared.subscriptions();
             for f in filters {
                 subs.add(Subscription { filter: (*f).to_owned(), tx: tx.clone(), dropped: dropped.clone() });
             }
-        }
+            subs.generation += 1;
+            subs.generation
+        };
         // Registered first: a ConnAck after this point subscribes them with everything else. If the
         // connection is up, the connection task subscribes them now; racing a reconnect merely
         // subscribes them twice, which the broker treats as one subscription.
-        let _ = self.shared.control.send(Control::Subscribe(filters.iter().map(|f| (*f).to_owned()).collect()));
+        let owned = filters.iter().map(|f| (*f).to_owned()).collect();
+        let _ = self.shared.control.send(Control::Subscribe(owned, generation));
         rx
     }
 
@@ -596,7 +615,7 @@ impl MqttHandle {
     pub fn state(&self) -> ConnectionState {
         let (commands, _) = self.shared.commands_readiness();
         let mut state = *self.shared.state.borrow();
-        state.subscribed &= commands.is_none();
+        state.subscribed &= commands.is_none() && self.shared.caught_up();
         state
     }
 
@@ -604,7 +623,8 @@ impl MqttHandle {
     /// filters included), and why not.
     pub(crate) fn readiness(&self) -> Readiness {
         let (commands_reason, commands) = self.shared.commands_readiness();
-        let state = *self.shared.state.borrow();
+        let mut state = *self.shared.state.borrow();
+        state.subscribed &= self.shared.caught_up();
         let health = self.shared.health();
         let reason = if !health.refused.is_empty() {
             Some(format!("subscription refused by the broker: {}", health.refused.join(", ")))

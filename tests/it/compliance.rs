@@ -90,16 +90,22 @@ async fn every_adapter_counts_input_follows_availability_and_stops_in_time() {
         let handle = lab.bridge.router.add_device(spec);
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
-        let task = hlbridge::surface::adapters::spawn(d, handle, &tracker, stop.clone());
+        let spawned = hlbridge::surface::adapters::spawn(d, handle, &tracker, stop.clone());
+        let task = spawned.task;
+
+        // Listening: the adapter registers its subscriptions in its first step, and the
+        // connection reports `subscribed` only once the broker acknowledged them; from then on
+        // one message is enough (the bridge's start-up relies on both).
+        spawned.first_step.await.expect("the adapter took its first step");
+        eventually(&format!("{what}: its subscriptions acknowledged"), async || {
+            lab.bridge.mqtt.state().subscribed.then_some(())
+        })
+        .await;
 
         // Good input: counted, routed, and the device comes online.
         let (topic, payload, unified, value) = case.good;
-        eventually(&format!("{what}: a good message is routed"), async || {
-            p.publish(topic, payload);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            (p.latest(unified).as_deref() == Some(value)).then_some(())
-        })
-        .await;
+        p.publish(topic, payload);
+        p.wait_value(unified, value).await;
         p.wait_value("home/dut/availability", "online").await;
         assert!(device_counter(&lab, "hlbridge_messages_received_total").await >= 1.0, "{what}: received");
 

@@ -307,3 +307,25 @@ async fn bridge_info_and_availability_are_published_on_every_start() {
         }
     }
 }
+
+/// The birth `online` means every device is listened to: the adapters register their
+/// subscriptions before the bridge connects, so one non-retained message per device, sent right
+/// after `online`, reaches every device (before, the adapters started after the connection and a
+/// device's first messages could arrive before its SUBSCRIBE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_hears_its_first_message_sent_right_after_the_bridge_says_online() {
+    const N: usize = 60;
+    let devices: String =
+        (0..N).map(|i| format!("  ev{i}:\n    adapter: goe\n    serial: \"{:06}\"\n", 700_000 + i)).collect();
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let bridge = start_bridge(&bridge_yaml(&broker, &devices, "")).await;
+    probe.wait_value("home/bridge/status", "online").await;
+    for i in 0..N {
+        probe.publish(&format!("go-eCharger/{:06}/amp", 700_000 + i), &format!("{}", 6 + i % 10));
+    }
+    for i in 0..N {
+        probe.wait_value(&format!("home/ev{i}/current_limit"), &format!("{}", 6 + i % 10)).await;
+    }
+    bridge.shutdown().await;
+}

@@ -114,3 +114,107 @@ async fn payloads_of_200_kib_pass_in_both_directions() {
     assert!(h.state().connected, "the connection survives large payloads");
     stop.cancel();
 }
+
+/// A broker that accepts every connection at once (MQTT 3.1.1 only: an MQTT 5 CONNECT is refused
+/// as an unsupported version) and answers a SUBSCRIBE only when the test releases it.
+struct HeldSubackBroker {
+    port: u16,
+    /// Packet ids of SUBSCRIBEs received and not answered yet.
+    subscribes: tokio::sync::mpsc::UnboundedReceiver<u16>,
+    /// SUBACKs to send (packet ids).
+    release: tokio::sync::mpsc::UnboundedSender<u16>,
+}
+
+impl HeldSubackBroker {
+    async fn start() -> HeldSubackBroker {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (seen, subscribes) = tokio::sync::mpsc::unbounded_channel();
+        let (release, mut released) = tokio::sync::mpsc::unbounded_channel::<u16>();
+        tokio::spawn(async move {
+            // One client at a time is all the test needs; an MQTT 5 attempt is refused and closed.
+            while let Ok((sock, _)) = listener.accept().await {
+                let (mut rx, mut tx) = sock.into_split();
+                let mut level5 = false;
+                loop {
+                    tokio::select! {
+                        packet = read_packet(&mut rx) => {
+                            let Some((kind, body)) = packet else { break };
+                            match kind >> 4 {
+                                1 => {
+                                    level5 = body.get(6) == Some(&5);
+                                    let connack: &[u8] = if level5 { &[0x20, 3, 0, 0x84, 0] } else { &[0x20, 2, 0, 0] };
+                                    let _ = tx.write_all(connack).await;
+                                    if level5 {
+                                        break;
+                                    }
+                                }
+                                8 => {
+                                    let _ = seen.send(u16::from_be_bytes([body[0], body[1]]));
+                                }
+                                12 => {
+                                    let _ = tx.write_all(&[0xd0, 0]).await;
+                                }
+                                _ => {}
+                            }
+                        }
+                        Some(pkid) = released.recv(), if !level5 => {
+                            let [hi, lo] = pkid.to_be_bytes();
+                            let _ = tx.write_all(&[0x90, 3, hi, lo, 0]).await;
+                        }
+                    }
+                }
+            }
+        });
+
+        async fn read_packet(rx: &mut tokio::net::tcp::OwnedReadHalf) -> Option<(u8, Vec<u8>)> {
+            let kind = rx.read_u8().await.ok()?;
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let b = rx.read_u8().await.ok()?;
+                len |= ((b & 0x7f) as usize) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            rx.read_exact(&mut body).await.ok()?;
+            Some((kind, body))
+        }
+
+        HeldSubackBroker { port, subscribes, release }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_registered_while_connected_is_not_reported_as_subscribed_before_its_suback() {
+    common::init();
+    let mut broker = HeldSubackBroker::start().await;
+    let s = MqttSettings::from_url(&format!("mqtt://127.0.0.1:{}", broker.port), "held-suback").expect("settings");
+    let cancel = CancellationToken::new();
+    let handle = mqtt::spawn(&s, Arc::new(Metrics::default()), &TaskTracker::new(), cancel.clone()).expect("spawn");
+    // Connected with nothing to subscribe: subscribed at once.
+    eventually("connected and subscribed", async || {
+        let st = handle.state();
+        (st.connected && st.subscribed).then_some(())
+    })
+    .await;
+
+    // Several rounds: the window between registering and the connection task writing the
+    // SUBSCRIBE is short, and each round is one more chance to fall into it.
+    let mut streams = Vec::new();
+    for round in 0..8 {
+        streams.push(handle.subscribe(&format!("held/{round}/#"), 8).await);
+        // Registered, perhaps not even written yet: already not subscribed (a device added a
+        // moment ago must not be reported as listened to).
+        assert!(!handle.state().subscribed, "round {round}: subscribed reported before the SUBACK");
+        let pkid =
+            tokio::time::timeout(common::DEADLINE, broker.subscribes.recv()).await.expect("a SUBSCRIBE").unwrap();
+        assert!(!handle.state().subscribed, "round {round}: subscribed reported while the broker holds the SUBACK");
+        broker.release.send(pkid).unwrap();
+        eventually("subscribed after the SUBACK", async || handle.state().subscribed.then_some(())).await;
+    }
+    cancel.cancel();
+}
