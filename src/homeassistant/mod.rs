@@ -36,6 +36,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const QUIET_FOR: Duration = Duration::from_secs(1);
 /// ... but never longer than this (a device that adds a quantity every half second).
 const AT_MOST_AFTER: Duration = Duration::from_secs(5);
+/// Devices announced per pass; the next pass waits until the broker took them (3–17 KB each).
+const ANNOUNCE_PER_PASS: usize = 32;
 /// The bridge's health values are published at most this often.
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// The largest discovery message read back from the broker (ours are a few tens of KiB).
@@ -193,8 +195,25 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             announced.bridge = false;
             announced.health = None;
         }
-        reconcile(&shared, &mut announced, force, Instant::now());
+        // A pass announces at most ANNOUNCE_PER_PASS devices; the rest follow once the broker took
+        // those, so 1 000 devices never sit in the queue at once (~7 MB of JSON at 1 000).
+        while reconcile(&shared, &mut announced, force, Instant::now()) == Pass::More {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = shared.mqtt.flushed() => {}
+            }
+            if !shared.mqtt.state().connected {
+                break;
+            }
+        }
     }
+}
+
+/// Whether a [`reconcile`] pass left announcements that are due for the next one.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    Done,
+    More,
 }
 
 /// Clears a retained discovery message of this bridge whose device is no longer wanted.
@@ -219,7 +238,7 @@ fn clear_if_unwanted(shared: &Shared, m: &Message) {
 
 /// Brings the broker in step with the router: announces new and changed devices (debounced unless
 /// `force`), clears removed ones, publishes the bridge's own message and health values.
-fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Instant) {
+fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Instant) -> Pass {
     let naming = &shared.naming;
     if !announced.bridge {
         let payload = discovery::bridge_config(naming).to_string();
@@ -245,6 +264,7 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
     }
 
     let specs: BTreeMap<String, _> = shared.router.specs().into_iter().map(|(s, f)| (s.id.clone(), (s, f))).collect();
+    let mut announced_now = 0;
     for snap in shared.router.snapshot() {
         let (Some(options), Some((spec, freshness))) = (wanted.get(&snap.id), specs.get(&snap.id)) else { continue };
         let mut quantities: Vec<_> = snap.values.iter().map(|(q, _)| *q).collect();
@@ -283,6 +303,10 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
             now.duration_since(p.changed) >= QUIET_FOR || now.duration_since(p.first) >= AT_MOST_AFTER
         };
         if due {
+            if announced_now == ANNOUNCE_PER_PASS {
+                return Pass::More;
+            }
+            announced_now += 1;
             announced.pending.remove(&snap.id);
             tracing::debug!(device = %snap.id, components = quantities.len(), "announcing the device to Home Assistant");
             let payload = discovery::device_config(naming, &view).to_string();
@@ -290,6 +314,7 @@ fn reconcile(shared: &Shared, announced: &mut Announced, force: bool, now: Insta
             announced.published.insert(snap.id.clone(), sig);
         }
     }
+    Pass::Done
 }
 
 /// Publishes the totals behind the bridge's `Messages received` and `Parse errors` entities when they

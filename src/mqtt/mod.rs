@@ -644,6 +644,16 @@ impl MqttHandle {
     }
 
     /// Waits until everything queued so far has been written and every QoS 1 publish among it
+    /// acknowledged by the broker (at once while disconnected). Lets a producer of many large
+    /// messages (discovery for hundreds of devices) pace itself instead of filling the queue.
+    pub(crate) async fn flushed(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.outbound.send(Outbound::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Waits until everything queued so far has been written and every QoS 1 publish among it
     /// acknowledged by the broker, then disconnects cleanly. Gives up after `timeout`.
     pub(crate) async fn flush_and_disconnect(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -656,13 +666,7 @@ impl MqttHandle {
                 tracing::warn!("MQTT command connection not closed within {timeout:?}");
             }
         }
-        let (tx, rx) = oneshot::channel();
-        let flushed = async {
-            if self.shared.outbound.send(Outbound::Flush(tx)).await.is_ok() {
-                let _ = rx.await;
-            }
-        };
-        if tokio::time::timeout_at(deadline, flushed).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.flushed()).await.is_err() {
             tracing::warn!("MQTT outbound queue not flushed and acknowledged within {timeout:?}");
         }
         self.shared.closing.store(true, Ordering::SeqCst);

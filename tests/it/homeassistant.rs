@@ -200,3 +200,37 @@ async fn a_device_removed_while_the_bridge_was_down_is_cleared_at_the_next_start
     assert_eq!(latest_retained(&broker, &topic("guest")).await.as_deref(), Some(foreign));
     bridge.shutdown().await;
 }
+
+/// More devices than one announcing pass takes (32): every one is announced, the later ones once
+/// the broker took the earlier ones, and all of them again when Home Assistant comes online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_devices_are_all_announced_in_paced_passes_and_again_when_home_assistant_restarts() {
+    const N: usize = 100;
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let devices: String =
+        (0..N).map(|i| format!("  ev{i}:\n    adapter: goe\n    serial: \"{:06}\"\n", 800_000 + i)).collect();
+    let bridge = start_bridge(&yaml(&broker, "", &devices)).await;
+    probe.wait_value("home/bridge/status", "online").await;
+    for i in 0..N {
+        probe.publish(&format!("go-eCharger/{:06}/amp", 800_000 + i), "16");
+    }
+    let announced = |since: usize| {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in probe.everything().into_iter().skip(since) {
+            if let Some(id) =
+                m.topic.strip_prefix("homeassistant/device/hlbridge_ev").and_then(|t| t.strip_suffix("/config"))
+                && m.payload.contains("current_limit")
+            {
+                seen.insert(id.to_owned());
+            }
+        }
+        seen.len()
+    };
+    crate::common::eventually("every device announced", async || (announced(0) == N).then_some(())).await;
+
+    let mark = probe.mark();
+    probe.publish("homeassistant/status", "online");
+    crate::common::eventually("every device announced again", async || (announced(mark) == N).then_some(())).await;
+    bridge.shutdown().await;
+}
