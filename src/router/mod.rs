@@ -107,6 +107,8 @@ pub struct Router {
     cluster_devices: RwLock<std::collections::BTreeSet<String>>,
     /// Prefixes whose `<prefix>/+/+/set` is subscribed (one listener each, bounded by the config).
     command_prefixes: Mutex<Vec<String>>,
+    /// Prefixes whose `<prefix>/+/+/reset` is subscribed (one listener each, like commands).
+    reset_prefixes: Mutex<Vec<String>>,
     /// Answers to commands for device ids that do not exist: globally rate-limited.
     strangers: Mutex<StrangerLimit>,
     /// Where time comes from (the real clock; a manual one in tests).
@@ -209,6 +211,7 @@ impl Router {
             cluster: RwLock::new(crate::cluster::ClusterConfig::default()),
             cluster_devices: RwLock::new(Default::default()),
             command_prefixes: Mutex::new(Vec::new()),
+            reset_prefixes: Mutex::new(Vec::new()),
             strangers: Mutex::new(StrangerLimit::new(now.mono)),
             clock,
         })
@@ -230,7 +233,7 @@ impl Router {
         let entry = Arc::new(new_entry(spec, &self.metrics, &self.stop, self.clock.now()));
         self.devices.write().unwrap_or_else(|e| e.into_inner()).push(entry.clone());
         if self.running.load(std::sync::atomic::Ordering::SeqCst) {
-            self.listen_for_resets(&entry);
+            self.listen_for_resets(&entry.spec.prefix);
             self.listen_for_commands(&entry.spec.prefix);
         }
         self.publish_bridge_info();
@@ -262,26 +265,45 @@ impl Router {
         true
     }
 
-    /// Starts the task that handles `<base>/+/reset` for `dev` until the device is removed.
-    fn listen_for_resets(self: &Arc<Self>, dev: &Arc<DeviceEntry>) {
+    /// Starts the task that takes every `<prefix>/+/+/reset` (unless one runs for `prefix`): like
+    /// commands, one subscription and one queue per prefix rather than per device (a per-device
+    /// listener cost ~3 KB of queue, task and filter for each of 1 000 devices).
+    fn listen_for_resets(self: &Arc<Self>, prefix: &str) {
+        {
+            let mut prefixes = lock(&self.reset_prefixes);
+            if prefixes.iter().any(|p| p == prefix) {
+                return;
+            }
+            prefixes.push(prefix.to_owned());
+        }
         let router = self.clone();
-        let dev = dev.clone();
+        let prefix = prefix.to_owned();
         // Registered before the task runs, so the next ConnAck's SUBSCRIBEs (before `online`) have it.
-        let mut resets = self.mqtt.subscribe_commands(&[&format!("{}/+/reset", dev.base)], 64);
+        let mut resets = self.mqtt.subscribe_commands(&[&format!("{prefix}/+/+/reset")], 64);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = dev.stop.cancelled() => break,
+                    _ = router.stop.cancelled() => break,
                     m = resets.recv() => match m {
-                        Some(m) => router.on_guard_reset(&dev, &m),
+                        Some(m) => router.on_reset(&prefix, &m),
                         None => break,
                     },
                 }
             }
-            drop(resets);
-            // Unsubscribe at once rather than on the next message to a removed device.
-            router.mqtt.release_unused();
         });
+    }
+
+    /// Hands one message on `<prefix>/<device>/<name>/reset` to its device (none: ignored).
+    fn on_reset(self: &Arc<Self>, prefix: &str, msg: &crate::mqtt::Message) {
+        let Some((device_id, _)) =
+            msg.topic.strip_prefix(prefix).and_then(|t| t.strip_prefix('/')).and_then(|t| t.split_once('/'))
+        else {
+            return;
+        };
+        let dev = self.devices().into_iter().find(|d| d.spec.id == device_id && d.spec.prefix == prefix);
+        if let Some(dev) = dev {
+            self.on_guard_reset(&dev, msg);
+        }
     }
 
     /// Starts the task that takes every `<prefix>/+/+/set` (unless one runs for `prefix`): one
@@ -626,7 +648,7 @@ impl Router {
             return;
         }
         for dev in &self.devices() {
-            self.listen_for_resets(dev);
+            self.listen_for_resets(&dev.spec.prefix);
             self.listen_for_commands(&dev.spec.prefix);
         }
     }

@@ -841,3 +841,45 @@ devices:
     assert!(e.contains("devices.w.main_topic") && e.contains("devices.g.guard.max_rate"), "{e}");
     assert!(e.contains("not a lifetime counter"), "{e}");
 }
+
+/// Resets are taken by one listener per prefix: a device under the global prefix, one with its
+/// own `prefix:` and one added live (reload) each get their reset; a reset to an id nobody has
+/// gets no answer, and a device removed live no longer answers.
+#[tokio::test]
+async fn resets_reach_devices_under_every_prefix_and_devices_added_or_removed_live() {
+    let devices = format!(
+        "{CAMERA_DEVICE}  garden:\n    adapter: ai_on_the_edge\n    main_topic: gardenmeter\n    prefix: yard\n    interval: 1s\n"
+    );
+    let lab = Lab::start(&devices, "").await;
+    let reset = async |base: &str| {
+        let mark = lab.probe.mark();
+        lab.probe.publish(&format!("{base}/volume/reset"), "1");
+        lab.probe.next_on(mark, &format!("{base}/volume/result")).await.json()
+    };
+    assert_eq!(reset("home/water").await["ok"], true);
+    assert_eq!(reset("yard/garden").await["ok"], true);
+
+    let config = crate::common::load_config(&crate::common::bridge_yaml(
+        &lab.broker,
+        "  late:\n    adapter: ai_on_the_edge\n    main_topic: latemeter\n    interval: 1s\n",
+        "",
+    ));
+    lab.bridge.router.add_device(config.device_spec("late").expect("spec"));
+    assert_eq!(reset("home/late").await["ok"], true);
+
+    assert!(lab.bridge.router.remove_device("late", true));
+    let mark = lab.probe.mark();
+    lab.probe.publish("home/late/volume/reset", "1");
+    lab.probe.publish("home/nobody/volume/reset", "1");
+    // A reset to a live device afterwards is answered; the two before it were not.
+    assert_eq!(reset("home/water").await["ok"], true);
+    let answered: Vec<String> = lab
+        .probe
+        .everything()
+        .into_iter()
+        .skip(mark)
+        .filter(|m| m.topic.ends_with("/result"))
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(answered, ["home/water/volume/result"]);
+}
