@@ -198,9 +198,19 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         // A pass announces at most ANNOUNCE_PER_PASS devices; the rest follow once the broker took
         // those, so 1 000 devices never sit in the queue at once (~7 MB of JSON at 1 000).
         while reconcile(&shared, &mut announced, force, Instant::now()) == Pass::More {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = shared.mqtt.flushed() => {}
+            let flushed = shared.mqtt.flushed();
+            tokio::pin!(flushed);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut flushed => break,
+                    // Retained announcements replayed meanwhile (1 000 after a restart) must not
+                    // overflow their queue while the passes run.
+                    m = ours.recv() => match m {
+                        Some(m) => clear_if_unwanted(&shared, &m),
+                        None => return,
+                    },
+                }
             }
             if !shared.mqtt.state().connected {
                 break;
