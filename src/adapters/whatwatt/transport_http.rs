@@ -219,6 +219,11 @@ impl Http {
                         };
                         self.device.set_link(Link::Down(reason));
                     } else {
+                        if !self.identity_known && self.probe_unreachable {
+                            // The gateway came up between the probe and the stream: ask now, not
+                            // when this stream ends (a stream may last for days).
+                            self.probe().await;
+                        }
                         self.connects += 1;
                         self.device.set_detail("sse_connects", self.connects.to_string());
                         self.ingest.sse_reset();
