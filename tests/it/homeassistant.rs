@@ -46,8 +46,9 @@ fn components(v: &Json) -> Vec<String> {
     v["cmps"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
-/// Waits until the device's announcement holds every component of `expected` (the simulators
-/// produce some quantities only in some phases), or, when blessing, until it stopped changing.
+/// Waits until the device's announcement holds every component and the device block of `expected`
+/// (the simulators produce some quantities only in some phases), or, when blessing, until it
+/// stopped changing.
 async fn settled_announcement(probe: &Probe, device: &str, expected: Option<&Json>) -> Json {
     let t = topic(device);
     let deadline = Instant::now() + DEADLINE * 2;
@@ -56,7 +57,11 @@ async fn settled_announcement(probe: &Probe, device: &str, expected: Option<&Jso
         if let Some(p) = probe.latest(&t).filter(|p| !p.is_empty()) {
             let v = normalised(&p);
             match expected {
-                Some(exp) if components(exp).iter().all(|c| v["cmps"].get(c).is_some()) => return v,
+                // The device block too: identity (a camera's MAC, a meter's serial) may arrive after
+                // the first values, and the announcement follows it.
+                Some(exp) if components(exp).iter().all(|c| v["cmps"].get(c).is_some()) && v["dev"] == exp["dev"] => {
+                    return v;
+                }
                 None if last
                     .as_ref()
                     .is_some_and(|(l, since)| *l == p && since.elapsed() >= Duration::from_secs(6)) =>

@@ -88,6 +88,10 @@ pub async fn run_with_rest(
     let mqtt_cancel = CancellationToken::new();
     let mqtt = crate::mqtt::spawn(&settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?;
     let mut watch = mqtt.watch();
+    // A ConnAck that came before this receiver existed is no change for `changed()`: without this
+    // the plugin's `on_connect` publishes never went out when the connection won that race (a
+    // loaded machine; the OctoPrint tests' rare "printer_state never arrived").
+    watch.mark_changed();
     let sim = Arc::new(Mutex::new(PrinterSim::new(&opts)));
     if let Some(rest) = rest {
         let ctx = RestCtx { sim: sim.clone(), mqtt: mqtt.clone(), api_key: rest.api_key.into(), silent: rest.silent };
