@@ -11,7 +11,7 @@ pub mod adapters {
         pub use crate::adapters::ai_on_the_edge::{AiOnTheEdgeConfig, Ingest};
     }
     pub mod goe {
-        pub use crate::adapters::goe::{GoeConfig, Ingest};
+        pub use crate::adapters::goe::{GoeConfig, Ingest, nrg_names};
     }
     pub mod octoprint {
         pub use crate::adapters::octoprint::{Ingest, OctoprintConfig};

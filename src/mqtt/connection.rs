@@ -323,7 +323,7 @@ impl Connection {
                     Err(e) => Err(e),
                 },
                 _ = ping.tick() => match self.write(Request::PingReq(PingReq)).await {
-                    Ok(()) => self.flush().await,
+                    Ok(_) => self.flush().await,
                     Err(StateError::AwaitPingResp) => {
                         return Ended::Lost("the broker did not answer the keep-alive ping".into());
                     }
@@ -481,11 +481,8 @@ impl Connection {
         tracing::debug!(filters = ?unused, "unsubscribing filters nobody here uses any more");
         for chunk in unused.chunks(FILTERS_PER_SUBSCRIBE) {
             let unsub = Unsubscribe { pkid: 0, topics: chunk.to_vec() };
-            if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Unsubscribe(unsub))? {
-                if let Packet::Unsubscribe(u) = &packet {
-                    pkids.insert(u.pkid);
-                }
-                encode(&mut self.eventloop, packet).await?;
+            if let Some(pkid) = self.write(Request::Unsubscribe(unsub)).await? {
+                pkids.insert(pkid);
             }
         }
         self.flush().await?;
@@ -498,24 +495,26 @@ impl Connection {
             return Ok(());
         }
         let sub = Subscribe::new_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce)));
-        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(Request::Subscribe(sub))? {
-            if let Packet::Subscribe(s) = &packet {
-                self.pending_subacks.insert(s.pkid, filters);
-            }
-            encode(&mut self.eventloop, packet).await?;
+        if let Some(pkid) = self.write(Request::Subscribe(sub)).await? {
+            self.pending_subacks.insert(pkid, filters);
         }
         Ok(())
     }
 
-    /// Runs a request through the protocol state and encodes what it yields (no flush).
-    async fn write(&mut self, request: Request) -> Result<(), StateError> {
-        if let Some(packet) = self.eventloop.state.handle_outgoing_packet(request)? {
-            // Straight into the framed buffer, not through `encode`: every publish of a batch passes
-            // here, and each async layer moved the packet once more.
-            let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
-            network.write(packet).await?;
-        }
-        Ok(())
+    /// Runs a request through the protocol state and encodes what it yields straight into the
+    /// socket's write buffer (written out by the next flush, or earlier when the buffer is full).
+    /// Every packet goes through here; returns the packet id of a SUBSCRIBE or UNSUBSCRIBE, which
+    /// their acknowledgements are matched by.
+    async fn write(&mut self, request: Request) -> Result<Option<u16>, StateError> {
+        let Some(packet) = self.eventloop.state.handle_outgoing_packet(request)? else { return Ok(None) };
+        let pkid = match &packet {
+            Packet::Subscribe(s) => Some(s.pkid),
+            Packet::Unsubscribe(u) => Some(u.pkid),
+            _ => None,
+        };
+        let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+        network.write(packet).await?;
+        Ok(pkid)
     }
 
     async fn flush(&mut self) -> Result<(), StateError> {
@@ -709,15 +708,6 @@ impl Written {
 async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
     match eventloop.network.as_mut() {
         Some(n) => n.readb(&mut eventloop.state).await,
-        None => Err(StateError::ConnectionAborted),
-    }
-}
-
-/// Encodes `packet` into the socket's write buffer (written out by the next flush, or earlier when
-/// the buffer is full).
-async fn encode(eventloop: &mut EventLoop, packet: Packet) -> Result<(), StateError> {
-    match eventloop.network.as_mut() {
-        Some(n) => n.write(packet).await,
         None => Err(StateError::ConnectionAborted),
     }
 }

@@ -293,6 +293,11 @@ impl Router {
         });
     }
 
+    /// The device `id` whose topics are under `prefix` (a command or reset topic names both).
+    fn device_under(&self, prefix: &str, id: &str) -> Option<Arc<DeviceEntry>> {
+        self.devices().into_iter().find(|d| d.spec.id == id && d.spec.prefix == prefix)
+    }
+
     /// Hands one message on `<prefix>/<device>/<name>/reset` to its device (none: ignored).
     fn on_reset(self: &Arc<Self>, prefix: &str, msg: &crate::mqtt::Message) {
         let Some((device_id, _)) =
@@ -300,8 +305,7 @@ impl Router {
         else {
             return;
         };
-        let dev = self.devices().into_iter().find(|d| d.spec.id == device_id && d.spec.prefix == prefix);
-        if let Some(dev) = dev {
+        if let Some(dev) = self.device_under(prefix, device_id) {
             self.on_guard_reset(&dev, msg);
         }
     }
@@ -346,7 +350,7 @@ impl Router {
             return;
         };
         let now = self.clock.now().mono;
-        let Some(dev) = self.devices().into_iter().find(|d| d.spec.id == device_id && d.spec.prefix == prefix) else {
+        let Some(dev) = self.device_under(prefix, device_id) else {
             self.answer_stranger(prefix, device_id, name, msg, now);
             return;
         };

@@ -42,6 +42,17 @@ enum Rule {
     Tma,
 }
 
+/// The contract name of each `nrg` field, in array order (`None` for an index the table skips).
+pub fn nrg_names() -> [Option<&'static str>; NRG_FIELDS] {
+    let mut names = [None; NRG_FIELDS];
+    for &(i, q, _) in &tables().nrg {
+        if let Some(slot) = names.get_mut(i) {
+            *slot = Some(q.name());
+        }
+    }
+    names
+}
+
 /// The parsed data tables.
 pub(crate) struct Tables {
     rules: HashMap<&'static str, Rule>,

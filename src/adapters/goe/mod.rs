@@ -68,6 +68,7 @@ use crate::untrusted::{clip, clip_bytes};
 
 pub use config::GoeConfig;
 pub(crate) use config::{GoeTransport, cadence, validate};
+pub use mapping::nrg_names;
 use mapping::{KeyOutcome, Mapper};
 
 /// The commands a charger takes on `<name>/set`.

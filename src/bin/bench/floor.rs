@@ -24,22 +24,10 @@ pub(crate) const INPUT: &str = "go-eCharger/000000/nrg";
 /// bench's sequence number) back, as the bridge's `bench/ev0/power` does.
 pub(crate) const PREFIX: &str = "floor/ev0";
 
-/// The go-e adapter's own `nrg` table (index, quantity, scale): the relay publishes each field under
-/// the name the bridge gives it, so both write the same topic bytes.
-const NRG_TSV: &str = include_str!("../../../adapters/goe/nrg.tsv");
-
-/// The quantity name of each `nrg` index, from [`NRG_TSV`].
+/// The quantity name of each `nrg` index, from the go-e adapter's own table: the relay publishes
+/// each field under the name the bridge gives it, so both write the same topic bytes.
 fn field_names() -> Vec<String> {
-    let mut names = vec![String::new(); 16];
-    for line in NRG_TSV.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let mut cols = line.split('\t');
-        if let (Some(Ok(i)), Some(name)) = (cols.next().map(str::parse::<usize>), cols.next())
-            && let Some(slot) = names.get_mut(i)
-        {
-            *slot = name.to_owned();
-        }
-    }
-    names
+    hlbridge::surface::adapters::goe::nrg_names().iter().map(|n| n.unwrap_or_default().to_owned()).collect()
 }
 
 /// Size of the bridge's state JSON for one `nrg` (measured: about 700 bytes with timestamps).
