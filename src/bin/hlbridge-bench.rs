@@ -111,6 +111,16 @@ enum Broker {
     Embedded,
 }
 
+impl Broker {
+    /// CPU time the broker spent so far (ns); the embedded one runs inside this process: `None`.
+    fn cpu_ns(&self) -> Option<u64> {
+        match self {
+            Broker::Mosquitto(child, _) => Some(cpu_ns(child.id())),
+            Broker::Embedded => None,
+        }
+    }
+}
+
 mod tempdir {
     /// A temporary directory removed on drop.
     pub struct TempDir(pub std::path::PathBuf);
@@ -276,6 +286,18 @@ fn cpu_ns(pid: u32) -> u64 {
     total
 }
 
+/// The broker's CPU per delivered message and its busy share of the phase's wall time (1.0 = one
+/// core all the time), from its CPU counter at the phase's start.
+fn broker_share(broker: &Broker, cpu0: Option<u64>, wall_s: Option<f64>, delivered: u64) -> serde_json::Value {
+    match (cpu0, broker.cpu_ns(), wall_s) {
+        (Some(c0), Some(c1), Some(w)) if delivered > 0 && w > 0.0 => {
+            let ns = c1.saturating_sub(c0) as f64;
+            json!({"cpu_us_per_delivered_msg": ns / 1000.0 / delivered as f64, "busy_share": ns / 1e9 / w})
+        }
+        _ => serde_json::Value::Null,
+    }
+}
+
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -439,7 +461,7 @@ async fn collect_decoded(
 
 async fn bench(opts: Opts) -> anyhow::Result<()> {
     let port = free_port()?;
-    let (_broker, broker_name, unix_socket) = start_broker(port).await?;
+    let (broker, broker_name, unix_socket) = start_broker(port).await?;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let pubr = client(port, "bench-load", &tracker, &cancel)?;
@@ -451,7 +473,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let fixed_rate = 2000;
     let fixed_secs = if opts.quick { 2 } else { 10 };
     let fixed_count = fixed_rate * fixed_secs;
-    let sat_count: u64 = if opts.quick { 30_000 } else { 200_000 };
+    let sat_count: u64 = if opts.quick { 100_000 } else { 300_000 };
     let mut report = serde_json::Map::new();
     report.insert("broker".into(), json!(broker_name));
     report.insert("cores".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
@@ -640,11 +662,16 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
 
     // 4. Saturation. Broker limit first (raw topic), then the bridge with a one-output mapping
     //    (go-e `rbt` → `uptime`, state JSON off).
+    //    The broker's own CPU per message in both phases says whether it is what saturates: the
+    //    bridge path routes two messages through it per output (device → bridge, bridge → consumer).
+    let broker_cpu0 = broker.cpu_ns();
     let t = Instant::now();
     let d = drive(&pubr, sat_count, 0, &sent, base, 0, |s| vec![("benchraw/seq".into(), s.to_string())]);
     let (_, got, last) =
         tokio::join!(d, collect(&mut raw_rx, "benchraw/seq", sat_count, &sent, base, Duration::from_secs(3))).1;
-    let raw_rate = last.map(|l| got as f64 / (l - t).as_secs_f64()).unwrap_or(0.0);
+    let raw_wall = last.map(|l| (l - t).as_secs_f64());
+    let raw_rate = raw_wall.map(|w| got as f64 / w).unwrap_or(0.0);
+    let broker_raw = broker_share(&broker, broker_cpu0, raw_wall, got);
     let bridge = Bridge::spawn(&bridge_config(port, 1, false), "sat")?;
     let mut up_rx = probe.subscribe("bench/ev0/uptime", 1 << 20).await;
     wait_online(&probe, "bench/ev0").await.ok();
@@ -675,6 +702,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         }),
     );
     let cpu0 = bridge.cpu_ns();
+    let broker_cpu0 = broker.cpu_ns();
     let t = Instant::now();
     let d = drive(&pubr, sat_count, 0, &sent, base, 2_000_000 % sent.len() as u64, |s| {
         vec![("go-eCharger/000000/rbt".into(), (s * 1000).to_string())]
@@ -682,7 +710,9 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let (_, got_b, last_b) =
         tokio::join!(d, collect(&mut up_rx, "bench/ev0/uptime", sat_count, &sent, base, Duration::from_secs(3))).1;
     let cpu_sat = bridge.cpu_ns() - cpu0;
-    let bridge_rate = last_b.map(|l| got_b as f64 / (l - t).as_secs_f64()).unwrap_or(0.0);
+    let bridge_wall = last_b.map(|l| (l - t).as_secs_f64());
+    let bridge_rate = bridge_wall.map(|w| got_b as f64 / w).unwrap_or(0.0);
+    let broker_bridged = broker_share(&broker, broker_cpu0, bridge_wall, got_b);
     bridge.stop();
     report.insert(
         "saturation".into(),
@@ -693,6 +723,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "bridge_loss_ratio": 1.0 - got_b as f64 / sat_count as f64,
             "bridge_to_broker_ratio": if raw_rate > 0.0 { bridge_rate / raw_rate } else { 0.0 },
             "bridge_cpu_us_per_msg": cpu_sat as f64 / 1000.0 / sat_count as f64,
+            "broker_alone": broker_raw, "broker_on_bridge_path": broker_bridged,
         }),
     );
 
@@ -818,6 +849,10 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
             other => other.to_string(),
         }
     };
+    let pair = |path: &[&str]| -> String {
+        let at = |k: &str| g(&[path, &[k]].concat());
+        format!("{} / {}", at("cpu_us_per_delivered_msg"), at("busy_share"))
+    };
     let rows: Vec<(&str, String)> = vec![
         ("broker", g(&["broker"])),
         (
@@ -922,6 +957,8 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         ("bridge loss at saturation (ratio)", g(&["saturation", "bridge_loss_ratio"])),
         ("bridge / broker throughput ratio", g(&["saturation", "bridge_to_broker_ratio"])),
         ("bridge CPU per one-output msg (us)", g(&["saturation", "bridge_cpu_us_per_msg"])),
+        ("broker alone: CPU per msg (us), busy share of a core", pair(&["saturation", "broker_alone"])),
+        ("broker on the bridge path: CPU per output (us), busy share", pair(&["saturation", "broker_on_bridge_path"])),
         ("start-up to first publish (ms) [target 100]", g(&["startup_to_first_publish_ms"])),
         ("RSS, 1 device (KiB)", g(&["memory_by_devices", "1", "rss_kib"])),
         ("RSS, 100 devices (KiB) [target 15360]", g(&["memory_by_devices", "100", "rss_kib"])),
