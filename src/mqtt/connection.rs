@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
-use super::{Control, MqttSettings, Outbound, QoS, Shared};
+use super::{Control, MqttSettings, Outbound, QoS, Shared, wire};
 
 /// Publishes written before one flush at most: bounds the time a burst holds the socket.
 const MAX_BATCH: usize = 256;
@@ -366,7 +366,7 @@ impl Connection {
                     match item {
                         Outbound::Flush(done) => self.flush_waiters.push(done),
                         Outbound::Publish { topic, payload, qos, retain } => {
-                            let p = Pending { topic, payload: payload.into(), qos, retain };
+                            let p = Pending { topic: topic.into(), payload: payload.into(), qos, retain };
                             self.write_publish(p, &mut written).await?;
                         }
                         Outbound::Batch(batch) => {
@@ -402,17 +402,31 @@ impl Connection {
     /// Encodes one publish of a batch (no flush); one over the packet limit is dropped and counted.
     async fn write_publish(&mut self, p: Pending, written: &mut Written) -> Result<(), StateError> {
         self.shared.metrics.publish_queue_depth.dec();
-        let mut publish = Publish::from_bytes(p.topic, p.qos, p.payload);
-        publish.retain = p.retain;
-        let size = publish.size();
-        if size > self.settings.max_packet_size {
-            self.oversized_out(&publish.topic, size);
-            return Ok(());
+        if p.qos == QoS::AtMostOnce {
+            // rumqttc's protocol state keeps nothing for QoS 0 (only an event nobody reads and the
+            // time, which our fixed keep-alive interval does not use): encoded straight into the
+            // socket's write buffer, in order with everything else written there.
+            let size = wire::qos0_publish_size(p.topic.len(), p.payload.len());
+            if size > self.settings.max_packet_size || p.topic.len() > wire::MAX_TOPIC_LEN {
+                self.oversized_out(&p.topic, size);
+                return Ok(());
+            }
+            let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+            wire::put_qos0_publish(network.write_buffer_mut(), &p.topic, &p.payload, p.retain);
+            written.bytes += size;
+        } else {
+            let mut publish = Publish::from_bytes(&*p.topic, p.qos, p.payload);
+            publish.retain = p.retain;
+            let size = publish.size();
+            if size > self.settings.max_packet_size {
+                self.oversized_out(&publish.topic, size);
+                return Ok(());
+            }
+            self.write(Request::Publish(publish)).await?;
+            written.bytes += size;
         }
-        self.write(Request::Publish(publish)).await?;
         self.shared.metrics.messages_published.inc();
         written.count += 1;
-        written.bytes += size;
         Ok(())
     }
 
@@ -664,7 +678,7 @@ impl Connection {
                 _ => None,
             })
             .chain(collided)
-            .map(|p| Pending { topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain })
+            .map(|p| Pending { topic: p.topic.into(), payload: p.payload, qos: p.qos, retain: p.retain })
             .collect();
         self.shared.metrics.publish_queue_depth.inc_by(unacked.len() as i64);
         self.outbox.requeue_front(unacked);
@@ -722,7 +736,7 @@ enum Ready {
 
 /// A batch's publish as the outbox keeps it (the payload is moved, not copied).
 fn pending(p: super::Outgoing) -> Pending {
-    Pending { topic: p.topic, payload: p.payload.into(), qos: p.qos, retain: p.retain }
+    Pending { topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain }
 }
 
 /// The next thing to write: the outbox (older) before the queue. `None` once the queue closed.
@@ -782,7 +796,7 @@ fn buffer(shared: &Shared, outbox: &mut Outbox, closed: &mut bool, item: Option<
     }
     match item {
         Some(Outbound::Publish { topic, payload, qos, retain }) => {
-            push(outbox, Pending { topic, payload: payload.into(), qos, retain });
+            push(outbox, Pending { topic: topic.into(), payload: payload.into(), qos, retain });
         }
         Some(Outbound::Batch(batch)) => {
             for p in batch {

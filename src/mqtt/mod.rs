@@ -26,6 +26,7 @@ mod link;
 mod outbox;
 pub(crate) mod tls;
 pub(crate) mod topic;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,10 +239,11 @@ pub(crate) struct Readiness {
 /// One publish of a batch ([`MqttHandle::publish_batch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// Full topic.
-    pub topic: String,
-    /// Payload (empty + retained deletes a retained topic).
-    pub payload: Vec<u8>,
+    /// Full topic (shared: a device's quantity topics are built once, not per publish).
+    pub topic: Arc<str>,
+    /// Payload (empty + retained deletes a retained topic); a router step's payloads are slices of
+    /// one allocation.
+    pub payload: Bytes,
     /// Delivery guarantee.
     pub qos: QoS,
     /// Whether the broker keeps it for later subscribers.
@@ -701,16 +703,16 @@ impl CaptureRx {
         let mut out = Vec::new();
         while let Ok(m) = self.0.try_recv() {
             self.1.released(m.publishes());
-            let captured = |topic, payload: Vec<u8>, qos, retain| Captured {
+            let captured = |topic, payload: &[u8], qos, retain| Captured {
                 topic,
-                payload: String::from_utf8_lossy(&payload).into_owned(),
+                payload: String::from_utf8_lossy(payload).into_owned(),
                 qos1: qos != QoS::AtMostOnce,
                 retain,
             };
             match m {
-                Outbound::Publish { topic, payload, qos, retain } => out.push(captured(topic, payload, qos, retain)),
+                Outbound::Publish { topic, payload, qos, retain } => out.push(captured(topic, &payload, qos, retain)),
                 Outbound::Batch(batch) => {
-                    out.extend(batch.into_iter().map(|p| captured(p.topic, p.payload, p.qos, p.retain)));
+                    out.extend(batch.into_iter().map(|p| captured(p.topic.to_string(), &p.payload, p.qos, p.retain)));
                 }
                 Outbound::Flush(_) => {}
             }
@@ -876,7 +878,12 @@ mod tests {
     }
 
     fn outgoing(payload: &str) -> Outgoing {
-        Outgoing { topic: "t".into(), payload: payload.into(), qos: QoS::AtMostOnce, retain: false }
+        Outgoing {
+            topic: "t".into(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! counted, so a long outage keeps the most recent history rather than the first minutes of it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::QoS;
@@ -16,7 +17,7 @@ use rumqttc::QoS;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
     /// Topic, already validated by the publisher.
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     /// Payload bytes (shared, never copied on requeue).
     pub(crate) payload: Bytes,
     /// Delivery guarantee requested by the publisher.
@@ -45,7 +46,7 @@ pub(crate) struct Outbox {
     /// Sequence number of `entries[0]`: positions stay valid while the front is popped.
     front_seq: u64,
     /// Retained topic → sequence number of its entry, for coalescing.
-    retained_at: HashMap<String, u64>,
+    retained_at: HashMap<Arc<str>, u64>,
     /// Upper bound of buffered entries (entries requeued after a broken connection may exceed it
     /// by at most the in-flight window, so nothing already handed to the broker is dropped here).
     capacity: usize,
@@ -127,7 +128,7 @@ mod tests {
 
     fn drain(o: &mut Outbox) -> Vec<(String, String)> {
         std::iter::from_fn(|| o.pop_front())
-            .map(|p| (p.topic, String::from_utf8(p.payload.to_vec()).unwrap()))
+            .map(|p| (p.topic.to_string(), String::from_utf8(p.payload.to_vec()).unwrap()))
             .collect()
     }
 

@@ -252,7 +252,7 @@ impl Router {
         removed.stop.cancel();
         if clear_topics {
             let st = lock(&removed.state);
-            let mut topics: Vec<String> = st.slots.iter().map(|s| s.topic.clone()).collect();
+            let mut topics: Vec<String> = st.slots.iter().map(|s| s.topic.to_string()).collect();
             for suffix in ["state", "info", "availability"] {
                 topics.push(format!("{}/{suffix}", removed.base));
             }
@@ -537,6 +537,8 @@ impl Router {
             // One hand-over per step, not one per publish (an `nrg` input makes 17).
             // Copied out in one exactly sized allocation; `out` keeps its room for the next step.
             self.mqtt.publish_batch(st.out.drain(..).collect());
+            // The publishes keep the payload bytes alive until written; the device keeps none.
+            st.payloads = bytes::BytesMut::new();
         }
     }
 

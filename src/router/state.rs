@@ -6,8 +6,10 @@
 //! Counters and the one-line logs are the only side effects.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use time::OffsetDateTime;
 
 use super::{DeviceSpec, RouterSettings};
@@ -63,7 +65,7 @@ pub(crate) struct Slot {
     /// Changed but held back by `min_interval`.
     pending: bool,
     /// `<prefix>/<device>/<quantity>`.
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     /// The counter guard, for lifetime counters (`volume`, `energy_import`, ...).
     pub(crate) guard: Option<CounterGuard>,
 }
@@ -115,7 +117,16 @@ pub(crate) struct DeviceState {
     /// What the last steps decided to publish, in order; the router drains it after each step
     /// (its capacity is kept, so steady traffic does not allocate for it).
     pub(crate) out: Vec<Publish>,
+    /// This step's payload bytes: each publish's payload is a slice of it (one allocation per step,
+    /// not one per publish). The router lets go of it after each step, so an idle device keeps none.
+    pub(crate) payloads: BytesMut,
+    /// `<base>/state`, built once (checked against the base, which a reload may change).
+    state_topic: Option<Arc<str>>,
 }
+
+/// Room taken for a step's payloads at once (an `nrg` step writes ~16 numbers and a state JSON of
+/// ~450 bytes).
+const PAYLOAD_CHUNK: usize = 1024;
 
 impl DeviceState {
     /// A device nothing has been heard from yet.
@@ -141,6 +152,8 @@ impl DeviceState {
             truncation_logged: Vec::new(),
             ingest_queue: None,
             out: Vec::new(),
+            payloads: BytesMut::new(),
+            state_topic: None,
         }
     }
 
@@ -150,8 +163,18 @@ impl DeviceState {
     }
 
     #[inline]
-    fn push(&mut self, topic: String, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) {
-        self.out.push(Publish { topic, payload: payload.into(), qos, retain });
+    fn push(&mut self, topic: impl Into<Arc<str>>, payload: impl Into<Bytes>, qos: QoS, retain: bool) {
+        self.out.push(Publish { topic: topic.into(), payload: payload.into(), qos, retain });
+    }
+
+    /// What `buf` holds, as a slice of this step's payload buffer.
+    fn buffered_payload(&mut self) -> Bytes {
+        let len = self.buf.len();
+        if self.payloads.capacity() < len {
+            self.payloads.reserve(len.max(PAYLOAD_CHUNK));
+        }
+        self.payloads.extend_from_slice(self.buf.as_bytes());
+        self.payloads.split().freeze()
     }
 
     /// Everything retained again (after a reconnect): availability, identity, values, state JSON.
@@ -191,13 +214,9 @@ impl DeviceState {
         }
         self.buf.clear();
         slot.value.write_plain(slot.quantity.family().decimals, &mut self.buf);
-        let publish = Publish {
-            topic: slot.topic.clone(),
-            payload: self.buf.as_bytes().to_vec(),
-            qos: cx.settings.qos,
-            retain: true,
-        };
-        self.out.push(publish);
+        let topic = slot.topic.clone();
+        let payload = self.buffered_payload();
+        self.out.push(Publish { topic, payload, qos: cx.settings.qos, retain: true });
     }
 
     fn publish_state(&mut self, cx: &Ctx<'_>, now: Now) {
@@ -225,10 +244,11 @@ impl DeviceState {
             s.value.write_json(s.quantity.family().decimals, buf);
         }
         buf.push_str("}}");
-        let payload = buf.as_bytes().to_vec();
-        let mut topic = String::with_capacity(cx.base.len() + 6);
-        topic.push_str(cx.base);
-        topic.push_str("/state");
+        let payload = self.buffered_payload();
+        let topic = match &self.state_topic {
+            Some(t) if t.len() == cx.base.len() + "/state".len() && t.starts_with(cx.base) => t.clone(),
+            _ => self.state_topic.insert(format!("{}/state", cx.base).into()).clone(),
+        };
         self.push(topic, payload, cx.settings.qos, true);
     }
 
@@ -322,7 +342,7 @@ impl DeviceState {
                 if let Some(i) = self.slots.iter().position(|s| s.quantity == q) {
                     let slot = self.slots.remove(i);
                     if cx.settings.quantity_topics {
-                        self.push(slot.topic, Vec::new(), cx.settings.qos, true);
+                        self.push(slot.topic, Bytes::new(), cx.settings.qos, true);
                     }
                     self.cleared.push(q);
                     changed = true;
@@ -330,7 +350,7 @@ impl DeviceState {
                     // Once per run: the broker may still hold this topic from an earlier run.
                     self.cleared.push(q);
                     if cx.settings.quantity_topics {
-                        self.push(format!("{}/{}", cx.base, q.name()), Vec::new(), cx.settings.qos, true);
+                        self.push(format!("{}/{}", cx.base, q.name()), Bytes::new(), cx.settings.qos, true);
                     }
                 }
                 continue;
@@ -356,7 +376,7 @@ impl DeviceState {
                         published: None,
                         last_pub: None,
                         pending: false,
-                        topic: format!("{}/{}", cx.base, q.name()),
+                        topic: format!("{}/{}", cx.base, q.name()).into(),
                         guard: self.guard.limits_for(q).map(CounterGuard::new),
                     });
                     self.slots.len() - 1

@@ -409,8 +409,8 @@ async fn a_batch_larger_than_a_flush_and_the_qos1_window_arrives_whole_in_order_
     eventually("the client connects", async || client.state().connected.then_some(())).await;
     let batch: Vec<Outgoing> = (0..600)
         .map(|i| Outgoing {
-            topic: format!("batch/{}", i % 7),
-            payload: i.to_string().into_bytes(),
+            topic: format!("batch/{}", i % 7).into(),
+            payload: i.to_string().into_bytes().into(),
             qos: if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce },
             retain: false,
         })
