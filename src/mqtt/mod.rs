@@ -7,7 +7,8 @@
 //!   broker outage has filled with publishes (they are written straight to the socket after each
 //!   ConnAck, and `/readyz` stays not-ready until every SUBACK came back);
 //! - a burst of publishes is encoded into one buffer and flushed with one socket write, not one
-//!   write per publish (rumqtt#810);
+//!   write per publish (rumqtt#810); QoS 0 publishes are encoded there by [`wire`] without an owned
+//!   `Publish` each (rumqttc is vendored with one added accessor for that buffer: vendor/rumqttc);
 //! - a publish over the packet limit is dropped and counted before it is encoded, instead of
 //!   breaking the connection (and, if retained, looping forever);
 //! - publishes queued during an outage, and QoS 1 publishes unacknowledged when the connection broke,

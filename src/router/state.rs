@@ -245,11 +245,16 @@ impl DeviceState {
         }
         buf.push_str("}}");
         let payload = self.buffered_payload();
-        let topic = match &self.state_topic {
-            Some(t) if t.len() == cx.base.len() + "/state".len() && t.starts_with(cx.base) => t.clone(),
-            _ => self.state_topic.insert(format!("{}/state", cx.base).into()).clone(),
-        };
+        let topic = self.state_topic(cx.base);
         self.push(topic, payload, cx.settings.qos, true);
+    }
+
+    /// `<base>/state`, built once per device (and again if a reload changed the base).
+    fn state_topic(&mut self, base: &str) -> Arc<str> {
+        match &self.state_topic {
+            Some(t) if t.len() == base.len() + "/state".len() && t.starts_with(base) => t.clone(),
+            _ => self.state_topic.insert(format!("{base}/state").into()).clone(),
+        }
     }
 
     fn publish_event(&mut self, cx: &Ctx<'_>, ts: OffsetDateTime, event: &Event) {
