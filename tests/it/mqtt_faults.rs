@@ -94,6 +94,25 @@ async fn an_outgoing_publish_over_the_packet_limit_is_dropped_and_counted_withou
     lab.bridge.shutdown().await;
 }
 
+/// The same for QoS 0, which the connection encodes itself (`mqtt::wire`): a payload over the packet
+/// limit, and a topic longer than MQTT's 16-bit length prefix (65 535 bytes) although the packet
+/// would fit the limit, are both dropped and counted; what follows flows on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_qos0_publish_over_the_packet_limit_or_with_an_unencodable_topic_is_dropped_and_counted() {
+    let lab = Lab::start(CHARGER, "").await;
+    let mark = lab.probe.mark();
+    assert!(lab.bridge.mqtt.publish("home/garage/huge", "x".repeat(300 * 1024), QoS::AtMostOnce, true));
+    let long_topic = format!("home/garage/{}", "t".repeat(70_000));
+    assert!(lab.bridge.mqtt.publish(long_topic, "small", QoS::AtMostOnce, false));
+    assert!(lab.bridge.mqtt.publish("home/garage/after", "small", QoS::AtMostOnce, false));
+    lab.probe.wait_for_since(mark, "the publish after the dropped ones", |m| m.topic == "home/garage/after").await;
+    assert_eq!(counter(&lab, "hlbridge_mqtt_oversized_total", &[("direction", "out")]).await, 2.0);
+    assert_eq!(counter(&lab, "hlbridge_mqtt_connections_total", &[]).await, 1.0, "no reconnect");
+    assert!(lab.probe.all("home/garage/huge").is_empty(), "never sent");
+    assert!(lab.bridge.mqtt.state().connected);
+    lab.bridge.shutdown().await;
+}
+
 /// Defect 2 (incoming): a retained device message over the limit used to reset the connection on
 /// every re-subscription. Now it is read, dropped and counted, and the device's next message flows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
