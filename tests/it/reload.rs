@@ -8,7 +8,7 @@ use hlbridge::surface::reload::DeviceChange;
 
 use crate::common::{
     Broker, Lab, Probe, Reaped, TempDir, bridge_yaml, eventually, free_port, http_get, latest_retained, load_config,
-    sample_value, scrape,
+    sample_value, scrape, try_http_get,
 };
 
 fn goe(id: &str, serial: &str) -> String {
@@ -161,8 +161,9 @@ fn spawn_binary(config: &std::path::Path, port: u16, watch: bool) -> Binary {
 
 async fn wait_for_device(bin: &Binary, id: &str) {
     let url = format!("{}/readyz", bin.http);
+    // The binary may still be starting (not listening yet): that is "not yet", not a failure.
     eventually(&format!("/readyz lists {id}"), async || {
-        let r = http_get(&url).await;
+        let r = try_http_get(&url).await.ok()?;
         r.body.contains(&format!("\"{id}\"")).then_some(())
     })
     .await;

@@ -673,14 +673,20 @@ pub struct Got {
 
 /// GET `url` (plain HTTP, no proxy).
 pub async fn http_get(url: &str) -> Got {
+    try_http_get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// GET `url`, or why not: for a process that may not be listening yet (a spawned binary starting
+/// up), where "connection refused" means "not yet", not a failure.
+pub async fn try_http_get(url: &str) -> Result<Got, reqwest::Error> {
     init();
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("http client");
-    let resp = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = client.get(url).send().await?;
     let status = resp.status().as_u16();
     let content_type =
         resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let body = resp.text().await.expect("http body");
-    Got { status, content_type, body }
+    let body = resp.text().await?;
+    Ok(Got { status, content_type, body })
 }
 
 /// One OpenMetrics sample: name, labels, value.
