@@ -535,10 +535,7 @@ impl Router {
     fn send(&self, st: &mut DeviceState) {
         if !st.out.is_empty() {
             // One hand-over per step, not one per publish (an `nrg` input makes 17).
-            // Copied out in one exactly sized allocation; `out` keeps its room for the next step.
-            self.mqtt.publish_batch(st.out.drain(..).collect());
-            // The publishes keep the payload bytes alive until written; the device keeps none.
-            st.payloads = bytes::BytesMut::new();
+            self.mqtt.publish_batch(st.take_out());
         }
     }
 
