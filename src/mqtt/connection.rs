@@ -402,29 +402,25 @@ impl Connection {
     /// Encodes one publish of a batch (no flush); one over the packet limit is dropped and counted.
     async fn write_publish(&mut self, p: Pending, written: &mut Written) -> Result<(), StateError> {
         self.shared.metrics.publish_queue_depth.dec();
+        // A topic over MQTT's 16-bit length cannot be encoded at all (rumqttc would write a
+        // truncated length and corrupt the stream): dropped like an oversized packet.
+        let size = wire::publish_size(p.topic.len(), p.payload.len(), p.qos);
+        if size > self.settings.max_packet_size || p.topic.len() > wire::MAX_TOPIC_LEN {
+            self.oversized_out(&p.topic, size);
+            return Ok(());
+        }
         if p.qos == QoS::AtMostOnce {
             // rumqttc's protocol state keeps nothing for QoS 0 (only an event nobody reads and the
             // time, which our fixed keep-alive interval does not use): encoded straight into the
             // socket's write buffer, in order with everything else written there.
-            let size = wire::qos0_publish_size(p.topic.len(), p.payload.len());
-            if size > self.settings.max_packet_size || p.topic.len() > wire::MAX_TOPIC_LEN {
-                self.oversized_out(&p.topic, size);
-                return Ok(());
-            }
             let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
             wire::put_qos0_publish(network.write_buffer_mut(), &p.topic, &p.payload, p.retain);
-            written.bytes += size;
         } else {
             let mut publish = Publish::from_bytes(&*p.topic, p.qos, p.payload);
             publish.retain = p.retain;
-            let size = publish.size();
-            if size > self.settings.max_packet_size {
-                self.oversized_out(&publish.topic, size);
-                return Ok(());
-            }
             self.write(Request::Publish(publish)).await?;
-            written.bytes += size;
         }
+        written.bytes += size;
         self.shared.metrics.messages_published.inc();
         written.count += 1;
         Ok(())

@@ -5,13 +5,16 @@
 //! rumqttc's encoder (tests below).
 
 use bytes::{BufMut, BytesMut};
+use rumqttc::QoS;
 
 /// Topic names are length-prefixed with 16 bits (MQTT 3.1.1 §1.5.3).
 pub(super) const MAX_TOPIC_LEN: usize = u16::MAX as usize;
 
-/// Encoded size of a QoS 0 PUBLISH of this topic and payload (fixed header included).
-pub(super) fn qos0_publish_size(topic_len: usize, payload_len: usize) -> usize {
-    let remaining = 2 + topic_len + payload_len;
+/// Encoded size of a PUBLISH of this topic and payload (fixed header included; QoS 1 and 2 carry a
+/// packet id).
+pub(super) fn publish_size(topic_len: usize, payload_len: usize, qos: QoS) -> usize {
+    let packet_id = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic_len + packet_id + payload_len;
     1 + remaining_length_len(remaining) + remaining
 }
 
@@ -50,7 +53,7 @@ fn remaining_length_len(remaining: usize) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use rumqttc::{Packet, Publish, QoS};
+    use rumqttc::{Packet, Publish};
 
     fn rumqttc_encoding(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
         let mut publish = Publish::new(topic, QoS::AtMostOnce, payload.to_vec());
@@ -76,8 +79,19 @@ mod tests {
             for retain in [false, true] {
                 let got = ours(topic, &payload, retain);
                 assert_eq!(got, rumqttc_encoding(topic, &payload, retain), "remaining length {remaining}");
-                assert_eq!(got.len(), qos0_publish_size(topic.len(), payload.len()));
+                assert_eq!(got.len(), publish_size(topic.len(), payload.len(), QoS::AtMostOnce));
             }
+        }
+    }
+
+    #[test]
+    fn the_size_of_a_qos1_publish_counts_its_packet_id() {
+        for payload_len in [0, 120, 16_370, 16_400] {
+            let mut publish = Publish::new("home/ev/event", QoS::AtLeastOnce, vec![b'x'; payload_len]);
+            publish.pkid = 7;
+            let mut buf = BytesMut::new();
+            Packet::Publish(publish).write(&mut buf, usize::MAX).unwrap();
+            assert_eq!(buf.len(), publish_size("home/ev/event".len(), payload_len, QoS::AtLeastOnce));
         }
     }
 
@@ -108,7 +122,7 @@ mod tests {
             retain in any::<bool>(),
         ) {
             prop_assert_eq!(ours(&topic, &payload, retain), rumqttc_encoding(&topic, &payload, retain));
-            prop_assert_eq!(qos0_publish_size(topic.len(), payload.len()), ours(&topic, &payload, retain).len());
+            prop_assert_eq!(publish_size(topic.len(), payload.len(), QoS::AtMostOnce), ours(&topic, &payload, retain).len());
         }
     }
 }

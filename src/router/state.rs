@@ -120,7 +120,8 @@ pub(crate) struct DeviceState {
     /// This step's payload bytes: each publish's payload is a slice of it (one allocation per step,
     /// not one per publish). The router lets go of it after each step, so an idle device keeps none.
     pub(crate) payloads: BytesMut,
-    /// `<base>/state`, built once (checked against the base, which a reload may change).
+    /// `<base>/state`, built at the first state JSON (the base is fixed for a state's life: a device
+    /// whose prefix changes gets a fresh entry, as its quantity topics assume).
     state_topic: Option<Arc<str>>,
 }
 
@@ -270,12 +271,8 @@ impl DeviceState {
         self.push(topic, payload, cx.settings.qos, true);
     }
 
-    /// `<base>/state`, built once per device (and again if a reload changed the base).
     fn state_topic(&mut self, base: &str) -> Arc<str> {
-        match &self.state_topic {
-            Some(t) if t.len() == base.len() + "/state".len() && t.starts_with(base) => t.clone(),
-            _ => self.state_topic.insert(format!("{base}/state").into()).clone(),
-        }
+        self.state_topic.get_or_insert_with(|| format!("{base}/state").into()).clone()
     }
 
     fn publish_event(&mut self, cx: &Ctx<'_>, ts: OffsetDateTime, event: &Event) {
