@@ -290,11 +290,14 @@ impl Connection {
         let keep_alive = self.settings.keep_alive.max(Duration::from_secs(1));
         let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Registered once per connection, not once per loop turn (several per input: each fresh
+        // `cancelled()` locks the token to register and again to deregister).
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
         loop {
             let room = self.room();
             let step = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Ended::Closed,
+                _ = &mut cancelled => return Ended::Closed,
                 c = self.control.recv() => match c {
                     Some(Control::Subscribe(filters, generation)) => {
                         self.subscribe_covers = self.subscribe_covers.max(generation);
@@ -530,6 +533,10 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), StateError> {
         let timeout = Duration::from_secs(self.eventloop.network_options.connection_timeout());
         let Some(network) = self.eventloop.network.as_mut() else { return Err(StateError::ConnectionAborted) };
+        if network.write_buffer_mut().is_empty() {
+            // Nothing to send (after most reads): no timer to arm, no clock to read.
+            return Ok(());
+        }
         match tokio::time::timeout(timeout, network.flush()).await {
             Ok(r) => r,
             Err(_) => Err(StateError::Io(std::io::Error::new(

@@ -94,10 +94,12 @@ pub(crate) async fn run(cfg: AiOnTheEdgeConfig, device: DeviceHandle, cancel: Ca
     let timeout = cfg.command_timeout.map(|d| d.0).unwrap_or(DEFAULT_COMMAND_TIMEOUT);
     let interval = cadence(&cfg);
     let mut idle: Option<Instant> = None;
+    // Registered once, not once per message (each fresh `cancelled()` locks the token twice).
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let command_deadline = ingest.next_command_deadline();
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             cmd = commands.recv(), if !commands.is_closed() => {
                 match cmd {
                     Some((t, cmd)) => ingest.command(t, cmd, timeout, interval),

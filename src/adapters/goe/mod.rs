@@ -177,10 +177,12 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
     let mut active_prefix = prefixes.first().cloned().unwrap_or_default();
     let mut pending: Option<PendingWrite> = None;
+    // Registered once, not once per message (each fresh `cancelled()` locks the token twice).
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let deadline = pending.as_ref().map(|p| p.deadline);
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let Some(prefix) = prefixes.iter().find(|p| msg.topic.starts_with(p.as_str())) else { continue };

@@ -284,10 +284,12 @@ pub(crate) async fn run(cfg: OctoprintConfig, device: DeviceHandle, cancel: Canc
     let mut commands = Some(device.commands());
     let mut ingest = Ingest::new(&cfg, device.clone());
     let mut pending: Option<Pending> = None;
+    // Registered once, not once per message (each fresh `cancelled()` locks the token twice).
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let deadline = pending.as_ref().map(|p| p.deadline);
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 ingest.message(&msg);

@@ -48,9 +48,11 @@ pub(super) async fn run_mqtt(
     };
     let mut probed_at = Instant::now();
     let mut wait = PROBE_AGAIN_AFTER;
+    // Registered once, not once per message (each fresh `cancelled()` locks the token twice).
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 ingest.mqtt_message(&msg);
