@@ -250,3 +250,60 @@ fn timestamps_are_rfc3339_utc_millis() {
     let ts = time::macros::datetime!(2024-09-18 09:31:23.460 +02:00);
     assert_eq!(ts_string(ts), "2024-09-18T07:31:23.460Z");
 }
+
+/// `round_half_away` must agree with `f64::round` (the library call it replaces) on every double,
+/// up to the sign of a zero result.
+fn rounds_like_the_library(x: f64) -> bool {
+    let (ours, std) = (round_half_away(x), x.round());
+    (ours.is_nan() && std.is_nan()) || ours == std
+}
+
+#[test]
+fn rounding_without_the_library_call_agrees_with_it_at_the_edges() {
+    let below_half = 0.5 - f64::EPSILON / 4.0; // 0.49999999999999994: `x + 0.5` rounds it up wrongly
+    let two52 = 4_503_599_627_370_496.0;
+    let cases = [
+        0.0,
+        -0.0,
+        below_half,
+        -below_half,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        1e-310,
+        -1e-310,
+        two52 - 0.5,
+        -(two52 - 0.5),
+        two52,
+        two52 + 1.0,
+        2.0 * two52 + 2.0,
+        1e300,
+        -1e300,
+        f64::MAX,
+        f64::MIN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        23012.499999999996,
+        23012.5,
+    ];
+    for x in cases {
+        assert!(rounds_like_the_library(x), "{x:e}: {} vs {}", round_half_away(x), x.round());
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn rounding_without_the_library_call_agrees_with_it_everywhere(
+        x in proptest::prop_oneof![
+            -1e6f64..1e6,
+            (-1_000_000i64..1_000_000).prop_map(|i| i as f64 / 2.0),
+            proptest::num::f64::ANY,
+        ],
+    ) {
+        proptest::prop_assert!(rounds_like_the_library(x), "{:e}", x);
+    }
+}
