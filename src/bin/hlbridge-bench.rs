@@ -477,6 +477,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     report.insert("broker".into(), json!(broker_name));
     report.insert("cores".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    report.insert("cpu_idle".into(), cpu_idle());
 
     let mut raw_rx = probe.subscribe("benchraw/#", 1 << 20).await;
     // 1. The bridge's own hot path in-process (go-e nrg → normalised → queued for publishing), with
@@ -832,6 +833,18 @@ fn write_json(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How idle CPUs wait (Linux): on a VM, whether an idle vCPU halts or first polls decides what
+/// waking it per input costs, which is most of the CPU per input at a fixed rate (README,
+/// Performance), so the figures are read with it.
+fn cpu_idle() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    json!({
+        "driver": read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "governor": read("/sys/devices/system/cpu/cpuidle/current_governor"),
+        "guest_halt_poll_ns": read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    })
+}
+
 fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
     let g = |path: &[&str]| -> String {
         let mut v = &serde_json::Value::Object(r.clone());
@@ -846,6 +859,7 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
                 let f = n.as_f64().unwrap_or(0.0);
                 if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.2}") }
             }
+            serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         }
     };
@@ -855,6 +869,10 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
     };
     let rows: Vec<(&str, String)> = vec![
         ("broker", g(&["broker"])),
+        (
+            "CPU idle: driver / guest_halt_poll_ns",
+            format!("{} / {}", g(&["cpu_idle", "driver"]), g(&["cpu_idle", "guest_halt_poll_ns"])),
+        ),
         (
             "raw hop latency p50 / p99 / max (us)",
             format!(
