@@ -17,16 +17,14 @@ BENCH=${1:-target/profiling/hlbridge-bench}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 N1=${N1:-200}
 N2=${N2:-600}
-for tool in valgrind mosquitto mosquitto_pub mosquitto_sub python3; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
-done
-[ -x "$BENCH" ] || { echo "no bench binary at $BENCH" >&2; exit 2; }
+source "$(dirname "$0")/lib/nrg-bench.sh"
+require_tools valgrind mosquitto mosquitto_pub mosquitto_sub python3
+require_bench "$BENCH"
 
 work=$(mktemp -d)
 broker_pid=""
 cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
-source "$(dirname "$0")/lib/nrg-bench.sh"
 start_broker
 bridge_config bench > "$work/config.yaml"
 

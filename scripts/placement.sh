@@ -16,17 +16,15 @@ BENCH=${1:-target/release/hlbridge-bench}
 RUNS=${2:-2}
 N=${N:-10000}
 SECS=${SECS:-5}
-for tool in taskset mosquitto mosquitto_pub mosquitto_sub python3; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
-done
-[ -x "$BENCH" ] || { echo "no bench binary at $BENCH" >&2; exit 2; }
+source "$(dirname "$0")/lib/nrg-bench.sh"
+require_tools taskset mosquitto mosquitto_pub mosquitto_sub python3
+require_bench "$BENCH"
 [ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 2; }
 
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-source "$(dirname "$0")/lib/nrg-bench.sh"
 
 # CPU time of every thread of process $1, in nanoseconds.
 cpu_ns() { awk '{s += $1} END {print s}' /proc/"$1"/task/*/schedstat; }
@@ -36,11 +34,8 @@ run() {
   local name=$1 bridge_cpus=$2 broker_cpus=$3 pin_bridge=() pin_broker=()
   [ -n "$bridge_cpus" ] && pin_bridge=(taskset -c "$bridge_cpus")
   [ -n "$broker_cpus" ] && pin_broker=(taskset -c "$broker_cpus")
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
-  "${pin_broker[@]}" mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-  local broker=$!; pids+=("$broker")
-  for _ in $(seq 100); do mosquitto_pub -p "$port" -t probe -m x 2>/dev/null && break; sleep 0.05; done
+  start_broker "${pin_broker[@]}"
+  local broker=$broker_pid; pids+=("$broker")
   local output=bench/ev0/power
   if [ -n "${FLOOR:-}" ]; then
     output=floor/ev0/power

@@ -12,15 +12,13 @@ A=${1:?bench binary A}
 B=${2:?bench binary B}
 RATE=${3:-2000}
 SECS=${4:-10}
-for tool in mosquitto mosquitto_pub mosquitto_sub python3; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
-done
+source "$(dirname "$0")/lib/nrg-bench.sh"
+require_tools mosquitto mosquitto_pub mosquitto_sub python3
 
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-source "$(dirname "$0")/lib/nrg-bench.sh"
 start_broker
 pids+=("$broker_pid")
 bridge_config a > "$work/a.yaml"

@@ -1,11 +1,24 @@
-# Shared by scripts/instructions-per-input.sh and scripts/side-by-side.sh (sourced, not run):
+# Shared by scripts/instructions-per-input.sh, scripts/side-by-side.sh and scripts/placement.sh
 # a throw-away Mosquitto, a one-charger bridge config, and a paced go-e `nrg` feed.
 
-# Starts Mosquitto on a free loopback port in "$work"; sets `port` and `broker_pid`.
+# Exits with 2 unless every named command is installed.
+require_tools() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+  done
+}
+
+# Exits with 2 unless $1 is an executable `hlbridge-bench`.
+require_bench() {
+  [ -x "$1" ] || { echo "no bench binary at $1" >&2; exit 2; }
+}
+
+# Starts Mosquitto on a free loopback port in "$work"; sets `port` and `broker_pid`. Arguments, if
+# any, are a command that runs it (`taskset -c 0`).
 start_broker() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
-  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  "$@" mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   broker_pid=$!
   for _ in $(seq 100); do mosquitto_pub -p "$port" -t probe -m x 2>/dev/null && break; sleep 0.05; done
 }
