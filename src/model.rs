@@ -571,7 +571,7 @@ pub(crate) fn write_number(n: f64, decimals: u8, out: &mut String) {
 }
 
 /// 10^`decimals`, exact (every power up to 10^22 is a double), without a `powi` call per value.
-fn pow10(decimals: u8) -> f64 {
+pub(crate) fn pow10(decimals: u8) -> f64 {
     const POW10: [f64; 23] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
         1e20, 1e21, 1e22,
@@ -624,6 +624,37 @@ fn write_scaled(scaled: i64, decimals: u8, out: &mut String) {
             out.extend(std::iter::repeat_n('0', missing));
             out.push_str(&digits[..frac_len - missing]);
         }
+    }
+}
+
+/// A finite number's printed text ([`write_number`]), kept beside the value it was printed from:
+/// a router step prints each changed value twice (its own topic, then the state JSON), and printing
+/// is most of what a value costs there. The text's room is kept and reused, so keeping a new text
+/// allocates nothing once a slot has printed a number of that length.
+#[derive(Default)]
+pub(crate) struct NumberText {
+    /// The bits of the double `text` was printed from (`None`: nothing kept): the text is only
+    /// given back for exactly that double.
+    bits: Option<u64>,
+    /// The text.
+    text: String,
+}
+
+impl NumberText {
+    /// Keeps `text`, printed from `n`; keeps nothing for a number that is not finite (its plain
+    /// text and its JSON differ: `NaN` / `null`).
+    pub(crate) fn keep(&mut self, n: f64, text: &str) {
+        self.text.clear();
+        self.bits = None;
+        if n.is_finite() {
+            self.text.push_str(text);
+            self.bits = Some(n.to_bits());
+        }
+    }
+
+    /// The text, if it was printed from exactly `n`.
+    pub(crate) fn text_for(&self, n: f64) -> Option<&str> {
+        (self.bits == Some(n.to_bits())).then_some(self.text.as_str())
     }
 }
 

@@ -307,3 +307,19 @@ proptest::proptest! {
         proptest::prop_assert!(rounds_like_the_library(x), "{:e}", x);
     }
 }
+
+#[test]
+fn a_kept_number_text_is_given_back_only_for_the_exact_double_it_was_printed_from() {
+    let mut t = NumberText::default();
+    assert_eq!(t.text_for(0.0), None, "nothing kept yet");
+    t.keep(230.1, "230.1");
+    assert_eq!(t.text_for(230.1), Some("230.1"));
+    assert_eq!(t.text_for(230.10000000000002), None, "one ULP away is another number");
+    assert_eq!(t.text_for(f64::NAN), None);
+    t.keep(f64::NAN, "NaN");
+    assert_eq!(t.text_for(f64::NAN), None, "NaN prints differently as JSON: not kept");
+    assert_eq!(t.text_for(230.1), None, "the earlier text is gone too");
+    t.keep(-0.5, "-0.5");
+    assert_eq!(t.text_for(-0.5), Some("-0.5"));
+    assert_eq!(t.text_for(0.5), None);
+}

@@ -68,6 +68,9 @@ pub(crate) struct Slot {
     pub(crate) topic: Arc<str>,
     /// The counter guard, for lifetime counters (`volume`, `energy_import`, ...).
     pub(crate) guard: Option<CounterGuard>,
+    /// The number as its topic last printed it, so the state JSON of the same step copies the
+    /// text instead of printing the number again.
+    text: model::NumberText,
 }
 
 /// Everything the router remembers about one device.
@@ -236,6 +239,9 @@ impl DeviceState {
         }
         scratch(&mut self.buf);
         slot.value.write_plain(slot.quantity.family().decimals, &mut self.buf);
+        if let Value::Number(n) = slot.value {
+            slot.text.keep(n, &self.buf);
+        }
         let topic = slot.topic.clone();
         let payload = self.buffered_payload();
         self.push_publish(Publish { topic, payload, qos: cx.settings.qos, retain: true });
@@ -263,7 +269,10 @@ impl DeviceState {
             buf.push('"');
             buf.push_str(s.quantity.name());
             buf.push_str("\":");
-            s.value.write_json(s.quantity.family().decimals, buf);
+            match &s.value {
+                Value::Number(n) if let Some(text) = s.text.text_for(*n) => buf.push_str(text),
+                value => value.write_json(s.quantity.family().decimals, buf),
+            }
         }
         buf.push_str("}}");
         let payload = self.buffered_payload();
@@ -401,6 +410,7 @@ impl DeviceState {
                         pending: false,
                         topic: format!("{}/{}", cx.base, q.name()).into(),
                         guard: self.guard.limits_for(q).map(CounterGuard::new),
+                        text: model::NumberText::default(),
                     });
                     self.slots.len() - 1
                 }

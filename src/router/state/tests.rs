@@ -125,6 +125,32 @@ fn the_state_json_waits_for_the_flush_and_one_burst_gives_one_snapshot() {
 }
 
 #[test]
+fn the_state_json_prints_a_value_held_back_by_min_interval_not_the_text_its_topic_printed_before() {
+    // Min interval 50 ms: the state JSON goes out at the first flush, then the topic holds 2.5
+    // while the text it printed (for 1) is still kept beside the slot.
+    let mut rig = Rig::new(|s| s.min_interval = Some(Duration::from_millis(50)));
+    assert_eq!(on(&rig.apply(power(1.0), rig.at(0)), "home/ev/power"), ["1"]);
+    assert_eq!(on(&rig.flush(rig.at(0)), "home/ev/state").len(), 1);
+    assert!(on(&rig.apply(power(2.5), rig.at(10)), "home/ev/power").is_empty(), "held back");
+    let out = rig.tick(rig.at(60));
+    assert_eq!(on(&out, "home/ev/power"), ["2.5"]);
+    let state = on(&out, "home/ev/state");
+    assert!(state.len() == 1 && state[0].contains("\"power\":2.5"), "{state:?}");
+    // Values printed by their topics and copied into the state JSON read the same in both.
+    let mut u = Update::fresh();
+    for (q, v) in [("power", -0.004), ("current_l1", 16.049999), ("voltage_l1", 229.96)] {
+        u.push(Quantity::known(q), Value::Number(v));
+    }
+    let out = rig.apply(u, rig.at(200));
+    let out = [out, rig.flush(rig.at(200))].concat();
+    let state = on(&out, "home/ev/state");
+    for q in ["power", "current_l1", "voltage_l1"] {
+        let topic = on(&out, &format!("home/ev/{q}"));
+        assert!(state[0].contains(&format!("\"{q}\":{}", topic[0])), "{q}: {topic:?} vs {state:?}");
+    }
+}
+
+#[test]
 fn a_heartbeat_republishes_unchanged_values_while_online_and_not_before_it_is_due() {
     let mut rig = Rig::new(|s| s.heartbeat = Some(Duration::from_secs(30)));
     rig.apply(power(7.0), rig.at(0));
