@@ -344,6 +344,111 @@ pub(crate) fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static 
     }
 }
 
+/// `nrg` as chargers send it (`[230,231,229,0,16.1,...]`: 16 JSON numbers or `null`s, no nesting),
+/// parsed without serde: a JSON array of numbers costs serde_json ~450 instructions per number
+/// (sequence and option visitors, its own float assembly), which was a fifth of what the bridge
+/// spends per `nrg` input. Here each element is checked against JSON's number grammar and read by
+/// the standard library's float parser (correctly rounded, so every shortest printing of a double
+/// reads back as that double). Anything else (a string, nesting, a wrong count, a number JSON does
+/// not allow, one too large for a double) gives `None`, and the caller takes the general serde
+/// path, which accepts or refuses it as before: this never accepts what serde_json refuses.
+pub(crate) fn parse_nrg(payload: &[u8]) -> Option<[Option<f64>; NRG_FIELDS]> {
+    let inner = json_trim(payload).strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let mut fields = [None; NRG_FIELDS];
+    let mut items = inner.split(|&b| b == b',');
+    for field in &mut fields {
+        let item = json_trim(items.next()?);
+        if item != b"null" {
+            *field = Some(json_number(item)?);
+        }
+    }
+    items.next().is_none().then_some(fields)
+}
+
+/// `b` without JSON's whitespace (space, tab, line feed, carriage return) at either end.
+fn json_trim(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// `b` as a finite double when it is exactly one JSON number
+/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`). What a charger sends (up to 15 digits, no
+/// exponent) is computed from the digits read for the grammar check: digits / 10^decimals with both
+/// exact in a double is one correctly rounded division (Clinger's fast path, the one the standard
+/// library's parser takes first). Longer numbers and exponents go to that parser.
+fn json_number(b: &[u8]) -> Option<f64> {
+    /// More digits than this may not fit a double's 53-bit mantissa exactly.
+    const EXACT_DIGITS: u32 = 15;
+    /// The digits read so far: their count, and the first `EXACT_DIGITS` of them as an integer.
+    #[derive(Default)]
+    struct Digits {
+        mantissa: u64,
+        count: u32,
+    }
+    impl Digits {
+        /// Reads the digits of `b` from `*i` on; how many there were.
+        fn read(&mut self, b: &[u8], i: &mut usize) -> u32 {
+            let start = self.count;
+            while let Some(d) = b.get(*i).filter(|c| c.is_ascii_digit()) {
+                if self.count < EXACT_DIGITS {
+                    self.mantissa = self.mantissa * 10 + u64::from(d - b'0');
+                }
+                self.count += 1;
+                *i += 1;
+            }
+            self.count - start
+        }
+    }
+    let negative = b.first() == Some(&b'-');
+    let mut i = usize::from(negative);
+    let mut digits = Digits::default();
+    match b.get(i)? {
+        b'0' => {
+            i += 1;
+            digits.count += 1;
+        }
+        b'1'..=b'9' => {
+            digits.read(b, &mut i);
+        }
+        _ => return None,
+    }
+    let mut decimals = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        decimals = digits.read(b, &mut i);
+        if decimals == 0 {
+            return None;
+        }
+    }
+    let mut exponent = false;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        exponent = true;
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    if !exponent && digits.count <= EXACT_DIGITS {
+        // `decimals` ≤ 15 here: every power up to 10^15 is exact.
+        let n = digits.mantissa as f64 / crate::model::pow10(decimals as u8);
+        return Some(if negative { -n } else { n });
+    }
+    let n: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
+    n.is_finite().then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +472,103 @@ mod tests {
             let mut direct = Update::fresh();
             m.nrg_fields(&parsed, &mut direct);
             proptest::prop_assert_eq!(direct.readings, via_json.readings);
+        }
+    }
+
+    /// nrg payloads as chargers and strangers may send them: numbers of every shape JSON allows,
+    /// nulls, whitespace, and near misses (strings, nesting, numbers JSON forbids, wrong counts).
+    fn nrg_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let number = prop_oneof![
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::to_string(&f).unwrap()),
+            (-1e6f64..1e6).prop_map(|f| format!("{f:.3}")),
+            any::<i64>().prop_map(|i| i.to_string()),
+            "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
+            Just("null".to_owned()),
+            "[ \t\r\n]{0,2}(null|[0-9.eE+-]{1,8})[ \t\r\n]{0,2}",
+            prop_oneof![
+                Just("\"1\""),
+                Just("[1]"),
+                Just("NaN"),
+                Just("Infinity"),
+                Just("01"),
+                Just(".5"),
+                Just("5."),
+                Just("+1"),
+                Just("1e999"),
+                Just(""),
+                Just("nul"),
+                Just("0x10")
+            ]
+            .prop_map(str::to_owned),
+        ];
+        (proptest::collection::vec(number, 14..=18), "[ \n]{0,2}")
+            .prop_map(|(items, ws)| format!("{ws}[{}]{ws}", items.join(",")))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_nrg_parser_accepts_only_what_serde_json_accepts_and_reads_the_same_numbers(payload in nrg_like()) {
+            let fast = parse_nrg(payload.as_bytes());
+            let serde = serde_json::from_str::<[Option<f64>; NRG_FIELDS]>(&payload);
+            if let Some(fast) = fast {
+                let serde = serde.expect("accepted here, so serde_json accepts it");
+                for (a, b) in fast.iter().zip(&serde) {
+                    match (a, b) {
+                        (None, None) => {}
+                        // serde_json's own float assembly may be one unit in the last place off
+                        // (without its `float_roundtrip` feature); ours is correctly rounded.
+                        (Some(a), Some(b)) => proptest::prop_assert!(
+                            a == b || (a.to_bits() as i64 - b.to_bits() as i64).abs() <= 1, "{a} vs {b} in {payload}"),
+                        _ => proptest::prop_assert!(false, "null read differently in {payload}"),
+                    }
+                }
+            } else if let Ok(serde) = serde {
+                // Only numbers serde_json reads and this parser leaves to it: none of those here.
+                proptest::prop_assert!(false, "serde_json reads {payload} as {serde:?}, the fast parser refused it");
+            }
+        }
+
+        #[test]
+        fn numbers_read_from_their_digits_equal_the_standard_librarys_reading(
+            text in "-?(0|[1-9][0-9]{0,16})(\\.[0-9]{1,17})?"
+        ) {
+            proptest::prop_assert_eq!(json_number(text.as_bytes()).map(f64::to_bits), Some(text.parse::<f64>().unwrap().to_bits()), "{}", text);
+        }
+
+        #[test]
+        fn every_double_printed_shortest_reads_back_as_itself(
+            fields in proptest::collection::vec(proptest::option::of(proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO), NRG_FIELDS)
+        ) {
+            let json = serde_json::to_string(&fields).unwrap();
+            let parsed = parse_nrg(json.as_bytes()).expect("a printed array is read");
+            for (got, want) in parsed.iter().zip(&fields) {
+                proptest::prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{}", json);
+            }
+        }
+    }
+
+    #[test]
+    fn captured_nrg_payloads_parse_without_serde_and_odd_ones_are_left_to_it() {
+        let captured = "[233,232,233,0,15.8,15.7,15.9,3.7,3688,3642,3699,0,99,98,99,100]";
+        let fields = parse_nrg(captured.as_bytes()).expect("the common shape");
+        assert_eq!(fields[0], Some(233.0));
+        assert_eq!(fields[4], Some(15.8));
+        assert_eq!(fields[15], Some(100.0));
+        let spaced = " [ 1 , null,\t2.5e1 ,-0,0.125,1E+2,3,4,5,6,7,8,9,10,11,12 ]\n";
+        let fields = parse_nrg(spaced.as_bytes()).expect("whitespace and exponents");
+        assert_eq!((fields[1], fields[2], fields[5]), (None, Some(25.0), Some(100.0)));
+        for odd in [
+            "[1,2,3]",
+            "[\"1\",2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]",
+            "[01,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
+            "[1e999,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
+            "[[1],2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16",
+            "",
+        ] {
+            assert_eq!(parse_nrg(odd.as_bytes()), None, "{odd}");
         }
     }
 

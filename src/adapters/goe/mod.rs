@@ -225,7 +225,8 @@ fn on_message(ingest: &mut Ingest, key: &str, msg: &Message) {
     // The hot key as chargers send it (16 numbers or nulls, several a second) without building a
     // JSON tree; anything else (strings, short arrays, garbage) takes the general path below.
     if key == "nrg"
-        && let Ok(fields) = serde_json::from_slice::<[Option<f64>; mapping::NRG_FIELDS]>(&msg.payload)
+        && let Some(fields) = mapping::parse_nrg(&msg.payload)
+            .or_else(|| serde_json::from_slice::<[Option<f64>; mapping::NRG_FIELDS]>(&msg.payload).ok())
     {
         let mut update = Update { fresh: !msg.retain, ..Default::default() };
         update.readings.reserve(mapping::NRG_FIELDS);
