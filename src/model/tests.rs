@@ -322,4 +322,8 @@ fn a_kept_number_text_is_given_back_only_for_the_exact_double_it_was_printed_fro
     t.keep(-0.5, "-0.5");
     assert_eq!(t.text_for(-0.5), Some("-0.5"));
     assert_eq!(t.text_for(0.5), None);
+    let long = "-1.2345678901234567e300";
+    t.keep(-1.2345678901234567e300, long);
+    assert_eq!(t.text_for(-1.2345678901234567e300), Some(long));
+    assert_eq!(t.text_for(-0.5), None, "the one before is gone");
 }
