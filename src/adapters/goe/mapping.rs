@@ -347,9 +347,9 @@ pub(crate) fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static 
 /// `nrg` as chargers send it (`[230,231,229,0,16.1,...]`: 16 JSON numbers or `null`s, no nesting),
 /// parsed without serde: a JSON array of numbers costs serde_json ~450 instructions per number
 /// (sequence and option visitors, its own float assembly), which was a fifth of what the bridge
-/// spends per `nrg` input. Here each element is checked against JSON's number grammar and read by
-/// the standard library's float parser (correctly rounded, so every shortest printing of a double
-/// reads back as that double). Anything else (a string, nesting, a wrong count, a number JSON does
+/// spends per `nrg` input. Here each element is checked against JSON's number grammar and turned
+/// into a double by one exact division, or for long numbers by the standard library's parser (both
+/// correctly rounded, so every shortest printing of a double reads back as that double). Anything else (a string, nesting, a wrong count, a number JSON does
 /// not allow, one too large for a double) gives `None`, and the caller takes the general serde
 /// path, which accepts or refuses it as before: this never accepts what serde_json refuses.
 pub(crate) fn parse_nrg(payload: &[u8]) -> Option<[Option<f64>; NRG_FIELDS]> {
