@@ -14,9 +14,11 @@
 #     callgrind files (cg.N in the printed directory) for callgrind_annotate.
 set -euo pipefail
 BENCH=${1:-target/profiling/hlbridge-bench}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
+# 1 800 inputs between the two runs: with 400 (the earlier default) periodic work (the discovery
+# pass, timers) falling into one run and not the other moved the result by ±3 000 instructions.
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 N1=${N1:-200}
-N2=${N2:-600}
+N2=${N2:-2000}
 source "$(dirname "$0")/lib/nrg-bench.sh"
 require_tools valgrind mosquitto mosquitto_pub mosquitto_sub python3
 require_bench "$BENCH"
