@@ -630,8 +630,8 @@ fn write_scaled(scaled: i64, decimals: u8, out: &mut String) {
 /// A finite number's printed text ([`write_number`]), kept beside the value it was printed from:
 /// a router step prints each changed value twice (its own topic, then the state JSON), and printing
 /// is most of what a value costs there. The text sits inline in a `CompactString` (up to 24 bytes:
-/// every number the fast path prints), so keeping it allocates nothing and giving it back checks no
-/// UTF-8 (a `String` grew the 1 000-device bench by ~0.9 MiB; inline bytes re-validated as UTF-8 on
+/// every number the fast path prints; a longer one, from the `{:e}` fallback, goes to the heap), so
+/// keeping it allocates nothing and giving it back checks no UTF-8 (a `String` grew the 1 000-device bench by ~0.9 MiB; inline bytes re-validated as UTF-8 on
 /// every use gave back half of the gain).
 #[derive(Clone, Default)]
 pub(crate) struct NumberText {
