@@ -1,18 +1,23 @@
 //! The one way an adapter takes in a device's MQTT messages: a subscription with a bounded queue
 //! whose overflow is counted on the device's `hlbridge_ingest_dropped_total` and logged (once when
 //! it starts, then at most once a minute with the running total). Every MQTT-fed adapter (go-e,
-//! whatwatt in MQTT mode, AI-on-the-edge, OctoPrint) subscribes through [`subscribe`].
+//! whatwatt in MQTT mode, AI-on-the-edge, OctoPrint) subscribes through [`subscribe`], or through
+//! [`subscribe_lane`] when its message handling needs only its own state: then a fast lane beside
+//! the queue handles messages on the connection task while that keeps every guarantee of the
+//! queue (see [`crate::mqtt::inline`]).
 //!
 //! The queue is bounded because a device (or anyone publishing on its topics) must never make the
 //! bridge grow without limit or stall the shared MQTT connection: when the adapter cannot keep up,
 //! new messages are dropped at the door, counted per device, and the adapter carries on.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::mqtt::Message;
+use crate::mqtt::inline::{Consumer, Inline, Lane, LaneRx};
 use crate::router::DeviceHandle;
 
 /// The largest `ingest_queue` a config may ask for (bounds memory: 1 M small messages).
@@ -21,10 +26,16 @@ pub(crate) const MAX_QUEUE: usize = 1_000_000;
 /// How often, at most, continued drops are logged again.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// A device's incoming MQTT messages, in arrival order.
+/// A device's incoming MQTT messages, in arrival order: those its fast lane (if any) did not take
+/// on the connection task.
 pub(crate) struct Inbox {
     /// The subscription's queue.
     rx: mpsc::Receiver<Message>,
+    /// The fast lane beside the queue ([`subscribe_lane`]): told when a received message was
+    /// handled (the next `recv`) and when the device stops (drop).
+    lane: Option<Arc<dyn Consumer>>,
+    /// Whether a message was received and not yet reported done to the lane.
+    taken: bool,
     /// The device's `hlbridge_ingest_dropped_total`, incremented by the MQTT client on overflow.
     dropped: Counter,
     /// Device id, for the log line.
@@ -40,7 +51,15 @@ pub(crate) struct Inbox {
 impl Inbox {
     /// The next message (`None` once the MQTT client is gone).
     pub(crate) async fn recv(&mut self) -> Option<Message> {
+        // Asking for the next message says the last one was handled: only then may the lane take
+        // messages again without overtaking it.
+        if std::mem::take(&mut self.taken)
+            && let Some(lane) = &self.lane
+        {
+            lane.done();
+        }
         let msg = self.rx.recv().await;
+        self.taken = msg.is_some();
         self.report_drops();
         msg
     }
@@ -70,6 +89,15 @@ impl Inbox {
     }
 }
 
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // The device stopped: its handler must not be run on its behalf any more.
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
+    }
+}
+
 /// Subscribes `filters` for `device` with the configured `ingest_queue` (else `default_capacity`)
 /// and counts what a full queue drops on the device's `hlbridge_ingest_dropped_total`.
 pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S], default_capacity: usize) -> Inbox {
@@ -77,5 +105,42 @@ pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S
     let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
     let dropped = device.counters().ingest_dropped.clone();
     let rx = device.mqtt().subscribe_counted(&refs, capacity, Some(dropped.clone())).await;
-    Inbox { rx, dropped, device: device.id().to_owned(), capacity, logged: 0, logged_at: None }
+    Inbox {
+        rx,
+        lane: None,
+        taken: false,
+        dropped,
+        device: device.id().to_owned(),
+        capacity,
+        logged: 0,
+        logged_at: None,
+    }
+}
+
+/// Like [`subscribe`], with a fast lane ([`crate::mqtt::inline`]): `handler` takes the device's
+/// messages on the connection task while nothing is queued and the connection keeps up; the
+/// returned [`Inbox`] has the rest, which the adapter hands to the same handler through the
+/// returned [`Lane`] (messages the handler declines are the adapter task's own).
+pub(crate) async fn subscribe_lane<S: AsRef<str>, H: Inline>(
+    device: &DeviceHandle,
+    filters: &[S],
+    default_capacity: usize,
+    handler: H,
+) -> (Inbox, Arc<Lane<H>>) {
+    let capacity = device.ingest_queue().unwrap_or(default_capacity).clamp(1, MAX_QUEUE);
+    let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
+    let dropped = device.counters().ingest_dropped.clone();
+    let LaneRx { rx, lane } = device.mqtt().subscribe_lane(&refs, capacity, Some(dropped.clone()), handler).await;
+    let consumer: Arc<dyn Consumer> = lane.clone();
+    let inbox = Inbox {
+        rx,
+        lane: Some(consumer),
+        taken: false,
+        dropped,
+        device: device.id().to_owned(),
+        capacity,
+        logged: 0,
+        logged_at: None,
+    };
+    (inbox, lane)
 }

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::inline::{Offer, Offered};
 use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
 use super::{Control, MqttSettings, Outbound, QoS, Shared, wire};
@@ -102,6 +103,8 @@ pub(super) struct Connection {
     /// Whether this connection carries the command filters (until the link has them, whenever it
     /// is down, for good when the broker speaks MQTT 3.1.1 only) and delivers commands.
     carrying: Carrying,
+    /// Fast lanes that took a message in the current read: their burst ends after it.
+    lanes_in_burst: Vec<Arc<dyn Offer>>,
 }
 
 impl Connection {
@@ -129,6 +132,7 @@ impl Connection {
             logged_oversized_out: false,
             // As `Route::default`: this connection carries the command filters until the link has them.
             carrying: Carrying::new(),
+            lanes_in_burst: Vec::new(),
         }
     }
 
@@ -318,7 +322,13 @@ impl Connection {
                 r = read(&mut self.eventloop) => match r {
                     Ok(()) => {
                         self.process_events();
-                        match self.flush().await {
+                        // What fast lanes published while this read was handled goes out with
+                        // this turn's flush instead of one `select!` turn later.
+                        let written = match self.ready_now() {
+                            Some((first, room)) => self.write_batch(first, room).await,
+                            None => self.flush().await,
+                        };
+                        match written {
                             Ok(()) if std::mem::take(&mut self.prune_due) => self.prune().await,
                             other => other,
                         }
@@ -347,6 +357,20 @@ impl Connection {
             }
             self.answer_flushes();
         }
+    }
+
+    /// The next publish to write (outbox first) and the room for its batch, when there is room and
+    /// something is ready without waiting.
+    fn ready_now(&mut self) -> Option<(Ready, usize)> {
+        let room = self.room();
+        if room == 0 || self.outbound_closed {
+            return None;
+        }
+        let first = match self.outbox.pop_front() {
+            Some(p) => Ready::Buffered(p),
+            None => Ready::Queued(self.outbound.try_recv().ok()?),
+        };
+        Some((first, room))
     }
 
     /// Publishes that may be written now without overrunning the in-flight window.
@@ -547,15 +571,25 @@ impl Connection {
     }
 
     /// Handles what the protocol state recorded: incoming publishes and SUBACKs; drops the rest
-    /// (outgoing notifications nobody reads), so the event list never grows.
+    /// (outgoing notifications nobody reads), so the event list never grows. Then ends the burst of
+    /// every fast lane that took a message (see [`super::inline`]).
     fn process_events(&mut self) {
+        // A read that took as many packets as one read takes may have left more behind: then the
+        // connection is not keeping up, and every message goes through its subscriber's queue,
+        // where a flood is dropped and counted.
+        let limit = self.eventloop.network.as_ref().map_or(usize::MAX, |n| n.packets_per_read());
+        let incoming = self.eventloop.state.events.iter().filter(|e| matches!(e, Event::Incoming(_))).count();
+        let caught_up = incoming < limit;
         while let Some(event) = self.eventloop.state.events.pop_front() {
             match event {
-                Event::Incoming(Packet::Publish(p)) => self.dispatch(p),
+                Event::Incoming(Packet::Publish(p)) => self.dispatch(p, caught_up),
                 Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
                 Event::Incoming(Packet::UnsubAck(ack)) => self.carrying.unsuback(ack.pkid),
                 _ => {}
             }
+        }
+        for lane in self.lanes_in_burst.drain(..) {
+            lane.end_of_burst();
         }
     }
 
@@ -576,9 +610,9 @@ impl Connection {
         }
     }
 
-    /// Hands an incoming publish to every matching subscriber; oversized payloads are counted, not
-    /// delivered.
-    fn dispatch(&mut self, p: Publish) {
+    /// Hands an incoming publish to every matching subscriber (on the spot to a fast lane when
+    /// `caught_up` and its rules allow); oversized payloads are counted, not delivered.
+    fn dispatch(&mut self, p: Publish, caught_up: bool) {
         if p.payload.len() > self.settings.max_packet_size {
             self.shared.metrics.mqtt_oversized("in").inc();
             if !std::mem::replace(&mut self.logged_oversized_in, true) {
@@ -593,11 +627,26 @@ impl Connection {
             let commands = self.shared.commands();
             let mut hit = false;
             commands.trie.for_each_match(&p.topic, |_| hit = true);
-            if hit && !super::dispatch(&commands, p.topic.clone(), p.payload.clone(), p.retain) {
+            if hit && !super::dispatch_queued(&commands, p.topic.clone(), p.payload.clone(), p.retain) {
                 self.prune_due = true;
             }
         }
-        if !super::dispatch(&self.shared.subscriptions(), p.topic, p.payload, p.retain) {
+        let (live, for_lane) = super::dispatch(&self.shared.subscriptions(), p.topic, p.payload, p.retain);
+        // The subscriptions' lock is released: the lane's handler may publish and subscribe.
+        let live = match for_lane {
+            None => live,
+            Some(super::ForLane(lane, msg)) => match lane.offer(msg, caught_up) {
+                Offered::Handled { first_in_burst } => {
+                    if first_in_burst {
+                        self.lanes_in_burst.push(lane);
+                    }
+                    true
+                }
+                Offered::Queued | Offered::Full => true,
+                Offered::Closed => false,
+            },
+        };
+        if !live {
             self.prune_due = true;
         }
     }

@@ -592,7 +592,7 @@ impl Link {
                     Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                         // Topics are UTF-8 by the protocol; a broker sending otherwise gets ignored.
                         let Ok(topic) = String::from_utf8(p.topic.to_vec()) else { continue };
-                        let live = super::dispatch(&self.shared.commands(), topic, p.payload, p.retain);
+                        let live = super::dispatch_queued(&self.shared.commands(), topic, p.payload, p.retain);
                         if !live && let Err(e) = self.prune(&client) {
                             return Session::Lost(e);
                         }

@@ -15,7 +15,9 @@
 //!   are kept in order ([`outbox`]) and go out after the next ConnAck.
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
-//! counts them; it never stalls the connection). Everyone else holds a cheap [`MqttHandle`].
+//! counts them; it never stalls the connection), or, for a subscriber with a fast lane, handled on
+//! the connection task itself while that changes nothing the subscriber could see ([`inline`]).
+//! Everyone else holds a cheap [`MqttHandle`].
 //!
 //! Command and reset filters ([`MqttHandle::subscribe_commands`]) travel on a second, small
 //! connection that speaks MQTT 5 ([`link`]), subscribed with retain-as-published: there a live
@@ -23,6 +25,7 @@
 //! the broker speaks MQTT 3.1.1 only (the fallback), the main connection carries them.
 
 mod connection;
+pub(crate) mod inline;
 mod link;
 mod outbox;
 pub(crate) mod tls;
@@ -306,24 +309,57 @@ struct Reconfigure {
 
 struct Subscription {
     filter: String,
-    tx: mpsc::Sender<Message>,
-    /// Counts messages dropped because the subscriber's queue was full.
+    /// Where matching messages go.
+    route: Route,
+    /// Counts messages dropped because the subscriber's queue was full (a lane counts its own).
     dropped: Option<prometheus_client::metrics::counter::Counter>,
 }
 
+/// How a subscriber takes its messages.
+enum Route {
+    /// Through its queue only.
+    Queue(mpsc::Sender<Message>),
+    /// Handled on the connection task when [`inline`] allows it, else through its queue.
+    Lane(Arc<dyn inline::Offer>),
+}
+
+/// What dispatch leaves for after the subscriptions' lock: the one lane that may take a message on
+/// the spot, and the message.
+pub(crate) struct ForLane(pub(crate) Arc<dyn inline::Offer>, pub(crate) Message);
+
 impl Subscription {
-    /// Hands `msg` over; `false` when the subscriber is gone (its receiver was dropped).
+    /// Queues `msg`; `false` when the subscriber is gone (its receiver was dropped).
     fn deliver(&self, msg: Message) -> bool {
-        match self.tx.try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let result = match &self.route {
+            Route::Queue(tx) => match tx.try_send(msg) {
+                Ok(()) => inline::Offered::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => inline::Offered::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => inline::Offered::Closed,
+            },
+            Route::Lane(lane) => lane.queue(msg),
+        };
+        self.delivered(&result)
+    }
+
+    /// Counts a full queue; `false` when the subscriber is gone.
+    fn delivered(&self, result: &inline::Offered) -> bool {
+        match result {
+            inline::Offered::Full => {
                 if let Some(c) = &self.dropped {
                     c.inc();
                 }
                 tracing::debug!(filter = %self.filter, "subscriber queue full; message dropped");
                 true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            inline::Offered::Closed => false,
+            inline::Offered::Handled { .. } | inline::Offered::Queued => true,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.route {
+            Route::Queue(tx) => tx.is_closed(),
+            Route::Lane(lane) => lane.is_closed(),
         }
     }
 }
@@ -350,11 +386,11 @@ impl Subscriptions {
     /// Forgets subscribers whose receiver was dropped (a stopped device) and returns the filters no
     /// live subscriber uses any more, to unsubscribe at the broker.
     fn prune_closed(&mut self) -> Vec<String> {
-        if self.list.iter().all(|s| !s.tx.is_closed()) {
+        if self.list.iter().all(|s| !s.is_closed()) {
             return Vec::new();
         }
         let (live, gone): (Vec<Subscription>, Vec<Subscription>) =
-            std::mem::take(&mut self.list).into_iter().partition(|s| !s.tx.is_closed());
+            std::mem::take(&mut self.list).into_iter().partition(|s| !s.is_closed());
         self.trie = topic::FilterTrie::default();
         for sub in live {
             self.add(sub);
@@ -559,7 +595,7 @@ impl MqttHandle {
         {
             let mut subs = self.shared.commands();
             for f in filters {
-                subs.add(Subscription { filter: (*f).to_owned(), tx: tx.clone(), dropped: None });
+                subs.add(Subscription { filter: (*f).to_owned(), route: Route::Queue(tx.clone()), dropped: None });
             }
         }
         let owned: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
@@ -577,10 +613,21 @@ impl MqttHandle {
         dropped: Option<prometheus_client::metrics::counter::Counter>,
     ) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.register(filters, || Route::Queue(tx.clone()), dropped);
+        rx
+    }
+
+    /// Adds `filters` with the route `route` makes and has the connection subscribe them.
+    fn register(
+        &self,
+        filters: &[&str],
+        route: impl Fn() -> Route,
+        dropped: Option<prometheus_client::metrics::counter::Counter>,
+    ) {
         let generation = {
             let mut subs = self.shared.subscriptions();
             for f in filters {
-                subs.add(Subscription { filter: (*f).to_owned(), tx: tx.clone(), dropped: dropped.clone() });
+                subs.add(Subscription { filter: (*f).to_owned(), route: route(), dropped: dropped.clone() });
             }
             subs.generation += 1;
             subs.generation
@@ -590,7 +637,25 @@ impl MqttHandle {
         // subscribes them twice, which the broker treats as one subscription.
         let owned = filters.iter().map(|f| (*f).to_owned()).collect();
         let _ = self.shared.control.send(Control::Subscribe(owned, generation));
-        rx
+    }
+
+    /// Like [`MqttHandle::subscribe_counted`], with a fast lane: while the module docs of
+    /// [`inline`] allow it, `handler` takes a message on the connection task itself; everything
+    /// else is queued as by `subscribe_counted`. The subscriber's task must call
+    /// [`inline::Lane::done`] after each message it received and [`inline::Lane::close`] when it stops.
+    pub(crate) async fn subscribe_lane<H: inline::Inline>(
+        &self,
+        filters: &[&str],
+        capacity: usize,
+        dropped: Option<prometheus_client::metrics::counter::Counter>,
+        handler: H,
+    ) -> inline::LaneRx<H> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let lane = Arc::new(inline::Lane::new(handler, tx, dropped));
+        let offer: Arc<dyn inline::Offer> = lane.clone();
+        // The lane counts its own drops.
+        self.register(filters, || Route::Lane(offer.clone()), None);
+        inline::LaneRx { rx, lane }
     }
 
     /// Connects again with `settings` (live reload of `mqtt:`): the current connection is closed
@@ -801,22 +866,39 @@ fn event_loop(settings: &MqttSettings) -> Result<rumqttc::EventLoop, MqttError> 
 }
 
 /// Hands an incoming publish to every matching subscriber in `subs`. `false` when a subscriber
-/// turned out to be gone (then [`Subscriptions::prune_closed`] is due).
-fn dispatch(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> bool {
+/// turned out to be gone (then [`Subscriptions::prune_closed`] is due). A message whose only
+/// subscriber has a fast lane is given back to be offered to it once the subscriptions' lock is
+/// released (the lane's handler publishes, and must not run under that lock).
+fn dispatch(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> (bool, Option<ForLane>) {
     let mut first = None;
     let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
     subs.trie.for_each_match(&topic, |i| match first {
         None => first = Some(i),
         Some(_) => rest.push(i),
     });
-    let Some(first) = first else { return true };
+    let Some(first) = first else { return (true, None) };
     let msg = Message { topic, payload, retain };
+    let only = &subs.list[first];
+    if rest.is_empty()
+        && let Route::Lane(lane) = &only.route
+    {
+        return (true, Some(ForLane(lane.clone(), msg)));
+    }
     let mut all_live = true;
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {
         all_live &= subs.list[i].deliver(msg.clone());
     }
-    all_live & subs.list[first].deliver(msg)
+    (all_live & only.deliver(msg), None)
+}
+
+/// [`dispatch`] where no message is handled on the spot (commands, the MQTT 5 link): a fast
+/// lane's message is queued like any other.
+fn dispatch_queued(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> bool {
+    match dispatch(subs, topic, payload, retain) {
+        (live, None) => live,
+        (live, Some(ForLane(lane, msg))) => live & (lane.queue(msg) != inline::Offered::Closed),
+    }
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with ±25 % jitter so a
@@ -864,9 +946,9 @@ mod tests {
         let mut subs = Subscriptions::default();
         let (live_tx, _live_rx) = mpsc::channel(1);
         let (gone_tx, gone_rx) = mpsc::channel(1);
-        subs.add(Subscription { filter: "a/#".into(), tx: live_tx.clone(), dropped: None });
-        subs.add(Subscription { filter: "a/#".into(), tx: gone_tx.clone(), dropped: None });
-        subs.add(Subscription { filter: "b/+".into(), tx: gone_tx, dropped: None });
+        subs.add(Subscription { filter: "a/#".into(), route: Route::Queue(live_tx.clone()), dropped: None });
+        subs.add(Subscription { filter: "a/#".into(), route: Route::Queue(gone_tx.clone()), dropped: None });
+        subs.add(Subscription { filter: "b/+".into(), route: Route::Queue(gone_tx), dropped: None });
         assert!(subs.prune_closed().is_empty(), "nobody is gone yet");
         drop(gone_rx);
         assert_eq!(subs.prune_closed(), ["b/+"]);
@@ -876,6 +958,47 @@ mod tests {
         assert_eq!(hits, [0], "the trie points at the surviving subscriber");
         subs.trie.for_each_match("b/x", |i| hits.push(i));
         assert_eq!(hits, [0], "the pruned filter matches nothing");
+    }
+
+    /// Takes every message on the spot and remembers its topic.
+    struct Taker(Arc<Mutex<Vec<String>>>);
+
+    impl inline::Inline for Taker {
+        fn handle(&mut self, msg: &Message) -> bool {
+            self.0.lock().unwrap().push(msg.topic.clone());
+            true
+        }
+
+        fn end_of_burst(&mut self) {}
+    }
+
+    #[test]
+    fn a_message_is_left_to_a_fast_lane_only_when_that_lane_is_its_one_subscriber() {
+        let mut subs = Subscriptions::default();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let (lane_tx, mut lane_rx) = mpsc::channel(4);
+        let lane: Arc<dyn inline::Offer> = Arc::new(inline::Lane::new(Taker(taken.clone()), lane_tx, None));
+        let (other_tx, mut other_rx) = mpsc::channel(4);
+        subs.add(Subscription { filter: "dev/#".into(), route: Route::Lane(lane.clone()), dropped: None });
+        subs.add(Subscription { filter: "dev/shared".into(), route: Route::Queue(other_tx), dropped: None });
+
+        let (live, for_lane) = dispatch(&subs, "dev/own".into(), Bytes::from_static(b"1"), false);
+        let Some(ForLane(offer, msg)) = for_lane else { panic!("the lane's own topic is left to the lane") };
+        assert!(live);
+        assert_eq!(offer.offer(msg, true), inline::Offered::Handled { first_in_burst: true });
+        assert_eq!(*taken.lock().unwrap(), ["dev/own"]);
+
+        // Two subscribers: both get it through their queues, nobody on the spot.
+        let (live, for_lane) = dispatch(&subs, "dev/shared".into(), Bytes::from_static(b"2"), false);
+        assert!(live && for_lane.is_none());
+        assert_eq!(lane_rx.try_recv().map(|m| m.topic).ok().as_deref(), Some("dev/shared"));
+        assert_eq!(other_rx.try_recv().map(|m| m.topic).ok().as_deref(), Some("dev/shared"));
+        assert_eq!(taken.lock().unwrap().len(), 1);
+
+        // Commands and the MQTT 5 link never handle on the spot: the lane's message is queued.
+        assert!(dispatch_queued(&subs, "dev/own".into(), Bytes::from_static(b"3"), false));
+        assert_eq!(lane_rx.try_recv().map(|m| m.topic).ok().as_deref(), Some("dev/own"));
+        assert_eq!(taken.lock().unwrap().len(), 1);
     }
 
     fn outgoing(payload: &str) -> Outgoing {

@@ -22,6 +22,8 @@
 //! - `resilience`: broker restart, shutdown, malformed payloads.
 //! - `hostile_input`: oversized device texts, absurd numbers, a bogus counter level and made-up
 //!   command topics against a real broker: cut, rejected, counted, one connection throughout.
+//! - `fast_lane`: a charger's readings in the order sent, whether handled on the connection task or
+//!   queued behind an answer to a write.
 //! - `ingest_drops`: each MQTT-fed adapter flooded past its input queue counts the drops per device
 //!   and keeps working.
 //! - `octoprint`: OctoPrint-MQTT samples replayed to golden files, the simulated print lifecycle end
@@ -49,6 +51,7 @@ mod console;
 #[cfg(feature = "mdns")]
 mod discover;
 mod end_to_end;
+mod fast_lane;
 mod golden;
 mod homeassistant;
 mod hostile_input;

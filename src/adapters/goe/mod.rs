@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::http::{self, MAX_BODY, REASON_BODY_TOO_LARGE};
 use crate::adapters::log_once::LogOnce;
 use crate::model::{Identity, Quantity, Update, Value};
+use crate::mqtt::inline::Inline;
 use crate::mqtt::{Message, QoS};
 use crate::router::{Command, DeviceHandle, Link};
 use crate::untrusted::{clip, clip_bytes};
@@ -161,8 +162,6 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     let filters: Vec<String> = prefixes.iter().map(|p| format!("{p}#")).collect();
     device.set_detail("transport", "mqtt");
     device.set_detail("topics", filters.join(" "));
-    let mut rx = super::ingest::subscribe(&device, &filters, 4096).await;
-    let mut commands = Some(device.commands());
     if let Some(serial) = &cfg.serial {
         let u = Update {
             identity: Some(Identity {
@@ -174,8 +173,13 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
         };
         device.apply(u);
     }
-    let mut ingest = Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() };
-    let mut active_prefix = prefixes.first().cloned().unwrap_or_default();
+    let readings = Readings {
+        ingest: Ingest { mapper: Mapper::default(), logged: LogOnce::default(), device: device.clone() },
+        active_prefix: prefixes.first().cloned().unwrap_or_default(),
+        prefixes: prefixes.clone(),
+    };
+    let (mut rx, lane) = super::ingest::subscribe_lane(&device, &filters, 4096, readings).await;
+    let mut commands = Some(device.commands());
     let mut pending: Option<PendingWrite> = None;
     // Registered once, not once per message (each fresh `cancelled()` locks the token twice).
     let mut cancelled = std::pin::pin!(cancel.cancelled());
@@ -185,27 +189,26 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
             _ = &mut cancelled => break,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                let Some(prefix) = prefixes.iter().find(|p| msg.topic.starts_with(p.as_str())) else { continue };
-                let key = &msg.topic[prefix.len()..];
-                if let Some(k) = key.strip_suffix("/result") {
-                    if let Some(p) = pending.take_if(|p| p.key == k) {
-                        finish_write(&device, p, &msg);
+                match lane.with(|r| r.handle(&msg)) {
+                    None => break, // stopped
+                    Some(true) => {
+                        if rx.is_empty() {
+                            device.flush();
+                        }
                     }
-                    continue;
-                }
-                if key.contains('/') || key.is_empty() {
-                    continue; // `<key>/set` echoes of our own or other writers
-                }
-                if !msg.retain {
-                    active_prefix.clone_from(prefix);
-                }
-                on_message(&mut ingest, key, &msg);
-                if rx.is_empty() {
-                    device.flush();
+                    Some(false) => {
+                        // An answer on `<key>/result`: this task's, it may be the one a write waits for.
+                        if let Some(key) = result_key(&prefixes, &msg.topic)
+                            && let Some(p) = pending.take_if(|p| p.key == key)
+                        {
+                            finish_write(&device, p, &msg);
+                        }
+                    }
                 }
             }
             cmd = crate::adapters::wait::recv(&mut commands), if pending.is_none() => {
                 let Some(cmd) = cmd else { commands = None; continue };
+                let active_prefix = lane.with(|r| r.active_prefix.clone()).unwrap_or_default();
                 pending = start_mqtt_write(&device, &active_prefix, cmd);
             }
             _ = crate::adapters::wait::sleep_until(deadline), if deadline.is_some() => {
@@ -216,6 +219,46 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
                 }
             }
         }
+    }
+}
+
+/// The key a `<prefix><key>/result` topic answers for.
+fn result_key<'t>(prefixes: &[String], topic: &'t str) -> Option<&'t str> {
+    let prefix = prefixes.iter().find(|p| topic.starts_with(p.as_str()))?;
+    topic[prefix.len()..].strip_suffix("/result")
+}
+
+/// What a charger publishes, handled by what needs nothing but this state: on the MQTT connection
+/// task while its fast lane allows (see [`crate::mqtt::inline`]), else from the adapter's queue.
+/// Answers to writes (`<key>/result`) are declined: the adapter task waits for them.
+struct Readings {
+    /// The mapping state, counters and log-once memory.
+    ingest: Ingest,
+    /// The prefixes the charger may publish under (both slash forms when only a serial is set).
+    prefixes: Vec<String>,
+    /// The prefix the charger's live messages arrive under: writes go to `<it><key>/set`.
+    active_prefix: String,
+}
+
+impl Inline for Readings {
+    fn handle(&mut self, msg: &Message) -> bool {
+        let Some(prefix) = self.prefixes.iter().find(|p| msg.topic.starts_with(p.as_str())) else { return true };
+        let key = &msg.topic[prefix.len()..];
+        if key.ends_with("/result") {
+            return false;
+        }
+        if key.contains('/') || key.is_empty() {
+            return true; // `<key>/set` echoes of our own or other writers
+        }
+        if !msg.retain {
+            self.active_prefix.clone_from(prefix);
+        }
+        on_message(&mut self.ingest, key, msg);
+        true
+    }
+
+    fn end_of_burst(&mut self) {
+        self.ingest.device.flush();
     }
 }
 

@@ -90,6 +90,12 @@ impl Network {
         self.framed.write_buffer_mut()
     }
 
+    /// The most packets one `readb` takes (hlbridge patch: a read that took this many may have
+    /// left more waiting, i.e. the reader is behind the socket).
+    pub fn packets_per_read(&self) -> usize {
+        self.max_readb_count - 1
+    }
+
     pub async fn flush(&mut self) -> Result<(), crate::state::StateError> {
         self.framed
             .flush()
