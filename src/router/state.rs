@@ -77,6 +77,10 @@ pub(crate) struct Slot {
 pub(crate) struct DeviceState {
     /// The quantities seen, in order of first appearance (the state JSON's order).
     pub(crate) slots: Vec<Slot>,
+    /// The slot checked first for the next reading: the one after the last found. A device sends
+    /// its readings in the same order every time, so the search over all slots (one cache line
+    /// each) is mostly skipped; only a hint, always checked against the quantity.
+    next_slot: usize,
     /// Source timestamp of the latest reading.
     pub(crate) ts: Option<OffsetDateTime>,
     /// Last fresh message (monotonic, for freshness) and its wall-clock time (for reports).
@@ -141,6 +145,7 @@ impl DeviceState {
     pub(crate) fn new(now: Now) -> DeviceState {
         DeviceState {
             slots: Vec::new(),
+            next_slot: 0,
             ts: None,
             last_seen: None,
             link: Link::Unknown,
@@ -399,7 +404,7 @@ impl DeviceState {
             if let Some(c) = self.cleared.iter().position(|c| *c == q) {
                 self.cleared.swap_remove(c);
             }
-            let i = match self.slots.iter().position(|s| s.quantity == q) {
+            let i = match self.find_slot(q) {
                 Some(i) => i,
                 None => {
                     self.slots.push(Slot {
@@ -524,6 +529,15 @@ impl DeviceState {
     /// Keeps an implausible number (outside the quantity's plausible range, or not finite) out:
     /// counted in `readings_rejected` (`out_of_range`, `not_finite`), logged once per streak, and
     /// reported as a `reading_rejected` event when live. The last good value stays.
+    /// The slot of `q`, looking first where the hint says.
+    fn find_slot(&mut self, q: Quantity) -> Option<usize> {
+        let hinted = self.slots.get(self.next_slot).is_some_and(|s| s.quantity == q);
+        let i = if hinted { Some(self.next_slot) } else { self.slots.iter().position(|s| s.quantity == q) };
+        // A new slot is pushed at the end: the hint then points past it, which `get` turns away.
+        self.next_slot = i.map_or(self.slots.len() + 1, |i| i + 1);
+        i
+    }
+
     fn reject_implausible(&mut self, cx: &Ctx<'_>, q: Quantity, value: f64, live: bool, ts: OffsetDateTime) {
         let reason = if value.is_finite() { "out_of_range" } else { "not_finite" };
         cx.counters.rejected(reason);

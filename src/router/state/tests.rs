@@ -227,3 +227,35 @@ fn a_reading_without_a_source_timestamp_is_stamped_with_the_wall_clock_of_the_st
     assert_eq!(rig.st.ts, Some(OffsetDateTime::from(now.wall)));
     assert_eq!(rig.st.last_seen.map(|(m, _)| m), Some(now.mono));
 }
+
+#[test]
+fn readings_land_on_their_own_quantity_whatever_order_they_come_in_and_after_one_is_cleared() {
+    let mut rig = Rig::new(|_| {});
+    let names = ["power", "power_l1", "power_l2", "power_l3"];
+    let step = |order: &[usize], base: f64| {
+        let mut u = Update::fresh();
+        for &i in order {
+            u.push(Quantity::known(names[i]), Value::Number(base + i as f64));
+        }
+        u
+    };
+    rig.apply(step(&[0, 1, 2, 3], 10.0), rig.at(0));
+    // Reversed, then rotated: the slot found last time is never the one asked for next.
+    for (n, order) in [[3, 2, 1, 0], [2, 3, 0, 1], [1, 0, 3, 2]].iter().enumerate() {
+        let base = 20.0 + 10.0 * n as f64;
+        let out = rig.apply(step(order, base), rig.at(1000 * (n as u64 + 1)));
+        for (i, name) in names.iter().enumerate() {
+            let want = format!("{}", base + i as f64);
+            assert_eq!(on(&out, &format!("home/ev/{name}")), [want.as_str()], "{name} in order {order:?}");
+        }
+    }
+    // Clearing one shifts the slots after it: the rest still land right.
+    let mut clear = Update::fresh();
+    clear.push(Quantity::known("power_l1"), Value::Text(String::new().into()));
+    rig.apply(clear, rig.at(5000));
+    let out = rig.apply(step(&[0, 2, 3], 70.0), rig.at(6000));
+    assert_eq!(on(&out, "home/ev/power"), ["70"]);
+    assert_eq!(on(&out, "home/ev/power_l2"), ["72"]);
+    assert_eq!(on(&out, "home/ev/power_l3"), ["73"]);
+    assert_eq!(rig.st.slots.iter().map(|s| s.quantity.name()).collect::<Vec<_>>(), ["power", "power_l2", "power_l3"]);
+}
