@@ -49,6 +49,16 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    fn new(
+        device: &DeviceHandle,
+        rx: mpsc::Receiver<Message>,
+        lane: Option<Arc<dyn Consumer>>,
+        dropped: Counter,
+        capacity: usize,
+    ) -> Inbox {
+        Inbox { rx, lane, taken: false, dropped, device: device.id().to_owned(), capacity, logged: 0, logged_at: None }
+    }
+
     /// The next message (`None` once the MQTT client is gone).
     pub(crate) async fn recv(&mut self) -> Option<Message> {
         // Asking for the next message says the last one was handled: only then may the lane take
@@ -105,16 +115,7 @@ pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S
     let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
     let dropped = device.counters().ingest_dropped.clone();
     let rx = device.mqtt().subscribe_counted(&refs, capacity, Some(dropped.clone())).await;
-    Inbox {
-        rx,
-        lane: None,
-        taken: false,
-        dropped,
-        device: device.id().to_owned(),
-        capacity,
-        logged: 0,
-        logged_at: None,
-    }
+    Inbox::new(device, rx, None, dropped, capacity)
 }
 
 /// Like [`subscribe`], with a fast lane ([`crate::mqtt::inline`]): `handler` takes the device's
@@ -132,15 +133,6 @@ pub(crate) async fn subscribe_lane<S: AsRef<str>, H: Inline>(
     let dropped = device.counters().ingest_dropped.clone();
     let LaneRx { rx, lane } = device.mqtt().subscribe_lane(&refs, capacity, Some(dropped.clone()), handler).await;
     let consumer: Arc<dyn Consumer> = lane.clone();
-    let inbox = Inbox {
-        rx,
-        lane: Some(consumer),
-        taken: false,
-        dropped,
-        device: device.id().to_owned(),
-        capacity,
-        logged: 0,
-        logged_at: None,
-    };
+    let inbox = Inbox::new(device, rx, Some(consumer), dropped, capacity);
     (inbox, lane)
 }
