@@ -353,32 +353,51 @@ pub(crate) fn command_to_key(quantity: &str, payload: &str) -> Result<(&'static 
 /// not allow, one too large for a double) gives `None`, and the caller takes the general serde
 /// path, which accepts or refuses it as before: this never accepts what serde_json refuses.
 pub(crate) fn parse_nrg(payload: &[u8]) -> Option<[Option<f64>; NRG_FIELDS]> {
-    let inner = json_trim(payload).strip_prefix(b"[")?.strip_suffix(b"]")?;
+    // One pass over the bytes: `[`, then each element followed by `,` (the last by `]`), JSON's
+    // whitespace allowed around every token, nothing after the array but whitespace.
+    let mut i = skip_json_ws(payload, 0);
+    if payload.get(i) != Some(&b'[') {
+        return None;
+    }
     let mut fields = [None; NRG_FIELDS];
-    let mut items = inner.split(|&b| b == b',');
-    for field in &mut fields {
-        let item = json_trim(items.next()?);
-        if item != b"null" {
-            *field = Some(json_number(item)?);
+    for (k, field) in fields.iter_mut().enumerate() {
+        i = skip_json_ws(payload, i + 1);
+        if payload[i..].starts_with(b"null") {
+            i += 4;
+        } else {
+            *field = Some(json_number_at(payload, &mut i)?);
+        }
+        i = skip_json_ws(payload, i);
+        let closing = if k + 1 == NRG_FIELDS { b']' } else { b',' };
+        if payload.get(i) != Some(&closing) {
+            return None;
         }
     }
-    items.next().is_none().then_some(fields)
+    (skip_json_ws(payload, i + 1) == payload.len()).then_some(fields)
 }
 
-/// `b` without JSON's whitespace (space, tab, line feed, carriage return) at either end.
-fn json_trim(b: &[u8]) -> &[u8] {
-    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |e| e + 1);
-    &b[start..end]
+/// The first index from `i` on that is not JSON whitespace (space, tab, line feed, carriage
+/// return); `b.len()` when there is none.
+fn skip_json_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
 }
 
-/// `b` as a finite double when it is exactly one JSON number
-/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`). What a charger sends (up to 15 digits, no
-/// exponent) is computed from the digits read for the grammar check: digits / 10^decimals with both
-/// exact in a double is one correctly rounded division (Clinger's fast path, the one the standard
-/// library's parser takes first). Longer numbers and exponents go to that parser.
+/// `b` as a finite double when it is exactly one JSON number (see [`json_number_at`]).
+#[cfg(test)]
 fn json_number(b: &[u8]) -> Option<f64> {
+    let mut i = 0;
+    json_number_at(b, &mut i).filter(|_| i == b.len())
+}
+
+/// The JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) that starts at `*i`, as a
+/// finite double; `*i` ends just after it. What a charger sends (up to 15 digits, no exponent) is
+/// computed from the digits read for the grammar check: digits / 10^decimals with both exact in a
+/// double is one correctly rounded division (Clinger's fast path, the one the standard library's
+/// parser takes first). Longer numbers and exponents go to that parser.
+fn json_number_at(b: &[u8], i_out: &mut usize) -> Option<f64> {
     /// More digits than this may not fit a double's 53-bit mantissa exactly.
     const EXACT_DIGITS: u32 = 15;
     /// The digits read so far: their count, and the first `EXACT_DIGITS` of them as an integer.
@@ -401,8 +420,9 @@ fn json_number(b: &[u8]) -> Option<f64> {
             self.count - start
         }
     }
-    let negative = b.first() == Some(&b'-');
-    let mut i = usize::from(negative);
+    let begin = *i_out;
+    let negative = b.get(begin) == Some(&b'-');
+    let mut i = begin + usize::from(negative);
     let mut digits = Digits::default();
     match b.get(i)? {
         b'0' => {
@@ -437,15 +457,13 @@ fn json_number(b: &[u8]) -> Option<f64> {
             return None;
         }
     }
-    if i != b.len() {
-        return None;
-    }
+    *i_out = i;
     if !exponent && digits.count <= EXACT_DIGITS {
         // `decimals` ≤ 15 here: every power up to 10^15 is exact.
         let n = digits.mantissa as f64 / crate::model::pow10(decimals as u8);
         return Some(if negative { -n } else { n });
     }
-    let n: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
+    let n: f64 = std::str::from_utf8(&b[begin..i]).ok()?.parse().ok()?;
     n.is_finite().then_some(n)
 }
 
@@ -566,6 +584,10 @@ mod tests {
             "[1e999,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
             "[[1],2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
             "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]x",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 16]",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,nullnull]",
+            "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,-]",
             "",
         ] {
             assert_eq!(parse_nrg(odd.as_bytes()), None, "{odd}");
