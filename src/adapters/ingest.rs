@@ -50,13 +50,13 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     fn new(
-        device: &DeviceHandle,
+        device: &str,
         rx: mpsc::Receiver<Message>,
         lane: Option<Arc<dyn Consumer>>,
         dropped: Counter,
         capacity: usize,
     ) -> Inbox {
-        Inbox { rx, lane, taken: false, dropped, device: device.id().to_owned(), capacity, logged: 0, logged_at: None }
+        Inbox { rx, lane, taken: false, dropped, device: device.to_owned(), capacity, logged: 0, logged_at: None }
     }
 
     /// The next message (`None` once the MQTT client is gone).
@@ -115,7 +115,7 @@ pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S
     let refs: Vec<&str> = filters.iter().map(AsRef::as_ref).collect();
     let dropped = device.counters().ingest_dropped.clone();
     let rx = device.mqtt().subscribe_counted(&refs, capacity, Some(dropped.clone())).await;
-    Inbox::new(device, rx, None, dropped, capacity)
+    Inbox::new(device.id(), rx, None, dropped, capacity)
 }
 
 /// Like [`subscribe`], with a fast lane ([`crate::mqtt::inline`]): `handler` takes the device's
@@ -133,6 +133,50 @@ pub(crate) async fn subscribe_lane<S: AsRef<str>, H: Inline>(
     let dropped = device.counters().ingest_dropped.clone();
     let LaneRx { rx, lane } = device.mqtt().subscribe_lane(&refs, capacity, Some(dropped.clone()), handler).await;
     let consumer: Arc<dyn Consumer> = lane.clone();
-    let inbox = Inbox::new(device, rx, Some(consumer), dropped, capacity);
+    let inbox = Inbox::new(device.id(), rx, Some(consumer), dropped, capacity);
     (inbox, lane)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::mqtt::inline::{Offer, Offered};
+
+    /// Declines every message: each one goes through the queue.
+    struct Decliner;
+
+    impl Inline for Decliner {
+        fn handle(&mut self, _: &Message) -> bool {
+            false
+        }
+
+        fn end_of_burst(&mut self) {}
+    }
+
+    fn msg(topic: &str) -> Message {
+        Message { topic: topic.into(), payload: Bytes::from_static(b"1"), retain: false }
+    }
+
+    #[tokio::test]
+    async fn asking_for_the_next_message_reopens_the_lane_and_dropping_the_inbox_closes_it() {
+        let (tx, rx) = mpsc::channel(4);
+        let lane = Arc::new(Lane::new(Decliner, tx, None));
+        let consumer: Arc<dyn Consumer> = lane.clone();
+        let mut inbox = Inbox::new("dev", rx, Some(consumer), Counter::default(), 4);
+        assert_eq!(lane.offer(msg("a"), true), Offered::Queued);
+        assert_eq!(lane.offer(msg("b"), true), Offered::Queued);
+        assert_eq!(inbox.recv().await.map(|m| m.topic).as_deref(), Some("a"));
+        assert_eq!(lane.queued(), 2, "a is received, not yet handled");
+        assert_eq!(inbox.recv().await.map(|m| m.topic).as_deref(), Some("b"));
+        assert_eq!(lane.queued(), 1, "asking for b said a was handled");
+        // Waiting for the next message says b was handled: the lane may be taken again.
+        assert!(inbox.recv().now_or_never().is_none(), "nothing more is queued");
+        assert_eq!(lane.queued(), 0);
+        drop(inbox);
+        assert_eq!(lane.with(|_| ()), None, "a stopped device's handler is gone");
+        assert_eq!(lane.offer(msg("c"), true), Offered::Closed);
+    }
 }
