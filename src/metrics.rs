@@ -80,6 +80,9 @@ pub struct Metrics {
     pub(crate) readings_rejected: Family<DeviceReasonLabel, Counter>,
     /// MQTT messages over `max_packet_size`, dropped instead of sent or delivered.
     pub(crate) mqtt_oversized: Family<DirectionLabel, Counter>,
+    /// Times the MQTT connection fell behind the broker and began holding reads (`mqtt::coalesce`):
+    /// says the bridge ran under a flood, and that messages waited up to 1 ms longer then.
+    pub(crate) mqtt_read_holds: Counter,
     /// Config reloads (SIGHUP, `--watch`) by outcome.
     pub(crate) config_reloads: Family<ResultLabel, Counter>,
     /// Whether the last reload was applied (1) or refused (0); 1 before any reload.
@@ -142,6 +145,11 @@ impl Metrics {
         for direction in ["in", "out"] {
             m.mqtt_oversized(direction);
         }
+        registry.register(
+            "hlbridge_mqtt_read_holds",
+            "Times the MQTT connection fell behind the broker and held reads until 4 KiB or 1 ms had gathered",
+            m.mqtt_read_holds.clone(),
+        );
         registry.register(
             "hlbridge_config_reloads",
             "Config reloads (SIGHUP or --watch) by result: ok (applied) or error (refused, old config kept)",

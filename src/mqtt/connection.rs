@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::{Mark, ReadHolding};
 use super::inline::{Offer, Offered};
 use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
@@ -297,6 +298,10 @@ impl Connection {
         // Registered once per connection, not once per loop turn (several per input: each fresh
         // `cancelled()` locks the token to register and again to deregister).
         let mut cancelled = std::pin::pin!(cancel.cancelled());
+        // This socket's read holding (see `coalesce`); the timer is armed only while holding.
+        let mut holding = ReadHolding::default();
+        let mut can_hold = true;
+        let mut release = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
         loop {
             let room = self.room();
             let step = tokio::select! {
@@ -321,7 +326,22 @@ impl Connection {
                 },
                 r = read(&mut self.eventloop) => match r {
                     Ok(()) => {
-                        self.process_events();
+                        let behind = self.process_events();
+                        if can_hold && let Some(mark) = holding.after_read(behind, Instant::now) {
+                            match self.set_low_water(mark) {
+                                Ok(()) => {
+                                    self.shared.metrics.mqtt_read_holds.inc();
+                                    if let Some(at) = holding.release_at() {
+                                        release.as_mut().reset(at);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "reads are not held on this connection");
+                                    holding.reset();
+                                    can_hold = false;
+                                }
+                            }
+                        }
                         // What fast lanes published while this read was handled goes out with
                         // this turn's flush instead of one `select!` turn later.
                         let written = match self.ready_now() {
@@ -341,6 +361,17 @@ impl Connection {
                         return Ended::Lost("the broker did not answer the keep-alive ping".into());
                     }
                     Err(e) => Err(e),
+                },
+                () = &mut release, if holding.holding() => match holding.at_release_time(Instant::now()) {
+                    // What is waiting becomes readable at once; a socket that cannot take the
+                    // mark any more would hold it for good: the connection is started over.
+                    Some(mark) => self.set_low_water(mark).map_err(StateError::Io),
+                    None => {
+                        if let Some(at) = holding.release_at() {
+                            release.as_mut().reset(at);
+                        }
+                        Ok(())
+                    }
                 },
                 first = next_publish(&mut self.outbox, &mut self.outbound), if room > 0 && !self.outbound_closed => {
                     match first {
@@ -602,8 +633,9 @@ impl Connection {
 
     /// Handles what the protocol state recorded: incoming publishes and SUBACKs; drops the rest
     /// (outgoing notifications nobody reads), so the event list never grows. Then ends the burst of
-    /// every fast lane that took a message (see [`super::inline`]).
-    fn process_events(&mut self) {
+    /// every fast lane that took a message (see [`super::inline`]). Returns whether the read took
+    /// its whole quota of packets (the connection is behind the socket).
+    fn process_events(&mut self) -> bool {
         // A read that took as many packets as one read takes may have left more behind: then the
         // connection is not keeping up, and every message goes through its subscriber's queue,
         // where a flood is dropped and counted.
@@ -621,6 +653,16 @@ impl Connection {
         for lane in self.lanes_in_burst.drain(..) {
             lane.end_of_burst();
         }
+        !caught_up
+    }
+
+    /// Sets the receive low-water mark of this connection's TCP socket (see `coalesce`).
+    fn set_low_water(&self, mark: Mark) -> std::io::Result<()> {
+        #[cfg(unix)]
+        if let Some(fd) = self.eventloop.network.as_ref().and_then(|n| n.socket_fd()) {
+            return super::coalesce::set_low_water(fd, mark);
+        }
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 
     fn on_suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {

@@ -12,7 +12,9 @@
 //! - a publish over the packet limit is dropped and counted before it is encoded, instead of
 //!   breaking the connection (and, if retained, looping forever);
 //! - publishes queued during an outage, and QoS 1 publishes unacknowledged when the connection broke,
-//!   are kept in order ([`outbox`]) and go out after the next ConnAck.
+//!   are kept in order ([`outbox`]) and go out after the next ConnAck;
+//! - while the connection is behind the broker, its reads are held until 4 KiB or 1 ms have
+//!   gathered ([`coalesce`]): one wake-up per batch instead of per packet or two.
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
 //! counts them; it never stalls the connection), or, for a subscriber with a fast lane, handled on
@@ -24,6 +26,7 @@
 //! retained command keeps its retain flag and is refused. Until that link is up, and for good when
 //! the broker speaks MQTT 3.1.1 only (the fallback), the main connection carries them.
 
+mod coalesce;
 mod connection;
 pub(crate) mod inline;
 mod link;

@@ -63,6 +63,7 @@ mod mqtt_faults;
 mod octoprint;
 mod octoprint_commands;
 mod process;
+mod read_holding;
 mod reload;
 mod resilience;
 mod tls;

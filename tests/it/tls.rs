@@ -157,6 +157,15 @@ async fn mqtts_with_the_configured_ca_file_carries_unified_topics() {
     probe.wait_value("home/bridge/status", "online").await;
     probe.publish("go-eCharger/012345/amp", "16");
     probe.wait_value("home/garage/current_limit", "16").await;
+    // A burst: reads are held under TLS too (the mark is set on the TCP socket under it), and the
+    // burst's tail still arrives (`read_holding.rs`).
+    for i in 1..=1_000 {
+        probe.publish("go-eCharger/012345/nrg", &crate::read_holding::nrg(i));
+    }
+    probe.wait_value("home/garage/power", "1000").await;
+    let (_, samples) = common::scrape(&bridge).await;
+    let holds = common::sample_value(&samples, "hlbridge_mqtt_read_holds_total", &[]).unwrap_or(0.0);
+    assert!(holds >= 1.0, "reads held on the TLS connection ({holds} times)");
     bridge.shutdown().await;
 }
 

@@ -392,6 +392,9 @@ async fn network_connect(
         _ => options.broker_address(),
     };
 
+    #[cfg(unix)]
+    #[allow(unused_assignments)]
+    let mut socket_fd = None;
     let tcp_stream: Box<dyn AsyncReadWrite> = {
         #[cfg(feature = "proxy")]
         match options.proxy() {
@@ -406,11 +409,16 @@ async fn network_connect(
         {
             let addr = format!("{domain}:{port}");
             let tcp = socket_connect(addr, network_options).await?;
+            #[cfg(unix)]
+            {
+                socket_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+            }
             Box::new(tcp)
         }
     };
 
-    let network = match options.transport() {
+    #[allow(unused_mut)]
+    let mut network = match options.transport() {
         Transport::Tcp => Network::new(
             tcp_stream,
             options.max_incoming_packet_size,
@@ -479,6 +487,10 @@ async fn network_connect(
         }
     };
 
+    #[cfg(unix)]
+    {
+        network.socket_fd = socket_fd;
+    }
     Ok(network)
 }
 

@@ -13,6 +13,9 @@ pub struct Network {
     framed: Framed<Box<dyn AsyncReadWrite>, Codec>,
     /// Maximum readv count
     max_readb_count: usize,
+    /// The TCP socket under the stream (hlbridge patch; `None` for Unix sockets and proxies).
+    #[cfg(unix)]
+    pub(crate) socket_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Network {
@@ -31,6 +34,8 @@ impl Network {
         Network {
             framed,
             max_readb_count: 10,
+            #[cfg(unix)]
+            socket_fd: None,
         }
     }
 
@@ -94,6 +99,13 @@ impl Network {
     /// left more waiting, i.e. the reader is behind the socket).
     pub fn packets_per_read(&self) -> usize {
         self.max_readb_count - 1
+    }
+
+    /// The TCP socket under this connection, TLS or not (hlbridge patch: for socket options set
+    /// while connected). Valid while this `Network` lives; `None` for Unix sockets and proxies.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.socket_fd
     }
 
     pub async fn flush(&mut self) -> Result<(), crate::state::StateError> {

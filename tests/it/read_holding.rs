@@ -1,0 +1,40 @@
+//! Under a flood the MQTT connection holds its reads until 4 KiB or 1 ms have gathered
+//! (`src/mqtt/coalesce.rs`): fewer wake-ups per message. What holding must never do is lose a
+//! message or strand the last ones of a burst: after 1 ms without a read the kernel is told to
+//! hand over whatever is waiting. With nothing sent after the burst, its tail would otherwise wait
+//! for good (the keep-alive's answer is 2 bytes), and these tests would time out.
+
+use crate::common::{Lab, sample_value, scrape};
+
+const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
+/// Readings in the burst: far more than one read takes, so the connection falls behind.
+const READINGS: u64 = 2_000;
+
+/// An `nrg` array whose total power (field 11) is `power`.
+pub(crate) fn nrg(power: u64) -> String {
+    format!("[230,231,232,0,16.1,16.2,16.3,3700,3710,3720,0,{power},99,98,97,0]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_of_a_burst_arrives_after_the_connection_held_its_reads() {
+    let lab = Lab::start(CHARGER, "").await;
+    for i in 1..=READINGS {
+        lab.probe.publish("go-eCharger/012345/nrg", &nrg(i));
+    }
+    lab.probe.wait_value("home/garage/power", &READINGS.to_string()).await;
+
+    let (_, samples) = scrape(&lab.bridge).await;
+    let holds = sample_value(&samples, "hlbridge_mqtt_read_holds_total", &[]).unwrap_or(0.0);
+    assert!(holds >= 1.0, "the burst put the connection behind and its reads were held ({holds} times)");
+    let received = sample_value(&samples, "hlbridge_messages_received_total", &[("device", "garage")]);
+    let dropped = sample_value(&samples, "hlbridge_ingest_dropped_total", &[("device", "garage")]);
+    assert_eq!(
+        (received, dropped),
+        (Some(READINGS as f64), Some(0.0)),
+        "every reading handled once, none dropped (received, dropped)"
+    );
+
+    // Quiet again: a single reading is handed over on its own, not held back for company.
+    lab.probe.publish("go-eCharger/012345/nrg", &nrg(READINGS + 1));
+    lab.probe.wait_value("home/garage/power", &(READINGS + 1).to_string()).await;
+}
