@@ -31,10 +31,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::coalesce::{Mark, ReadHolding};
+use super::collected::Collector;
 use super::inline::{Offer, Offered};
 use super::link::{CarryStep, Carrying};
 use super::outbox::{Outbox, Pending, Pushed};
-use super::{Control, MqttSettings, Outbound, QoS, Shared, wire};
+use super::{Control, MqttSettings, Outbound, Outgoing, QoS, Shared, wire};
 
 /// Publishes written before one flush at most: bounds the time a burst holds the socket.
 const MAX_BATCH: usize = 256;
@@ -302,6 +303,10 @@ impl Connection {
         let mut holding = ReadHolding::default();
         let mut can_hold = true;
         let mut release = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+        // What fast lanes publish during a read is written with its flush (see `collected`): sound
+        // only where no other task runs between the dispatch and the write.
+        let collect =
+            tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
         loop {
             let room = self.room();
             let step = tokio::select! {
@@ -326,7 +331,13 @@ impl Connection {
                 },
                 r = read(&mut self.eventloop) => match r {
                     Ok(()) => {
-                        let behind = self.process_events();
+                        let (behind, collected) = if collect {
+                            let collector = Collector::begin(&self.shared);
+                            let behind = self.process_events();
+                            (behind, collector.finish())
+                        } else {
+                            (self.process_events(), Vec::new())
+                        };
                         if can_hold && let Some(mark) = holding.after_read(behind, Instant::now) {
                             match self.set_low_water(mark) {
                                 Ok(()) => {
@@ -344,10 +355,7 @@ impl Connection {
                         }
                         // What fast lanes published while this read was handled goes out with
                         // this turn's flush instead of one `select!` turn later.
-                        let written = match self.ready_now() {
-                            Some((first, room)) => self.write_batch(first, room).await,
-                            None => self.flush().await,
-                        };
+                        let written = self.write_after_read(collected).await;
                         match written {
                             Ok(()) if std::mem::take(&mut self.prune_due) => self.prune().await,
                             other => other,
@@ -388,6 +396,53 @@ impl Connection {
             }
             self.answer_flushes();
         }
+    }
+
+    /// After a read: writes what its fast lanes published (`collected`, see [`super::collected`])
+    /// at once when nothing older waits, else queues it behind what does (before any other task
+    /// can run); then whatever else is ready, with one flush.
+    async fn write_after_read(&mut self, collected: Vec<Outgoing>) -> Result<(), StateError> {
+        if !collected.is_empty() {
+            let room = self.room();
+            if room > 0 && self.outbox.is_empty() && self.outbound.is_empty() {
+                return self.write_collected(collected, room).await;
+            }
+            self.shared.queue_batch(collected);
+        }
+        match self.ready_now() {
+            Some((first, room)) => self.write_batch(first, room).await,
+            None => self.flush().await,
+        }
+    }
+
+    /// Writes `collected` (nothing older waits) with one flush; what does not fit, or is left when
+    /// the connection breaks, leads the outbox (anything queued from now on is newer).
+    async fn write_collected(&mut self, collected: Vec<Outgoing>, room: usize) -> Result<(), StateError> {
+        let mut written = Written { taken: 0, count: 0, bytes: 0, limit: room.min(MAX_BATCH) };
+        let mut rest = collected.into_iter().map(pending);
+        let mut encoded = Ok(());
+        while !written.full(self) {
+            let Some(p) = rest.next() else { break };
+            encoded = match self.encode_qos0(p, &mut written) {
+                Ok(None) => Ok(()),
+                Ok(Some(p)) => self.write_qos1(p, &mut written).await,
+                Err(e) => Err(e),
+            };
+            if encoded.is_err() {
+                break;
+            }
+        }
+        let rest: Vec<Pending> = rest.collect();
+        if !rest.is_empty() {
+            // Never queued, so not yet in the queue's gauge: they wait in the outbox now.
+            self.shared.metrics.publish_queue_depth.inc_by(rest.len() as i64);
+            self.outbox.requeue_front(rest);
+        }
+        self.shared.metrics.messages_published.inc_by(written.count as u64);
+        encoded?;
+        self.flush().await?;
+        self.process_events();
+        Ok(())
     }
 
     /// The next publish to write (outbox first) and the room for its batch, when there is room and
@@ -955,3 +1010,6 @@ fn describe_state(e: &StateError, settings: &MqttSettings) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

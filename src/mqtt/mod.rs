@@ -18,7 +18,9 @@
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
 //! counts them; it never stalls the connection), or, for a subscriber with a fast lane, handled on
-//! the connection task itself while that changes nothing the subscriber could see ([`inline`]).
+//! the connection task itself while that changes nothing the subscriber could see ([`inline`]); on
+//! a current-thread runtime what such a handler publishes is written with that read's flush instead
+//! of queued ([`collected`]).
 //! Everyone else holds a cheap [`MqttHandle`].
 //!
 //! Command and reset filters ([`MqttHandle::subscribe_commands`]) travel on a second, small
@@ -27,6 +29,7 @@
 //! the broker speaks MQTT 3.1.1 only (the fallback), the main connection carries them.
 
 mod coalesce;
+mod collected;
 mod connection;
 pub(crate) mod inline;
 mod link;
@@ -504,6 +507,18 @@ impl Shared {
         }
     }
 
+    /// Queues `batch` in order as one hand-over; what does not fit (its tail) is dropped and counted.
+    fn queue_batch(&self, mut batch: Vec<Outgoing>) {
+        let n = self.reserve(batch.len());
+        if n < batch.len() {
+            self.metrics.publish_dropped.inc_by((batch.len() - n) as u64);
+            batch.truncate(n);
+        }
+        if n > 0 {
+            self.hand_over(Outbound::Batch(batch), n);
+        }
+    }
+
     /// The connection task took `n` publishes off the queue.
     fn released(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
@@ -555,24 +570,25 @@ pub struct MqttHandle {
 impl MqttHandle {
     /// Queues a publish without waiting. Returns `false` (and counts a drop) when the queue is full.
     pub fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS, retain: bool) -> bool {
+        let (topic, payload) = (topic.into(), payload.into());
+        // In order with what a fast lane publishes through `publish_batch` in the same step.
+        if collected::collecting(&self.shared) {
+            let p = Outgoing { topic: topic.into(), payload: payload.into(), qos, retain };
+            return collected::offer(&self.shared, vec![p]).is_none();
+        }
         if self.shared.reserve(1) == 0 {
             self.shared.metrics.publish_dropped.inc();
             return false;
         }
-        let msg = Outbound::Publish { topic: topic.into(), payload: payload.into(), qos, retain };
+        let msg = Outbound::Publish { topic, payload, qos, retain };
         self.shared.hand_over(msg, 1)
     }
 
     /// Queues `batch` in order without waiting, as one hand-over to the connection. What does not
     /// fit in the queue (its tail) is dropped and counted, as single publishes would be.
-    pub fn publish_batch(&self, mut batch: Vec<Outgoing>) {
-        let n = self.shared.reserve(batch.len());
-        if n < batch.len() {
-            self.shared.metrics.publish_dropped.inc_by((batch.len() - n) as u64);
-            batch.truncate(n);
-        }
-        if n > 0 {
-            self.shared.hand_over(Outbound::Batch(batch), n);
+    pub fn publish_batch(&self, batch: Vec<Outgoing>) {
+        if let Some(batch) = collected::offer(&self.shared, batch) {
+            self.shared.queue_batch(batch);
         }
     }
 

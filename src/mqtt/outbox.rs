@@ -65,7 +65,6 @@ impl Outbox {
     }
 
     /// Whether nothing waits.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -17,6 +17,18 @@ fn nrg(power: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chargers_readings_keep_their_order_whether_handled_on_the_spot_or_queued() {
+    readings_keep_their_order().await;
+}
+
+/// On a current-thread runtime (the bridge's default) what the lane publishes is also written with
+/// the read's own flush instead of queued (`src/mqtt/collected.rs`): it must still come after what
+/// the adapter's task queued before it.
+#[tokio::test(flavor = "current_thread")]
+async fn on_one_thread_what_the_lane_publishes_is_written_in_order_with_what_was_queued() {
+    readings_keep_their_order().await;
+}
+
+async fn readings_keep_their_order() {
     let lab = Lab::start(CHARGER, "").await;
     let mut results = 0;
     for i in 1..=READINGS {
