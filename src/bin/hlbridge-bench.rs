@@ -722,6 +722,10 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let bridge_rate = bridge_wall.map(|w| got_b as f64 / w).unwrap_or(0.0);
     let broker_bridged = broker_share(&broker, broker_cpu0, bridge_wall, got_b);
     bridge.stop();
+    // Where the broker saturates in both phases, the ratio cannot exceed its cost per raw message
+    // over its cost per bridged output (two passes through it, whatever the bridge costs).
+    let per = |v: &serde_json::Value| v.get("cpu_us_per_delivered_msg").and_then(serde_json::Value::as_f64);
+    let broker_bound_ceiling = per(&broker_raw).zip(per(&broker_bridged)).map(|(raw, bridged)| raw / bridged);
     report.insert(
         "saturation".into(),
         json!({
@@ -732,6 +736,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "bridge_to_broker_ratio": if raw_rate > 0.0 { bridge_rate / raw_rate } else { 0.0 },
             "bridge_cpu_us_per_msg": cpu_sat as f64 / 1000.0 / sat_count as f64,
             "broker_alone": broker_raw, "broker_on_bridge_path": broker_bridged,
+            "broker_bound_ceiling": broker_bound_ceiling,
         }),
     );
 
@@ -987,6 +992,7 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         ("bridge one-output throughput (msg/s) [target 30000]", g(&["saturation", "bridge_msgs_per_s"])),
         ("bridge loss at saturation (ratio)", g(&["saturation", "bridge_loss_ratio"])),
         ("bridge / broker throughput ratio", g(&["saturation", "bridge_to_broker_ratio"])),
+        ("  ceiling where the broker saturates (its CPU raw / bridged)", g(&["saturation", "broker_bound_ceiling"])),
         ("bridge CPU per one-output msg (us)", g(&["saturation", "bridge_cpu_us_per_msg"])),
         ("broker alone: CPU per msg (us), busy share of a core", pair(&["saturation", "broker_alone"])),
         ("broker on the bridge path: CPU per output (us), busy share", pair(&["saturation", "broker_on_bridge_path"])),
