@@ -17,9 +17,11 @@
 //! - while holding, every read pushes the release out to [`MAX_HOLD`] after it;
 //! - when [`MAX_HOLD`] passes with no read (less than [`HOLD_BYTES`] came in), the mark goes back to
 //!   one byte. Linux then signals what is waiting at once (`tcp_set_rcvlowat` calls
-//!   `tcp_data_ready`), so a held message waits at most [`MAX_HOLD`] longer than it would have.
+//!   `tcp_data_ready`), so a held message waits at most [`MAX_HOLD`] longer than it would have,
+//!   plus the timer's rounding up to its next millisecond tick.
 //!
-//! A new connection's socket starts at the kernel's default (one byte), and so does the machine.
+//! A new connection's socket starts at the kernel's default (one byte), and its state machine
+//! starts not holding.
 
 use std::time::Duration;
 
