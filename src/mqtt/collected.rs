@@ -1,7 +1,7 @@
 //! What fast lanes publish while the connection task dispatches a read: collected here and written
 //! with that read's flush, instead of queued to the connection task itself. The queue cost a send
 //! and a receive per router step, and the send woke the very task that was running, which was then
-//! polled a second time per input for nothing: together ~1 900 instructions per go-e `nrg` input.
+//! polled a second time per input for nothing: together ~2 200 instructions per go-e `nrg` input.
 //!
 //! Only on a current-thread runtime (the default, `runtime.worker_threads: 1`): there no other task
 //! runs between the dispatch and the write, so what the lanes published is newer than everything
