@@ -399,13 +399,15 @@ impl Connection {
     }
 
     /// After a read: writes what its fast lanes published (`collected`, see [`super::collected`])
-    /// at once when nothing older waits, else queues it behind what does (before any other task
-    /// can run); then whatever else is ready, with one flush.
+    /// first when nothing older waits, else queues it behind what does (before any other task can
+    /// run); then whatever else is ready, with one flush.
     async fn write_after_read(&mut self, collected: Vec<Outgoing>) -> Result<(), StateError> {
         if !collected.is_empty() {
             let room = self.room();
             if room > 0 && self.outbox.is_empty() && self.outbound.is_empty() {
-                return self.write_collected(collected, room).await;
+                // Counted as waiting, so the batch's one decrement covers it like queued publishes.
+                self.shared.metrics.publish_queue_depth.inc_by(collected.len() as i64);
+                return self.write_batch(Ready::Collected(collected), room).await;
             }
             self.shared.queue_batch(collected);
         }
@@ -413,36 +415,6 @@ impl Connection {
             Some((first, room)) => self.write_batch(first, room).await,
             None => self.flush().await,
         }
-    }
-
-    /// Writes `collected` (nothing older waits) with one flush; what does not fit, or is left when
-    /// the connection breaks, leads the outbox (anything queued from now on is newer).
-    async fn write_collected(&mut self, collected: Vec<Outgoing>, room: usize) -> Result<(), StateError> {
-        let mut written = Written { taken: 0, count: 0, bytes: 0, limit: room.min(MAX_BATCH) };
-        let mut rest = collected.into_iter().map(pending);
-        let mut encoded = Ok(());
-        while !written.full(self) {
-            let Some(p) = rest.next() else { break };
-            encoded = match self.encode_qos0(p, &mut written) {
-                Ok(None) => Ok(()),
-                Ok(Some(p)) => self.write_qos1(p, &mut written).await,
-                Err(e) => Err(e),
-            };
-            if encoded.is_err() {
-                break;
-            }
-        }
-        let rest: Vec<Pending> = rest.collect();
-        if !rest.is_empty() {
-            // Never queued, so not yet in the queue's gauge: they wait in the outbox now.
-            self.shared.metrics.publish_queue_depth.inc_by(rest.len() as i64);
-            self.outbox.requeue_front(rest);
-        }
-        self.shared.metrics.messages_published.inc_by(written.count as u64);
-        encoded?;
-        self.flush().await?;
-        self.process_events();
-        Ok(())
     }
 
     /// The next publish to write (outbox first) and the room for its batch, when there is room and
@@ -496,21 +468,15 @@ impl Connection {
                             self.write_publish(p, written).await?;
                         }
                         Outbound::Batch(batch) => {
-                            let mut rest = batch.into_iter().map(pending);
-                            while !written.full(self) {
-                                let Some(p) = rest.next() else { break };
-                                if let Some(p) = self.encode_qos0(p, written)? {
-                                    self.write_qos1(p, written).await?;
-                                }
-                            }
-                            // The outbox is empty whenever the queue is read: what did not fit
-                            // leads it now, and goes out with the next flush.
-                            let rest: Vec<Pending> = rest.collect();
-                            if !rest.is_empty() {
-                                self.outbox.requeue_front(rest);
+                            if self.encode_run(batch, written).await? {
                                 break;
                             }
                         }
+                    }
+                }
+                Ready::Collected(batch) => {
+                    if self.encode_run(batch, written).await? {
+                        break;
                     }
                 }
             }
@@ -523,6 +489,25 @@ impl Connection {
             };
         }
         Ok(())
+    }
+
+    /// Encodes a run of publishes (a router step's) up to the batch's caps; `true` when some did not
+    /// fit. The outbox is empty whenever the queue is read or a read's lanes are written: what did
+    /// not fit leads it now, and goes out with the next flush.
+    async fn encode_run(&mut self, run: Vec<Outgoing>, written: &mut Written) -> Result<bool, StateError> {
+        let mut rest = run.into_iter().map(pending);
+        while !written.full(self) {
+            let Some(p) = rest.next() else { break };
+            if let Some(p) = self.encode_qos0(p, written)? {
+                self.write_qos1(p, written).await?;
+            }
+        }
+        let rest: Vec<Pending> = rest.collect();
+        let left = !rest.is_empty();
+        if left {
+            self.outbox.requeue_front(rest);
+        }
+        Ok(left)
     }
 
     /// Encodes one publish of a batch (no flush); one over the packet limit is dropped and counted.
@@ -881,7 +866,8 @@ impl Connection {
 
 /// What one flush has taken so far, against its caps.
 struct Written {
-    /// Publishes taken off the queue or outbox (encoded or dropped as oversized).
+    /// Publishes taken off the queue or outbox, or collected from a read's lanes (encoded or
+    /// dropped as oversized).
     taken: usize,
     /// Publishes encoded.
     count: usize,
@@ -913,6 +899,9 @@ enum Ready {
     Buffered(Pending),
     /// Taken off the queue.
     Queued(Outbound),
+    /// What a read's fast lanes published (see [`super::collected`]): never queued, counted in the
+    /// queue's gauge from the moment it is handed to the batch.
+    Collected(Vec<Outgoing>),
 }
 
 /// A batch's publish as the outbox keeps it (the payload is moved, not copied).

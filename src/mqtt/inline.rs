@@ -14,8 +14,9 @@
 //! - **the end of a burst is seen**: the connection calls [`Inline::end_of_burst`] once after each
 //!   read in which the lane took a message (the queue's consumer does the same when its queue runs
 //!   empty);
-//! - **no wait on the connection task**: the state's lock is only tried; when the subscriber's task
-//!   holds it (a multi-thread runtime), the message is queued.
+//! - **no wait on the connection task for a message**: the state's lock is only tried; when the
+//!   subscriber's task holds it (a multi-thread runtime), the message is queued. The burst's end
+//!   does take the lock, which the task holds only for synchronous handling, never across an await.
 //!
 //! A handler may decline a message ([`Inline::handle`] returns `false`, e.g. an answer to a write
 //! the subscriber's task is waiting for): it is queued, and so is everything after it until the

@@ -526,9 +526,6 @@ impl DeviceState {
         }
     }
 
-    /// Keeps an implausible number (outside the quantity's plausible range, or not finite) out:
-    /// counted in `readings_rejected` (`out_of_range`, `not_finite`), logged once per streak, and
-    /// reported as a `reading_rejected` event when live. The last good value stays.
     /// The slot of `q`, looking first where the hint says.
     fn find_slot(&mut self, q: Quantity) -> Option<usize> {
         let hinted = self.slots.get(self.next_slot).is_some_and(|s| s.quantity == q);
@@ -538,6 +535,9 @@ impl DeviceState {
         i
     }
 
+    /// Keeps an implausible number (outside the quantity's plausible range, or not finite) out:
+    /// counted in `readings_rejected` (`out_of_range`, `not_finite`), logged once per streak, and
+    /// reported as a `reading_rejected` event when live. The last good value stays.
     fn reject_implausible(&mut self, cx: &Ctx<'_>, q: Quantity, value: f64, live: bool, ts: OffsetDateTime) {
         let reason = if value.is_finite() { "out_of_range" } else { "not_finite" };
         cx.counters.rejected(reason);

@@ -222,10 +222,15 @@ async fn run_mqtt(cfg: GoeConfig, device: DeviceHandle, cancel: CancellationToke
     }
 }
 
+/// The prefix `topic` arrived under and the rest of it (`<key>`, `<key>/result`, `<key>/set`).
+fn split_topic<'p, 't>(prefixes: &'p [String], topic: &'t str) -> Option<(&'p String, &'t str)> {
+    let prefix = prefixes.iter().find(|p| topic.starts_with(p.as_str()))?;
+    Some((prefix, &topic[prefix.len()..]))
+}
+
 /// The key a `<prefix><key>/result` topic answers for.
 fn result_key<'t>(prefixes: &[String], topic: &'t str) -> Option<&'t str> {
-    let prefix = prefixes.iter().find(|p| topic.starts_with(p.as_str()))?;
-    topic[prefix.len()..].strip_suffix("/result")
+    split_topic(prefixes, topic)?.1.strip_suffix("/result")
 }
 
 /// What a charger publishes, handled by what needs nothing but this state: on the MQTT connection
@@ -242,8 +247,7 @@ struct Readings {
 
 impl Inline for Readings {
     fn handle(&mut self, msg: &Message) -> bool {
-        let Some(prefix) = self.prefixes.iter().find(|p| msg.topic.starts_with(p.as_str())) else { return true };
-        let key = &msg.topic[prefix.len()..];
+        let Some((prefix, key)) = split_topic(&self.prefixes, &msg.topic) else { return true };
         if key.ends_with("/result") {
             return false;
         }
