@@ -475,9 +475,11 @@ impl Connection {
                     }
                 }
                 Ready::Collected(batch) => {
-                    if self.encode_run(batch, written).await? {
-                        break;
-                    }
+                    // Nothing else waited when it was handed over: what has been queued since goes
+                    // out next turn (not looked for here: an empty queue's `try_recv` is most of
+                    // what this path saves).
+                    self.encode_run(batch, written).await?;
+                    break;
                 }
             }
             if written.full(self) {
@@ -496,11 +498,8 @@ impl Connection {
     /// not fit leads it now, and goes out with the next flush.
     async fn encode_run(&mut self, run: Vec<Outgoing>, written: &mut Written) -> Result<bool, StateError> {
         let mut rest = run.into_iter().map(pending);
-        while !written.full(self) {
-            let Some(p) = rest.next() else { break };
-            if let Some(p) = self.encode_qos0(p, written)? {
-                self.write_qos1(p, written).await?;
-            }
+        while let Some(p) = self.encode_qos0_run(&mut rest, written)? {
+            self.write_qos1(p, written).await?;
         }
         let rest: Vec<Pending> = rest.collect();
         let left = !rest.is_empty();
@@ -508,6 +507,22 @@ impl Connection {
             self.outbox.requeue_front(rest);
         }
         Ok(left)
+    }
+
+    /// Encodes QoS 0 publishes of `rest` up to the caps, without an await; stops at a QoS 1 one and
+    /// gives it back to be written through rumqttc's state.
+    fn encode_qos0_run(
+        &mut self,
+        rest: &mut impl Iterator<Item = Pending>,
+        written: &mut Written,
+    ) -> Result<Option<Pending>, StateError> {
+        while !written.full(self) {
+            let Some(p) = rest.next() else { break };
+            if let Some(p) = self.encode_qos0(p, written)? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
     }
 
     /// Encodes one publish of a batch (no flush); one over the packet limit is dropped and counted.
