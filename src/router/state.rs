@@ -5,6 +5,7 @@
 //! MQTT or reads the clock, so the tests drive it step by step without a broker or a sleep.
 //! Counters and the one-line logs are the only side effects.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,8 +102,6 @@ pub(crate) struct DeviceState {
     last_state_pub: Option<std::time::Instant>,
     /// When unchanged values were last republished (for `heartbeat`).
     last_heartbeat: std::time::Instant,
-    /// Scratch buffer for payloads within a step (released with the step: see [`DeviceState::take_out`]).
-    buf: String,
     /// Quantities cleared (empty text) and not set since, so repeated clears publish nothing.
     cleared: Vec<Quantity>,
     /// Counter-guard settings, applied when a quantity is first seen.
@@ -135,8 +134,10 @@ pub(crate) struct DeviceState {
 /// Room taken for a step's payloads at once (an `nrg` step writes ~16 numbers and a state JSON of
 /// ~450 bytes).
 const PAYLOAD_CHUNK: usize = 1024;
-/// Room taken for a step's publishes at once (an `nrg` step makes 17).
-const OUT_ROOM: usize = 20;
+/// Room taken for a step's publishes at once (an `nrg` input makes 16, its state JSON one more).
+/// 18 publishes of 56 bytes fit glibc's per-thread cache (requests up to 1 032 bytes); 20 did not,
+/// and each step's list took malloc's slow path.
+const OUT_ROOM: usize = 18;
 /// Room taken for the scratch buffer at once (a state JSON of a dozen quantities fits).
 const SCRATCH_ROOM: usize = 512;
 
@@ -156,7 +157,6 @@ impl DeviceState {
             state_dirty: false,
             last_state_pub: None,
             last_heartbeat: now.mono,
-            buf: String::new(),
             cleared: Vec::new(),
             guard: GuardConfig::default(),
             min_freshness: Duration::ZERO,
@@ -188,23 +188,13 @@ impl DeviceState {
         self.out.push(p);
     }
 
-    /// What this step decided to publish, handed over whole; the step's scratch and payload
-    /// buffers are let go with it, so a device keeps no room between steps (with 1 000 devices
-    /// the room kept by `out`, `buf` and `payloads` came to ~1.5 MB).
+    /// What this step decided to publish, handed over whole; the step's payload buffer is let go
+    /// with it, so a device keeps no room between steps (with 1 000 devices the room kept by `out`,
+    /// a scratch text per device and `payloads` came to ~1.5 MB; the scratch is now one per thread,
+    /// see [`with_scratch`]).
     pub(crate) fn take_out(&mut self) -> Vec<Publish> {
         self.payloads = BytesMut::new();
-        self.buf = String::new();
         std::mem::take(&mut self.out)
-    }
-
-    /// What `buf` holds, as a slice of this step's payload buffer.
-    fn buffered_payload(&mut self) -> Bytes {
-        let len = self.buf.len();
-        if self.payloads.capacity() < len {
-            self.payloads.reserve(len.max(PAYLOAD_CHUNK));
-        }
-        self.payloads.extend_from_slice(self.buf.as_bytes());
-        self.payloads.split().freeze()
     }
 
     /// Everything retained again (after a reconnect): availability, identity, values, state JSON.
@@ -242,45 +232,45 @@ impl DeviceState {
         if !cx.settings.quantity_topics {
             return;
         }
-        scratch(&mut self.buf);
-        slot.value.write_plain(slot.quantity.family().decimals, &mut self.buf);
-        if let Value::Number(n) = slot.value {
-            slot.text.keep(n, &self.buf);
-        }
+        let payload = with_scratch(&mut self.payloads, |buf| {
+            slot.value.write_plain(slot.quantity.family().decimals, buf);
+            if let Value::Number(n) = slot.value {
+                slot.text.keep(n, buf);
+            }
+        });
         let topic = slot.topic.clone();
-        let payload = self.buffered_payload();
         self.push_publish(Publish { topic, payload, qos: cx.settings.qos, retain: true });
     }
 
     fn publish_state(&mut self, cx: &Ctx<'_>, now: Now) {
         self.state_dirty = false;
         self.last_state_pub = Some(now.mono);
-        let buf = &mut self.buf;
-        scratch(buf);
-        buf.push_str("{\"ts\":");
-        match self.ts {
-            Some(ts) => {
+        let (ts, slots) = (self.ts, &self.slots);
+        let payload = with_scratch(&mut self.payloads, |buf| {
+            buf.push_str("{\"ts\":");
+            match ts {
+                Some(ts) => {
+                    buf.push('"');
+                    model::format_ts(ts, buf);
+                    buf.push('"');
+                }
+                None => buf.push_str("null"),
+            }
+            buf.push_str(",\"values\":{");
+            for (i, s) in slots.iter().enumerate() {
+                if i > 0 {
+                    buf.push(',');
+                }
                 buf.push('"');
-                model::format_ts(ts, buf);
-                buf.push('"');
+                buf.push_str(s.quantity.name());
+                buf.push_str("\":");
+                match &s.value {
+                    Value::Number(n) if let Some(text) = s.text.text_for(*n) => buf.push_str(text),
+                    value => value.write_json(s.quantity.family().decimals, buf),
+                }
             }
-            None => buf.push_str("null"),
-        }
-        buf.push_str(",\"values\":{");
-        for (i, s) in self.slots.iter().enumerate() {
-            if i > 0 {
-                buf.push(',');
-            }
-            buf.push('"');
-            buf.push_str(s.quantity.name());
-            buf.push_str("\":");
-            match &s.value {
-                Value::Number(n) if let Some(text) = s.text.text_for(*n) => buf.push_str(text),
-                value => value.write_json(s.quantity.family().decimals, buf),
-            }
-        }
-        buf.push_str("}}");
-        let payload = self.buffered_payload();
+            buf.push_str("}}");
+        });
         let topic = self.state_topic(cx.base);
         self.push(topic, payload, cx.settings.qos, true);
     }
@@ -693,14 +683,37 @@ pub(crate) fn proves_alive_again(alive: Option<OffsetDateTime>, ts: OffsetDateTi
     }
 }
 
-/// Clears the step's scratch buffer, taking room for a payload at its first use in a step (so a
-/// state JSON does not grow it by doubling from nothing).
-#[inline]
-fn scratch(buf: &mut String) {
-    buf.clear();
-    if buf.capacity() == 0 {
-        buf.reserve(SCRATCH_ROOM);
-    }
+thread_local! {
+    /// The text a step prints a payload into before it is copied into the step's payload buffer:
+    /// one per thread, shared by every device stepped on it, and kept between steps (taking it
+    /// afresh each step cost ~460 instructions per go-e `nrg` input; one per device would keep
+    /// ~1 KiB per device).
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Scratch kept between steps up to this size; a larger one (a state JSON of many long texts) is
+/// let go after use, so one such payload does not hold its room for the thread's life.
+const SCRATCH_KEPT: usize = 16 * 1024;
+
+/// Prints a payload with `print` into the thread's scratch text and returns it as a slice of
+/// `payloads` (the step's one payload allocation). The scratch takes room for a whole state JSON at
+/// its first use, so it does not grow by doubling from nothing.
+fn with_scratch(payloads: &mut BytesMut, print: impl FnOnce(&mut String)) -> Bytes {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        if buf.capacity() == 0 {
+            buf.reserve(SCRATCH_ROOM);
+        }
+        print(buf);
+        if payloads.capacity() < buf.len() {
+            payloads.reserve(buf.len().max(PAYLOAD_CHUNK));
+        }
+        payloads.extend_from_slice(buf.as_bytes());
+        if buf.capacity() > SCRATCH_KEPT {
+            *buf = String::new();
+        }
+        payloads.split().freeze()
+    })
 }
 
 #[cfg(test)]

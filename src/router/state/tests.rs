@@ -259,3 +259,60 @@ fn readings_land_on_their_own_quantity_whatever_order_they_come_in_and_after_one
     assert_eq!(on(&out, "home/ev/power_l3"), ["73"]);
     assert_eq!(rig.st.slots.iter().map(|s| s.quantity.name()).collect::<Vec<_>>(), ["power", "power_l2", "power_l3"]);
 }
+
+#[test]
+fn two_devices_stepped_in_turn_on_one_thread_each_print_their_own_payloads() {
+    // The scratch text is one per thread: a step must never see what another device printed.
+    let mut ev = Rig::new(|_| {});
+    let mut meter = Rig::new(|s| s.id = "meter".into());
+    meter.base = "home/meter".into();
+    let mut volts = Update::fresh();
+    volts.push(Quantity::known("voltage_l1"), Value::Number(231.4));
+    assert_eq!(on(&ev.apply(power(11040.0), ev.at(0)), "home/ev/power"), ["11040"]);
+    assert_eq!(on(&meter.apply(volts, meter.at(0)), "home/meter/voltage_l1"), ["231.4"]);
+    let ev_state = ev.flush(ev.at(1));
+    let meter_state = meter.flush(meter.at(1));
+    let ev_json: serde_json::Value = serde_json::from_str(on(&ev_state, "home/ev/state")[0]).unwrap();
+    let meter_json: serde_json::Value = serde_json::from_str(on(&meter_state, "home/meter/state")[0]).unwrap();
+    assert_eq!(ev_json["values"], serde_json::json!({"power": 11040}));
+    assert_eq!(meter_json["values"], serde_json::json!({"voltage_l1": 231.4}));
+}
+
+#[test]
+fn a_state_json_larger_than_the_kept_scratch_is_published_whole_and_its_room_let_go() {
+    let mut rig = Rig::new(|_| {});
+    let names = [
+        "power_l1",
+        "power_l2",
+        "power_l3",
+        "voltage_l1",
+        "voltage_l2",
+        "voltage_l3",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+        "energy_import",
+        "energy_export",
+        "energy_import_t1",
+        "energy_import_t2",
+        "energy_export_t1",
+        "energy_export_t2",
+        "power",
+        "frequency",
+        "power_factor",
+    ];
+    let mut update = Update::fresh();
+    for (i, name) in names.iter().enumerate() {
+        let text = char::from(b'a' + i as u8).to_string().repeat(untrusted::MAX_TEXT_BYTES);
+        update.push(Quantity::known(name), Value::Text(text.into()));
+    }
+    let out = rig.apply(update, rig.at(0));
+    assert_eq!(on(&out, "home/ev/power_l1"), ["a".repeat(untrusted::MAX_TEXT_BYTES)]);
+    let state = rig.flush(rig.at(1));
+    let payload = on(&state, "home/ev/state")[0];
+    assert!(payload.len() > SCRATCH_KEPT, "the case needs a state JSON of {} bytes or more", SCRATCH_KEPT);
+    let json: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(json["values"]["power_factor"], "r".repeat(untrusted::MAX_TEXT_BYTES));
+    assert_eq!(json["values"].as_object().unwrap().len(), names.len());
+    assert!(SCRATCH.with_borrow(|s| s.capacity()) <= SCRATCH_KEPT, "one large payload does not keep its room");
+}
