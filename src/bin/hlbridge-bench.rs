@@ -38,6 +38,9 @@ struct Opts {
     compare_node_red: Option<PathBuf>,
     /// Run as the floor relay (see [`floor`]) against the broker on this port.
     floor_child: Option<u16>,
+    /// Use the embedded broker (rumqttd, in this process) even where Mosquitto is installed: the
+    /// same figures against the other broker the tests run with.
+    embedded_broker: bool,
     /// Only replay this many `nrg` inputs in-process and print the figures: for instruction counts
     /// under `valgrind --tool=callgrind`, which are repeatable where CPU time on a shared VM is not.
     in_process_only: Option<u64>,
@@ -51,6 +54,7 @@ fn parse_args() -> Opts {
         compare_node_red: None,
         floor_child: None,
         in_process_only: None,
+        embedded_broker: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -61,9 +65,10 @@ fn parse_args() -> Opts {
             "--compare-node-red" => o.compare_node_red = args.next().map(PathBuf::from),
             "--floor-child" => o.floor_child = args.next().and_then(|p| p.parse().ok()),
             "--in-process-only" => o.in_process_only = args.next().and_then(|n| n.parse().ok()),
+            "--embedded-broker" => o.embedded_broker = true,
             "--help" | "-h" => {
                 println!(
-                    "hlbridge-bench [--quick] [--json FILE] [--compare-node-red NODE_RED_DIR] [--in-process-only N]"
+                    "hlbridge-bench [--quick] [--json FILE] [--embedded-broker] [--compare-node-red NODE_RED_DIR] [--in-process-only N]"
                 );
                 std::process::exit(0);
             }
@@ -165,9 +170,10 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the broker on `port`; with Mosquitto also on a Unix socket (returned) in a temp dir.
-async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str, Option<PathBuf>)> {
-    if let Some(bin) = mosquitto_path() {
+/// Starts the broker on `port`: Mosquitto unless `embedded` or it is not installed; with Mosquitto
+/// also on a Unix socket (returned) in a temp dir.
+async fn start_broker(port: u16, embedded: bool) -> anyhow::Result<(Broker, &'static str, Option<PathBuf>)> {
+    if let Some(bin) = mosquitto_path().filter(|_| !embedded) {
         let dir = tempdir::TempDir::new("mosq")?;
         // Mosquitto started as root drops to its own user, which must be able to create the socket.
         #[cfg(unix)]
@@ -200,7 +206,9 @@ async fn start_broker(port: u16) -> anyhow::Result<(Broker, &'static str, Option
         let sock = sock.exists().then_some(sock);
         return Ok((Broker::Mosquitto(child, dir), "mosquitto", sock));
     }
-    eprintln!("note: mosquitto not found, using the embedded broker (rumqttd); figures are not comparable");
+    if !embedded {
+        eprintln!("note: mosquitto not found, using the embedded broker (rumqttd); figures are not comparable");
+    }
     hlbridge::surface::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     Ok((Broker::Embedded, "rumqttd (embedded)", None))
 }
@@ -468,7 +476,7 @@ async fn collect_decoded(
 
 async fn bench(opts: Opts) -> anyhow::Result<()> {
     let port = free_port()?;
-    let (broker, broker_name, unix_socket) = start_broker(port).await?;
+    let (broker, broker_name, unix_socket) = start_broker(port, opts.embedded_broker).await?;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let pubr = client(port, "bench-load", &tracker, &cancel)?;

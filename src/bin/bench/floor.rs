@@ -139,7 +139,9 @@ fn connect_packet(out: &mut Vec<u8>, client_id: &str) {
     out.push(0x10);
     remaining_length(out, 10 + 2 + client_id.len());
     string(out, b"MQTT");
-    out.extend_from_slice(&[4, 0x02, 0, 0]); // 3.1.1, clean session, no keep-alive
+    // 3.1.1, clean session, keep-alive 600 s (longer than any phase; the embedded broker, rumqttd,
+    // refuses 0).
+    out.extend_from_slice(&[4, 0x02, 0x02, 0x58]);
     string(out, client_id.as_bytes());
 }
 

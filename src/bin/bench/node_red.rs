@@ -405,7 +405,7 @@ pub async fn run(dir: &Path, quick: bool, json_out: Option<&Path>) -> anyhow::Re
     let load_before = loadavg();
 
     let port = super::free_port()?;
-    let (_broker, broker_name, _) = super::start_broker(port).await?;
+    let (_broker, broker_name, _) = super::start_broker(port, false).await?;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let pubr = super::client(port, "bench-load", &tracker, &cancel)?;
