@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, Lab, Probe, Reaped, Sim, TempDir, eventually, free_port, latest_retained, manifest_dir};
+use crate::common::{
+    Broker, Lab, Probe, Reaped, Sim, TempDir, eventually, free_port, latest_retained, manifest_dir, spawn_hlbridge,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
@@ -21,16 +23,7 @@ async fn sigterm_stops_the_binary_cleanly_within_five_seconds() {
             broker.url()
         ),
     );
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hlbridge"),
-    );
+    let mut child = spawn_hlbridge(&config);
     probe.wait_value("proc/bridge/status", "online").await;
     probe.wait_value("proc/garage/availability", "online").await;
     let sent = Instant::now();

@@ -47,9 +47,7 @@ async fn the_tail_of_a_burst_arrives_after_the_connection_held_its_reads() {
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_the_broker_hands_over_faster_than_the_adapter_runs_is_handled_whole() {
-    use std::process::{Command, Stdio};
-
-    use crate::common::{Broker, Probe, Reaped, TempDir, client_settings, free_port, http_get, parse_samples};
+    use crate::common::{Broker, Probe, TempDir, client_settings, free_port, http_get, parse_samples, spawn_hlbridge};
     use hlbridge::surface::metrics::Metrics;
     use hlbridge::surface::mqtt::{self, QoS};
 
@@ -64,16 +62,7 @@ async fn a_flood_the_broker_hands_over_faster_than_the_adapter_runs_is_handled_w
              serial: \"012345\"\n    commands: false\n"
         ),
     );
-    let _child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hlbridge"),
-    );
+    let _child = spawn_hlbridge(&config);
     let broker = Broker::external(port);
     let probe = Probe::start_filtered(&broker, &["flood/#"]).await;
     probe.wait_value("flood/bridge/status", "online").await;

@@ -147,6 +147,21 @@ impl std::ops::DerefMut for Reaped {
     }
 }
 
+/// The `hlbridge` binary run with `config`, quiet (warnings only, output discarded), as an operator
+/// runs it; killed and reaped when dropped.
+pub fn spawn_hlbridge(config: &Path) -> Reaped {
+    Reaped(
+        Command::new(env!("CARGO_BIN_EXE_hlbridge"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hlbridge"),
+    )
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
