@@ -17,7 +17,8 @@
 //!   gathered ([`coalesce`]): one wake-up per batch instead of per packet or two.
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
-//! counts them; it never stalls the connection), or, for a subscriber with a fast lane, handled on
+//! counts them; it never stalls the connection, but a read that fills a queue past half yields to
+//! let the subscriber's task drain it before the next read), or, for a subscriber with a fast lane, handled on
 //! the connection task itself while that changes nothing the subscriber could see ([`inline`]); on
 //! a current-thread runtime what such a handler publishes is written with that read's flush instead
 //! of queued ([`collected`]).
