@@ -8,7 +8,8 @@
 //! - start-up time to first publish, and memory with 1, 100 and 1 000 configured devices.
 //!
 //! Run: `cargo run --release --bin hlbridge-bench` (add `-- --quick` for a short run,
-//! `-- --json FILE` to write the JSON report to a file). `-- --compare-node-red DIR` instead runs the
+//! `-- --json FILE` to write the JSON report to a file, `-- --embedded-broker` to run against the
+//! embedded broker even where Mosquitto is installed). `-- --compare-node-red DIR` instead runs the
 //! Node-RED comparison (see [`node_red`]) with Node-RED 4 installed in DIR.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
