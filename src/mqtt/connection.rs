@@ -107,9 +107,6 @@ pub(super) struct Connection {
     carrying: Carrying,
     /// Fast lanes that took a message in the current read: their burst ends after it.
     lanes_in_burst: Vec<Arc<dyn Offer>>,
-    /// A subscriber's queue went over half full in the current read: the connection yields before
-    /// it reads on.
-    queues_filling: bool,
 }
 
 impl Connection {
@@ -138,7 +135,6 @@ impl Connection {
             // As `Route::default`: this connection carries the command filters until the link has them.
             carrying: Carrying::new(),
             lanes_in_burst: Vec::new(),
-            queues_filling: false,
         }
     }
 
@@ -360,14 +356,6 @@ impl Connection {
                         // What fast lanes published while this read was handled goes out with
                         // this turn's flush instead of one `select!` turn later.
                         let written = self.write_after_read(collected).await;
-                        if std::mem::take(&mut self.queues_filling) {
-                            // Behind a flood, rumqttc's buffer can hold thousands of packets and
-                            // every read is ready at once: without a yield the subscribers' tasks
-                            // would not run before the runtime's budget ran out, and their bounded
-                            // queues would drop what the bridge had the CPU to handle (embedded
-                            // broker flood: 75-87 % dropped at half a core).
-                            tokio::task::yield_now().await;
-                        }
                         match written {
                             Ok(()) if std::mem::take(&mut self.prune_due) => self.prune().await,
                             other => other,
@@ -770,9 +758,7 @@ impl Connection {
                 self.prune_due = true;
             }
         }
-        let super::Dispatched { live, for_lane, filling } =
-            super::dispatch(&self.shared.subscriptions(), p.topic, p.payload, p.retain);
-        self.queues_filling |= filling;
+        let (live, for_lane) = super::dispatch(&self.shared.subscriptions(), p.topic, p.payload, p.retain);
         // The subscriptions' lock is released: the lane's handler may publish and subscribe.
         let live = match for_lane {
             None => live,
@@ -783,10 +769,7 @@ impl Connection {
                     }
                     true
                 }
-                Offered::Queued | Offered::Full => {
-                    self.queues_filling |= lane.filling();
-                    true
-                }
+                Offered::Queued | Offered::Full => true,
                 Offered::Closed => false,
             },
         };

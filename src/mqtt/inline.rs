@@ -78,9 +78,6 @@ pub(crate) trait Offer: Send + Sync {
     fn end_of_burst(&self);
     /// Whether the subscriber is gone.
     fn is_closed(&self) -> bool;
-    /// Whether its queue is more than half full (the connection then lets the subscriber's task
-    /// run before it reads on).
-    fn filling(&self) -> bool;
 }
 
 impl<H: Inline> Lane<H> {
@@ -169,10 +166,6 @@ impl<H: Inline> Offer for Lane<H> {
 
     fn is_closed(&self) -> bool {
         self.tx.is_closed()
-    }
-
-    fn filling(&self) -> bool {
-        super::filling(&self.tx)
     }
 }
 

@@ -17,8 +17,7 @@
 //!   gathered ([`coalesce`]): one wake-up per batch instead of per packet or two.
 //!
 //! Incoming publishes are dispatched to subscribers with `try_send` (a slow adapter loses messages and
-//! counts them; it never stalls the connection, but a read that fills a queue past half yields to
-//! let the subscriber's task drain it before the next read), or, for a subscriber with a fast lane, handled on
+//! counts them; it never stalls the connection), or, for a subscriber with a fast lane, handled on
 //! the connection task itself while that changes nothing the subscriber could see ([`inline`]); on
 //! a current-thread runtime what such a handler publishes is written with that read's flush instead
 //! of queued ([`collected`]).
@@ -334,22 +333,6 @@ enum Route {
 /// the spot, and the message.
 pub(crate) struct ForLane(pub(crate) Arc<dyn inline::Offer>, pub(crate) Message);
 
-/// What [`dispatch`] did with a message.
-pub(crate) struct Dispatched {
-    /// `false` when a subscriber turned out to be gone (then [`Subscriptions::prune_closed`] is due).
-    pub(crate) live: bool,
-    /// The one lane that may take the message on the spot, and the message.
-    pub(crate) for_lane: Option<ForLane>,
-    /// A queue it went into is more than half full: the connection lets the subscribers' tasks run
-    /// before it reads on.
-    pub(crate) filling: bool,
-}
-
-/// Whether a queue holds more than half its capacity.
-pub(crate) fn filling(tx: &mpsc::Sender<Message>) -> bool {
-    tx.capacity() * 2 < tx.max_capacity()
-}
-
 impl Subscription {
     /// Queues `msg`; `false` when the subscriber is gone (its receiver was dropped).
     fn deliver(&self, msg: Message) -> bool {
@@ -383,14 +366,6 @@ impl Subscription {
         match &self.route {
             Route::Queue(tx) => tx.is_closed(),
             Route::Lane(lane) => lane.is_closed(),
-        }
-    }
-
-    /// Whether its queue is more than half full.
-    fn filling(&self) -> bool {
-        match &self.route {
-            Route::Queue(tx) => filling(tx),
-            Route::Lane(lane) => lane.filling(),
         }
     }
 }
@@ -909,43 +884,39 @@ fn event_loop(settings: &MqttSettings) -> Result<rumqttc::EventLoop, MqttError> 
     Ok(eventloop)
 }
 
-/// Hands an incoming publish to every matching subscriber in `subs`. A message whose only
+/// Hands an incoming publish to every matching subscriber in `subs`. `false` when a subscriber
+/// turned out to be gone (then [`Subscriptions::prune_closed`] is due). A message whose only
 /// subscriber has a fast lane is given back to be offered to it once the subscriptions' lock is
 /// released (the lane's handler publishes, and must not run under that lock).
-fn dispatch(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> Dispatched {
+fn dispatch(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> (bool, Option<ForLane>) {
     let mut first = None;
     let mut rest: Vec<usize> = Vec::new(); // allocates only when several subscribers match
     subs.trie.for_each_match(&topic, |i| match first {
         None => first = Some(i),
         Some(_) => rest.push(i),
     });
-    let Some(first) = first else { return Dispatched { live: true, for_lane: None, filling: false } };
+    let Some(first) = first else { return (true, None) };
     let msg = Message { topic, payload, retain };
     let only = &subs.list[first];
     if rest.is_empty()
         && let Route::Lane(lane) = &only.route
     {
-        return Dispatched { live: true, for_lane: Some(ForLane(lane.clone(), msg)), filling: false };
+        return (true, Some(ForLane(lane.clone(), msg)));
     }
-    let (mut live, mut filling) = (true, false);
+    let mut all_live = true;
     // The common case (one subscriber) moves the message without copying it.
     for &i in &rest {
-        live &= subs.list[i].deliver(msg.clone());
-        filling |= subs.list[i].filling();
+        all_live &= subs.list[i].deliver(msg.clone());
     }
-    live &= only.deliver(msg);
-    filling |= only.filling();
-    Dispatched { live, for_lane: None, filling }
+    (all_live & only.deliver(msg), None)
 }
 
 /// [`dispatch`] where no message is handled on the spot (commands, the MQTT 5 link): a fast
 /// lane's message is queued like any other.
 fn dispatch_queued(subs: &Subscriptions, topic: String, payload: Bytes, retain: bool) -> bool {
     match dispatch(subs, topic, payload, retain) {
-        Dispatched { live, for_lane: None, .. } => live,
-        Dispatched { live, for_lane: Some(ForLane(lane, msg)), .. } => {
-            live & (lane.queue(msg) != inline::Offered::Closed)
-        }
+        (live, None) => live,
+        (live, Some(ForLane(lane, msg))) => live & (lane.queue(msg) != inline::Offered::Closed),
     }
 }
 
@@ -1021,32 +992,6 @@ mod tests {
     }
 
     #[test]
-    fn dispatch_says_when_a_queue_it_fed_is_more_than_half_full_so_the_connection_yields() {
-        let mut subs = Subscriptions::default();
-        let (tx, mut rx) = mpsc::channel(4);
-        subs.add(Subscription { filter: "dev/#".into(), route: Route::Queue(tx), dropped: None });
-        let send = |subs: &Subscriptions| dispatch(subs, "dev/a".into(), Bytes::from_static(b"1"), false).filling;
-        assert_eq!([send(&subs), send(&subs)], [false, false], "half full is not filling yet");
-        assert!(send(&subs), "three of four taken");
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok());
-        assert!(!send(&subs), "drained below half again");
-
-        // A lane's queue counts the same (its messages go there while the connection is behind).
-        let (lane_tx, _lane_rx) = mpsc::channel(2);
-        let lane = inline::Lane::new(Taker(Arc::new(Mutex::new(Vec::new()))), lane_tx, None);
-        assert_eq!(
-            inline::Offer::queue(&lane, Message { topic: "x".into(), payload: Bytes::new(), retain: false }),
-            inline::Offered::Queued
-        );
-        assert!(!inline::Offer::filling(&lane), "one of two");
-        assert_eq!(
-            inline::Offer::queue(&lane, Message { topic: "x".into(), payload: Bytes::new(), retain: false }),
-            inline::Offered::Queued
-        );
-        assert!(inline::Offer::filling(&lane), "two of two");
-    }
-
-    #[test]
     fn a_message_is_left_to_a_fast_lane_only_when_that_lane_is_its_one_subscriber() {
         let mut subs = Subscriptions::default();
         let taken = Arc::new(Mutex::new(Vec::new()));
@@ -1056,14 +1001,14 @@ mod tests {
         subs.add(Subscription { filter: "dev/#".into(), route: Route::Lane(lane.clone()), dropped: None });
         subs.add(Subscription { filter: "dev/shared".into(), route: Route::Queue(other_tx), dropped: None });
 
-        let Dispatched { live, for_lane, .. } = dispatch(&subs, "dev/own".into(), Bytes::from_static(b"1"), false);
+        let (live, for_lane) = dispatch(&subs, "dev/own".into(), Bytes::from_static(b"1"), false);
         let Some(ForLane(offer, msg)) = for_lane else { panic!("the lane's own topic is left to the lane") };
         assert!(live);
         assert_eq!(offer.offer(msg, true), inline::Offered::Handled { first_in_burst: true });
         assert_eq!(*taken.lock().unwrap(), ["dev/own"]);
 
         // Two subscribers: both get it through their queues, nobody on the spot.
-        let Dispatched { live, for_lane, .. } = dispatch(&subs, "dev/shared".into(), Bytes::from_static(b"2"), false);
+        let (live, for_lane) = dispatch(&subs, "dev/shared".into(), Bytes::from_static(b"2"), false);
         assert!(live && for_lane.is_none());
         assert_eq!(lane_rx.try_recv().map(|m| m.topic).ok().as_deref(), Some("dev/shared"));
         assert_eq!(other_rx.try_recv().map(|m| m.topic).ok().as_deref(), Some("dev/shared"));
