@@ -1020,7 +1020,8 @@ mod tests {
         assert_eq!(taken.lock().unwrap().len(), 1);
     }
 
-    fn outgoing(payload: &str) -> Outgoing {
+    /// A QoS 0 publish on `t` carrying `payload` (also for the sibling modules' tests).
+    pub(super) fn outgoing(payload: &str) -> Outgoing {
         Outgoing {
             topic: "t".into(),
             payload: Bytes::copy_from_slice(payload.as_bytes()),

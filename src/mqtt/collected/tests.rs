@@ -1,16 +1,6 @@
-use bytes::Bytes;
-
 use super::Collector;
+use crate::mqtt::tests::outgoing;
 use crate::mqtt::{Outgoing, QoS, detached};
-
-fn outgoing(payload: &str) -> Outgoing {
-    Outgoing {
-        topic: "t".into(),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos: QoS::AtMostOnce,
-        retain: true,
-    }
-}
 
 fn payloads(publishes: &[Outgoing]) -> Vec<&str> {
     publishes.iter().map(|p| std::str::from_utf8(&p.payload).unwrap()).collect()
