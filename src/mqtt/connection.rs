@@ -107,6 +107,11 @@ pub(super) struct Connection {
     carrying: Carrying,
     /// Fast lanes that took a message in the current read: their burst ends after it.
     lanes_in_burst: Vec<Arc<dyn Offer>>,
+    /// Whether the connection runs on a current-thread runtime (the bridge's default), where the
+    /// subscribers' tasks share its thread: what fast lanes publish during a read is written with
+    /// its flush (see `collected`; sound only where no other task runs between the dispatch and
+    /// the write), and the lanes stay open while the connection is behind (see `inline`).
+    one_thread: bool,
 }
 
 impl Connection {
@@ -135,6 +140,8 @@ impl Connection {
             // As `Route::default`: this connection carries the command filters until the link has them.
             carrying: Carrying::new(),
             lanes_in_burst: Vec::new(),
+            one_thread: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread),
         }
     }
 
@@ -303,10 +310,6 @@ impl Connection {
         let mut holding = ReadHolding::default();
         let mut can_hold = true;
         let mut release = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
-        // What fast lanes publish during a read is written with its flush (see `collected`): sound
-        // only where no other task runs between the dispatch and the write.
-        let collect =
-            tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
         loop {
             let room = self.room();
             let step = tokio::select! {
@@ -331,7 +334,7 @@ impl Connection {
                 },
                 r = read(&mut self.eventloop) => match r {
                     Ok(()) => {
-                        let (behind, collected) = if collect {
+                        let (behind, collected) = if self.one_thread {
                             let collector = Collector::begin(&self.shared);
                             let behind = self.process_events();
                             (behind, collector.finish())
@@ -692,14 +695,17 @@ impl Connection {
     /// its whole quota of packets (the connection is behind the socket).
     fn process_events(&mut self) -> bool {
         // A read that took as many packets as one read takes may have left more behind: then the
-        // connection is not keeping up, and every message goes through its subscriber's queue,
-        // where a flood is dropped and counted.
+        // connection is not keeping up. With other threads to run the subscribers' tasks, every
+        // message then goes through its subscriber's queue, where a flood is dropped and counted;
+        // on one thread, where queueing adds work and no capacity, a lane's handling is the
+        // cheapest way through (see `inline`).
         let limit = self.eventloop.network.as_ref().map_or(usize::MAX, |n| n.packets_per_read());
         let incoming = self.eventloop.state.events.iter().filter(|e| matches!(e, Event::Incoming(_))).count();
         let caught_up = incoming < limit;
+        let lanes_open = caught_up || self.one_thread;
         while let Some(event) = self.eventloop.state.events.pop_front() {
             match event {
-                Event::Incoming(Packet::Publish(p)) => self.dispatch(p, caught_up),
+                Event::Incoming(Packet::Publish(p)) => self.dispatch(p, lanes_open),
                 Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
                 Event::Incoming(Packet::UnsubAck(ack)) => self.carrying.unsuback(ack.pkid),
                 _ => {}
@@ -738,8 +744,8 @@ impl Connection {
     }
 
     /// Hands an incoming publish to every matching subscriber (on the spot to a fast lane when
-    /// `caught_up` and its rules allow); oversized payloads are counted, not delivered.
-    fn dispatch(&mut self, p: Publish, caught_up: bool) {
+    /// `lanes_open` and its rules allow); oversized payloads are counted, not delivered.
+    fn dispatch(&mut self, p: Publish, lanes_open: bool) {
         if p.payload.len() > self.settings.max_packet_size {
             self.shared.metrics.mqtt_oversized("in").inc();
             if !std::mem::replace(&mut self.logged_oversized_in, true) {
@@ -762,7 +768,7 @@ impl Connection {
         // The subscriptions' lock is released: the lane's handler may publish and subscribe.
         let live = match for_lane {
             None => live,
-            Some(super::ForLane(lane, msg)) => match lane.offer(msg, caught_up) {
+            Some(super::ForLane(lane, msg)) => match lane.offer(msg, lanes_open) {
                 Offered::Handled { first_in_burst } => {
                     if first_in_burst {
                         self.lanes_in_burst.push(lane);
