@@ -43,6 +43,11 @@ impl Collector {
         Collector { _thread: std::marker::PhantomData }
     }
 
+    /// How many publishes were collected so far.
+    pub(super) fn len(&self) -> usize {
+        COLLECTING.with_borrow(|c| c.publishes.len())
+    }
+
     /// Stops collecting and returns what was collected, in order.
     pub(super) fn finish(self) -> Vec<Outgoing> {
         COLLECTING.with_borrow_mut(|c| std::mem::take(&mut c.publishes))

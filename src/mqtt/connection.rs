@@ -41,6 +41,9 @@ use super::{Control, MqttSettings, Outbound, Outgoing, QoS, Shared, wire};
 const MAX_BATCH: usize = 256;
 /// Bytes encoded before one flush at most.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Reads handled before one flush at most while the connection is behind (see `read_on`): bounds
+/// the turn when the messages publish nothing (unchanged values).
+const MAX_READS_PER_TURN: usize = 32;
 /// Filters per SUBSCRIBE packet (keeps each packet far below any broker's limit).
 const FILTERS_PER_SUBSCRIBE: usize = 64;
 /// A connection that lived this long counts as healthy: the backoff starts over after losing it.
@@ -337,7 +340,15 @@ impl Connection {
                         let (behind, collected) = if self.one_thread {
                             let collector = Collector::begin(&self.shared);
                             let behind = self.process_events();
-                            (behind, collector.finish())
+                            match self.read_on(behind, &collector) {
+                                Ok(()) => (behind, collector.finish()),
+                                Err(e) => {
+                                    // Lost mid-turn: what the lanes published waits for the next
+                                    // connection like anything queued.
+                                    self.shared.queue_batch(collector.finish());
+                                    return Ended::Lost(describe_state(&e, &self.settings));
+                                }
+                            }
                         } else {
                             (self.process_events(), Vec::new())
                         };
@@ -715,6 +726,30 @@ impl Connection {
             lane.end_of_burst();
         }
         !caught_up
+    }
+
+    /// On one thread, after a read that took its whole quota: reads on what is ready without
+    /// waiting, within the same collection, until a read finds less than its quota, nothing is
+    /// ready, the lanes published a batch's worth or [`MAX_READS_PER_TURN`] reads were taken. What
+    /// the lanes publish for those reads then goes out with one flush instead of one per read of 9
+    /// packets (bridge CPU per message at a Mosquitto flood 1.7–1.9 → 1.2–1.4 µs). No other task
+    /// runs in between (nothing is awaited), so the collection's order holds (see `collected`).
+    /// The turn counts as behind when its first read was: read holding (`coalesce`) starts on it,
+    /// and must, though the last read here usually finds less than its quota.
+    fn read_on(&mut self, behind: bool, collector: &Collector) -> Result<(), StateError> {
+        use futures_util::FutureExt as _;
+        let mut reads = 1;
+        let mut took_quota = behind;
+        while took_quota && reads < MAX_READS_PER_TURN && collector.len() < MAX_BATCH {
+            // `read` is cancel-safe (it is a `select!` branch): one that is not ready is dropped.
+            match read(&mut self.eventloop).now_or_never() {
+                Some(Ok(())) => took_quota = self.process_events(),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+            reads += 1;
+        }
+        Ok(())
     }
 
     /// Sets the receive low-water mark of this connection's TCP socket (see `coalesce`).
