@@ -4,7 +4,9 @@
 //! reports, as a table and as JSON:
 //! - the raw one-hop broker latency (the physical floor) and the bridge path latency at a fixed rate;
 //! - bridge CPU time per input message (from `/proc/<pid>/task/*/schedstat`), RSS and peak RSS;
-//! - throughput and loss at saturation for a one-output mapping, and the broker's own limit;
+//! - throughput and loss at saturation for a one-output mapping, and the broker's own limit; the
+//!   CPU per message of the broker (Mosquitto's process, or the embedded broker's threads) and of
+//!   the whole machine in both phases, and the ceilings on the ratio they set where they saturate;
 //! - start-up time to first publish, and memory with 1, 100 and 1 000 configured devices.
 //!
 //! Run: `cargo run --release --bin hlbridge-bench` (add `-- --quick` for a short run,
@@ -117,12 +119,16 @@ enum Broker {
     Embedded,
 }
 
+/// The embedded broker's threads in this process (rumqttd's router, its MQTT server's runtime, its
+/// timer, and the thread that starts them): what it spent is told apart from the bench's own.
+const EMBEDDED_BROKER_THREADS: [&str; 4] = ["router-0", "embedded", "embedded-broker", "timer"];
+
 impl Broker {
-    /// CPU time the broker spent so far (ns); the embedded one runs inside this process: `None`.
+    /// CPU time the broker spent so far (ns); for the embedded one, its threads in this process.
     fn cpu_ns(&self) -> Option<u64> {
         match self {
             Broker::Mosquitto(child, _) => Some(cpu_ns(child.id())),
-            Broker::Embedded => None,
+            Broker::Embedded => Some(threads_cpu_ns("self", |name| EMBEDDED_BROKER_THREADS.contains(&name))),
         }
     }
 }
@@ -284,15 +290,47 @@ impl Bridge {
 }
 
 fn cpu_ns(pid: u32) -> u64 {
+    threads_cpu_ns(&pid.to_string(), |_| true)
+}
+
+/// CPU time (ns) of the threads of process `pid` (`self`: this one) whose name `pick` takes.
+fn threads_cpu_ns(pid: &str, pick: impl Fn(&str) -> bool) -> u64 {
     let mut total = 0;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !pick(name.trim_end()) {
+                continue;
+            }
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
                 total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             }
         }
     }
     total
+}
+
+/// CPU time (ns) the whole machine spent busy so far, every process and the kernel (`/proc/stat`:
+/// all but idle and iowait; in clock ticks, 10 ms each on these VMs, so read over whole phases).
+fn machine_busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0).unwrap_or(100);
+    Some(busy * (1_000_000_000 / hz))
+}
+
+/// The machine's busy CPU per delivered message and the cores it kept busy over the phase.
+fn machine_share(busy0: Option<u64>, wall_s: Option<f64>, delivered: u64) -> serde_json::Value {
+    match (busy0, machine_busy_ns(), wall_s) {
+        (Some(b0), Some(b1), Some(w)) if delivered > 0 && w > 0.0 => {
+            let ns = b1.saturating_sub(b0) as f64;
+            json!({"cpu_us_per_delivered_msg": ns / 1000.0 / delivered as f64, "busy_cores": ns / 1e9 / w})
+        }
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// The broker's CPU per delivered message and its busy share of the phase's wall time (1.0 = one
@@ -681,7 +719,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     //    (go-e `rbt` → `uptime`, state JSON off).
     //    The broker's own CPU per message in both phases says whether it is what saturates: the
     //    bridge path routes two messages through it per output (device → bridge, bridge → consumer).
-    let broker_cpu0 = broker.cpu_ns();
+    let (broker_cpu0, machine0) = (broker.cpu_ns(), machine_busy_ns());
     let t = Instant::now();
     let d = drive(&pubr, sat_count, 0, &sent, base, 0, |s| vec![("benchraw/seq".into(), s.to_string())]);
     let (_, got, last) =
@@ -689,6 +727,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let raw_wall = last.map(|l| (l - t).as_secs_f64());
     let raw_rate = raw_wall.map(|w| got as f64 / w).unwrap_or(0.0);
     let broker_raw = broker_share(&broker, broker_cpu0, raw_wall, got);
+    let machine_raw = machine_share(machine0, raw_wall, got);
     let bridge = Bridge::spawn(&bridge_config(port, 1, false), "sat")?;
     let mut up_rx = probe.subscribe("bench/ev0/uptime", 1 << 20).await;
     wait_online(&probe, "bench/ev0").await.ok();
@@ -719,7 +758,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         }),
     );
     let cpu0 = bridge.cpu_ns();
-    let broker_cpu0 = broker.cpu_ns();
+    let (broker_cpu0, machine0) = (broker.cpu_ns(), machine_busy_ns());
     let t = Instant::now();
     let d = drive(&pubr, sat_count, 0, &sent, base, 2_000_000 % sent.len() as u64, |s| {
         vec![("go-eCharger/000000/rbt".into(), (s * 1000).to_string())]
@@ -730,11 +769,16 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let bridge_wall = last_b.map(|l| (l - t).as_secs_f64());
     let bridge_rate = bridge_wall.map(|w| got_b as f64 / w).unwrap_or(0.0);
     let broker_bridged = broker_share(&broker, broker_cpu0, bridge_wall, got_b);
+    let machine_bridged = machine_share(machine0, bridge_wall, got_b);
     bridge.stop();
     // Where the broker saturates in both phases, the ratio cannot exceed its cost per raw message
     // over its cost per bridged output (two passes through it, whatever the bridge costs).
     let per = |v: &serde_json::Value| v.get("cpu_us_per_delivered_msg").and_then(serde_json::Value::as_f64);
     let broker_bound_ceiling = per(&broker_raw).zip(per(&broker_bridged)).map(|(raw, bridged)| raw / bridged);
+    // The same for the whole machine (every process: broker, bridge, this bench's clients), for
+    // where all its cores are busy in both phases (the embedded broker, whose routing and serving
+    // run on threads of their own).
+    let machine_bound_ceiling = per(&machine_raw).zip(per(&machine_bridged)).map(|(raw, bridged)| raw / bridged);
     report.insert(
         "saturation".into(),
         json!({
@@ -746,6 +790,8 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "bridge_cpu_us_per_msg": cpu_sat as f64 / 1000.0 / sat_count as f64,
             "broker_alone": broker_raw, "broker_on_bridge_path": broker_bridged,
             "broker_bound_ceiling": broker_bound_ceiling,
+            "machine_alone": machine_raw, "machine_on_bridge_path": machine_bridged,
+            "machine_bound_ceiling": machine_bound_ceiling,
         }),
     );
 
@@ -894,6 +940,10 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         let at = |k: &str| g(&[path, &[k]].concat());
         format!("{} / {}", at("cpu_us_per_delivered_msg"), at("busy_share"))
     };
+    let machine = |path: &[&str]| -> String {
+        let at = |k: &str| g(&[path, &[k]].concat());
+        format!("{} / {}", at("cpu_us_per_delivered_msg"), at("busy_cores"))
+    };
     let rows: Vec<(&str, String)> = vec![
         ("broker", g(&["broker"])),
         (
@@ -1005,6 +1055,12 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
         ("bridge CPU per one-output msg (us)", g(&["saturation", "bridge_cpu_us_per_msg"])),
         ("broker alone: CPU per msg (us), busy share of a core", pair(&["saturation", "broker_alone"])),
         ("broker on the bridge path: CPU per output (us), busy share", pair(&["saturation", "broker_on_bridge_path"])),
+        ("  ceiling where the machine saturates (its CPU raw / bridged)", g(&["saturation", "machine_bound_ceiling"])),
+        ("machine alone: CPU per msg (us), busy cores", machine(&["saturation", "machine_alone"])),
+        (
+            "machine on the bridge path: CPU per output (us), busy cores",
+            machine(&["saturation", "machine_on_bridge_path"]),
+        ),
         ("start-up to first publish (ms) [target 100]", g(&["startup_to_first_publish_ms"])),
         ("RSS, 1 device (KiB)", g(&["memory_by_devices", "1", "rss_kib"])),
         ("RSS, 100 devices (KiB) [target 15360]", g(&["memory_by_devices", "100", "rss_kib"])),
