@@ -341,7 +341,7 @@ impl Connection {
                             let collector = Collector::begin(&self.shared);
                             let behind = self.process_events();
                             match self.read_on(behind, &collector) {
-                                Ok(()) => (behind, collector.finish()),
+                                Ok(behind) => (behind, collector.finish()),
                                 Err(e) => {
                                     // Lost mid-turn: what the lanes published waits for the next
                                     // connection like anything queued.
@@ -734,22 +734,22 @@ impl Connection {
     /// the lanes publish for those reads then goes out with one flush instead of one per read of 9
     /// packets (bridge CPU per message at a Mosquitto flood 1.7–1.9 → 1.2–1.4 µs). No other task
     /// runs in between (nothing is awaited), so the collection's order holds (see `collected`).
-    /// The turn counts as behind when its first read was: read holding (`coalesce`) starts on it,
-    /// and must, though the last read here usually finds less than its quota.
-    fn read_on(&mut self, behind: bool, collector: &Collector) -> Result<(), StateError> {
+    /// Returns whether the turn counts as behind ([`Turn::behind`]).
+    fn read_on(&mut self, behind: bool, collector: &Collector) -> Result<bool, StateError> {
         use futures_util::FutureExt as _;
-        let mut reads = 1;
-        let mut took_quota = behind;
-        while took_quota && reads < MAX_READS_PER_TURN && collector.len() < MAX_BATCH {
+        let mut turn = Turn::after_first_read(behind);
+        while turn.reads_on(collector.len()) {
             // `read` is cancel-safe (it is a `select!` branch): one that is not ready is dropped.
             match read(&mut self.eventloop).now_or_never() {
-                Some(Ok(())) => took_quota = self.process_events(),
+                Some(Ok(())) => {
+                    let took_quota = self.process_events();
+                    turn.read(took_quota);
+                }
                 Some(Err(e)) => return Err(e),
                 None => break,
             }
-            reads += 1;
         }
-        Ok(())
+        Ok(turn.behind())
     }
 
     /// Sets the receive low-water mark of this connection's TCP socket (see `coalesce`).
@@ -946,6 +946,44 @@ async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
     match eventloop.network.as_mut() {
         Some(n) => n.readb(&mut eventloop.state).await,
         None => Err(StateError::ConnectionAborted),
+    }
+}
+
+/// How far one turn of a connection that is behind reads on before it writes (see
+/// `Connection::read_on`): the rules alone, without I/O.
+#[derive(Debug)]
+struct Turn {
+    /// Whether the turn's first read took its whole quota: the turn then counts as behind.
+    first_took_quota: bool,
+    /// Whether the latest read took its whole quota (more may be ready).
+    last_took_quota: bool,
+    /// Reads taken in this turn so far.
+    reads: usize,
+}
+
+impl Turn {
+    /// A turn whose first read took its whole quota of packets or not.
+    fn after_first_read(took_quota: bool) -> Turn {
+        Turn { first_took_quota: took_quota, last_took_quota: took_quota, reads: 1 }
+    }
+
+    /// Whether to read on, with `collected` publishes waiting for the turn's flush: only after a
+    /// read that took its quota, and within [`MAX_READS_PER_TURN`] reads and [`MAX_BATCH`]
+    /// publishes, so pings and other tasks keep their turn.
+    fn reads_on(&self, collected: usize) -> bool {
+        self.last_took_quota && self.reads < MAX_READS_PER_TURN && collected < MAX_BATCH
+    }
+
+    /// Another read was taken.
+    fn read(&mut self, took_quota: bool) {
+        self.reads += 1;
+        self.last_took_quota = took_quota;
+    }
+
+    /// Whether the turn counts as behind (read holding starts on it): its first read took a quota.
+    /// Not its last: that one usually ends the turn by finding less, and holding would never start.
+    fn behind(&self) -> bool {
+        self.first_took_quota
     }
 }
 

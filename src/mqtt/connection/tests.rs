@@ -1,5 +1,6 @@
 //! The connection's write after a read, against a minimal broker of the test's own (a loopback
-//! socket that answers CONNECT with CONNACK and records every byte the connection writes).
+//! socket that answers CONNECT with CONNACK and records every byte the connection writes), and the
+//! rules of a turn that reads on while behind ([`Turn`]).
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -7,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, Connection, MAX_BATCH};
+use super::{Attempt, Connection, MAX_BATCH, MAX_READS_PER_TURN, Turn};
 use crate::metrics::Metrics;
 use crate::mqtt::outbox::Pending;
 use crate::mqtt::{MqttHandle, MqttSettings, Outgoing, QoS, Shared};
@@ -125,4 +126,47 @@ async fn what_does_not_fit_in_one_flush_leads_the_outbox_and_is_counted_as_waiti
     assert_eq!(got.last().map(String::as_str), Some("later"), "what waited went first");
     assert_eq!(handle.shared.metrics.publish_queue_depth.get(), 0);
     assert_eq!(handle.shared.metrics.messages_published.get(), (MAX_BATCH + 4) as u64);
+}
+
+#[test]
+fn a_turn_whose_first_read_found_less_than_a_quota_does_not_read_on() {
+    let turn = Turn::after_first_read(false);
+    assert!(!turn.reads_on(0));
+    assert!(!turn.behind(), "a read that kept up starts no holding");
+}
+
+#[test]
+fn a_turn_reads_on_until_a_read_finds_less_than_its_quota() {
+    let mut turn = Turn::after_first_read(true);
+    assert!(turn.reads_on(0));
+    turn.read(true);
+    assert!(turn.reads_on(17));
+    turn.read(false);
+    assert!(!turn.reads_on(17), "the socket had no more than that read took");
+}
+
+#[test]
+fn a_turn_whose_last_read_found_less_than_a_quota_still_counts_as_behind() {
+    let mut turn = Turn::after_first_read(true);
+    turn.read(true);
+    turn.read(false);
+    assert!(turn.behind(), "read holding starts on the turn's first read, not its last");
+}
+
+#[test]
+fn a_turn_stops_reading_on_once_the_lanes_published_a_batch() {
+    let turn = Turn::after_first_read(true);
+    assert!(turn.reads_on(MAX_BATCH - 1));
+    assert!(!turn.reads_on(MAX_BATCH), "one flush carries at most a batch");
+}
+
+#[test]
+fn a_turn_stops_reading_on_after_its_most_reads_even_when_nothing_was_published() {
+    let mut turn = Turn::after_first_read(true);
+    let mut reads = 1;
+    while turn.reads_on(0) {
+        turn.read(true);
+        reads += 1;
+    }
+    assert_eq!(reads, MAX_READS_PER_TURN, "pings and other tasks get their turn");
 }
