@@ -119,7 +119,7 @@ pub(crate) async fn subscribe<S: AsRef<str>>(device: &DeviceHandle, filters: &[S
 }
 
 /// Like [`subscribe`], with a fast lane ([`crate::mqtt::inline`]): `handler` takes the device's
-/// messages on the connection task while nothing is queued and the connection keeps up; the
+/// messages on the connection task while nothing is queued ahead of them; the
 /// returned [`Inbox`] has the rest, which the adapter hands to the same handler through the
 /// returned [`Lane`] (messages the handler declines are the adapter task's own).
 pub(crate) async fn subscribe_lane<S: AsRef<str>, H: Inline>(
@@ -166,8 +166,8 @@ mod tests {
         let lane = Arc::new(Lane::new(Decliner, tx, None));
         let consumer: Arc<dyn Consumer> = lane.clone();
         let mut inbox = Inbox::new("dev", rx, Some(consumer), Counter::default(), 4);
-        assert_eq!(lane.offer(msg("a"), true), Offered::Queued);
-        assert_eq!(lane.offer(msg("b"), true), Offered::Queued);
+        assert_eq!(lane.offer(msg("a")), Offered::Queued);
+        assert_eq!(lane.offer(msg("b")), Offered::Queued);
         assert_eq!(inbox.recv().await.map(|m| m.topic).as_deref(), Some("a"));
         assert_eq!(lane.queued(), 2, "a is received, not yet handled");
         assert_eq!(inbox.recv().await.map(|m| m.topic).as_deref(), Some("b"));
@@ -177,6 +177,6 @@ mod tests {
         assert_eq!(lane.queued(), 0);
         drop(inbox);
         assert_eq!(lane.with(|_| ()), None, "a stopped device's handler is gone");
-        assert_eq!(lane.offer(msg("c"), true), Offered::Closed);
+        assert_eq!(lane.offer(msg("c")), Offered::Closed);
     }
 }

@@ -113,7 +113,7 @@ pub(super) struct Connection {
     /// Whether the connection runs on a current-thread runtime (the bridge's default), where the
     /// subscribers' tasks share its thread: what fast lanes publish during a read is written with
     /// its flush (see `collected`; sound only where no other task runs between the dispatch and
-    /// the write), and the lanes stay open while the connection is behind (see `inline`).
+    /// the write), and with the flush after the reads that were ready when behind (`read_on`).
     one_thread: bool,
 }
 
@@ -706,17 +706,14 @@ impl Connection {
     /// its whole quota of packets (the connection is behind the socket).
     fn process_events(&mut self) -> bool {
         // A read that took as many packets as one read takes may have left more behind: then the
-        // connection is not keeping up. With other threads to run the subscribers' tasks, every
-        // message then goes through its subscriber's queue, where a flood is dropped and counted;
-        // on one thread, where queueing adds work and no capacity, a lane's handling is the
-        // cheapest way through (see `inline`).
+        // connection is not keeping up (reads are held, see `coalesce`; on one thread it reads on
+        // before it writes, see `read_on`).
         let limit = self.eventloop.network.as_ref().map_or(usize::MAX, |n| n.packets_per_read());
         let incoming = self.eventloop.state.events.iter().filter(|e| matches!(e, Event::Incoming(_))).count();
         let caught_up = incoming < limit;
-        let lanes_open = caught_up || self.one_thread;
         while let Some(event) = self.eventloop.state.events.pop_front() {
             match event {
-                Event::Incoming(Packet::Publish(p)) => self.dispatch(p, lanes_open),
+                Event::Incoming(Packet::Publish(p)) => self.dispatch(p),
                 Event::Incoming(Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
                 Event::Incoming(Packet::UnsubAck(ack)) => self.carrying.unsuback(ack.pkid),
                 _ => {}
@@ -778,9 +775,9 @@ impl Connection {
         }
     }
 
-    /// Hands an incoming publish to every matching subscriber (on the spot to a fast lane when
-    /// `lanes_open` and its rules allow); oversized payloads are counted, not delivered.
-    fn dispatch(&mut self, p: Publish, lanes_open: bool) {
+    /// Hands an incoming publish to every matching subscriber (on the spot to a fast lane when its
+    /// rules allow); oversized payloads are counted, not delivered.
+    fn dispatch(&mut self, p: Publish) {
         if p.payload.len() > self.settings.max_packet_size {
             self.shared.metrics.mqtt_oversized("in").inc();
             if !std::mem::replace(&mut self.logged_oversized_in, true) {
@@ -803,7 +800,7 @@ impl Connection {
         // The subscriptions' lock is released: the lane's handler may publish and subscribe.
         let live = match for_lane {
             None => live,
-            Some(super::ForLane(lane, msg)) => match lane.offer(msg, lanes_open) {
+            Some(super::ForLane(lane, msg)) => match lane.offer(msg) {
                 Offered::Handled { first_in_burst } => {
                     if first_in_burst {
                         self.lanes_in_burst.push(lane);

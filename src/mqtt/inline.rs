@@ -6,19 +6,17 @@
 //! change what the subscriber sees:
 //! - **order**: only while nothing the connection queued for this subscriber is still waiting or
 //!   being handled ([`Lane::queued`] counts them until the subscriber's task is done with each);
-//! - **overload goes where it costs least**: where the subscriber's task may run on another thread
-//!   (a multi-thread runtime), the lane is open only while the connection keeps up (the read that
-//!   brought the message did not hit its packet limit); a flood fills reads to the limit, so it
-//!   goes through the bounded queue, the other threads handle what they can and the overflow is
-//!   dropped and counted at our door. On one thread (the default runtime) the subscriber's task
-//!   runs on the connection's thread, so queueing a message adds work and no capacity: there the
-//!   lane stays open when behind, and a flood is handled as fast as the thread can, whole. (Queued
-//!   while behind, 75–87 % of a flood that rumqttd handed over at full speed was dropped at a
-//!   4096-message queue while the thread was half idle: the connection read on until tokio's
-//!   budget ran out before the subscriber's task got a turn.) Mosquitto cannot outpace a lane
-//!   (routing a message costs it ~6 µs, a lane's handling ~1.2 µs), so its drop rule for slow
-//!   readers does not come into play; the embedded broker keeps a slow reader's messages in its
-//!   log (`tests/it/fast_lane.rs` floods the binary through both);
+//! - **a flood is handled, not dropped**: the lane is open whether or not the connection keeps up
+//!   with the broker. A subscriber's handling is sequential either way, so queueing its messages
+//!   while behind adds work and no capacity (on one thread the subscriber's task even shares the
+//!   connection's): that rule dropped 41–87 % of a flood that the embedded broker handed over at
+//!   full speed at the 4096-message device queue, with one thread or two, while the bridge had
+//!   CPU to spare. Handled on the spot, the flood backs up to the broker instead: Mosquitto cannot
+//!   outpace a lane (routing a message costs it ~6 µs, a lane's handling ~1.2 µs), so its drop rule
+//!   for slow readers does not come into play, and the embedded broker keeps a slow reader's
+//!   messages in its log (`tests/it/fast_lane.rs` floods the binary through both, on one thread and
+//!   on two). What the lane declines, or finds queued ahead of it, still goes through the bounded
+//!   queue, where overflow is dropped and counted;
 //! - **a stopped subscriber gets nothing**: the state is taken out under its lock when the
 //!   subscriber stops ([`Lane::close`]), and the queue's receiver is dropped with it;
 //! - **the end of a burst is seen**: the connection calls [`Inline::end_of_burst`] once after each
@@ -79,9 +77,8 @@ pub(crate) enum Offered {
 
 /// The connection's view of a lane, whatever its handler.
 pub(crate) trait Offer: Send + Sync {
-    /// Handles `msg` on the spot when the module docs allow it (`open`: the connection keeps up, or
-    /// runs on one thread), otherwise queues it.
-    fn offer(&self, msg: Message, open: bool) -> Offered;
+    /// Handles `msg` on the spot when the module docs allow it, otherwise queues it.
+    fn offer(&self, msg: Message) -> Offered;
     /// Queues `msg` for the subscriber's task (when several subscribers share a message).
     fn queue(&self, msg: Message) -> Offered;
     /// The end of the read in which this lane took messages.
@@ -128,9 +125,8 @@ impl<H: Inline> Lane<H> {
 }
 
 impl<H: Inline> Offer for Lane<H> {
-    fn offer(&self, msg: Message, open: bool) -> Offered {
-        if open
-            && self.queued.load(Ordering::Acquire) == 0
+    fn offer(&self, msg: Message) -> Offered {
+        if self.queued.load(Ordering::Acquire) == 0
             && let Ok(mut state) = self.state.try_lock()
         {
             let Some(h) = state.as_mut() else { return Offered::Closed };

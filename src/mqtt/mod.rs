@@ -1004,7 +1004,7 @@ mod tests {
         let (live, for_lane) = dispatch(&subs, "dev/own".into(), Bytes::from_static(b"1"), false);
         let Some(ForLane(offer, msg)) = for_lane else { panic!("the lane's own topic is left to the lane") };
         assert!(live);
-        assert_eq!(offer.offer(msg, true), inline::Offered::Handled { first_in_burst: true });
+        assert_eq!(offer.offer(msg), inline::Offered::Handled { first_in_burst: true });
         assert_eq!(*taken.lock().unwrap(), ["dev/own"]);
 
         // Two subscribers: both get it through their queues, nobody on the spot.

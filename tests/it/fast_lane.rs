@@ -61,14 +61,14 @@ async fn readings_keep_their_order() {
 /// Messages in a flood: far more than a read takes and than the device's 4 096-message queue holds.
 const FLOOD: u64 = 20_000;
 
-/// The binary as operators run it (one thread) bridging a go-e charger whose `rbt` (uptime) is
-/// flooded as fast as a batching publisher can write it, through the broker at `port`. On one
-/// thread the fast lane stays open while the connection is behind: every message is handled
-/// once, none dropped. (Queued while behind, a flood that the embedded broker handed over at full
-/// speed lost 75–87 % at the device's queue while the bridge's thread was half idle.) A whatwatt
-/// meter on the same connection, whose handler is no lane, sends now and then during the flood:
-/// the charger's flood must not cost it a message.
-async fn a_flood_is_handled_whole_on_one_thread(mqtt_yaml: &str, broker: &crate::common::Broker) {
+/// The binary as operators run it, on `threads` runtime threads, bridging a go-e charger whose
+/// `rbt` (uptime) is flooded as fast as a batching publisher can write it, through `broker`. The
+/// fast lane stays open while the connection is behind: every message is handled once, none
+/// dropped. (Queued while behind, a flood that the embedded broker handed over at full speed lost
+/// 41–87 % at the device's queue, with one thread or two.) A whatwatt meter on the same
+/// connection, whose handler is no lane, sends now and then during the flood: the charger's flood
+/// must not cost it a message.
+async fn a_flood_is_handled_whole(threads: usize, mqtt_yaml: &str, broker: &crate::common::Broker) {
     use crate::common::{
         Probe, TempDir, client_settings, eventually, free_port, latest_retained, parse_samples, spawn_hlbridge,
     };
@@ -80,7 +80,7 @@ async fn a_flood_is_handled_whole_on_one_thread(mqtt_yaml: &str, broker: &crate:
     let config = dir.write(
         "hlbridge.yaml",
         &format!(
-            "mqtt:\n{mqtt_yaml}  client_id: hlbridge-flood\noutput:\n  prefix: flood\n  state_json: false\nhttp:\n  \
+            "runtime:\n  worker_threads: {threads}\nmqtt:\n{mqtt_yaml}  client_id: hlbridge-flood\noutput:\n  prefix: flood\n  state_json: false\nhttp:\n  \
              listen: 127.0.0.1:{http}\ndevices:\n  garage:\n    adapter: goe\n    serial: \"012345\"\n    commands: false\n  \
              meter:\n    adapter: whatwatt\n    transport: mqtt\n    topic: energy/whatwatt/go\n"
         ),
@@ -161,15 +161,35 @@ async fn a_flood_is_handled_whole_on_one_thread(mqtt_yaml: &str, broker: &crate:
 }
 
 #[cfg(feature = "embedded-broker")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_one_thread_a_flood_from_the_embedded_broker_is_handled_whole() {
+async fn through_the_embedded_broker(threads: usize) {
     let port = crate::common::free_port();
     let broker = crate::common::Broker::external(port);
-    a_flood_is_handled_whole_on_one_thread(&format!("  embedded:\n    listen: 127.0.0.1:{port}\n"), &broker).await;
+    a_flood_is_handled_whole(threads, &format!("  embedded:\n    listen: 127.0.0.1:{port}\n"), &broker).await;
+}
+
+async fn through_the_test_broker(threads: usize) {
+    let broker = crate::common::Broker::start().await;
+    a_flood_is_handled_whole(threads, &format!("  url: {}\n", broker.url()), &broker).await;
+}
+
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_thread_a_flood_from_the_embedded_broker_is_handled_whole() {
+    through_the_embedded_broker(1).await;
+}
+
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_two_threads_a_flood_from_the_embedded_broker_is_handled_whole() {
+    through_the_embedded_broker(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_thread_a_flood_from_the_test_broker_is_handled_whole() {
-    let broker = crate::common::Broker::start().await;
-    a_flood_is_handled_whole_on_one_thread(&format!("  url: {}\n", broker.url()), &broker).await;
+    through_the_test_broker(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_two_threads_a_flood_from_the_test_broker_is_handled_whole() {
+    through_the_test_broker(2).await;
 }

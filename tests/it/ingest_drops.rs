@@ -3,7 +3,9 @@
 //! `hlbridge_ingest_dropped_total`: a raw publisher floods the device's topics through a real
 //! Mosquitto far faster than the adapter handles them (its `ingest_queue` is 4 messages), and every
 //! message sent is then either received or dropped, never silently lost. The bridge keeps running
-//! and the device keeps working afterwards.
+//! and the device keeps working afterwards. go-e's handler is a fast lane (`src/mqtt/inline.rs`):
+//! it takes the flood on the connection task, so its queue drops little or nothing; its messages
+//! must add up all the same.
 
 use hlbridge::surface::metrics::Metrics;
 use hlbridge::surface::mqtt::{MqttHandle, QoS};
@@ -27,6 +29,9 @@ struct Case {
     message: fn(u64) -> (String, String),
     /// A last message after the flood, the unified topic it lands on and the value it must show.
     after: (&'static str, &'static str, &'static str, &'static str),
+    /// Whether the adapter handles messages on a fast lane (then the flood need not overflow its
+    /// queue: the lane takes it whenever nothing is queued ahead).
+    lane: bool,
 }
 
 fn goe() -> Case {
@@ -35,6 +40,7 @@ fn goe() -> Case {
         yaml: "  charger:\n    adapter: goe\n    serial: \"012345\"\n    ingest_queue: 4\n",
         message: |i| ("go-eCharger/012345/amp".into(), (6 + i % 10).to_string()),
         after: ("go-eCharger/012345/amp", "32", "home/charger/current_limit", "32"),
+        lane: true,
     }
 }
 
@@ -56,6 +62,7 @@ fn whatwatt() -> Case {
             "home/meter/power_import",
             "4321",
         ),
+        lane: false,
     }
 }
 
@@ -65,6 +72,7 @@ fn ai_on_the_edge() -> Case {
         yaml: "  water:\n    adapter: ai_on_the_edge\n    main_topic: watermeter\n    meter: water\n    ingest_queue: 4\n",
         message: |i| ("watermeter/uptime".into(), (1000 + i).to_string()),
         after: ("watermeter/uptime", "987654", "home/water/uptime", "987654"),
+        lane: false,
     }
 }
 
@@ -87,6 +95,7 @@ fn octoprint() -> Case {
             "home/printer/temperature_bed",
             "77.7",
         ),
+        lane: false,
     }
 }
 
@@ -139,7 +148,11 @@ async fn flood_is_counted(case: Case) {
         (r + d >= before + FLOOD).then_some((r, d))
     })
     .await;
-    assert!(dropped > 0, "{}: a 4-message queue under a {FLOOD}-message flood drops (received {received})", case.id);
+    assert!(
+        dropped > 0 || case.lane,
+        "{}: a 4-message queue under a {FLOOD}-message flood drops (received {received})",
+        case.id
+    );
     assert!(received > before, "{}: the adapter kept handling messages during the flood", case.id);
     // Exactly the flood, plus the first messages still arriving late at most.
     let extra = received + dropped - before - FLOOD;

@@ -55,8 +55,8 @@ fn topics(rx: &mut mpsc::Receiver<Message>) -> Vec<String> {
 #[test]
 fn a_message_is_handled_on_the_spot_while_nothing_is_queued() {
     let (lane, mut rx, recorder, _) = lane(8);
-    assert_eq!(lane.offer(msg("a"), true), Offered::Handled { first_in_burst: true });
-    assert_eq!(lane.offer(msg("b"), true), Offered::Handled { first_in_burst: false });
+    assert_eq!(lane.offer(msg("a")), Offered::Handled { first_in_burst: true });
+    assert_eq!(lane.offer(msg("b")), Offered::Handled { first_in_burst: false });
     assert_eq!(recorder.log(), ["a", "b"]);
     assert!(topics(&mut rx).is_empty(), "nothing went through the queue");
 }
@@ -65,31 +65,31 @@ fn a_message_is_handled_on_the_spot_while_nothing_is_queued() {
 fn a_message_never_overtakes_one_queued_before_it() {
     let (lane, mut rx, recorder, _) = lane(8);
     // Declined: queued for the subscriber's task.
-    assert_eq!(lane.offer(msg("x/result"), true), Offered::Queued);
+    assert_eq!(lane.offer(msg("x/result")), Offered::Queued);
     // The handler would take this one, but the answer before it is still waiting.
-    assert_eq!(lane.offer(msg("a"), true), Offered::Queued);
+    assert_eq!(lane.offer(msg("a")), Offered::Queued);
     assert_eq!(lane.queued(), 2);
     assert!(recorder.log().is_empty());
     assert_eq!(topics(&mut rx), ["x/result", "a"]);
     // Received is not done: the lane stays shut until the task says so for both.
-    assert_eq!(lane.offer(msg("b"), true), Offered::Queued);
+    assert_eq!(lane.offer(msg("b")), Offered::Queued);
     lane.done();
     lane.done();
-    assert_eq!(lane.offer(msg("c"), true), Offered::Queued, "b is still queued");
+    assert_eq!(lane.offer(msg("c")), Offered::Queued, "b is still queued");
     assert_eq!(topics(&mut rx), ["b", "c"]);
     lane.done();
     lane.done();
     assert_eq!(lane.queued(), 0);
-    assert_eq!(lane.offer(msg("d"), true), Offered::Handled { first_in_burst: true });
+    assert_eq!(lane.offer(msg("d")), Offered::Handled { first_in_burst: true });
     assert_eq!(recorder.log(), ["d"]);
 }
 
 #[test]
-fn a_connection_that_is_behind_queues_everything_so_a_flood_is_dropped_and_counted() {
+fn a_full_queue_drops_the_message_and_counts_it() {
     let (lane, mut rx, recorder, dropped) = lane(2);
-    assert_eq!(lane.offer(msg("a"), false), Offered::Queued);
-    assert_eq!(lane.offer(msg("b"), false), Offered::Queued);
-    assert_eq!(lane.offer(msg("c"), false), Offered::Full);
+    assert_eq!(lane.queue(msg("a")), Offered::Queued);
+    assert_eq!(lane.queue(msg("b")), Offered::Queued);
+    assert_eq!(lane.queue(msg("c")), Offered::Full);
     assert_eq!(dropped.get(), 1, "the drop is counted");
     assert_eq!(lane.queued(), 2, "a dropped message is not waited for");
     assert!(recorder.log().is_empty());
@@ -99,7 +99,7 @@ fn a_connection_that_is_behind_queues_everything_so_a_flood_is_dropped_and_count
 #[test]
 fn the_lane_is_not_taken_while_the_subscribers_task_holds_its_state() {
     let (lane, mut rx, recorder, _) = lane(8);
-    let offered = lane.with(|_| lane.offer(msg("a"), true));
+    let offered = lane.with(|_| lane.offer(msg("a")));
     assert_eq!(offered, Some(Offered::Queued), "queued, not waited for");
     assert!(recorder.log().is_empty());
     assert_eq!(topics(&mut rx), ["a"]);
@@ -108,12 +108,12 @@ fn the_lane_is_not_taken_while_the_subscribers_task_holds_its_state() {
 #[test]
 fn a_burst_ends_once_and_only_after_what_was_queued_behind_it() {
     let (lane, mut rx, recorder, _) = lane(8);
-    assert_eq!(lane.offer(msg("a"), true), Offered::Handled { first_in_burst: true });
+    assert_eq!(lane.offer(msg("a")), Offered::Handled { first_in_burst: true });
     lane.end_of_burst();
     assert_eq!(recorder.log(), ["a", "end"]);
     // The next read starts a new burst.
-    assert_eq!(lane.offer(msg("b"), true), Offered::Handled { first_in_burst: true });
-    assert_eq!(lane.offer(msg("c/result"), true), Offered::Queued);
+    assert_eq!(lane.offer(msg("b")), Offered::Handled { first_in_burst: true });
+    assert_eq!(lane.offer(msg("c/result")), Offered::Queued);
     lane.end_of_burst();
     assert_eq!(recorder.log(), ["a", "end", "b"], "the subscriber's task ends this burst once its queue is empty");
     assert_eq!(topics(&mut rx), ["c/result"]);
@@ -123,11 +123,11 @@ fn a_burst_ends_once_and_only_after_what_was_queued_behind_it() {
 fn a_stopped_subscriber_gets_nothing() {
     let (lane, rx, recorder, _) = lane(8);
     lane.close();
-    assert_eq!(lane.offer(msg("a"), true), Offered::Closed);
+    assert_eq!(lane.offer(msg("a")), Offered::Closed);
     assert_eq!(lane.with(|_| ()), None);
     lane.end_of_burst();
     drop(rx);
-    assert_eq!(lane.offer(msg("b"), false), Offered::Closed);
+    assert_eq!(lane.queue(msg("b")), Offered::Closed);
     assert!(lane.is_closed());
     assert!(recorder.log().is_empty());
 }
