@@ -2,8 +2,8 @@
 //! message handled on the connection task itself, in the read that brought it, instead of queued
 //! for its task (one task hop, two `select!` turns and a channel round trip less per message).
 //!
-//! The queue keeps every guarantee it gave, because the lane is taken only when taking it cannot
-//! change what the subscriber sees:
+//! The lane is taken only when taking it cannot change what the subscriber sees, except that it
+//! sees more of a flood:
 //! - **order**: only while nothing the connection queued for this subscriber is still waiting or
 //!   being handled ([`Lane::queued`] counts them until the subscriber's task is done with each);
 //! - **a flood is handled, not dropped**: the lane is open whether or not the connection keeps up
