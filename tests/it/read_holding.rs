@@ -4,7 +4,7 @@
 //! hand over whatever is waiting. With nothing sent after the burst, its tail would otherwise wait
 //! for good (the keep-alive's answer is 2 bytes), and these tests would time out.
 
-use crate::common::{Lab, sample_value, scrape};
+use crate::common::{Lab, eventually, latest_retained, sample_value, scrape};
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
 /// Readings in the burst: far more than one read takes, so the connection falls behind.
@@ -36,18 +36,24 @@ async fn tail_arrives_after_held_reads(key: &str, payload: fn(u64) -> String, sh
     for i in 1..=READINGS {
         lab.probe.publish(&input, &payload(i));
     }
-    lab.probe.wait_value(&unified, &shown.1(READINGS)).await;
-
-    let (_, samples) = scrape(&lab.bridge).await;
-    let holds = sample_value(&samples, "hlbridge_mqtt_read_holds_total", &[]).unwrap_or(0.0);
+    // Counted by the bridge and retained by the broker, not seen by the probe: a probe that falls
+    // behind the burst's outputs under load loses QoS 0 messages at Mosquitto (past its
+    // `max_queued_messages`), which says nothing of the bridge.
+    let (received, dropped, holds) = eventually("the bridge accounts for the whole burst", async || {
+        let (_, samples) = scrape(&lab.bridge).await;
+        let of = |name| sample_value(&samples, name, &[("device", "garage")]).unwrap_or(0.0) as u64;
+        let (received, dropped) = (of("hlbridge_messages_received_total"), of("hlbridge_ingest_dropped_total"));
+        let holds = sample_value(&samples, "hlbridge_mqtt_read_holds_total", &[]).unwrap_or(0.0);
+        (received + dropped >= READINGS).then_some((received, dropped, holds))
+    })
+    .await;
+    assert_eq!((received, dropped), (READINGS, 0), "every reading handled once, none dropped (received, dropped)");
     assert!(holds >= 1.0, "the burst put the connection behind and its reads were held ({holds} times)");
-    let received = sample_value(&samples, "hlbridge_messages_received_total", &[("device", "garage")]);
-    let dropped = sample_value(&samples, "hlbridge_ingest_dropped_total", &[("device", "garage")]);
-    assert_eq!(
-        (received, dropped),
-        (Some(READINGS as f64), Some(0.0)),
-        "every reading handled once, none dropped (received, dropped)"
-    );
+    let last = shown.1(READINGS);
+    eventually(&format!("{unified} = {last} is retained"), async || {
+        (latest_retained(&lab.broker, &unified).await.as_deref() == Some(last.as_str())).then_some(())
+    })
+    .await;
 
     // Quiet again: a single reading is handed over on its own, not held back for company.
     lab.probe.publish(&input, &payload(READINGS + 1));
