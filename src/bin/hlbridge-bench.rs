@@ -324,22 +324,28 @@ fn machine_busy_ns() -> Option<u64> {
 
 /// The machine's busy CPU per delivered message and the cores it kept busy over the phase.
 fn machine_share(busy0: Option<u64>, wall_s: Option<f64>, delivered: u64) -> serde_json::Value {
-    match (busy0, machine_busy_ns(), wall_s) {
-        (Some(b0), Some(b1), Some(w)) if delivered > 0 && w > 0.0 => {
-            let ns = b1.saturating_sub(b0) as f64;
-            json!({"cpu_us_per_delivered_msg": ns / 1000.0 / delivered as f64, "busy_cores": ns / 1e9 / w})
-        }
-        _ => serde_json::Value::Null,
-    }
+    cpu_per_message(busy0, machine_busy_ns(), wall_s, delivered, "busy_cores")
 }
 
 /// The broker's CPU per delivered message and its busy share of the phase's wall time (1.0 = one
 /// core all the time), from its CPU counter at the phase's start.
 fn broker_share(broker: &Broker, cpu0: Option<u64>, wall_s: Option<f64>, delivered: u64) -> serde_json::Value {
-    match (cpu0, broker.cpu_ns(), wall_s) {
+    cpu_per_message(cpu0, broker.cpu_ns(), wall_s, delivered, "busy_share")
+}
+
+/// CPU (ns counters `cpu0` → `cpu1`) per delivered message and, under `busy_key`, the cores it kept
+/// busy over `wall_s`; null where a figure is missing.
+fn cpu_per_message(
+    cpu0: Option<u64>,
+    cpu1: Option<u64>,
+    wall_s: Option<f64>,
+    delivered: u64,
+    busy_key: &str,
+) -> serde_json::Value {
+    match (cpu0, cpu1, wall_s) {
         (Some(c0), Some(c1), Some(w)) if delivered > 0 && w > 0.0 => {
             let ns = c1.saturating_sub(c0) as f64;
-            json!({"cpu_us_per_delivered_msg": ns / 1000.0 / delivered as f64, "busy_share": ns / 1e9 / w})
+            json!({"cpu_us_per_delivered_msg": ns / 1000.0 / delivered as f64, busy_key: ns / 1e9 / w})
         }
         _ => serde_json::Value::Null,
     }
@@ -936,14 +942,13 @@ fn print_table(r: &serde_json::Map<String, serde_json::Value>) {
             other => other.to_string(),
         }
     };
-    let pair = |path: &[&str]| -> String {
+    // "CPU per message / busy" of a broker (`busy_share`) or of the machine (`busy_cores`).
+    let cpu_busy = |path: &[&str], busy_key: &str| -> String {
         let at = |k: &str| g(&[path, &[k]].concat());
-        format!("{} / {}", at("cpu_us_per_delivered_msg"), at("busy_share"))
+        format!("{} / {}", at("cpu_us_per_delivered_msg"), at(busy_key))
     };
-    let machine = |path: &[&str]| -> String {
-        let at = |k: &str| g(&[path, &[k]].concat());
-        format!("{} / {}", at("cpu_us_per_delivered_msg"), at("busy_cores"))
-    };
+    let pair = |path: &[&str]| cpu_busy(path, "busy_share");
+    let machine = |path: &[&str]| cpu_busy(path, "busy_cores");
     let rows: Vec<(&str, String)> = vec![
         ("broker", g(&["broker"])),
         (

@@ -734,6 +734,10 @@ impl Connection {
     /// Returns whether the turn counts as behind ([`Turn::behind`]).
     fn read_on(&mut self, behind: bool, collector: &Collector) -> Result<bool, StateError> {
         use futures_util::FutureExt as _;
+        if !behind {
+            // The usual read at home-lab rates: nothing to read on, not even the collection's size.
+            return Ok(false);
+        }
         let mut turn = Turn::after_first_read(behind);
         while turn.reads_on(collector.len()) {
             // `read` is cancel-safe (it is a `select!` branch): one that is not ready is dropped.

@@ -4,7 +4,7 @@
 //! Whichever way each message takes, the unified topics must see them in the order the charger
 //! sent them, and none may be lost.
 
-use crate::common::{Lab, eventually, latest_retained, sample_value, scrape};
+use crate::common::{Lab, eventually, latest_retained, received_and_dropped, scrape};
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
 /// Readings per run: many switches between the lane and the queue.
@@ -43,9 +43,7 @@ async fn readings_keep_their_order() {
     // probe's live stream (which Mosquitto may thin out for a probe that falls behind under load)
     // says in which order.
     let (received, dropped) = eventually("the bridge handled every reading", async || {
-        let (_, samples) = scrape(&lab.bridge).await;
-        let of = |name| sample_value(&samples, name, &[("device", "garage")]).unwrap_or(0.0) as u64;
-        let (received, dropped) = (of("hlbridge_messages_received_total"), of("hlbridge_ingest_dropped_total"));
+        let (received, dropped) = received_and_dropped(&scrape(&lab.bridge).await.1, "garage");
         (received + dropped >= READINGS).then_some((received, dropped))
     })
     .await;
@@ -79,9 +77,7 @@ const FLOOD: u64 = 20_000;
 /// connection, whose handler is no lane, sends now and then during the flood: the charger's flood
 /// must not cost it a message.
 async fn a_flood_is_handled_whole(threads: usize, mqtt_yaml: &str, broker: &crate::common::Broker) {
-    use crate::common::{
-        Probe, TempDir, client_settings, eventually, free_port, latest_retained, parse_samples, spawn_hlbridge,
-    };
+    use crate::common::{Probe, TempDir, client_settings, free_port, parse_samples, spawn_hlbridge};
     use hlbridge::surface::metrics::Metrics;
     use hlbridge::surface::mqtt::{self, QoS};
 
@@ -100,7 +96,7 @@ async fn a_flood_is_handled_whole(threads: usize, mqtt_yaml: &str, broker: &crat
     probe.wait_value("flood/bridge/status", "online").await;
 
     let mut settings = client_settings(broker, "flood-publisher");
-    settings.queue_capacity = FLOOD as usize;
+    settings.queue_capacity = FLOOD as usize + 1000; // the flood, the meter readings and the first messages
     let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
     let publisher = mqtt::spawn(&settings, Metrics::detached(), &tracker, cancel.clone()).expect("publisher");
     eventually("the publisher connects", async || publisher.state().connected.then_some(())).await;
@@ -124,9 +120,7 @@ async fn a_flood_is_handled_whole(threads: usize, mqtt_yaml: &str, broker: &crat
     // (received, dropped) of `device`; `None` while /metrics does not answer (a busy machine).
     let counts = async |device: &str| {
         let got = crate::common::try_http_get(&format!("http://127.0.0.1:{http}/metrics")).await.ok()?;
-        let samples = parse_samples(&got.body);
-        let of = |name| sample_value(&samples, name, &[("device", device)]).unwrap_or(0.0) as u64;
-        Some((of("hlbridge_messages_received_total"), of("hlbridge_ingest_dropped_total")))
+        Some(received_and_dropped(&parse_samples(&got.body), device))
     };
     let (before, _) = eventually("/metrics answers", async || counts("garage").await).await;
     let (meter_before, _) = eventually("/metrics answers", async || counts("meter").await).await;

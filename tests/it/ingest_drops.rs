@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::common::{
-    Broker, DEADLINE, Lab, Sample, client_settings, eventually, http_base, http_get, sample_value, scrape, unique,
+    Broker, DEADLINE, Lab, client_settings, eventually, http_base, http_get, received_and_dropped, sample_value,
+    scrape, unique,
 };
 
 /// Messages per flood: enough to overrun a 4-message queue many times over.
@@ -107,14 +108,9 @@ fn publisher(broker: &Broker, tracker: &TaskTracker, cancel: &CancellationToken)
     hlbridge::surface::mqtt::spawn(&s, Metrics::detached(), tracker, cancel.clone()).expect("flood client")
 }
 
-fn counter(samples: &[Sample], name: &str, device: &str) -> u64 {
-    sample_value(samples, name, &[("device", device)]).unwrap_or(0.0) as u64
-}
-
 /// (received, dropped) of `device` on /metrics.
 async fn counts(lab: &Lab, device: &str) -> (u64, u64) {
-    let (_, s) = scrape(&lab.bridge).await;
-    (counter(&s, "hlbridge_messages_received_total", device), counter(&s, "hlbridge_ingest_dropped_total", device))
+    received_and_dropped(&scrape(&lab.bridge).await.1, device)
 }
 
 async fn flood_is_counted(case: Case) {

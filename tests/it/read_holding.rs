@@ -4,7 +4,7 @@
 //! hand over whatever is waiting. With nothing sent after the burst, its tail would otherwise wait
 //! for good (the keep-alive's answer is 2 bytes), and these tests would time out.
 
-use crate::common::{Lab, eventually, latest_retained, sample_value, scrape};
+use crate::common::{Lab, eventually, latest_retained, received_and_dropped, sample_value, scrape};
 
 const CHARGER: &str = "  garage:\n    adapter: goe\n    serial: \"012345\"\n";
 /// Readings in the burst: far more than one read takes, so the connection falls behind.
@@ -41,8 +41,7 @@ async fn tail_arrives_after_held_reads(key: &str, payload: fn(u64) -> String, sh
     // `max_queued_messages`), which says nothing of the bridge.
     let (received, dropped, holds) = eventually("the bridge accounts for the whole burst", async || {
         let (_, samples) = scrape(&lab.bridge).await;
-        let of = |name| sample_value(&samples, name, &[("device", "garage")]).unwrap_or(0.0) as u64;
-        let (received, dropped) = (of("hlbridge_messages_received_total"), of("hlbridge_ingest_dropped_total"));
+        let (received, dropped) = received_and_dropped(&samples, "garage");
         let holds = sample_value(&samples, "hlbridge_mqtt_read_holds_total", &[]).unwrap_or(0.0);
         (received + dropped >= READINGS).then_some((received, dropped, holds))
     })

@@ -777,6 +777,13 @@ pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
     found.first().map(|s| s.value)
 }
 
+/// A device's messages received and dropped at its queue (`hlbridge_messages_received_total`,
+/// `hlbridge_ingest_dropped_total`) in `samples`; 0 for a counter not there yet.
+pub fn received_and_dropped(samples: &[Sample], device: &str) -> (u64, u64) {
+    let of = |name| sample_value(samples, name, &[("device", device)]).unwrap_or(0.0) as u64;
+    (of("hlbridge_messages_received_total"), of("hlbridge_ingest_dropped_total"))
+}
+
 /// GET `/metrics` of the bridge, parsed.
 pub async fn scrape(running: &Running) -> (String, Vec<Sample>) {
     let got = http_get(&format!("{}/metrics", http_base(running))).await;
