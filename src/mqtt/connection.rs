@@ -734,11 +734,13 @@ impl Connection {
     /// Returns whether the turn counts as behind ([`Turn::behind`]).
     fn read_on(&mut self, behind: bool, collector: &Collector) -> Result<bool, StateError> {
         use futures_util::FutureExt as _;
-        if !behind {
-            // The usual read at home-lab rates: nothing to read on, not even the collection's size.
-            return Ok(false);
+        // The usual read at home-lab rates: nothing to read on. And only what one batch can write at
+        // once is worth collecting: with anything older waiting, the collection is queued behind it,
+        // and a turn that collected more than a batch writes would grow the queue until it drops.
+        if !behind || !self.outbox.is_empty() || !self.outbound.is_empty() {
+            return Ok(behind);
         }
-        let mut turn = Turn::after_first_read(behind);
+        let mut turn = Turn::after_first_read(behind, self.room().min(MAX_BATCH));
         while turn.reads_on(collector.len()) {
             // `read` is cancel-safe (it is a `select!` branch): one that is not ready is dropped.
             match read(&mut self.eventloop).now_or_never() {
@@ -960,19 +962,22 @@ struct Turn {
     last_took_quota: bool,
     /// Reads taken in this turn so far.
     reads: usize,
+    /// Publishes one write batch takes now (the in-flight room, at most [`MAX_BATCH`]): the turn
+    /// collects no more than that.
+    batch: usize,
 }
 
 impl Turn {
-    /// A turn whose first read took its whole quota of packets or not.
-    fn after_first_read(took_quota: bool) -> Turn {
-        Turn { first_took_quota: took_quota, last_took_quota: took_quota, reads: 1 }
+    /// A turn whose first read took its whole quota of packets or not, written in batches of `batch`.
+    fn after_first_read(took_quota: bool, batch: usize) -> Turn {
+        Turn { first_took_quota: took_quota, last_took_quota: took_quota, reads: 1, batch }
     }
 
     /// Whether to read on, with `collected` publishes waiting for the turn's flush: only after a
-    /// read that took its quota, and within [`MAX_READS_PER_TURN`] reads and [`MAX_BATCH`]
-    /// publishes, so pings and other tasks keep their turn.
+    /// read that took its quota, and within [`MAX_READS_PER_TURN`] reads and one write batch of
+    /// publishes, so pings and other tasks keep their turn and nothing is left to queue.
     fn reads_on(&self, collected: usize) -> bool {
-        self.last_took_quota && self.reads < MAX_READS_PER_TURN && collected < MAX_BATCH
+        self.last_took_quota && self.reads < MAX_READS_PER_TURN && collected < self.batch
     }
 
     /// Another read was taken.

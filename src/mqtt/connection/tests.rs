@@ -130,14 +130,14 @@ async fn what_does_not_fit_in_one_flush_leads_the_outbox_and_is_counted_as_waiti
 
 #[test]
 fn a_turn_whose_first_read_found_less_than_a_quota_does_not_read_on() {
-    let turn = Turn::after_first_read(false);
+    let turn = Turn::after_first_read(false, MAX_BATCH);
     assert!(!turn.reads_on(0));
     assert!(!turn.behind(), "a read that kept up starts no holding");
 }
 
 #[test]
 fn a_turn_reads_on_until_a_read_finds_less_than_its_quota() {
-    let mut turn = Turn::after_first_read(true);
+    let mut turn = Turn::after_first_read(true, MAX_BATCH);
     assert!(turn.reads_on(0));
     turn.read(true);
     assert!(turn.reads_on(17));
@@ -147,7 +147,7 @@ fn a_turn_reads_on_until_a_read_finds_less_than_its_quota() {
 
 #[test]
 fn a_turn_whose_last_read_found_less_than_a_quota_still_counts_as_behind() {
-    let mut turn = Turn::after_first_read(true);
+    let mut turn = Turn::after_first_read(true, MAX_BATCH);
     turn.read(true);
     turn.read(false);
     assert!(turn.behind(), "read holding starts on the turn's first read, not its last");
@@ -155,18 +155,25 @@ fn a_turn_whose_last_read_found_less_than_a_quota_still_counts_as_behind() {
 
 #[test]
 fn a_turn_stops_reading_on_once_the_lanes_published_a_batch() {
-    let turn = Turn::after_first_read(true);
+    let turn = Turn::after_first_read(true, MAX_BATCH);
     assert!(turn.reads_on(MAX_BATCH - 1));
     assert!(!turn.reads_on(MAX_BATCH), "one flush carries at most a batch");
 }
 
 #[test]
 fn a_turn_stops_reading_on_after_its_most_reads_even_when_nothing_was_published() {
-    let mut turn = Turn::after_first_read(true);
+    let mut turn = Turn::after_first_read(true, MAX_BATCH);
     let mut reads = 1;
     while turn.reads_on(0) {
         turn.read(true);
         reads += 1;
     }
     assert_eq!(reads, MAX_READS_PER_TURN, "pings and other tasks get their turn");
+}
+
+#[test]
+fn a_turn_collects_no_more_than_one_write_batch_takes() {
+    let turn = Turn::after_first_read(true, 100);
+    assert!(turn.reads_on(99));
+    assert!(!turn.reads_on(100), "what one batch cannot write would wait in the queue");
 }
