@@ -26,6 +26,10 @@ use crate::router::{DeviceSpec, Router, RouterSettings};
 pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 /// How long start-up waits for the adapters to register their subscriptions before connecting.
 const ADAPTERS_REGISTER_BUDGET: Duration = Duration::from_secs(2);
+/// How long start-up waits for the broker to acknowledge the bridge's subscriptions before it
+/// starts the in-process simulators.
+#[cfg(feature = "simulators")]
+const SIMULATORS_WAIT_BUDGET: Duration = Duration::from_secs(5);
 
 /// Builds the broker connection settings from the config.
 pub fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
@@ -419,6 +423,19 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     }
     gate.open();
 
+    // In-process simulators play devices that publish some topics only once (an AI-on-the-edge
+    // camera's MAC and firmware right after boot): they start once the bridge is listening, or
+    // those would race our SUBSCRIBE and be lost. Bounded, so that a broker that is down does not
+    // hold up the rest of start-up.
+    #[cfg(feature = "simulators")]
+    if !config.simulators.is_empty()
+        && tokio::time::timeout(SIMULATORS_WAIT_BUDGET, mqtt.subscriptions_acknowledged()).await.is_err()
+    {
+        tracing::warn!(
+            "the broker has not acknowledged the bridge's subscriptions after {SIMULATORS_WAIT_BUDGET:?}; \
+             starting the simulators anyway (what they publish before it does is lost)"
+        );
+    }
     #[cfg(feature = "simulators")]
     for (name, sim) in &config.simulators {
         let bridge = crate::simulate::BridgeBroker {

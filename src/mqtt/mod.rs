@@ -706,6 +706,21 @@ impl MqttHandle {
         state
     }
 
+    /// Waits until the connection is up and the broker acknowledged every subscription registered
+    /// so far (the command link aside). What a client that publishes only once (a device's boot
+    /// topics) needs before it starts, so that its messages meet the subscriptions.
+    #[cfg(feature = "simulators")]
+    pub(crate) async fn subscriptions_acknowledged(&self) {
+        let mut state = self.shared.state.subscribe();
+        loop {
+            if state.borrow_and_update().subscribed && self.shared.caught_up() {
+                return;
+            }
+            // An acknowledgement can complete `caught_up` without a state change to wake on.
+            let _ = tokio::time::timeout(Duration::from_millis(20), state.changed()).await;
+        }
+    }
+
     /// Whether the MQTT side is ready (connected, every subscription acknowledged, the command
     /// filters included), and why not.
     pub(crate) fn readiness(&self) -> Readiness {
