@@ -26,8 +26,8 @@ use crate::router::{DeviceSpec, Router, RouterSettings};
 pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 /// How long start-up waits for the adapters to register their subscriptions before connecting.
 const ADAPTERS_REGISTER_BUDGET: Duration = Duration::from_secs(2);
-/// How long start-up waits for the broker to acknowledge the bridge's subscriptions before it
-/// starts the in-process simulators.
+/// How long the in-process simulators' MQTT clients wait for the broker to acknowledge the
+/// bridge's subscriptions before they connect anyway.
 #[cfg(feature = "simulators")]
 const SIMULATORS_WAIT_BUDGET: Duration = Duration::from_secs(5);
 
@@ -403,6 +403,8 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
             "cluster member: running only the devices this instance owns"
         );
     }
+    #[cfg(feature = "simulators")]
+    let bridge_listening = start_simulators(config, &running, &work).await?;
     let mut first_steps = Vec::new();
     for (id, d) in config.owned_devices() {
         if let Some(handle) = router.handle(id) {
@@ -423,27 +425,19 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
     }
     gate.open();
 
-    // In-process simulators play devices that publish some topics only once (an AI-on-the-edge
-    // camera's MAC and firmware right after boot): they start once the bridge is listening, or
-    // those would race our SUBSCRIBE and be lost. Bounded, so that a broker that is down does not
-    // hold up the rest of start-up.
+    // The simulators' devices publish from the moment the bridge listens: see `start_simulators`.
     #[cfg(feature = "simulators")]
-    if !config.simulators.is_empty()
-        && tokio::time::timeout(SIMULATORS_WAIT_BUDGET, mqtt.subscriptions_acknowledged()).await.is_err()
-    {
-        tracing::warn!(
-            "the broker has not acknowledged the bridge's subscriptions after {SIMULATORS_WAIT_BUDGET:?}; \
-             starting the simulators anyway (what they publish before it does is lost)"
-        );
-    }
-    #[cfg(feature = "simulators")]
-    for (name, sim) in &config.simulators {
-        let bridge = crate::simulate::BridgeBroker {
-            url: config.mqtt.url.clone(),
-            username: config.mqtt.username.clone(),
-            password: config.mqtt.password.as_ref().map(|p| p.expose().to_owned()),
-        };
-        crate::simulate::start(name, sim, &bridge, &running.devices, work.child_token()).await?;
+    if let Some(listening) = bridge_listening {
+        let mqtt = mqtt.clone();
+        running.tracker.spawn(async move {
+            if tokio::time::timeout(SIMULATORS_WAIT_BUDGET, mqtt.subscriptions_acknowledged()).await.is_err() {
+                tracing::warn!(
+                    "the broker has not acknowledged the bridge's subscriptions after {SIMULATORS_WAIT_BUDGET:?}; \
+                     the simulators connect anyway (what they publish before it does is lost)"
+                );
+            }
+            let _ = listening.send(true);
+        });
     }
 
     let listener = match http_listener {
@@ -472,6 +466,31 @@ pub async fn start(config: &Config, http_listener: Option<TcpListener>) -> anyho
         running.tracker.spawn(crate::console::run(console, work.clone()));
     }
     Ok(running)
+}
+
+/// Starts the in-process simulators before the adapters, so that a device's HTTP API already
+/// listens when its adapter first asks. Their MQTT clients connect only once the sender returned
+/// here says the bridge listens on its broker (`None`: no simulator configured).
+#[cfg(feature = "simulators")]
+async fn start_simulators(
+    config: &Config,
+    running: &Running,
+    work: &CancellationToken,
+) -> anyhow::Result<Option<tokio::sync::watch::Sender<bool>>> {
+    if config.simulators.is_empty() {
+        return Ok(None);
+    }
+    let (listening_tx, listening) = tokio::sync::watch::channel(false);
+    let bridge = crate::simulate::BridgeBroker {
+        url: config.mqtt.url.clone(),
+        username: config.mqtt.username.clone(),
+        password: config.mqtt.password.as_ref().map(|p| p.expose().to_owned()),
+        listening,
+    };
+    for (name, sim) in &config.simulators {
+        crate::simulate::start(name, sim, &bridge, &running.devices, work.child_token()).await?;
+    }
+    Ok(Some(listening_tx))
 }
 
 /// Runs the bridge until `shutdown` resolves, then stops it cleanly.

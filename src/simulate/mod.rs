@@ -60,6 +60,43 @@ pub(crate) fn validate(sim: &SimulatorConfig, path: &str) -> Vec<(String, String
     }
 }
 
+/// Holds an in-process simulator's connection to the bridge's broker until the bridge listens there
+/// (the broker acknowledged its subscriptions). A device says some things only once after boot (a
+/// camera's MAC and firmware); published before our SUBSCRIBE, they would be lost. The default
+/// (the CLI, a simulator with a `broker:` of its own) does not wait.
+#[derive(Clone, Debug, Default)]
+pub struct WaitForBridge(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl WaitForBridge {
+    /// Waits for `listening` to turn true (or its sender to go away).
+    pub(crate) fn on(listening: tokio::sync::watch::Receiver<bool>) -> WaitForBridge {
+        WaitForBridge(Some(listening))
+    }
+}
+
+/// A simulator's MQTT client: connects at once, or once `wait` says the bridge listens (the client
+/// queues what the simulator publishes meanwhile, like a device that is still booting).
+pub(crate) fn connect(
+    settings: &MqttSettings,
+    wait: &WaitForBridge,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<crate::mqtt::MqttHandle, crate::mqtt::MqttError> {
+    let metrics = crate::metrics::Metrics::detached();
+    let Some(listening) = &wait.0 else {
+        return crate::mqtt::spawn(settings, metrics, tracker, cancel);
+    };
+    let (mqtt, gate) = crate::mqtt::spawn_held(settings, metrics, tracker, cancel.clone())?;
+    let mut listening = listening.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = listening.wait_for(|on| *on) => gate.open(),
+        }
+    });
+    Ok(mqtt)
+}
+
 /// The bridge's broker, which a simulator without a `broker:` of its own joins: all a simulator needs
 /// of the bridge's config (so simulators do not depend on the config module, which lists them).
 #[derive(Clone)]
@@ -70,6 +107,18 @@ pub(crate) struct BridgeBroker {
     pub(crate) username: Option<String>,
     /// `mqtt.password` (or its file's contents), for the simulator's own connection only.
     pub(crate) password: Option<String>,
+    /// Turns true once the bridge listens on its broker.
+    pub(crate) listening: tokio::sync::watch::Receiver<bool>,
+}
+
+impl BridgeBroker {
+    /// What a simulator with `own` broker (None: the bridge's) waits for before it connects.
+    pub(crate) fn wait_for(&self, own: Option<&str>) -> WaitForBridge {
+        match own {
+            Some(_) => WaitForBridge::default(),
+            None => WaitForBridge::on(self.listening.clone()),
+        }
+    }
 }
 
 /// Broker settings for a simulator: its own `broker` URL, or the bridge's broker (with the bridge's

@@ -492,7 +492,11 @@ impl Camera {
     async fn start(broker: &Broker, spec: CameraSpec) -> Camera {
         crate::common::init();
         let id = format!("aioted-{}-{}", spec.main_topic.replace('/', "_"), crate::common::unique());
-        let opts = AiOnTheEdgeSimOptions { broker: client_settings(broker, &id), camera: spec };
+        let opts = AiOnTheEdgeSimOptions {
+            broker: client_settings(broker, &id),
+            camera: spec,
+            wait_for_bridge: Default::default(),
+        };
         let cancel = CancellationToken::new();
         let join = tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.clone()));
         Camera { cancel, join: Some(join) }
@@ -882,4 +886,89 @@ async fn resets_reach_devices_under_every_prefix_and_devices_added_or_removed_li
         .map(|m| m.topic)
         .collect();
     assert_eq!(answered, ["home/water/volume/result"]);
+}
+
+/// A TCP relay to `broker` that forwards the CONNECT of a client whose id starts with `held` and
+/// then nothing more in either direction for `hold`: that client's CONNACK and SUBACKs come that
+/// much late, as from a broker busy with a burst of reconnects. Every other client passes at once.
+struct HoldingRelay {
+    /// Where the bridge connects.
+    port: u16,
+    /// Ends the accept loop.
+    stop: CancellationToken,
+}
+
+impl HoldingRelay {
+    async fn start(broker: &Broker, held: &'static str, hold: Duration) -> HoldingRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let target = broker.url().trim_start_matches("mqtt://").to_owned();
+        let stop = CancellationToken::new();
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
+                };
+                let target = target.clone();
+                tokio::spawn(async move {
+                    // A 3.1.1 CONNECT: type, remaining length (one byte for these small ones),
+                    // `00 04 MQTT`, level, flags, keep-alive, then the client id (length, bytes).
+                    let mut head = vec![0u8; 2];
+                    if client.read_exact(&mut head).await.is_err() || head[1] & 0x80 != 0 {
+                        return;
+                    }
+                    head.resize(2 + head[1] as usize, 0);
+                    if client.read_exact(&mut head[2..]).await.is_err() || head.len() < 14 {
+                        return;
+                    }
+                    let id_len = u16::from_be_bytes([head[12], head[13]]) as usize;
+                    let id = head.get(14..14 + id_len).map(String::from_utf8_lossy).unwrap_or_default();
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                    if upstream.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    if id.starts_with(held) {
+                        tokio::time::sleep(hold).await;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        HoldingRelay { port, stop }
+    }
+}
+
+impl Drop for HoldingRelay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_camera_says_its_once_per_boot_mac_only_after_the_bridge_listens() {
+    // The camera simulator publishes its MAC and firmware once, in its first round, not retained;
+    // the bridge's broker answers the bridge 1.5 s late. Started as soon as the bridge connects,
+    // the camera's first round would beat the bridge's SUBSCRIBE by those 1.5 s and its identity
+    // would be lost (seen: Home Assistant's device without its serial under a loaded machine).
+    let broker = Broker::start().await;
+    let probe = Probe::start(&broker).await;
+    let relay = HoldingRelay::start(&broker, "hlbridge-held", Duration::from_millis(1500)).await;
+    let yaml = format!(
+        "mqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: hlbridge-held-{}\n  reconnect_max: 1s\n\
+         output:\n  prefix: home\nhttp:\n  listen: 127.0.0.1:0\n\
+         simulators:\n  sim_camera:\n    type: ai_on_the_edge\n    main_topic: heldcam\n    dialect: upstream\n    \
+         interval: 1s\n    errors: 0\n    discovery: false\n\
+         devices:\n  water_meter:\n    adapter: ai_on_the_edge\n    main_topic: heldcam\n    meter: water\n    interval: 1s\n",
+        relay.port,
+        crate::common::unique()
+    );
+    let bridge = start_bridge(&yaml).await;
+    let info = probe.wait_latest("home/water_meter/info", |p| p.contains("\"serial\"")).await;
+    let info: Value = serde_json::from_str(&info).expect("info is JSON");
+    assert_eq!(info["serial"], "A0:B7:65:50:65:28", "{info}");
+    assert_eq!(info["firmware"], "Release: v16.1.0 (Commit: a1ccda2)", "{info}");
+    bridge.shutdown().await;
 }

@@ -75,8 +75,11 @@ impl Fleet {
                 error_rate: 0.0,
                 ..Default::default()
             };
-            let opts =
-                AiOnTheEdgeSimOptions { broker: client_settings(broker, &format!("cam{i}-{}", unique())), camera };
+            let opts = AiOnTheEdgeSimOptions {
+                broker: client_settings(broker, &format!("cam{i}-{}", unique())),
+                camera,
+                wait_for_bridge: Default::default(),
+            };
             tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.child_token()));
             ids.push(format!("water{i}"));
             yaml.push_str(&format!(

@@ -513,7 +513,11 @@ async fn camera(
         ..Default::default()
     };
     let id = format!("aioted-cmd-{}", crate::common::unique());
-    let opts = AiOnTheEdgeSimOptions { broker: client_settings(broker, &id), camera: spec };
+    let opts = AiOnTheEdgeSimOptions {
+        broker: client_settings(broker, &id),
+        camera: spec,
+        wait_for_bridge: Default::default(),
+    };
     let cancel = CancellationToken::new();
     let join = tokio::spawn(hlbridge::surface::simulate::ai_on_the_edge::run(opts, cancel.clone()));
     (cancel, join)

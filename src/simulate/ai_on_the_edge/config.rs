@@ -17,6 +17,8 @@ pub struct AiOnTheEdgeSimOptions {
     pub broker: MqttSettings,
     /// The camera.
     pub camera: CameraSpec,
+    /// When to connect to the bridge's broker (in-process simulators: once the bridge listens).
+    pub wait_for_bridge: crate::simulate::WaitForBridge,
 }
 fn default_main_topic() -> String {
     "watermeter".into()

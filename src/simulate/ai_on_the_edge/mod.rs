@@ -679,7 +679,7 @@ pub async fn run(opts: AiOnTheEdgeSimOptions, cancel: CancellationToken) -> anyh
     settings.last_will = Some(camera.last_will());
     let tracker = TaskTracker::new();
     let mqtt_cancel = CancellationToken::new();
-    let mqtt = crate::mqtt::spawn(&settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?;
+    let mqtt = crate::simulate::connect(&settings, &opts.wait_for_bridge, &tracker, mqtt_cancel.clone())?;
     let subs = camera.subscriptions();
     let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
     let mut control = mqtt.subscribe_many(&refs, 64).await;
@@ -759,7 +759,8 @@ pub(crate) async fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let broker = super::broker_settings(cfg.broker.as_deref(), config, &client_id(&cfg.main_topic))?;
-    let opts = AiOnTheEdgeSimOptions { broker, camera: spec_of(cfg) };
+    let opts =
+        AiOnTheEdgeSimOptions { broker, camera: spec_of(cfg), wait_for_bridge: config.wait_for(cfg.broker.as_deref()) };
     super::spawn_named(tracker, name, run(opts, cancel));
     Ok(())
 }
@@ -801,5 +802,8 @@ pub async fn run_cli(args: CliArgs) -> ExitCode {
         cluster_topics: args.cluster_topics,
         seed: args.seed,
     };
-    super::run_until_signal(|cancel| run(AiOnTheEdgeSimOptions { broker, camera }, cancel)).await
+    super::run_until_signal(|cancel| {
+        run(AiOnTheEdgeSimOptions { broker, camera, wait_for_bridge: Default::default() }, cancel)
+    })
+    .await
 }

@@ -78,6 +78,8 @@ pub struct GoeSimOptions {
     pub phase_ticks: PhaseTicks,
     /// RNG seed for noise, so runs are reproducible.
     pub seed: u64,
+    /// When to connect to the bridge's broker (in-process simulators: once the bridge listens).
+    pub wait_for_bridge: crate::simulate::WaitForBridge,
 }
 
 impl Default for GoeSimOptions {
@@ -92,6 +94,7 @@ impl Default for GoeSimOptions {
             tick: Duration::from_secs(1),
             phase_ticks: PhaseTicks::default(),
             seed: 1,
+            wait_for_bridge: Default::default(),
         }
     }
 }
@@ -117,7 +120,7 @@ pub async fn run(opts: GoeSimOptions, cancel: CancellationToken) -> anyhow::Resu
     let mqtt_cancel = CancellationToken::new();
     let mqtt = match &opts.broker {
         Some(settings) => {
-            Some(crate::mqtt::spawn(settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?)
+            Some(crate::simulate::connect(settings, &opts.wait_for_bridge, &tracker, mqtt_cancel.clone())?)
         }
         None => None,
     };

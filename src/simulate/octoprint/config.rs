@@ -75,6 +75,8 @@ pub struct OctoprintSimOptions {
     pub phases: PhaseTicks,
     /// RNG seed for temperature noise.
     pub seed: u64,
+    /// When to connect to the bridge's broker (in-process simulators: once the bridge listens).
+    pub wait_for_bridge: crate::simulate::WaitForBridge,
 }
 
 impl OctoprintSimOptions {
@@ -90,6 +92,7 @@ impl OctoprintSimOptions {
             legacy_retained_events: false,
             phases: PhaseTicks::default(),
             seed: 1,
+            wait_for_bridge: Default::default(),
         }
     }
 }

@@ -86,7 +86,7 @@ pub async fn run_with_rest(
     let tracker = TaskTracker::new();
     // The MQTT tasks get their own token: they must outlive `cancel` long enough to flush.
     let mqtt_cancel = CancellationToken::new();
-    let mqtt = crate::mqtt::spawn(&settings, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?;
+    let mqtt = crate::simulate::connect(&settings, &opts.wait_for_bridge, &tracker, mqtt_cancel.clone())?;
     let mut watch = mqtt.watch();
     // A ConnAck that came before this receiver existed is no change for `changed()`: without this
     // the plugin's `on_connect` publishes never went out when the connection won that race (a
@@ -152,6 +152,7 @@ pub(crate) async fn start(
         outcome: cfg.outcome,
         octoprint2: cfg.octoprint2,
         legacy_retained_events: cfg.legacy_retained_events,
+        wait_for_bridge: config.wait_for(cfg.broker.as_deref()),
         ..OctoprintSimOptions::new(broker)
     };
     super::spawn_named(tracker, name, run(opts, cancel));

@@ -96,6 +96,8 @@ pub struct WhatwattSimOptions {
     pub control: SimControl,
     /// Announce the gateway over mDNS ([`crate::discover::Announcement`]) while it runs; needs
     /// `listener`.
+    /// When to connect to the bridge's broker (in-process simulators: once the bridge listens).
+    pub wait_for_bridge: crate::simulate::WaitForBridge,
     #[cfg(feature = "mdns")]
     pub mdns: bool,
 }
@@ -118,6 +120,7 @@ impl Default for WhatwattSimOptions {
             utc_offset: UtcOffset::from_hms(2, 0, 0).unwrap_or(UtcOffset::UTC),
             seed: 1,
             control: SimControl::default(),
+            wait_for_bridge: Default::default(),
             #[cfg(feature = "mdns")]
             mdns: false,
         }
@@ -166,7 +169,7 @@ pub async fn run(opts: WhatwattSimOptions, cancel: CancellationToken) -> anyhow:
     let mqtt_cancel = CancellationToken::new();
     let mqtt = match (&opts.broker, opts.licence) {
         (Some(b), SimLicence::Plus) => {
-            Some(crate::mqtt::spawn(b, crate::metrics::Metrics::detached(), &tracker, mqtt_cancel.clone())?)
+            Some(crate::simulate::connect(b, &opts.wait_for_bridge, &tracker, mqtt_cancel.clone())?)
         }
         (Some(_), SimLicence::Free) => {
             tracing::warn!("simulated whatwatt: FREE licence, the MQTT client does not publish");
@@ -270,6 +273,7 @@ pub(crate) async fn start(
         opts.topic = m.topic.clone();
         opts.template = m.template.clone();
         opts.mqtt_interval = m.interval.0;
+        opts.wait_for_bridge = config.wait_for(m.broker.as_deref());
     }
     super::spawn_named(tracker, name, run(opts, cancel));
     Ok(())
