@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Broker, Lab, Probe, bridge_yaml, client_settings, eventually, find_samples, http_base, http_get, load_config,
-    manifest_dir, parse_samples, sample_value, scrape, start_bridge,
+    Broker, ConnectPacket, Lab, Probe, Relay, bridge_yaml, client_settings, eventually, find_samples, http_base,
+    http_get, load_config, manifest_dir, parse_samples, sample_value, scrape, start_bridge,
 };
 
 fn fixtures() -> PathBuf {
@@ -888,63 +888,23 @@ async fn resets_reach_devices_under_every_prefix_and_devices_added_or_removed_li
     assert_eq!(answered, ["home/water/volume/result"]);
 }
 
-/// A TCP relay to `broker` that forwards the CONNECT of a client whose id starts with `held` and
-/// then nothing more in either direction for `hold`: that client's CONNACK and SUBACKs come that
-/// much late, as from a broker busy with a burst of reconnects. Every other client passes at once.
-struct HoldingRelay {
-    /// Where the bridge connects.
-    port: u16,
-    /// Ends the accept loop.
-    stop: CancellationToken,
-}
-
-impl HoldingRelay {
-    async fn start(broker: &Broker, held: &'static str, hold: Duration) -> HoldingRelay {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let port = listener.local_addr().expect("relay address").port();
-        let target = broker.url().trim_start_matches("mqtt://").to_owned();
-        let stop = CancellationToken::new();
-        let cancel = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut client, _) = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
-                };
-                let target = target.clone();
-                tokio::spawn(async move {
-                    // A 3.1.1 CONNECT: type, remaining length (one byte for these small ones),
-                    // `00 04 MQTT`, level, flags, keep-alive, then the client id (length, bytes).
-                    let mut head = vec![0u8; 2];
-                    if client.read_exact(&mut head).await.is_err() || head[1] & 0x80 != 0 {
-                        return;
-                    }
-                    head.resize(2 + head[1] as usize, 0);
-                    if client.read_exact(&mut head[2..]).await.is_err() || head.len() < 14 {
-                        return;
-                    }
-                    let id_len = u16::from_be_bytes([head[12], head[13]]) as usize;
-                    let id = head.get(14..14 + id_len).map(String::from_utf8_lossy).unwrap_or_default();
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
-                    if upstream.write_all(&head).await.is_err() {
-                        return;
-                    }
-                    if id.starts_with(held) {
-                        tokio::time::sleep(hold).await;
-                    }
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                });
-            }
-        });
-        HoldingRelay { port, stop }
-    }
-}
-
-impl Drop for HoldingRelay {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// A relay to `broker` that forwards the CONNECT of a client whose id starts with `held` and then
+/// nothing more in either direction for `hold`: that client's CONNACK and SUBACKs come that much
+/// late, as from a broker busy with a burst of reconnects. Every other client passes at once.
+async fn holding_relay(broker: &Broker, held: &'static str, hold: Duration) -> Relay {
+    Relay::start(broker, move |mut client, target| async move {
+        use tokio::io::AsyncWriteExt;
+        let Some(connect) = ConnectPacket::read(&mut client).await else { return };
+        let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+        if upstream.write_all(&connect.bytes).await.is_err() {
+            return;
+        }
+        if connect.client_id().starts_with(held) {
+            tokio::time::sleep(hold).await;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -955,7 +915,7 @@ async fn an_in_process_camera_says_its_once_per_boot_mac_only_after_the_bridge_l
     // would be lost (seen: Home Assistant's device without its serial under a loaded machine).
     let broker = Broker::start().await;
     let probe = Probe::start(&broker).await;
-    let relay = HoldingRelay::start(&broker, "hlbridge-held", Duration::from_millis(1500)).await;
+    let relay = holding_relay(&broker, "hlbridge-held", Duration::from_millis(1500)).await;
     let yaml = format!(
         "mqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: hlbridge-held-{}\n  reconnect_max: 1s\n\
          output:\n  prefix: home\nhttp:\n  listen: 127.0.0.1:0\n\

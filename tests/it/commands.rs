@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use hlbridge::surface::simulate::ai_on_the_edge::{AiOnTheEdgeSimOptions, CameraSpec, RoundKind, SimDialect};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Broker, Lab, Probe, Sim, bridge_yaml, client_settings, eventually, http_base, http_get, latest_retained,
-    load_config, start_bridge,
+    Broker, ConnectPacket, Lab, Probe, Relay, Sim, bridge_yaml, client_settings, eventually, http_base, http_get,
+    latest_retained, load_config, start_bridge,
 };
 
 /// A charger that takes commands, without a rate limit (tests of other rules send several).
@@ -344,70 +344,32 @@ async fn with_the_embedded_broker_a_stored_retained_command_is_refused_and_a_pla
 /// A broker that speaks MQTT 3.1.1 only, in front of a real one: a CONNECT asking for protocol
 /// level 5 gets the connection closed (as 3.1.1 brokers do), anything else is passed through.
 struct Mqtt311Only {
-    /// The port clients connect to.
-    port: u16,
+    /// Where clients connect.
+    relay: Relay,
     /// MQTT 5 CONNECTs turned away.
     refused: Arc<AtomicUsize>,
-    /// Ends the accept loop.
-    stop: CancellationToken,
 }
 
 impl Mqtt311Only {
     async fn start(broker: &Broker) -> Mqtt311Only {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let target = broker.url().trim_start_matches("mqtt://").to_owned();
         let refused = Arc::new(AtomicUsize::new(0));
-        let stop = CancellationToken::new();
-        let (count, cancel) = (refused.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let (mut client, _) = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
-                };
-                let (target, count) = (target.clone(), count.clone());
-                tokio::spawn(async move {
-                    let Some((level, head)) = read_protocol_level(&mut client).await else { return };
-                    if level == 5 {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        return; // dropping the socket closes it, no CONNACK
-                    }
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
-                    if upstream.write_all(&head).await.is_ok() {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
+        let count = refused.clone();
+        let relay = Relay::start(broker, move |mut client, target| {
+            let count = count.clone();
+            async move {
+                let Some(connect) = ConnectPacket::read(&mut client).await else { return };
+                if connect.level() == 5 {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    return; // dropping the socket closes it, no CONNACK
+                }
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                if upstream.write_all(&connect.bytes).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
             }
-        });
-        Mqtt311Only { port, refused, stop }
-    }
-}
-
-impl Drop for Mqtt311Only {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Reads a CONNECT far enough to see its protocol level; returns it with the bytes read so far.
-async fn read_protocol_level(client: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        // Fixed header (type, 1-4 length bytes), then protocol name `00 04 MQTT`, then the level.
-        if head.len() >= 2 {
-            let len_bytes = head[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
-            let at = 1 + len_bytes + 6;
-            if head.len() > at {
-                return Some((head[at], head));
-            }
-        }
-        if head.len() > 64 {
-            return None;
-        }
-        let n = client.read(&mut buf).await.ok().filter(|n| *n > 0)?;
-        head.extend_from_slice(&buf[..n]);
+        })
+        .await;
+        Mqtt311Only { relay, refused }
     }
 }
 
@@ -428,7 +390,7 @@ async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload
     wait_carrier(&lab, MQTT5).await;
 
     let proxy = Mqtt311Only::start(&lab.broker).await;
-    let via_proxy = yaml.replace(&lab.broker.url(), &format!("mqtt://127.0.0.1:{}", proxy.port));
+    let via_proxy = yaml.replace(&lab.broker.url(), &format!("mqtt://127.0.0.1:{}", proxy.relay.port));
     let plan = lab.bridge.reload(load_config(&via_proxy)).await.expect("reload applies");
     assert!(plan.mqtt, "{plan}");
     wait_carrier(&lab, FALLBACK).await;
@@ -467,7 +429,7 @@ async fn a_reload_onto_a_broker_speaking_only_mqtt_3_1_1_falls_back_and_a_reload
 async fn a_broker_speaking_only_mqtt_3_1_1_gets_commands_over_the_main_connection_and_the_bridge_becomes_ready() {
     let real = Broker::start().await;
     let proxy = Mqtt311Only::start(&real).await;
-    let (lab, sim) = charger_lab_on(Broker::external(proxy.port), CHARGER).await;
+    let (lab, sim) = charger_lab_on(Broker::external(proxy.relay.port), CHARGER).await;
     assert_eq!(command_carrier(&lab).await, FALLBACK);
     assert!(proxy.refused.load(Ordering::SeqCst) >= 1, "the bridge asked for MQTT 5 and was turned away");
     let r = lab.command(BASE, "current_limit", "9").await;

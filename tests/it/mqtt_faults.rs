@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::common::{
-    Broker, Lab, Probe, Reaped, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained,
+    Broker, Lab, Probe, Reaped, Relay, Sim, TempDir, client_settings, eventually, http_base, http_get, latest_retained,
     mosquitto_path, sample_value, scrape,
 };
 
@@ -220,70 +220,48 @@ async fn readyz_says_the_broker_refused_the_connection_as_not_authorized() {
 /// broker only `delay` later, and when the client goes away, what has not reached the broker yet is
 /// dropped and the broker side closed, as a broker's kernel drops unread data when the client
 /// resets the connection. Broker → client traffic passes as soon as the proxy gets to it.
-struct SlowBroker {
-    /// The port the bridge connects to.
-    port: u16,
-    /// Ends the proxy's accept loop.
-    stop: CancellationToken,
-}
-
-impl SlowBroker {
-    async fn start(broker: &Broker, delay: Duration) -> SlowBroker {
+async fn slow_broker(broker: &Broker, delay: Duration) -> Relay {
+    Relay::start(broker, move |client, target| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let target = broker.url().trim_start_matches("mqtt://").to_owned();
-        let stop = CancellationToken::new();
-        let cancel = stop.clone();
+        let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        let gone = CancellationToken::new();
+        let client_gone = gone.clone();
         tokio::spawn(async move {
-            loop {
-                let (client, _) = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
-                };
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { continue };
-                let (mut client_rx, mut client_tx) = client.into_split();
-                let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-                let gone = CancellationToken::new();
-                let client_gone = gone.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
-                        let _ = chunks.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                let _ = chunks.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+            }
+            client_gone.cancel();
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                _ = gone.cancelled() => break,
+                next = due.recv() => {
+                    let Some((at, bytes)) = next else { break };
+                    tokio::select! {
+                        // The client went away first: this never reaches the broker.
+                        _ = gone.cancelled() => break,
+                        _ = tokio::time::sleep_until(at) => {}
                     }
-                    client_gone.cancel();
-                });
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        tokio::select! {
-                            _ = gone.cancelled() => break,
-                            next = due.recv() => {
-                                let Some((at, bytes)) = next else { break };
-                                tokio::select! {
-                                    // The client went away first: this never reaches the broker.
-                                    _ = gone.cancelled() => break,
-                                    _ = tokio::time::sleep_until(at) => {}
-                                }
-                                if upstream.write_all(&bytes).await.is_err() {
-                                    break;
-                                }
-                            }
-                            n = upstream.read(&mut buf) => match n {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if client_tx.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            },
+                    if upstream.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                n = upstream.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
                         }
                     }
-                });
+                },
             }
-        });
-        SlowBroker { port, stop }
-    }
+        }
+    })
+    .await
 }
 
 /// Defect 5: with a broker slow to read, the bridge used to close its connection right after
@@ -293,7 +271,7 @@ impl SlowBroker {
 async fn a_slow_broker_gets_every_offline_state_before_the_bridge_lets_go() {
     let broker = Broker::start().await;
     let probe = crate::common::Probe::start(&broker).await;
-    let slow = SlowBroker::start(&broker, Duration::from_millis(400)).await;
+    let slow = slow_broker(&broker, Duration::from_millis(400)).await;
     let sim = crate::common::Sim::start(Some(&broker), false, |_| {}).await;
     let yaml = format!(
         "mqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: hlbridge-slow-{}\n\
@@ -305,7 +283,7 @@ async fn a_slow_broker_gets_every_offline_state_before_the_bridge_lets_go() {
     probe.wait_value("home/garage/availability", "online").await;
     probe.wait_value("home/bridge/status", "online").await;
     bridge.shutdown().await;
-    slow.stop.cancel();
+    drop(slow);
     assert_eq!(
         latest_retained(&broker, "home/garage/availability").await.as_deref(),
         Some("offline"),

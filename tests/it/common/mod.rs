@@ -874,3 +874,92 @@ pub fn assert_rfc3339_utc(s: &str) {
         && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok();
     assert!(ok, "`{s}` is not an RFC 3339 UTC timestamp with milliseconds");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Relays between a client and the broker
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP relay in front of `broker` on a fresh loopback port: every client connection is handed,
+/// with the broker's address, to `serve`, which decides what passes and when. Stops accepting
+/// when dropped.
+pub struct Relay {
+    /// The port clients connect to.
+    pub port: u16,
+    /// Ends the accept loop.
+    stop: CancellationToken,
+}
+
+impl Relay {
+    pub async fn start<F, Fut>(broker: &Broker, serve: F) -> Relay
+    where
+        F: Fn(tokio::net::TcpStream, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let target = broker.url().trim_start_matches("mqtt://").to_owned();
+        let stop = CancellationToken::new();
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let client = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = listener.accept() => match c { Ok((c, _)) => c, Err(_) => return },
+                };
+                tokio::spawn(serve(client, target.clone()));
+            }
+        });
+        Relay { port, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A client's CONNECT packet as read off the socket.
+pub struct ConnectPacket {
+    /// The packet's bytes, to be passed on.
+    pub bytes: Vec<u8>,
+    /// Where the variable header (`00 04 MQTT`, level, flags, keep-alive) starts.
+    body: usize,
+}
+
+impl ConnectPacket {
+    /// Reads the whole CONNECT; `None` when the client goes away first or sends no valid one.
+    pub async fn read(client: &mut tokio::net::TcpStream) -> Option<ConnectPacket> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = vec![client.read_u8().await.ok()?];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = client.read_u8().await.ok()?;
+            bytes.push(b);
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift > 21 {
+                return None;
+            }
+        }
+        let body = bytes.len();
+        bytes.resize(body + len, 0);
+        client.read_exact(&mut bytes[body..]).await.ok()?;
+        (len >= 10).then_some(ConnectPacket { bytes, body })
+    }
+
+    /// The protocol level (4: MQTT 3.1.1, 5: MQTT 5), after the fixed header and `00 04 MQTT`.
+    pub fn level(&self) -> u8 {
+        self.bytes[self.body + 6]
+    }
+
+    /// The client id: the payload's first field (MQTT 3.1.1 only: 5 puts properties before it).
+    pub fn client_id(&self) -> String {
+        let at = self.body + 10;
+        let len = self.bytes.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+        self.bytes.get(at + 2..at + 2 + len).map(|id| String::from_utf8_lossy(id).into_owned()).unwrap_or_default()
+    }
+}
