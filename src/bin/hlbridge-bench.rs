@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 mod floor;
 #[path = "bench/node_red.rs"]
 mod node_red;
+#[path = "bench/saturate.rs"]
+mod saturate;
+#[path = "bench/wire.rs"]
+mod wire;
 
 struct Opts {
     quick: bool,
@@ -725,16 +729,24 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     //    (go-e `rbt` → `uptime`, state JSON off).
     //    The broker's own CPU per message in both phases says whether it is what saturates: the
     //    bridge path routes two messages through it per output (device → bridge, bridge → consumer).
+    //    Both phases are driven and counted by the lean pair of [`saturate`], on topics nothing else
+    //    here subscribes to (one copy per message), so the bridge is the only difference.
+    let quiet = Duration::from_secs(3);
+    let mut raw_sink = saturate::Consumer::subscribe(port, "bench-sat-raw", "benchsat/seq").await?;
     let (broker_cpu0, machine0) = (broker.cpu_ns(), machine_busy_ns());
     let t = Instant::now();
-    let d = drive(&pubr, sat_count, 0, &sent, base, 0, |s| vec![("benchraw/seq".into(), s.to_string())]);
-    let (_, got, last) =
-        tokio::join!(d, collect(&mut raw_rx, "benchraw/seq", sat_count, &sent, base, Duration::from_secs(3))).1;
+    let (sock, (got, last)) = tokio::join!(
+        saturate::flood(port, "bench-sat-load", sat_count, |s| ("benchsat/seq", s.to_string())),
+        raw_sink.count("benchsat/seq", sat_count, quiet)
+    );
+    drop((sock?, raw_sink));
     let raw_wall = last.map(|l| (l - t).as_secs_f64());
     let raw_rate = raw_wall.map(|w| got as f64 / w).unwrap_or(0.0);
     let broker_raw = broker_share(&broker, broker_cpu0, raw_wall, got);
     let machine_raw = machine_share(machine0, raw_wall, got);
-    let bridge = Bridge::spawn(&bridge_config(port, 1, false), "sat")?;
+    // Two chargers: `ev0` for the fixed-rate phase, which the probe follows, and `ev1` for the
+    // saturation phase, which only the lean consumer follows.
+    let bridge = Bridge::spawn(&bridge_config(port, 2, false), "sat")?;
     let mut up_rx = probe.subscribe("bench/ev0/uptime", 1 << 20).await;
     wait_online(&probe, "bench/ev0").await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -746,7 +758,6 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         let rbt = ("go-eCharger/000000/rbt".to_string(), (s * 1000).to_string());
         if s % 2 == 0 { vec![raw, rbt] } else { vec![rbt, raw] }
     });
-    let quiet = Duration::from_secs(3);
     let (_, (one_lat, one_got, _), (one_raw, _, _)) = tokio::join!(
         d,
         collect(&mut up_rx, "bench/ev0/uptime", fixed_count, &sent, base, quiet),
@@ -763,14 +774,15 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "added_latency_p50_us": one_added("p50_us"), "added_latency_p99_us": one_added("p99_us"),
         }),
     );
+    let mut out_sink = saturate::Consumer::subscribe(port, "bench-sat-out", "bench/ev1/uptime").await?;
     let cpu0 = bridge.cpu_ns();
     let (broker_cpu0, machine0) = (broker.cpu_ns(), machine_busy_ns());
     let t = Instant::now();
-    let d = drive(&pubr, sat_count, 0, &sent, base, 2_000_000 % sent.len() as u64, |s| {
-        vec![("go-eCharger/000000/rbt".into(), (s * 1000).to_string())]
-    });
-    let (_, got_b, last_b) =
-        tokio::join!(d, collect(&mut up_rx, "bench/ev0/uptime", sat_count, &sent, base, Duration::from_secs(3))).1;
+    let (sock, (got_b, last_b)) = tokio::join!(
+        saturate::flood(port, "bench-sat-device", sat_count, |s| ("go-eCharger/000001/rbt", (s * 1000).to_string())),
+        out_sink.count("bench/ev1/uptime", sat_count, quiet)
+    );
+    drop((sock?, out_sink));
     let cpu_sat = bridge.cpu_ns() - cpu0;
     let bridge_wall = last_b.map(|l| (l - t).as_secs_f64());
     let bridge_rate = bridge_wall.map(|w| got_b as f64 / w).unwrap_or(0.0);

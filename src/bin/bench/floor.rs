@@ -10,13 +10,15 @@
 //! hlbridge's own code costs on top of that, independent of how expensive system calls are on the
 //! machine at hand (they differ several-fold between VMs of one class).
 //!
-//! Hand-written MQTT on purpose: a protocol library would be part of what the floor is meant to
-//! exclude. It understands exactly what Mosquitto sends it here (CONNACK, SUBACK, QoS 0 PUBLISH).
+//! Hand-written MQTT on purpose ([`crate::wire`]): a protocol library would be part of what the
+//! floor is meant to exclude.
 
 use std::io::Write as _;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::wire::{connect_packet, packet, publish_packet, subscribe_packet};
 
 /// The topic the floor relay subscribes to (the bench's one charger).
 pub(crate) const INPUT: &str = "go-eCharger/000000/nrg";
@@ -92,73 +94,9 @@ fn relay_one(body: &[u8], fields: &[String], state: &[u8], out: &mut Vec<u8>) {
         topic.push_str(PREFIX);
         topic.push('/');
         topic.push_str(name);
-        publish_packet(out, &topic, value);
+        publish_packet(out, &topic, value, true);
     }
-    publish_packet(out, &format!("{PREFIX}/state"), state);
-}
-
-/// Splits the first complete packet off `buf`: (first byte, body range, packet length).
-fn packet(buf: &[u8]) -> Option<(u8, (usize, usize), usize)> {
-    let kind = *buf.first()?;
-    let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
-    loop {
-        let b = *buf.get(i)?;
-        len |= usize::from(b & 0x7f) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 21 {
-            return None;
-        }
-    }
-    (buf.len() >= i + len).then_some((kind, (i, i + len), i + len))
-}
-
-fn remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            return;
-        }
-    }
-}
-
-fn string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn connect_packet(out: &mut Vec<u8>, client_id: &str) {
-    out.push(0x10);
-    remaining_length(out, 10 + 2 + client_id.len());
-    string(out, b"MQTT");
-    // 3.1.1, clean session, keep-alive 600 s (longer than any phase; the embedded broker, rumqttd,
-    // refuses 0).
-    out.extend_from_slice(&[4, 0x02, 0x02, 0x58]);
-    string(out, client_id.as_bytes());
-}
-
-fn subscribe_packet(out: &mut Vec<u8>, filter: &str) {
-    out.push(0x82);
-    remaining_length(out, 2 + 2 + filter.len() + 1);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    string(out, filter.as_bytes());
-    out.push(0);
-}
-
-/// A retained QoS 0 publish.
-fn publish_packet(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
-    out.push(0x31);
-    remaining_length(out, 2 + topic.len() + payload.len());
-    string(out, topic.as_bytes());
-    out.extend_from_slice(payload);
+    publish_packet(out, &format!("{PREFIX}/state"), state, true);
 }
 
 /// Spawns the relay as a child process of the bench (`--floor-child PORT`) and waits until it is
@@ -189,7 +127,7 @@ mod tests {
     #[test]
     fn an_nrg_publish_becomes_sixteen_field_publishes_and_a_state_one() {
         let mut input = Vec::new();
-        publish_packet(&mut input, INPUT, b"[230.1,231,232,0,1,2,3,4,5,6,7,42,0.9,0.9,0.9,0]");
+        publish_packet(&mut input, INPUT, b"[230.1,231,232,0,1,2,3,4,5,6,7,42,0.9,0.9,0.9,0]", false);
         let (_, body, len) = packet(&input).expect("a whole packet");
         assert_eq!(len, input.len());
         let mut out = Vec::new();
@@ -211,14 +149,5 @@ mod tests {
         assert_eq!(seen[0], ("floor/ev0/voltage_l1".into(), "230.1".into()));
         assert_eq!(seen[11], ("floor/ev0/power".into(), "42".into()));
         assert_eq!(seen[16], ("floor/ev0/state".into(), "{}".into()));
-    }
-
-    #[test]
-    fn a_partial_packet_waits_for_more_bytes() {
-        let mut p = Vec::new();
-        publish_packet(&mut p, "t", &[b'x'; 300]);
-        assert!(packet(&p[..p.len() - 1]).is_none());
-        assert!(packet(&p[..2]).is_none());
-        assert_eq!(packet(&p).map(|x| x.2), Some(p.len()));
     }
 }
