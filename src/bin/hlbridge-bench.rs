@@ -4,7 +4,8 @@
 //! reports, as a table and as JSON:
 //! - the raw one-hop broker latency (the physical floor) and the bridge path latency at a fixed rate;
 //! - bridge CPU time per input message (from `/proc/<pid>/task/*/schedstat`), RSS and peak RSS;
-//! - throughput and loss at saturation for a one-output mapping, and the broker's own limit; the
+//! - throughput and loss at saturation for a one-output mapping, and the broker's own limit (both
+//!   phases driven and counted by [`saturate`]'s lean pair, so the broker sets their pace); the
 //!   CPU per message of the broker (Mosquitto's process, or the embedded broker's threads) and of
 //!   the whole machine in both phases, and the ceilings on the ratio they set where they saturate;
 //! - start-up time to first publish, and memory with 1, 100 and 1 000 configured devices.
