@@ -444,8 +444,8 @@ fn percentiles(mut v: Vec<u64>) -> serde_json::Value {
     json!({"samples": v.len(), "p50_us": p(0.5), "p90_us": p(0.9), "p99_us": p(0.99), "max_us": *v.last().unwrap_or(&0) as f64 / 1000.0})
 }
 
-/// Publishes `count` messages at `rate` per second (or as fast as possible when 0), recording send
-/// times by sequence number.
+/// Publishes `count` messages at `rate` (> 0) per second, recording send times by sequence number.
+/// (Saturation, as fast as the broker reads, is [`saturate::flood`]'s.)
 async fn drive(
     pubr: &MqttHandle,
     count: u64,
@@ -457,14 +457,10 @@ async fn drive(
 ) {
     let start = Instant::now();
     for i in 0..count {
-        if let Some(offset) = (i * 1_000_000_000).checked_div(rate) {
-            let due = start + Duration::from_nanos(offset);
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
-        } else if i % 2000 == 0 {
-            tokio::task::yield_now().await;
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate.max(1));
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
         }
         let seq = first_seq + i;
         let msgs = make(seq);

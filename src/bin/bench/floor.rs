@@ -18,7 +18,7 @@ use std::io::Write as _;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::wire::{connect_packet, packet, publish_packet, subscribe_packet};
+use crate::wire::{connect_packet, packet, publish_packet, publish_parts, subscribe_packet};
 
 /// The topic the floor relay subscribes to (the bench's one charger).
 pub(crate) const INPUT: &str = "go-eCharger/000000/nrg";
@@ -84,9 +84,7 @@ async fn relay(port: u16) -> anyhow::Result<()> {
 
 /// One `nrg` publish (QoS 0 body: topic, payload) → the 17 publishes, appended to `out`.
 fn relay_one(body: &[u8], fields: &[String], state: &[u8], out: &mut Vec<u8>) {
-    let [hi, lo, ..] = *body else { return };
-    let topic_len = usize::from(u16::from_be_bytes([hi, lo]));
-    let Some(payload) = body.get(2 + topic_len..) else { return };
+    let Some((_, payload)) = publish_parts(body) else { return };
     let inner = payload.strip_prefix(b"[").and_then(|p| p.strip_suffix(b"]")).unwrap_or(payload);
     let mut topic = String::with_capacity(32);
     for (name, value) in fields.iter().zip(inner.split(|&b| b == b',')) {
@@ -136,12 +134,8 @@ mod tests {
         let mut seen = Vec::new();
         while let Some((kind, body, next)) = packet(&out[at..]) {
             assert_eq!(kind, 0x31);
-            let b = &out[at + body.0..at + body.1];
-            let tl = usize::from(u16::from_be_bytes([b[0], b[1]]));
-            seen.push((
-                String::from_utf8_lossy(&b[2..2 + tl]).into_owned(),
-                String::from_utf8_lossy(&b[2 + tl..]).into_owned(),
-            ));
+            let (topic, payload) = publish_parts(&out[at + body.0..at + body.1]).expect("a publish body");
+            seen.push((String::from_utf8_lossy(topic).into_owned(), String::from_utf8_lossy(payload).into_owned()));
             at += next;
         }
         assert_eq!(at, out.len());

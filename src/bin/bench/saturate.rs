@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::wire::{connect_packet, packet, publish_packet, publish_topic, subscribe_packet};
+use crate::wire::{connect_packet, packet, publish_packet, publish_parts, subscribe_packet};
 
 /// How much the publisher writes per socket write, and the consumer reads at most.
 const CHUNK: usize = 64 * 1024;
@@ -89,7 +89,9 @@ impl Consumer {
         loop {
             let (mut at, before) = (0, got);
             while let Some((kind, body, len)) = packet(&self.buf[at..]) {
-                if kind >> 4 == 3 && publish_topic(&self.buf[at + body.0..at + body.1]) == Some(topic.as_bytes()) {
+                if kind >> 4 == 3
+                    && publish_parts(&self.buf[at + body.0..at + body.1]).is_some_and(|(t, _)| t == topic.as_bytes())
+                {
                     got += 1;
                 }
                 at += len;

@@ -24,10 +24,11 @@ pub(crate) fn packet(buf: &[u8]) -> Option<(u8, (usize, usize), usize)> {
     (buf.len() >= i + len).then_some((kind, (i, i + len), i + len))
 }
 
-/// The topic of a QoS 0 PUBLISH body (topic length, topic, payload).
-pub(crate) fn publish_topic(body: &[u8]) -> Option<&[u8]> {
+/// The topic and payload of a QoS 0 PUBLISH body (topic length, topic, payload).
+pub(crate) fn publish_parts(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let [hi, lo, ..] = *body else { return None };
-    body.get(2..2 + usize::from(u16::from_be_bytes([hi, lo])))
+    let end = 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    Some((body.get(2..end)?, body.get(end..)?))
 }
 
 fn remaining_length(out: &mut Vec<u8>, mut len: usize) {
@@ -89,11 +90,11 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_says_its_topic_and_whether_it_is_retained() {
+    fn a_publish_says_its_topic_its_payload_and_whether_it_is_retained() {
         let mut p = Vec::new();
         publish_packet(&mut p, "a/b", b"42", false);
         let (kind, body, _) = packet(&p).expect("a whole packet");
         assert_eq!(kind, 0x30);
-        assert_eq!(publish_topic(&p[body.0..body.1]), Some(&b"a/b"[..]));
+        assert_eq!(publish_parts(&p[body.0..body.1]), Some((&b"a/b"[..], &b"42"[..])));
     }
 }
